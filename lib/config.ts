@@ -1,0 +1,305 @@
+// Every setting of the control plane, parsed and validated once from app settings (environment
+// variables with the same names locally and in Azure). A missing or invalid setting fails at start
+// with a message that names it.
+import { z } from 'zod';
+import { ConfigError } from './errors';
+
+const intSetting = (min: number, max: number, dflt: number) =>
+  z
+    .string()
+    .trim()
+    .regex(/^-?\d+$/, 'must be an integer')
+    .transform(Number)
+    .pipe(z.number().int().min(min).max(max))
+    .optional()
+    .transform((v) => v ?? dflt);
+
+const numberSetting = (min: number, max: number, dflt: number) =>
+  z
+    .string()
+    .trim()
+    .regex(/^-?\d+(\.\d+)?$/, 'must be a number')
+    .transform(Number)
+    .pipe(z.number().min(min).max(max))
+    .optional()
+    .transform((v) => v ?? dflt);
+
+const boolSetting = (dflt: boolean) =>
+  z
+    .enum(['true', 'false', '1', '0'])
+    .optional()
+    .transform((v) => (v === undefined ? dflt : v === 'true' || v === '1'));
+
+const jsonSetting = <T extends z.ZodTypeAny>(schema: T) =>
+  z.string().transform((s, ctx) => {
+    try {
+      return JSON.parse(s) as unknown;
+    } catch {
+      ctx.addIssue({ code: 'custom', message: 'must be valid JSON' });
+      return z.NEVER;
+    }
+  }).pipe(schema);
+
+export const subscriptionSchema = z
+  .object({
+    subscriptionId: z.string().min(1),
+    resourceGroup: z.string().min(1).max(90),
+    location: z.string().min(1),
+    quota: z.number().int().min(1).max(10_000).default(100),
+  })
+  .strict();
+export type PoolSubscription = z.infer<typeof subscriptionSchema>;
+
+const hourProfileSchema = z
+  .array(z.number().int().min(0).max(100_000))
+  .length(24, 'must list 24 numbers, the expected concurrent sessions for each UTC hour 0..23');
+
+/**
+ * The catalogue of settings. `azure: 'required'` settings must be present in the Bicep app
+ * settings (checked by test/unit/infra/settings.test.ts); `local` ones exist only for the offline runtime.
+ */
+export const SETTINGS = {
+  RELAY_BROKER_MODE: { azure: 'required', doc: '`azure` in Azure; `local` for the offline runtime (local issuer, emulators).' },
+  AzureWebJobsStorage: { azure: 'optional', doc: 'Storage connection string (local: Azurite). In Azure use AzureWebJobsStorage__accountName with the managed identity.' },
+  AzureWebJobsStorage__accountName: { azure: 'required', doc: 'Storage account for tables and device queues, reached with the managed identity.' },
+  STORAGE_TABLE_ENDPOINT: { azure: 'optional', doc: 'Table endpoint override (default https://<account>.table.core.windows.net).' },
+  STORAGE_QUEUE_ENDPOINT: { azure: 'optional', doc: 'Queue endpoint override (default https://<account>.queue.core.windows.net).' },
+  STORAGE_ACCOUNT_KEY: { azure: 'required', doc: 'Key that signs the per-device queue SAS (Queue storage has no user-delegation SAS). A Key Vault reference in Azure.' },
+  PUBLIC_API_URL: { azure: 'required', doc: 'Public base URL of the API, e.g. https://<app>.azurewebsites.net/api; used in enrollment documents and readyUrl.' },
+  POOL_NAME: { azure: 'required', doc: 'Name of the namespace pool (partition key of the namespaces table; tag value on namespaces).' },
+  POOL_SUBSCRIPTIONS: { azure: 'required', doc: 'JSON array of {subscriptionId, resourceGroup, location, quota} the pool may create namespaces in.' },
+  POOL_NAMESPACE_PREFIX: { azure: 'required', doc: 'Prefix of generated namespace names (globally unique DNS labels).' },
+  POOL_FLOOR: { azure: 'required', doc: 'Namespaces kept available at least, whatever the load.' },
+  POOL_CAP: { azure: 'required', doc: 'Global cap on namespaces in the pool, across subscriptions.' },
+  POOL_HOUR_PROFILE: { azure: 'optional', doc: 'JSON array of 24 expected concurrent sessions per UTC hour; sizes the pool ahead of known peaks.' },
+  POOL_HEADROOM: { azure: 'optional', doc: 'Multiplier on expected demand kept available (default 1.25).' },
+  POOL_CREATE_SECONDS: { azure: 'optional', doc: 'Expected namespace creation time used by the sizing policy (default 45).' },
+  POOL_STUCK_MINUTES: { azure: 'optional', doc: 'A namespace in creating or recycling for longer is retried by reconcile (default 30).' },
+  POOL_MAX_RECYCLE_FAILURES: { azure: 'optional', doc: 'Failed recycles before a namespace is quarantined (default 3).' },
+  POOL_SHRINK_IDLE_MINUTES: { azure: 'optional', doc: 'Minutes the pool must stay above target before it shrinks (default 30).' },
+  POOL_NAME_REUSE_HOURS: { azure: 'optional', doc: 'Hours before a deleted namespace name may be used again (default 24).' },
+  RELAY_ARM_ENDPOINT: { azure: 'optional', doc: 'ARM endpoint (default https://management.azure.com); the relay emulator locally.' },
+  RELAY_ARM_CA_FILE: { azure: 'local', doc: 'PEM file of a CA to trust for the ARM endpoint (the emulator\'s certificate).' },
+  SESSION_OPEN_BUDGET_MS: { azure: 'optional', doc: 'How long POST /sessions waits for the session to be ready before answering 202 (default 8000).' },
+  SESSION_READY_TIMEOUT_MS: { azure: 'optional', doc: 'How long the device has to report ready; also the TTL of the session.open message (default 7000).' },
+  SESSION_DEFAULT_LIFETIME_MINUTES: { azure: 'optional', doc: 'Lifetime when the request gives none (default 60).' },
+  SESSION_MAX_LIFETIME_MINUTES: { azure: 'optional', doc: 'Longest lifetime a request may ask for (default 720).' },
+  SESSION_RATE_LIMIT_PER_MINUTE: { azure: 'optional', doc: 'POST /sessions per principal per minute (default 30).' },
+  DEVICE_SAS_DAYS: { azure: 'optional', doc: 'Validity of a device enrollment (queue SAS) in days (default 365).' },
+  AUTH_MODE: { azure: 'required', doc: '`entra` (validate bearer JWTs), `appservice` (trust x-ms-client-principal behind App Service Authentication) or `local`.' },
+  AUTH_ISSUER: { azure: 'required', doc: 'Expected JWT issuer, e.g. https://login.microsoftonline.com/<tenant>/v2.0.' },
+  AUTH_AUDIENCE: { azure: 'required', doc: 'Expected JWT audience (the API app registration\'s client id or Application ID URI).' },
+  AUTH_JWKS_URL: { azure: 'required', doc: 'JWKS URL of the issuer, e.g. https://login.microsoftonline.com/<tenant>/discovery/v2.0/keys.' },
+} as const satisfies Record<string, { azure: 'required' | 'optional' | 'local'; doc: string }>;
+
+export type SettingName = keyof typeof SETTINGS;
+
+const envSchema = z
+  .object({
+    RELAY_BROKER_MODE: z.enum(['azure', 'local']).default('azure'),
+    AzureWebJobsStorage: z.string().min(1).optional(),
+    AzureWebJobsStorage__accountName: z.string().regex(/^[a-z0-9]{3,24}$/, 'must be a storage account name').optional(),
+    STORAGE_TABLE_ENDPOINT: z.url().optional(),
+    STORAGE_QUEUE_ENDPOINT: z.url().optional(),
+    STORAGE_ACCOUNT_KEY: z.string().min(1).optional(),
+    PUBLIC_API_URL: z.url().optional(),
+    POOL_NAME: z.string().regex(/^[a-z0-9-]{1,40}$/, 'lowercase letters, digits and hyphens, at most 40').default('default'),
+    POOL_SUBSCRIPTIONS: jsonSetting(z.array(subscriptionSchema).min(1, 'must list at least one subscription')).optional(),
+    POOL_NAMESPACE_PREFIX: z.string().regex(/^[a-z][a-z0-9-]{2,20}$/, 'a letter, then 2-20 lowercase letters, digits or hyphens').default('rbk'),
+    POOL_FLOOR: intSetting(0, 100_000, 5),
+    POOL_CAP: intSetting(1, 100_000, 600),
+    POOL_HOUR_PROFILE: jsonSetting(hourProfileSchema).optional(),
+    POOL_HEADROOM: numberSetting(1, 10, 1.25),
+    POOL_CREATE_SECONDS: intSetting(1, 3600, 45),
+    POOL_STUCK_MINUTES: intSetting(1, 24 * 60, 30),
+    POOL_MAX_RECYCLE_FAILURES: intSetting(1, 100, 3),
+    POOL_SHRINK_IDLE_MINUTES: intSetting(0, 24 * 60, 30),
+    POOL_NAME_REUSE_HOURS: intSetting(0, 24 * 365, 24),
+    RELAY_ARM_ENDPOINT: z.url().optional(),
+    RELAY_ARM_CA_FILE: z.string().min(1).optional(),
+    SESSION_OPEN_BUDGET_MS: intSetting(500, 120_000, 8000),
+    SESSION_READY_TIMEOUT_MS: intSetting(500, 600_000, 7000),
+    SESSION_DEFAULT_LIFETIME_MINUTES: intSetting(1, 720, 60),
+    SESSION_MAX_LIFETIME_MINUTES: intSetting(1, 720, 720),
+    SESSION_RATE_LIMIT_PER_MINUTE: intSetting(1, 100_000, 30),
+    DEVICE_SAS_DAYS: intSetting(1, 3650, 365),
+    AUTH_MODE: z.enum(['entra', 'appservice', 'local']).default('entra'),
+    AUTH_ISSUER: z.string().min(1).optional(),
+    AUTH_AUDIENCE: z.string().min(1).optional(),
+    AUTH_JWKS_URL: z.url().optional(),
+  })
+  .superRefine((env, ctx) => {
+    const need = (name: keyof typeof env, why: string) => {
+      if (env[name] === undefined) ctx.addIssue({ code: 'custom', path: [name], message: `is required ${why}` });
+    };
+    if (!env.AzureWebJobsStorage && !env.AzureWebJobsStorage__accountName) {
+      ctx.addIssue({ code: 'custom', path: ['AzureWebJobsStorage__accountName'], message: 'or AzureWebJobsStorage is required' });
+    }
+    if (env.AzureWebJobsStorage__accountName && !env.AzureWebJobsStorage) need('STORAGE_ACCOUNT_KEY', 'to sign device queue SAS');
+    if (env.AUTH_MODE === 'entra') {
+      need('AUTH_ISSUER', 'when AUTH_MODE=entra');
+      need('AUTH_AUDIENCE', 'when AUTH_MODE=entra');
+      need('AUTH_JWKS_URL', 'when AUTH_MODE=entra');
+    }
+    if (env.AUTH_MODE === 'local' && env.RELAY_BROKER_MODE !== 'local') {
+      ctx.addIssue({ code: 'custom', path: ['AUTH_MODE'], message: 'local is allowed only with RELAY_BROKER_MODE=local' });
+    }
+    if (env.RELAY_BROKER_MODE === 'azure') need('PUBLIC_API_URL', 'in azure mode');
+    if (env.SESSION_DEFAULT_LIFETIME_MINUTES > env.SESSION_MAX_LIFETIME_MINUTES) {
+      ctx.addIssue({ code: 'custom', path: ['SESSION_DEFAULT_LIFETIME_MINUTES'], message: 'must not exceed SESSION_MAX_LIFETIME_MINUTES' });
+    }
+    if (env.POOL_FLOOR > env.POOL_CAP) ctx.addIssue({ code: 'custom', path: ['POOL_FLOOR'], message: 'must not exceed POOL_CAP' });
+  });
+
+export interface StorageConfig {
+  /** Connection string (local, Azurite) or undefined when the managed identity is used. */
+  connectionString?: string;
+  accountName: string;
+  accountKey?: string;
+  tableEndpoint: string;
+  queueEndpoint: string;
+}
+
+export interface Config {
+  mode: 'azure' | 'local';
+  storage: StorageConfig;
+  publicApiUrl: string;
+  pool: {
+    name: string;
+    subscriptions: PoolSubscription[];
+    namespacePrefix: string;
+    floor: number;
+    cap: number;
+    hourProfile?: number[];
+    headroom: number;
+    createSeconds: number;
+    stuckMinutes: number;
+    maxRecycleFailures: number;
+    shrinkIdleMinutes: number;
+    nameReuseHours: number;
+  };
+  relay: { armEndpoint: string; armCaFile?: string };
+  sessions: {
+    openBudgetMs: number;
+    readyTimeoutMs: number;
+    defaultLifetimeMinutes: number;
+    maxLifetimeMinutes: number;
+    rateLimitPerMinute: number;
+  };
+  devices: { sasDays: number };
+  auth: { mode: 'entra' | 'appservice' | 'local'; issuer?: string; audience?: string; jwksUrl?: string };
+}
+
+/** Parses `AccountName=..;AccountKey=..;TableEndpoint=..` connection strings (and UseDevelopmentStorage=true). */
+export function parseConnectionString(cs: string): StorageConfig {
+  const parts = new Map<string, string>();
+  for (const segment of cs.split(';')) {
+    const i = segment.indexOf('=');
+    if (i > 0) parts.set(segment.slice(0, i).trim().toLowerCase(), segment.slice(i + 1).trim());
+  }
+  if (parts.get('usedevelopmentstorage') === 'true') {
+    return parseConnectionString(
+      'DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;' +
+        'AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;' +
+        'QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1;TableEndpoint=http://127.0.0.1:10002/devstoreaccount1;',
+    );
+  }
+  const accountName = parts.get('accountname');
+  if (!accountName) throw new ConfigError('Invalid setting AzureWebJobsStorage: the connection string has no AccountName');
+  const protocol = parts.get('defaultendpointsprotocol') ?? 'https';
+  const suffix = parts.get('endpointsuffix') ?? 'core.windows.net';
+  return {
+    connectionString: cs,
+    accountName,
+    accountKey: parts.get('accountkey'),
+    tableEndpoint: parts.get('tableendpoint') ?? `${protocol}://${accountName}.table.${suffix}`,
+    queueEndpoint: parts.get('queueendpoint') ?? `${protocol}://${accountName}.queue.${suffix}`,
+  };
+}
+
+/** Parses and validates settings from an environment; throws ConfigError naming every bad setting. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const input: Record<string, string | undefined> = {};
+  for (const name of Object.keys(SETTINGS)) {
+    const value = env[name];
+    input[name] = value === undefined || value.trim() === '' ? undefined : value;
+  }
+  const parsed = envSchema.safeParse(input);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((i) => {
+      const name = String(i.path[0] ?? 'settings');
+      // Never echo a value back: some settings are secrets.
+      return `  ${name}: ${i.message}`;
+    });
+    throw new ConfigError(`Invalid configuration:\n${lines.join('\n')}`);
+  }
+  const e = parsed.data;
+  const storage = e.AzureWebJobsStorage
+    ? parseConnectionString(e.AzureWebJobsStorage)
+    : {
+        accountName: e.AzureWebJobsStorage__accountName!,
+        accountKey: e.STORAGE_ACCOUNT_KEY,
+        tableEndpoint: `https://${e.AzureWebJobsStorage__accountName}.table.core.windows.net`,
+        queueEndpoint: `https://${e.AzureWebJobsStorage__accountName}.queue.core.windows.net`,
+      };
+  if (e.STORAGE_TABLE_ENDPOINT) storage.tableEndpoint = e.STORAGE_TABLE_ENDPOINT;
+  if (e.STORAGE_QUEUE_ENDPOINT) storage.queueEndpoint = e.STORAGE_QUEUE_ENDPOINT;
+  if (e.STORAGE_ACCOUNT_KEY) storage.accountKey = e.STORAGE_ACCOUNT_KEY;
+  if (!storage.accountKey) {
+    throw new ConfigError('Invalid configuration:\n  STORAGE_ACCOUNT_KEY: is required to sign device queue SAS');
+  }
+  const config: Config = {
+    mode: e.RELAY_BROKER_MODE,
+    storage,
+    publicApiUrl: (e.PUBLIC_API_URL ?? `http://127.0.0.1:${env.PORT ?? '7071'}/api`).replace(/\/+$/, ''),
+    pool: {
+      name: e.POOL_NAME,
+      subscriptions: e.POOL_SUBSCRIPTIONS ?? [
+        { subscriptionId: '00000000-0000-0000-0000-000000000000', resourceGroup: 'relay-broker-pool', location: 'local', quota: 100 },
+      ],
+      namespacePrefix: e.POOL_NAMESPACE_PREFIX,
+      floor: e.POOL_FLOOR,
+      cap: e.POOL_CAP,
+      hourProfile: e.POOL_HOUR_PROFILE,
+      headroom: e.POOL_HEADROOM,
+      createSeconds: e.POOL_CREATE_SECONDS,
+      stuckMinutes: e.POOL_STUCK_MINUTES,
+      maxRecycleFailures: e.POOL_MAX_RECYCLE_FAILURES,
+      shrinkIdleMinutes: e.POOL_SHRINK_IDLE_MINUTES,
+      nameReuseHours: e.POOL_NAME_REUSE_HOURS,
+    },
+    relay: { armEndpoint: e.RELAY_ARM_ENDPOINT ?? 'https://management.azure.com', armCaFile: e.RELAY_ARM_CA_FILE },
+    sessions: {
+      openBudgetMs: e.SESSION_OPEN_BUDGET_MS,
+      readyTimeoutMs: e.SESSION_READY_TIMEOUT_MS,
+      defaultLifetimeMinutes: e.SESSION_DEFAULT_LIFETIME_MINUTES,
+      maxLifetimeMinutes: e.SESSION_MAX_LIFETIME_MINUTES,
+      rateLimitPerMinute: e.SESSION_RATE_LIMIT_PER_MINUTE,
+    },
+    devices: { sasDays: e.DEVICE_SAS_DAYS },
+    auth: { mode: e.AUTH_MODE, issuer: e.AUTH_ISSUER, audience: e.AUTH_AUDIENCE, jwksUrl: e.AUTH_JWKS_URL },
+  };
+  if (config.mode === 'azure' && !e.POOL_SUBSCRIPTIONS) {
+    throw new ConfigError('Invalid configuration:\n  POOL_SUBSCRIPTIONS: is required in azure mode');
+  }
+  return deepFreeze(config);
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value && typeof value === 'object') {
+    for (const v of Object.values(value as Record<string, unknown>)) deepFreeze(v);
+    Object.freeze(value);
+  }
+  return value;
+}
+
+let cached: Config | undefined;
+/** The process-wide configuration, loaded on first use. */
+export function getConfig(): Config {
+  cached ??= loadConfig();
+  return cached;
+}
+/** For tests that change the environment between cases. */
+export function resetConfigForTests(): void {
+  cached = undefined;
+}

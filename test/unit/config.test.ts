@@ -1,0 +1,57 @@
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { loadConfig, SETTINGS } from '../../lib/config';
+import { ConfigError } from '../../lib/errors';
+
+const localEnv = {
+  RELAY_BROKER_MODE: 'local',
+  AUTH_MODE: 'local',
+  AzureWebJobsStorage: 'UseDevelopmentStorage=true',
+};
+
+describe('config', () => {
+  it('loads the local defaults', () => {
+    const c = loadConfig(localEnv);
+    assert.equal(c.mode, 'local');
+    assert.equal(c.storage.accountName, 'devstoreaccount1');
+    assert.equal(c.sessions.openBudgetMs, 8000);
+    assert.equal(c.pool.subscriptions.length, 1);
+    assert.ok(Object.isFrozen(c.pool));
+  });
+
+  const bad: Array<[string, Record<string, string>, string]> = [
+    ['an integer setting that is not a number', { POOL_FLOOR: 'five' }, 'POOL_FLOOR'],
+    ['a negative floor', { POOL_FLOOR: '-1' }, 'POOL_FLOOR'],
+    ['a floor above the cap', { POOL_FLOOR: '10', POOL_CAP: '5' }, 'POOL_FLOOR'],
+    ['subscriptions that are not JSON', { POOL_SUBSCRIPTIONS: '[{' }, 'POOL_SUBSCRIPTIONS'],
+    ['subscriptions with an unknown field', { POOL_SUBSCRIPTIONS: '[{"subscriptionId":"s","resourceGroup":"g","location":"l","x":1}]' }, 'POOL_SUBSCRIPTIONS'],
+    ['an hour profile of 23 hours', { POOL_HOUR_PROFILE: JSON.stringify(new Array(23).fill(1)) }, 'POOL_HOUR_PROFILE'],
+    ['an unknown mode', { RELAY_BROKER_MODE: 'cloud' }, 'RELAY_BROKER_MODE'],
+    ['entra auth without an issuer', { AUTH_MODE: 'entra', AUTH_AUDIENCE: 'a', AUTH_JWKS_URL: 'https://x/keys' }, 'AUTH_ISSUER'],
+    ['a non-URL public API', { PUBLIC_API_URL: 'not a url' }, 'PUBLIC_API_URL'],
+  ];
+  for (const [what, overrides, setting] of bad) {
+    it(`refuses ${what}, naming ${setting}`, () => {
+      assert.throws(() => loadConfig({ ...localEnv, ...overrides }), (err: unknown) => {
+        assert.ok(err instanceof ConfigError);
+        assert.match(err.message, new RegExp(`\\b${setting}\\b`));
+        return true;
+      });
+    });
+  }
+
+  it('never echoes a secret value in its message', () => {
+    assert.throws(
+      () => loadConfig({ ...localEnv, AzureWebJobsStorage: undefined as unknown as string, AzureWebJobsStorage__accountName: 'acct' }),
+      (err: unknown) => err instanceof ConfigError && /STORAGE_ACCOUNT_KEY/.test(err.message),
+    );
+  });
+
+  it('requires the azure settings in azure mode', () => {
+    assert.throws(() => loadConfig({ RELAY_BROKER_MODE: 'azure', AUTH_MODE: 'entra' }), /AzureWebJobsStorage__accountName[\s\S]*AUTH_ISSUER|AUTH_ISSUER/);
+  });
+
+  it('documents every setting', () => {
+    for (const [name, s] of Object.entries(SETTINGS)) assert.ok(s.doc.length > 10, name);
+  });
+});
