@@ -1,6 +1,7 @@
 // Every setting of the control plane, parsed and validated once from app settings (environment
 // variables with the same names locally and in Azure). A missing or invalid setting fails at start
 // with a message that names it.
+import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { ConfigError } from './errors';
 
@@ -65,6 +66,7 @@ export const SETTINGS = {
   STORAGE_TABLE_ENDPOINT: { azure: 'optional', doc: 'Table endpoint override (default https://<account>.table.core.windows.net).' },
   STORAGE_QUEUE_ENDPOINT: { azure: 'optional', doc: 'Queue endpoint override (default https://<account>.queue.core.windows.net).' },
   STORAGE_ACCOUNT_KEY: { azure: 'required', doc: 'Key that signs the per-device queue SAS (Queue storage has no user-delegation SAS). A Key Vault reference in Azure.' },
+  SEALING_KEY: { azure: 'required', doc: 'Base64 of at least 32 random bytes: seals relay keys and send tokens at rest and derives readyTokens. A Key Vault reference in Azure.' },
   PUBLIC_API_URL: { azure: 'required', doc: 'Public base URL of the API, e.g. https://<app>.azurewebsites.net/api; used in enrollment documents and readyUrl.' },
   POOL_NAME: { azure: 'required', doc: 'Name of the namespace pool (partition key of the namespaces table; tag value on namespaces).' },
   POOL_SUBSCRIPTIONS: { azure: 'required', doc: 'JSON array of {subscriptionId, resourceGroup, location, quota} the pool may create namespaces in.' },
@@ -102,6 +104,10 @@ const envSchema = z
     STORAGE_TABLE_ENDPOINT: z.url().optional(),
     STORAGE_QUEUE_ENDPOINT: z.url().optional(),
     STORAGE_ACCOUNT_KEY: z.string().min(1).optional(),
+    SEALING_KEY: z
+      .string()
+      .refine((v) => /^[A-Za-z0-9+/=_-]+$/.test(v) && Buffer.from(v, 'base64').length >= 32, 'must be base64 of at least 32 bytes')
+      .optional(),
     PUBLIC_API_URL: z.url().optional(),
     POOL_NAME: z.string().regex(/^[a-z0-9-]{1,40}$/, 'lowercase letters, digits and hyphens, at most 40').default('default'),
     POOL_SUBSCRIPTIONS: jsonSetting(z.array(subscriptionSchema).min(1, 'must list at least one subscription')).optional(),
@@ -136,15 +142,18 @@ const envSchema = z
       ctx.addIssue({ code: 'custom', path: ['AzureWebJobsStorage__accountName'], message: 'or AzureWebJobsStorage is required' });
     }
     if (env.AzureWebJobsStorage__accountName && !env.AzureWebJobsStorage) need('STORAGE_ACCOUNT_KEY', 'to sign device queue SAS');
-    if (env.AUTH_MODE === 'entra') {
-      need('AUTH_ISSUER', 'when AUTH_MODE=entra');
-      need('AUTH_AUDIENCE', 'when AUTH_MODE=entra');
-      need('AUTH_JWKS_URL', 'when AUTH_MODE=entra');
+    if (env.AUTH_MODE !== 'appservice') {
+      need('AUTH_ISSUER', `when AUTH_MODE=${env.AUTH_MODE}`);
+      need('AUTH_AUDIENCE', `when AUTH_MODE=${env.AUTH_MODE}`);
+      need('AUTH_JWKS_URL', `when AUTH_MODE=${env.AUTH_MODE}`);
     }
     if (env.AUTH_MODE === 'local' && env.RELAY_BROKER_MODE !== 'local') {
       ctx.addIssue({ code: 'custom', path: ['AUTH_MODE'], message: 'local is allowed only with RELAY_BROKER_MODE=local' });
     }
-    if (env.RELAY_BROKER_MODE === 'azure') need('PUBLIC_API_URL', 'in azure mode');
+    if (env.RELAY_BROKER_MODE === 'azure') {
+      need('PUBLIC_API_URL', 'in azure mode');
+      need('SEALING_KEY', 'in azure mode');
+    }
     if (env.SESSION_DEFAULT_LIFETIME_MINUTES > env.SESSION_MAX_LIFETIME_MINUTES) {
       ctx.addIssue({ code: 'custom', path: ['SESSION_DEFAULT_LIFETIME_MINUTES'], message: 'must not exceed SESSION_MAX_LIFETIME_MINUTES' });
     }
@@ -163,6 +172,8 @@ export interface StorageConfig {
 export interface Config {
   mode: 'azure' | 'local';
   storage: StorageConfig;
+  /** Key material for lib/sealing.ts. Locally derived from the storage key when not set. */
+  sealingKey: Buffer;
   publicApiUrl: string;
   pool: {
     name: string;
@@ -248,10 +259,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (!storage.accountKey) {
     throw new ConfigError('Invalid configuration:\n  STORAGE_ACCOUNT_KEY: is required to sign device queue SAS');
   }
+  const sealingKey = e.SEALING_KEY
+    ? Buffer.from(e.SEALING_KEY, 'base64')
+    : createHash('sha256').update(`relay-broker local sealing key:${storage.accountKey}`).digest();
   const config: Config = {
     mode: e.RELAY_BROKER_MODE,
     storage,
-    publicApiUrl: (e.PUBLIC_API_URL ?? `http://127.0.0.1:${env.PORT ?? '7071'}/api`).replace(/\/+$/, ''),
+    sealingKey,
+    publicApiUrl: (e.PUBLIC_API_URL ?? `http://${env.WEBSITE_HOSTNAME ?? `127.0.0.1:${env.PORT ?? '7071'}`}/api`).replace(/\/+$/, ''),
     pool: {
       name: e.POOL_NAME,
       subscriptions: e.POOL_SUBSCRIPTIONS ?? [
@@ -286,7 +301,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
 }
 
 function deepFreeze<T>(value: T): T {
-  if (value && typeof value === 'object') {
+  if (value && typeof value === 'object' && !Buffer.isBuffer(value)) {
     for (const v of Object.values(value as Record<string, unknown>)) deepFreeze(v);
     Object.freeze(value);
   }

@@ -7,6 +7,9 @@ const localEnv = {
   RELAY_BROKER_MODE: 'local',
   AUTH_MODE: 'local',
   AzureWebJobsStorage: 'UseDevelopmentStorage=true',
+  AUTH_ISSUER: 'http://127.0.0.1:1/local',
+  AUTH_AUDIENCE: 'relay-broker',
+  AUTH_JWKS_URL: 'http://127.0.0.1:1/keys',
 };
 
 describe('config', () => {

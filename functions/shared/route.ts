@@ -1,0 +1,78 @@
+// The one HTTP adapter every API function goes through: authentication and the route's role,
+// then the handler, then the mapping of any error to problem+json. A handler only parses its
+// input and calls lib/.
+import { app, type HttpRequest, type HttpResponseInit, type InvocationContext } from '@azure/functions';
+import { requireRole } from '../../lib/auth/authenticator';
+import type { Principal, Role } from '../../lib/auth/principal';
+import { redactSecrets } from '../../lib/auth/logRedaction';
+import { toProblem } from '../../lib/errors';
+import { getServices, type Services } from './services';
+
+export type Access =
+  /** Anyone (health, the device's ready call authenticated by its readyToken). */
+  | 'anonymous'
+  /** Any of these roles. */
+  | readonly Role[];
+
+export interface ApiContext {
+  req: HttpRequest;
+  ctx: InvocationContext;
+  services: Services;
+  /** Undefined only on anonymous routes. */
+  principal: Principal | undefined;
+  /** The raw body (undefined for GET/HEAD). */
+  body: Uint8Array | undefined;
+}
+
+export interface RouteOptions {
+  methods: Array<'GET' | 'POST' | 'PUT' | 'DELETE' | 'PATCH'>;
+  route: string;
+  access: Access;
+  /** False for routes that never touch storage (health): skips the one-time table creation. */
+  usesStorage?: boolean;
+  handler: (api: ApiContext) => Promise<HttpResponseInit>;
+}
+
+/** Registers an HTTP function with the shared pipeline. */
+export function route(name: string, options: RouteOptions): void {
+  app.http(name, {
+    methods: options.methods,
+    route: options.route,
+    // Authentication is ours (Entra JWT or App Service Authentication), not function keys.
+    authLevel: 'anonymous',
+    handler: (req, ctx) => runRoute(options, req, ctx),
+  });
+}
+
+async function runRoute(options: RouteOptions, req: HttpRequest, ctx: InvocationContext): Promise<HttpResponseInit> {
+  const instance = new URL(req.url).pathname;
+  try {
+    const services = getServices();
+    let principal: Principal | undefined;
+    if (options.access !== 'anonymous') {
+      principal = await services.authenticator.authenticate(req.headers);
+      requireRole(principal, ...options.access);
+    }
+    if (options.usesStorage !== false) await services.ready();
+    const body = req.method === 'GET' || req.method === 'HEAD' ? undefined : new Uint8Array(await req.arrayBuffer());
+    return await options.handler({ req, ctx, services, principal, body });
+  } catch (err) {
+    const problem = toProblem(err, instance);
+    if (problem.correlationId) {
+      // The full error goes to the log under the correlation id; the caller sees only the id.
+      ctx.error(`unhandled error ${problem.correlationId} on ${req.method} ${instance}: ${describe(err)}`);
+    } else if (problem.status >= 500) {
+      ctx.warn(`${req.method} ${instance} -> ${problem.status} ${problem.body.code}: ${problem.body.detail}`);
+    }
+    return { status: problem.status, headers: problem.headers, jsonBody: problem.body };
+  }
+}
+
+function describe(err: unknown): string {
+  const text = err instanceof Error ? `${err.name}: ${err.message}${err.stack ? `\n${err.stack.split('\n').slice(1, 6).join('\n')}` : ''}` : String(err);
+  return redactSecrets(text);
+}
+
+export function json(status: number, body: unknown, headers: Record<string, string> = {}): HttpResponseInit {
+  return { status, jsonBody: body, headers: { 'content-type': 'application/json', ...headers } };
+}

@@ -1,0 +1,123 @@
+// The `devices` table: one row per registered device (PK "device", RK deviceId). Holds the
+// queue name and the id of the stored access policy its SAS is bound to; never the SAS itself.
+import { odata, RestError, TableClient } from '@azure/data-tables';
+import { z } from 'zod';
+import { ConflictError, NotFoundError } from '../errors';
+
+export const DEVICE_PARTITION = 'device';
+
+export const deviceRecordSchema = z.object({
+  deviceId: z.string(),
+  displayName: z.string().optional(),
+  tags: z.record(z.string(), z.string()),
+  queueName: z.string(),
+  policyId: z.string(),
+  sasExpiresAt: z.string(),
+  createdAt: z.string(),
+  createdBy: z.string(),
+  rotatedAt: z.string().optional(),
+});
+export type DeviceRecord = z.infer<typeof deviceRecordSchema>;
+
+interface DeviceEntity {
+  partitionKey: string;
+  rowKey: string;
+  displayName?: string;
+  tagsJson: string;
+  queueName: string;
+  policyId: string;
+  sasExpiresAt: string;
+  createdAt: string;
+  createdBy: string;
+  rotatedAt?: string;
+  etag?: string;
+}
+
+function toEntity(d: DeviceRecord): DeviceEntity {
+  return {
+    partitionKey: DEVICE_PARTITION,
+    rowKey: d.deviceId,
+    ...(d.displayName !== undefined ? { displayName: d.displayName } : {}),
+    tagsJson: JSON.stringify(d.tags),
+    queueName: d.queueName,
+    policyId: d.policyId,
+    sasExpiresAt: d.sasExpiresAt,
+    createdAt: d.createdAt,
+    createdBy: d.createdBy,
+    ...(d.rotatedAt ? { rotatedAt: d.rotatedAt } : {}),
+  };
+}
+
+function fromEntity(e: Record<string, unknown>): DeviceRecord & { etag: string } {
+  const parsed = deviceRecordSchema.parse({
+    deviceId: e.rowKey,
+    displayName: e.displayName ?? undefined,
+    tags: JSON.parse(String(e.tagsJson ?? '{}')) as unknown,
+    queueName: e.queueName,
+    policyId: e.policyId,
+    sasExpiresAt: e.sasExpiresAt,
+    createdAt: e.createdAt,
+    createdBy: e.createdBy,
+    rotatedAt: e.rotatedAt ?? undefined,
+  });
+  return { ...parsed, etag: String(e.etag ?? '') };
+}
+
+export class DeviceStore {
+  constructor(private readonly table: TableClient) {}
+
+  async ensureTable(): Promise<void> {
+    await this.table.createTable();
+  }
+
+  /** Inserts a new device; a second insert of the same id is a ConflictError (`device_exists`). */
+  async insert(d: DeviceRecord): Promise<void> {
+    try {
+      await this.table.createEntity(toEntity(d));
+    } catch (err) {
+      if (err instanceof RestError && err.statusCode === 409) {
+        throw new ConflictError(`Device ${d.deviceId} is already registered.`, 'device_exists', { op: 'deviceStore.insert' });
+      }
+      throw err;
+    }
+  }
+
+  async get(deviceId: string): Promise<(DeviceRecord & { etag: string }) | undefined> {
+    try {
+      return fromEntity(await this.table.getEntity<Record<string, unknown>>(DEVICE_PARTITION, deviceId));
+    } catch (err) {
+      if (err instanceof RestError && err.statusCode === 404) return undefined;
+      throw err;
+    }
+  }
+
+  async require(deviceId: string): Promise<DeviceRecord & { etag: string }> {
+    const d = await this.get(deviceId);
+    if (!d) throw new NotFoundError(`Device ${deviceId} is not registered.`, 'device_not_found');
+    return d;
+  }
+
+  /** Replaces the row only if it still has the ETag that was read. */
+  async replace(d: DeviceRecord, etag: string): Promise<void> {
+    await this.table.updateEntity(toEntity(d), 'Replace', { etag });
+  }
+
+  async list(): Promise<DeviceRecord[]> {
+    const out: DeviceRecord[] = [];
+    const iter = this.table.listEntities<Record<string, unknown>>({ queryOptions: { filter: odata`PartitionKey eq ${DEVICE_PARTITION}` } });
+    for await (const e of iter) {
+      const { etag: _etag, ...record } = fromEntity(e);
+      out.push(record);
+    }
+    return out;
+  }
+
+  /** Deletes the row; deleting an absent row is not an error (second run is a no-op). */
+  async delete(deviceId: string): Promise<void> {
+    try {
+      await this.table.deleteEntity(DEVICE_PARTITION, deviceId);
+    } catch (err) {
+      if (!(err instanceof RestError && err.statusCode === 404)) throw err;
+    }
+  }
+}
