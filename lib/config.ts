@@ -231,9 +231,17 @@ export function parseConnectionString(cs: string): StorageConfig {
 /** Parses and validates settings from an environment; throws ConfigError naming every bad setting. */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const input: Record<string, string | undefined> = {};
+  const unresolved: string[] = [];
   for (const name of Object.keys(SETTINGS)) {
     const value = env[name];
     input[name] = value === undefined || value.trim() === '' ? undefined : value;
+    // App Service hands over the reference text itself when a Key Vault reference cannot be resolved.
+    if (value?.trim().startsWith('@Microsoft.KeyVault(')) unresolved.push(name);
+  }
+  if (unresolved.length) {
+    throw new ConfigError(
+      `Invalid configuration:\n${unresolved.map((n) => `  ${n}: is an unresolved Key Vault reference (check the app's identity has Key Vault Secrets User and the secret exists)`).join('\n')}`,
+    );
   }
   const parsed = envSchema.safeParse(input);
   if (!parsed.success) {

@@ -50,6 +50,13 @@ describe('config', () => {
     );
   });
 
+  it('refuses an unresolved Key Vault reference, naming the setting', () => {
+    assert.throws(
+      () => loadConfig({ ...localEnv, SEALING_KEY: '@Microsoft.KeyVault(SecretUri=https://kv.vault.azure.net/secrets/sealing)' }),
+      (err: unknown) => err instanceof ConfigError && /SEALING_KEY: is an unresolved Key Vault reference/.test(err.message),
+    );
+  });
+
   it('requires the azure settings in azure mode', () => {
     assert.throws(() => loadConfig({ RELAY_BROKER_MODE: 'azure', AUTH_MODE: 'entra' }), /AzureWebJobsStorage__accountName[\s\S]*AUTH_ISSUER|AUTH_ISSUER/);
   });
