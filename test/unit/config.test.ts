@@ -30,7 +30,7 @@ describe('config', () => {
     ['subscriptions with an unknown field', { POOL_SUBSCRIPTIONS: '[{"subscriptionId":"s","resourceGroup":"g","location":"l","x":1}]' }, 'POOL_SUBSCRIPTIONS'],
     ['an hour profile of 23 hours', { POOL_HOUR_PROFILE: JSON.stringify(new Array(23).fill(1)) }, 'POOL_HOUR_PROFILE'],
     ['an unknown mode', { RELAY_BROKER_MODE: 'cloud' }, 'RELAY_BROKER_MODE'],
-    ['entra auth without an issuer', { AUTH_MODE: 'entra', AUTH_AUDIENCE: 'a', AUTH_JWKS_URL: 'https://x/keys' }, 'AUTH_ISSUER'],
+    ['entra auth without an issuer', { AUTH_MODE: 'entra', AUTH_ISSUER: '' }, 'AUTH_ISSUER'],
     ['a non-URL public API', { PUBLIC_API_URL: 'not a url' }, 'PUBLIC_API_URL'],
   ];
   for (const [what, overrides, setting] of bad) {
