@@ -1,0 +1,489 @@
+// Our Azure Relay Hybrid Connections client on `ws` 8: the listener (control channel with ping,
+// re-listen with backoff and jitter, token renewal, accept/reject) and the sender connect, each
+// connection exposed as a Duplex stream over binary frames. Tokens go in a header, never in logs.
+import { randomUUID } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import type { IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { WebSocket, createWebSocketStream, type RawData } from 'ws';
+import { BrokerError, type BrokerErrorOptions } from '../errors';
+import { parseSasToken } from './sas';
+
+/** A SAS token, or a function that mints a fresh one (called at each (re)connect and before expiry). */
+export type TokenSource = string | (() => string | Promise<string>);
+export type CaOption = string | Buffer | Array<string | Buffer>;
+
+/** Close codes of the Hybrid Connections protocol. */
+export const RELAY_CLOSE_ENTITY_DELETED = 1001;
+export const RELAY_CLOSE_POLICY_VIOLATION = 1008;
+
+/** The relay refused a handshake (`statusCode` is its HTTP status) or it could not be reached (0). */
+export class RelayHandshakeError extends BrokerError {
+  readonly code = 'relay_handshake_failed';
+  readonly status = 502;
+  readonly title = 'The relay refused or failed the connection';
+  constructor(
+    readonly statusCode: number,
+    detail: string,
+    options?: BrokerErrorOptions,
+  ) {
+    super(detail, options);
+  }
+}
+
+/** A relayed connection: a Duplex over the rendezvous WebSocket (binary frames, with backpressure). */
+export interface HybridConnectionStream extends Duplex {
+  /** The rendezvous id (`sb-hc-id`). */
+  readonly connectionId: string;
+  /** Set once the WebSocket closed: 1000 normal, 1001 hybrid connection deleted, 1006 dropped. */
+  closeCode?: number;
+  closeReason?: string;
+}
+
+/**
+ * The WebSocket URL of a hybrid connection for `action`. `endpoint` is the namespace's
+ * serviceBusEndpoint (`https://ns.servicebus.windows.net:443/`, `sb://ns.servicebus.windows.net/`, or the emulator's).
+ */
+export function hybridConnectionUrl(endpoint: string, hybridConnection: string, action: 'listen' | 'connect', id?: string): string {
+  const url = new URL(endpoint);
+  const scheme = url.protocol === 'http:' || url.protocol === 'ws:' ? 'ws:' : 'wss:';
+  const base = url.pathname.replace(/\/+$/, '');
+  const query = new URLSearchParams({ 'sb-hc-action': action, ...(id ? { 'sb-hc-id': id } : {}) });
+  return `${scheme}//${url.host}${base}/$hc/${encodeURIComponent(hybridConnection)}?${query.toString()}`;
+}
+
+function toStream(ws: WebSocket, connectionId: string): HybridConnectionStream {
+  const state: { closeCode?: number; closeReason?: string } = {};
+  // Registered before createWebSocketStream's own handler, so the code is known when the stream ends.
+  ws.on('close', (code: number, reason: Buffer) => {
+    state.closeCode = code;
+    state.closeReason = reason.toString();
+  });
+  const duplex = createWebSocketStream(ws);
+  // Once the WebSocket is gone nothing can be written either: finish the stream when its data is read.
+  ws.once('close', () => {
+    if (duplex.readableEnded) duplex.destroy();
+    else duplex.once('end', () => duplex.destroy());
+  });
+  return Object.defineProperties(duplex, {
+    connectionId: { value: connectionId, enumerable: true },
+    closeCode: { get: () => state.closeCode, enumerable: true },
+    closeReason: { get: () => state.closeReason, enumerable: true },
+  }) as HybridConnectionStream;
+}
+
+/** Opens a WebSocket and settles when it is open, refused (RelayHandshakeError) or failed. */
+function openWebSocket(
+  url: string,
+  options: { headers?: Record<string, string>; ca?: CaOption; handshakeTimeoutMs: number; track?: Set<WebSocket> },
+): Promise<WebSocket> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(url, {
+      headers: options.headers,
+      ca: options.ca,
+      handshakeTimeout: options.handshakeTimeoutMs,
+      perMessageDeflate: false,
+      maxPayload: 64 * 1024 * 1024,
+    });
+    // While it connects, the owner can cut it (listener close); removed once it settles.
+    options.track?.add(ws);
+    ws.once('close', () => options.track?.delete(ws));
+    let settled = false;
+    const fail = (err: Error): void => {
+      if (settled) return;
+      settled = true;
+      reject(err);
+    };
+    ws.on('error', (err: Error) => fail(new RelayHandshakeError(0, `Could not reach the relay: ${err.message}`, { cause: err })));
+    ws.once('unexpected-response', (_req, res: IncomingMessage) => {
+      fail(new RelayHandshakeError(res.statusCode ?? 0, `The relay answered ${res.statusCode} ${res.statusMessage ?? ''}`.trim()));
+      res.resume();
+      ws.terminate();
+    });
+    ws.once('open', () => {
+      options.track?.delete(ws);
+      if (settled) return ws.terminate();
+      settled = true;
+      resolve(ws);
+    });
+  });
+}
+
+export interface ConnectOptions {
+  /** CA(s) to trust for the relay's certificate (the emulator's), in addition to nothing else. */
+  ca?: CaOption;
+  handshakeTimeoutMs?: number;
+  /** The rendezvous id to ask for (default a random UUID). */
+  id?: string;
+}
+
+/** Sender side: connects to a hybrid connection with a Send token; resolves once a listener accepted. */
+export async function connectHybridConnection(
+  endpoint: string,
+  hybridConnection: string,
+  token: string,
+  options: ConnectOptions = {},
+): Promise<HybridConnectionStream> {
+  const id = options.id ?? randomUUID();
+  const ws = await openWebSocket(hybridConnectionUrl(endpoint, hybridConnection, 'connect', id), {
+    headers: { ServiceBusAuthorization: token },
+    ca: options.ca,
+    handshakeTimeoutMs: options.handshakeTimeoutMs ?? 30_000,
+  });
+  return toStream(ws, id);
+}
+
+export interface AcceptRequest {
+  /** The rendezvous id. */
+  id: string;
+  /** The sender's upgrade headers as the relay forwards them. */
+  headers: Record<string, string>;
+  remoteEndpoint?: { address: string; port: number };
+}
+
+export interface RejectDecision {
+  statusCode: number;
+  statusDescription?: string;
+}
+
+export type ListenerStatus = 'idle' | 'connecting' | 'online' | 'offline' | 'ended';
+/** Why a listener stopped for good. */
+export type ListenerEndReason = 'closed' | 'entity_deleted' | 'unauthorized' | 'not_found' | 'token_expired';
+
+export interface ListenerOfflineEvent {
+  /** The WebSocket close code, when the channel had opened. */
+  code?: number;
+  /** The HTTP status, when the handshake was refused. */
+  statusCode?: number;
+  reason: string;
+  /** When the next attempt starts. */
+  retryInMs: number;
+}
+
+export interface ListenerEndedEvent {
+  reason: ListenerEndReason;
+  code?: number;
+  statusCode?: number;
+}
+
+export interface HybridConnectionListenerOptions {
+  endpoint: string;
+  hybridConnection: string;
+  /** A Listen token, or a provider of fresh ones (required for renewal and for surviving expiry). */
+  token: TokenSource;
+  ca?: CaOption;
+  /** WebSocket ping on the control channel every this many ms (default 30000). */
+  pingIntervalMs?: number;
+  /** No pong within this many ms: the channel is dead, re-listen (default 10000). */
+  pongTimeoutMs?: number;
+  /** Re-listen backoff: first delay, cap (defaults 1000 and 30000), doubled per failure, jittered. */
+  reconnectInitialDelayMs?: number;
+  reconnectMaxDelayMs?: number;
+  /** Renew the token this long before it expires (default 60000, at most half its remaining life). */
+  renewBeforeExpiryMs?: number;
+  handshakeTimeoutMs?: number;
+  /** Decides per incoming connection; return a status to reject it. Default: accept all. */
+  acceptFilter?: (request: AcceptRequest) => RejectDecision | undefined | Promise<RejectDecision | undefined>;
+}
+
+export interface HybridConnectionListenerEvents {
+  online: [];
+  offline: [ListenerOfflineEvent];
+  connection: [HybridConnectionStream, AcceptRequest];
+  rejected: [AcceptRequest, RejectDecision];
+  /** Non-fatal problems (an accept that failed, a renewal that failed); emitted only if someone listens. */
+  error: [Error];
+  ended: [ListenerEndedEvent];
+}
+
+function parseAccept(data: string): AcceptRequest & { address: string } | undefined {
+  let message: unknown;
+  try {
+    message = JSON.parse(data);
+  } catch {
+    return undefined;
+  }
+  const accept = (message as { accept?: unknown } | null)?.accept;
+  if (!accept || typeof accept !== 'object') return undefined;
+  const a = accept as Record<string, unknown>;
+  if (typeof a.address !== 'string' || typeof a.id !== 'string') return undefined;
+  const headers: Record<string, string> = {};
+  if (a.connectHeaders && typeof a.connectHeaders === 'object') {
+    for (const [k, v] of Object.entries(a.connectHeaders as Record<string, unknown>)) if (typeof v === 'string') headers[k] = v;
+  }
+  const re = a.remoteEndpoint as { address?: unknown; port?: unknown } | undefined;
+  const remoteEndpoint =
+    re && typeof re.address === 'string' && typeof re.port === 'number' ? { address: re.address, port: re.port } : undefined;
+  let address: URL;
+  try {
+    address = new URL(a.address);
+  } catch {
+    return undefined;
+  }
+  if (address.protocol !== 'wss:' && address.protocol !== 'ws:') return undefined;
+  return { address: a.address, id: a.id, headers, remoteEndpoint };
+}
+
+/**
+ * Listener side of a hybrid connection. `start()` resolves when the control channel is online (or
+ * rejects if it ends first); afterwards it stays online by itself until `close()` or a fatal end
+ * (hybrid connection deleted: 1001; token refused or expired without a provider; entity not found).
+ */
+export class HybridConnectionListener extends EventEmitter<HybridConnectionListenerEvents> {
+  private state: ListenerStatus = 'idle';
+  private ws?: WebSocket;
+  private attempt = 0;
+  private currentToken?: string;
+  private reconnectTimer?: NodeJS.Timeout;
+  private pingTimer?: NodeJS.Timeout;
+  private pongTimer?: NodeJS.Timeout;
+  private renewTimer?: NodeJS.Timeout;
+  private readonly pendingAccepts = new Set<WebSocket>();
+  private readonly streams = new Set<HybridConnectionStream>();
+  private startWaiters: Array<{ resolve: () => void; reject: (err: Error) => void }> = [];
+  private readonly opts: Required<Omit<HybridConnectionListenerOptions, 'ca' | 'acceptFilter'>> &
+    Pick<HybridConnectionListenerOptions, 'ca' | 'acceptFilter'>;
+
+  constructor(options: HybridConnectionListenerOptions) {
+    super();
+    this.opts = {
+      pingIntervalMs: 30_000,
+      pongTimeoutMs: 10_000,
+      reconnectInitialDelayMs: 1000,
+      reconnectMaxDelayMs: 30_000,
+      renewBeforeExpiryMs: 60_000,
+      handshakeTimeoutMs: 15_000,
+      ...options,
+    };
+  }
+
+  get status(): ListenerStatus {
+    return this.state;
+  }
+
+  /** Connections accepted and still open. */
+  get openConnections(): number {
+    return this.streams.size;
+  }
+
+  start(): Promise<void> {
+    if (this.state === 'ended') return Promise.reject(new Error('The listener has ended; create a new one'));
+    const online = new Promise<void>((resolve, reject) => {
+      if (this.state === 'online') return resolve();
+      this.startWaiters.push({ resolve, reject });
+    });
+    if (this.state === 'idle') void this.connect();
+    return online;
+  }
+
+  /** Stops listening for good. Open connections stay up (as in Azure) unless `dropConnections`. */
+  async close(options: { dropConnections?: boolean } = {}): Promise<void> {
+    if (options.dropConnections) for (const s of this.streams) s.destroy();
+    if (this.state === 'ended') return;
+    const ws = this.ws;
+    this.end({ reason: 'closed' });
+    if (ws && ws.readyState !== WebSocket.CLOSED) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(() => {
+          ws.terminate();
+          resolve();
+        }, 2000);
+        ws.once('close', () => {
+          clearTimeout(timer);
+          resolve();
+        });
+        if (ws.readyState === WebSocket.CONNECTING) ws.terminate();
+        else ws.close(1000, 'Listener closed');
+      });
+    }
+  }
+
+  private async resolveToken(): Promise<string> {
+    const source = this.opts.token;
+    return typeof source === 'string' ? source : await source();
+  }
+
+  private async connect(): Promise<void> {
+    if (this.state === 'ended') return;
+    this.state = 'connecting';
+    let token: string;
+    try {
+      token = await this.resolveToken();
+    } catch (err) {
+      this.emitError(new Error(`The token provider failed: ${err instanceof Error ? err.message : String(err)}`));
+      return this.scheduleReconnect({ reason: 'token provider failed' });
+    }
+    if (this.state !== 'connecting') return;
+    this.currentToken = token;
+    const ws = new WebSocket(hybridConnectionUrl(this.opts.endpoint, this.opts.hybridConnection, 'listen', randomUUID()), {
+      headers: { ServiceBusAuthorization: token },
+      ca: this.opts.ca,
+      handshakeTimeout: this.opts.handshakeTimeoutMs,
+      perMessageDeflate: false,
+    });
+    this.ws = ws;
+    let handshakeStatus: number | undefined;
+    let opened = false;
+    ws.on('error', () => undefined); // every failure is followed by 'close', handled there
+    ws.once('unexpected-response', (_req, res: IncomingMessage) => {
+      handshakeStatus = res.statusCode;
+      res.resume();
+      ws.terminate();
+    });
+    ws.once('open', () => {
+      opened = true;
+      if (this.state !== 'connecting') return ws.close(1000, 'Listener closed');
+      this.state = 'online';
+      this.attempt = 0;
+      this.startPing(ws);
+      this.scheduleRenewal();
+      for (const w of this.startWaiters.splice(0)) w.resolve();
+      this.emit('online');
+    });
+    ws.on('message', (data: RawData, isBinary: boolean) => {
+      if (!isBinary) this.onControlMessage(data.toString());
+    });
+    ws.on('pong', () => clearTimeout(this.pongTimer));
+    ws.once('close', (code: number, reasonBuffer: Buffer) => {
+      if (this.ws === ws) this.ws = undefined;
+      this.stopTimers();
+      if (this.state === 'ended') return;
+      const reason = reasonBuffer.toString();
+      if (!opened && handshakeStatus !== undefined) return this.onHandshakeRefused(handshakeStatus);
+      if (code === RELAY_CLOSE_ENTITY_DELETED) return this.end({ reason: 'entity_deleted', code });
+      if (code === RELAY_CLOSE_POLICY_VIOLATION && typeof this.opts.token === 'string') {
+        return this.end({ reason: 'token_expired', code });
+      }
+      // 1008 with a provider: reconnect at once with a fresh token.
+      this.scheduleReconnect({ code, reason: reason || 'control channel closed' }, code === RELAY_CLOSE_POLICY_VIOLATION ? 0 : undefined);
+    });
+  }
+
+  private onHandshakeRefused(statusCode: number): void {
+    if (statusCode === 401 || statusCode === 403) return this.end({ reason: 'unauthorized', statusCode });
+    if (statusCode === 404) return this.end({ reason: 'not_found', statusCode });
+    this.scheduleReconnect({ statusCode, reason: `handshake refused with ${statusCode}` });
+  }
+
+  private scheduleReconnect(event: Omit<ListenerOfflineEvent, 'retryInMs'>, forcedDelayMs?: number): void {
+    if (this.state === 'ended') return;
+    const cap = Math.min(this.opts.reconnectMaxDelayMs, this.opts.reconnectInitialDelayMs * 2 ** Math.min(this.attempt, 30));
+    // Equal jitter: half fixed, half random, so a fleet of agents does not reconnect in step.
+    const retryInMs = forcedDelayMs ?? Math.round(cap / 2 + Math.random() * (cap / 2));
+    this.attempt++;
+    this.state = 'offline';
+    this.emit('offline', { ...event, retryInMs });
+    clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = setTimeout(() => void this.connect(), retryInMs);
+  }
+
+  private end(event: ListenerEndedEvent): void {
+    if (this.state === 'ended') return;
+    this.state = 'ended';
+    clearTimeout(this.reconnectTimer);
+    this.stopTimers();
+    for (const ws of this.pendingAccepts) ws.terminate();
+    this.pendingAccepts.clear();
+    if (this.ws && event.reason !== 'closed') this.ws.terminate();
+    const waiters = this.startWaiters.splice(0);
+    for (const w of waiters) w.reject(new Error(`The listener ended: ${event.reason}`));
+    this.emit('ended', event);
+  }
+
+  private stopTimers(): void {
+    clearInterval(this.pingTimer);
+    clearTimeout(this.pongTimer);
+    clearTimeout(this.renewTimer);
+    this.pingTimer = this.pongTimer = this.renewTimer = undefined;
+  }
+
+  private startPing(ws: WebSocket): void {
+    this.pingTimer = setInterval(() => {
+      if (ws.readyState !== WebSocket.OPEN) return;
+      clearTimeout(this.pongTimer);
+      this.pongTimer = setTimeout(() => ws.terminate(), this.opts.pongTimeoutMs);
+      ws.ping();
+    }, this.opts.pingIntervalMs);
+  }
+
+  private scheduleRenewal(): void {
+    clearTimeout(this.renewTimer);
+    if (typeof this.opts.token === 'string' || !this.currentToken) return;
+    const parsed = parseSasToken(this.currentToken);
+    if (!parsed) return;
+    const remainingMs = parsed.expiresAtSeconds * 1000 - Date.now();
+    const inMs = Math.max(0, remainingMs - Math.min(this.opts.renewBeforeExpiryMs, remainingMs / 2));
+    this.renewTimer = setTimeout(() => void this.renewToken(), Math.min(inMs, 2 ** 31 - 1));
+  }
+
+  private async renewToken(): Promise<void> {
+    const ws = this.ws;
+    try {
+      const token = await this.resolveToken();
+      if (!ws || ws !== this.ws || ws.readyState !== WebSocket.OPEN) return;
+      ws.send(JSON.stringify({ renewToken: { token } }));
+      this.currentToken = token;
+      this.scheduleRenewal();
+    } catch (err) {
+      this.emitError(new Error(`Token renewal failed: ${err instanceof Error ? err.message : String(err)}`));
+      if (ws === this.ws) this.renewTimer = setTimeout(() => void this.renewToken(), 5000);
+    }
+  }
+
+  private onControlMessage(text: string): void {
+    const accept = parseAccept(text);
+    if (accept) void this.onAccept(accept);
+  }
+
+  private async onAccept(request: AcceptRequest & { address: string }): Promise<void> {
+    const { address, ...info } = request;
+    let decision: RejectDecision | undefined;
+    try {
+      decision = this.opts.acceptFilter ? await this.opts.acceptFilter(info) : undefined;
+    } catch (err) {
+      this.emitError(err instanceof Error ? err : new Error(String(err)));
+      decision = { statusCode: 500, statusDescription: 'Listener error' };
+    }
+    if (this.state === 'ended') return;
+    if (decision) return this.reject(address, info, decision);
+    try {
+      const ws = await this.trackPending(openWebSocket(address, { ca: this.opts.ca, handshakeTimeoutMs: this.opts.handshakeTimeoutMs, track: this.pendingAccepts }));
+      const stream = toStream(ws, info.id);
+      this.streams.add(stream);
+      stream.once('close', () => this.streams.delete(stream));
+      this.emit('connection', stream, info);
+    } catch (err) {
+      this.emitError(err instanceof Error ? err : new Error(String(err)));
+    }
+  }
+
+  private async reject(address: string, info: AcceptRequest, decision: RejectDecision): Promise<void> {
+    const url = new URL(address);
+    url.searchParams.set('sb-hc-statusCode', String(decision.statusCode));
+    url.searchParams.set('sb-hc-statusDescription', decision.statusDescription ?? 'Rejected');
+    try {
+      const ws = await this.trackPending(openWebSocket(url.toString(), { ca: this.opts.ca, handshakeTimeoutMs: this.opts.handshakeTimeoutMs, track: this.pendingAccepts }));
+      ws.terminate(); // the relay answers 410 to a reject; an upgrade here is unexpected
+    } catch (err) {
+      if (!(err instanceof RelayHandshakeError && err.statusCode === 410)) {
+        this.emitError(err instanceof Error ? err : new Error(String(err)));
+        return;
+      }
+    }
+    this.emit('rejected', info, decision);
+  }
+
+  /** Keeps rendezvous sockets being opened reachable so `close()` can cut them. */
+  private async trackPending(opening: Promise<WebSocket>): Promise<WebSocket> {
+    const ws = await opening;
+    if (this.state === 'ended') {
+      ws.terminate();
+      throw new Error('The listener ended while accepting');
+    }
+    return ws;
+  }
+
+  private emitError(err: Error): void {
+    if (this.listenerCount('error') > 0) this.emit('error', err);
+  }
+}

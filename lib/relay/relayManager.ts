@@ -1,0 +1,546 @@
+// RelayManager: the only module that calls Azure Resource Manager for Relay (through an injected
+// RelayAPI factory): prepare, key lookup, recycle, delete and list namespaces, with our own retry of
+// transient faults (429/5xx/timeouts, honouring Retry-After) and typed errors for everything else.
+import { RelayAPI, type AuthorizationRule, type RelayNamespace } from '@azure/arm-relay';
+import { DefaultAzureCredential } from '@azure/identity';
+import { BrokerError, type BrokerErrorOptions } from '../errors';
+import { createSasToken, relayAudience, type SasKey } from './sas';
+
+export type TokenCredentialLike = ConstructorParameters<typeof RelayAPI>[0];
+
+/** Builds a RelayAPI per subscription. `lroPollIntervalMs`, when set, is how often RelayManager polls LROs. */
+export type RelayApiFactory = ((subscriptionId: string) => RelayAPI) & { readonly lroPollIntervalMs?: number };
+
+export const DEFAULT_HYBRID_CONNECTION = 'tunnel';
+export const DEFAULT_LISTEN_RULE = 'device-listen';
+export const DEFAULT_SEND_RULE = 'client-send';
+const AZURE_ARM_HOST = 'management.azure.com';
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+
+export interface RelayArmErrorOptions extends BrokerErrorOptions {
+  operation: string;
+  armStatus?: number;
+  armCode?: string;
+}
+
+/** An ARM call for Relay failed and retrying would not help (or retries ran out). */
+export class RelayArmError extends BrokerError {
+  readonly code: string = 'relay_arm_failed';
+  readonly status: number = 502;
+  readonly title: string = 'An Azure Relay management call failed';
+  readonly operation: string;
+  readonly armStatus?: number;
+  readonly armCode?: string;
+  constructor(detail: string, options: RelayArmErrorOptions) {
+    super(detail, options);
+    this.operation = options.operation;
+    this.armStatus = options.armStatus;
+    this.armCode = options.armCode;
+  }
+}
+
+/** A transient fault persisted past the retry budget (attempts or deadline). */
+export class RelayArmUnavailableError extends RelayArmError {
+  override readonly code = 'relay_arm_unavailable';
+  override readonly status = 503;
+  override readonly title = 'Azure Relay management is unavailable; try again later';
+}
+
+export class RelayResourceNotFoundError extends RelayArmError {
+  override readonly code = 'relay_resource_not_found';
+  override readonly status = 404;
+  override readonly title = 'The Relay resource does not exist';
+}
+
+export class RelayConflictError extends RelayArmError {
+  override readonly code = 'relay_conflict';
+  override readonly status = 409;
+  override readonly title = 'The Relay resource is in a conflicting state';
+}
+
+export class RelayQuotaExceededError extends RelayArmError {
+  override readonly code = 'relay_quota_exceeded';
+  override readonly status = 503;
+  override readonly title = 'The subscription has no Relay namespace quota left';
+}
+
+/** A namespace did not reach `Succeeded` in time (or reached `Failed`). */
+export class RelayActivationTimeoutError extends RelayArmError {
+  override readonly code = 'relay_activation_timeout';
+  override readonly status = 504;
+  override readonly title = 'The Relay namespace did not finish activating';
+}
+
+// ---------------------------------------------------------------------------------------------
+// Public shapes
+
+export interface NamespaceRef {
+  subscriptionId: string;
+  resourceGroup: string;
+  /** The namespace name. */
+  name: string;
+  /** Default `tunnel`. */
+  hybridConnection?: string;
+  /** The namespace's serviceBusEndpoint, if known (saves a GET). */
+  endpoint?: string;
+}
+
+export interface PrepareNamespaceInput {
+  subscriptionId: string;
+  resourceGroup: string;
+  location: string;
+  name: string;
+  tags?: Record<string, string>;
+  hybridConnection?: string;
+}
+
+export interface ArmCallCount {
+  /** GET requests sent, retries included. */
+  reads: number;
+  /** PUT/POST/PATCH/DELETE requests sent, retries included. */
+  writes: number;
+}
+
+export interface PreparedNamespace {
+  subscriptionId: string;
+  resourceGroup: string;
+  name: string;
+  location: string;
+  tags: Record<string, string>;
+  /** serviceBusEndpoint, e.g. `https://ns.servicebus.windows.net:443/` (or the emulator's). */
+  endpoint: string;
+  hybridConnection: string;
+  listenRule: string;
+  sendRule: string;
+  arm: ArmCallCount;
+}
+
+/** What is needed to mint the session's two tokens. Never leaves lib/. */
+export interface SessionKeys {
+  endpoint: string;
+  hybridConnection: string;
+  /** The audience both tokens are for (the hybrid connection). */
+  audience: string;
+  listen: SasKey;
+  send: SasKey;
+}
+
+export interface SessionTokens {
+  endpoint: string;
+  hybridConnection: string;
+  listenToken: string;
+  sendToken: string;
+  expiresAt: Date;
+}
+
+export interface RecycleResult {
+  hybridConnection: string;
+  arm: ArmCallCount;
+}
+
+export interface ManagedNamespace {
+  subscriptionId: string;
+  resourceGroup: string;
+  name: string;
+  location: string;
+  tags: Record<string, string>;
+  provisioningState?: string;
+  endpoint?: string;
+}
+
+export interface RetryPolicy {
+  /** Attempts per call, the first included (default 6). */
+  maxAttempts: number;
+  /** First backoff delay (default 500), doubled per attempt, jittered, capped at `maxDelayMs` (default 20000). */
+  initialDelayMs: number;
+  maxDelayMs: number;
+  /** No call (with its retries) runs longer than this (default 120000). */
+  deadlineMs: number;
+  /** One request longer than this is aborted and counts as transient (default 60000). */
+  attemptTimeoutMs: number;
+}
+
+export interface RelayManagerOptions {
+  apiFactory: RelayApiFactory;
+  /** How often to poll a namespace being created or deleted (default: the factory's, else 2000). */
+  lroPollIntervalMs?: number;
+  /** How long a namespace may take to activate (default 300000; Azure takes ~20-45 s). */
+  activationTimeoutMs?: number;
+  retry?: Partial<RetryPolicy>;
+  listenRuleName?: string;
+  sendRuleName?: string;
+  /** Injected for tests. */
+  sleep?: (ms: number) => Promise<void>;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fault classification
+
+interface ArmFault {
+  statusCode?: number;
+  code?: string;
+  name?: string;
+  message: string;
+  retryAfterMs?: number;
+}
+
+const TRANSIENT_NETWORK_CODES = new Set(['ECONNRESET', 'ETIMEDOUT', 'ECONNREFUSED', 'EPIPE', 'EAI_AGAIN', 'ECONNABORTED', 'REQUEST_SEND_ERROR']);
+
+function describeFault(err: unknown): ArmFault {
+  if (typeof err !== 'object' || err === null) return { message: String(err) };
+  const e = err as { statusCode?: unknown; code?: unknown; name?: unknown; message?: unknown; response?: { headers?: { get?: (n: string) => string | undefined } } };
+  const retryAfter = typeof e.response?.headers?.get === 'function' ? e.response.headers.get('retry-after') : undefined;
+  return {
+    statusCode: typeof e.statusCode === 'number' ? e.statusCode : undefined,
+    code: typeof e.code === 'string' ? e.code : undefined,
+    name: typeof e.name === 'string' ? e.name : undefined,
+    message: typeof e.message === 'string' ? e.message : 'unknown error',
+    retryAfterMs: parseRetryAfter(retryAfter),
+  };
+}
+
+/** Retry-After in seconds or as an HTTP date. */
+export function parseRetryAfter(value: string | undefined, now = Date.now()): number | undefined {
+  if (!value) return undefined;
+  if (/^\d+(\.\d+)?$/.test(value.trim())) return Math.round(Number(value) * 1000);
+  const at = Date.parse(value);
+  return Number.isNaN(at) ? undefined : Math.max(0, at - now);
+}
+
+function isTransient(f: ArmFault): boolean {
+  if (f.statusCode !== undefined) return f.statusCode === 408 || f.statusCode === 429 || f.statusCode >= 500;
+  if (f.name === 'AbortError' || f.name === 'TimeoutError') return true;
+  return f.code !== undefined && TRANSIENT_NETWORK_CODES.has(f.code);
+}
+
+function toTypedError(operation: string, f: ArmFault, cause: unknown): RelayArmError {
+  const options: RelayArmErrorOptions = { operation, armStatus: f.statusCode, armCode: f.code, cause, op: `relayManager.${operation}` };
+  const detail = `${operation} failed${f.statusCode ? ` with ${f.statusCode}` : ''}${f.code ? ` ${f.code}` : ''}: ${f.message}`;
+  if (f.code === 'QuotaExceeded' || /TooManyNamespace|quota/i.test(f.message)) return new RelayQuotaExceededError(detail, options);
+  if (f.statusCode === 404) return new RelayResourceNotFoundError(detail, options);
+  if (f.statusCode === 409) return new RelayConflictError(detail, options);
+  return new RelayArmError(detail, options);
+}
+
+const defaultSleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+// ---------------------------------------------------------------------------------------------
+
+export class RelayManager {
+  private readonly retry: RetryPolicy;
+  private readonly pollIntervalMs: number;
+  private readonly activationTimeoutMs: number;
+  private readonly listenRule: string;
+  private readonly sendRule: string;
+  private readonly sleep: (ms: number) => Promise<void>;
+  private readonly clients = new Map<string, RelayAPI>();
+
+  constructor(private readonly options: RelayManagerOptions) {
+    this.retry = {
+      maxAttempts: 6,
+      initialDelayMs: 500,
+      maxDelayMs: 20_000,
+      deadlineMs: 120_000,
+      attemptTimeoutMs: 60_000,
+      ...options.retry,
+    };
+    this.pollIntervalMs = options.lroPollIntervalMs ?? options.apiFactory.lroPollIntervalMs ?? 2000;
+    this.activationTimeoutMs = options.activationTimeoutMs ?? 300_000;
+    this.listenRule = options.listenRuleName ?? DEFAULT_LISTEN_RULE;
+    this.sendRule = options.sendRuleName ?? DEFAULT_SEND_RULE;
+    this.sleep = options.sleep ?? defaultSleep;
+  }
+
+  /**
+   * Namespace + one hybrid connection + a Listen-only and a Send-only rule on it.
+   * Second run: reads what exists and writes only what is missing (a fully prepared namespace costs reads only).
+   */
+  async prepareNamespace(input: PrepareNamespaceInput): Promise<PreparedNamespace> {
+    const api = this.api(input.subscriptionId);
+    const count: ArmCallCount = { reads: 0, writes: 0 };
+    const { resourceGroup: rg, name } = input;
+    const hcName = input.hybridConnection ?? DEFAULT_HYBRID_CONNECTION;
+    let ns = await this.getOrUndefined(count, 'namespaces.get', (signal) => api.namespaces.get(rg, name, { abortSignal: signal }));
+    if (!ns) {
+      await this.call(count, 'namespaces.createOrUpdate', 'write', (signal) =>
+        api.namespaces.beginCreateOrUpdate(rg, name, { location: input.location, tags: input.tags }, { abortSignal: signal }),
+      );
+    }
+    if (ns?.provisioningState !== 'Succeeded') ns = await this.waitUntilActive(api, count, rg, name, !ns);
+    if (!ns.serviceBusEndpoint) {
+      throw new RelayArmError(`namespace ${name} has no serviceBusEndpoint`, { operation: 'namespaces.get' });
+    }
+    const hc = await this.getOrUndefined(count, 'hybridConnections.get', (signal) =>
+      api.hybridConnections.get(rg, name, hcName, { abortSignal: signal }),
+    );
+    if (!hc || hc.requiresClientAuthorization === false) {
+      await this.call(count, 'hybridConnections.createOrUpdate', 'write', (signal) =>
+        api.hybridConnections.createOrUpdate(rg, name, hcName, { requiresClientAuthorization: true }, { abortSignal: signal }),
+      );
+    }
+    const rules = hc ? await this.listHybridConnectionRules(api, count, rg, name, hcName) : [];
+    for (const [ruleName, right] of [
+      [this.listenRule, 'Listen'],
+      [this.sendRule, 'Send'],
+    ] as const) {
+      const existing = rules.find((r) => r.name?.toLowerCase() === ruleName.toLowerCase());
+      if (existing && existing.rights.length === 1 && existing.rights[0] === right) continue;
+      await this.call(count, 'hybridConnections.createOrUpdateAuthorizationRule', 'write', (signal) =>
+        api.hybridConnections.createOrUpdateAuthorizationRule(rg, name, hcName, ruleName, { rights: [right] }, { abortSignal: signal }),
+      );
+    }
+    return {
+      subscriptionId: input.subscriptionId,
+      resourceGroup: rg,
+      name,
+      location: ns.location ?? input.location,
+      tags: ns.tags ?? input.tags ?? {},
+      endpoint: ns.serviceBusEndpoint,
+      hybridConnection: hcName,
+      listenRule: this.listenRule,
+      sendRule: this.sendRule,
+      arm: count,
+    };
+  }
+
+  /** The keys of the Listen-only and Send-only rules (two listKeys; plus a GET when `ref.endpoint` is unknown). */
+  async getSessionKeys(ref: NamespaceRef): Promise<SessionKeys> {
+    const api = this.api(ref.subscriptionId);
+    const count: ArmCallCount = { reads: 0, writes: 0 };
+    const hcName = ref.hybridConnection ?? DEFAULT_HYBRID_CONNECTION;
+    const endpointPromise = ref.endpoint
+      ? Promise.resolve(ref.endpoint)
+      : this.call(count, 'namespaces.get', 'read', (signal) => api.namespaces.get(ref.resourceGroup, ref.name, { abortSignal: signal })).then(
+          (ns) => ns.serviceBusEndpoint ?? '',
+        );
+    const keysOf = (rule: string): Promise<SasKey> =>
+      this.call(count, 'hybridConnections.listKeys', 'write', (signal) =>
+        api.hybridConnections.listKeys(ref.resourceGroup, ref.name, hcName, rule, { abortSignal: signal }),
+      ).then((k) => {
+        if (!k.primaryKey) throw new RelayArmError(`rule ${rule} returned no key`, { operation: 'hybridConnections.listKeys' });
+        return { keyName: k.keyName ?? rule, key: k.primaryKey };
+      });
+    const [endpoint, listen, send] = await Promise.all([endpointPromise, keysOf(this.listenRule), keysOf(this.sendRule)]);
+    if (!endpoint) throw new RelayArmError(`namespace ${ref.name} has no serviceBusEndpoint`, { operation: 'namespaces.get' });
+    return { endpoint, hybridConnection: hcName, audience: relayAudience(endpoint, hcName), listen, send };
+  }
+
+  /** A Listen token (device) and a Send token (client) for the hybrid connection, both expiring at `expiresAt`. */
+  async issueSessionTokens(ref: NamespaceRef, options: { expiresAt: Date }): Promise<SessionTokens> {
+    const keys = await this.getSessionKeys(ref);
+    return {
+      endpoint: keys.endpoint,
+      hybridConnection: keys.hybridConnection,
+      listenToken: createSasToken({ resourceUri: keys.audience, ...keys.listen, expiresAt: options.expiresAt }),
+      sendToken: createSasToken({ resourceUri: keys.audience, ...keys.send, expiresAt: options.expiresAt }),
+      expiresAt: options.expiresAt,
+    };
+  }
+
+  /**
+   * Ends every trace of a session: deletes the hybrid connection (drops its live connections and its
+   * rules with their keys), then recreates it with fresh rules: 4 ARM writes. `rotateNamespaceKeys`
+   * also regenerates both keys of every namespace-level rule (never handed out; +2 writes per rule).
+   * Second run: does it all again, which leaves an equally fresh hybrid connection.
+   */
+  async recycle(ref: NamespaceRef, options: { rotateNamespaceKeys?: boolean } = {}): Promise<RecycleResult> {
+    const api = this.api(ref.subscriptionId);
+    const count: ArmCallCount = { reads: 0, writes: 0 };
+    const { resourceGroup: rg, name } = ref;
+    const hcName = ref.hybridConnection ?? DEFAULT_HYBRID_CONNECTION;
+    await this.call(count, 'hybridConnections.delete', 'write', (signal) =>
+      api.hybridConnections.delete(rg, name, hcName, { abortSignal: signal }),
+    );
+    await this.call(count, 'hybridConnections.createOrUpdate', 'write', (signal) =>
+      api.hybridConnections.createOrUpdate(rg, name, hcName, { requiresClientAuthorization: true }, { abortSignal: signal }),
+    );
+    await Promise.all(
+      (
+        [
+          [this.listenRule, 'Listen'],
+          [this.sendRule, 'Send'],
+        ] as const
+      ).map(([ruleName, right]) =>
+        this.call(count, 'hybridConnections.createOrUpdateAuthorizationRule', 'write', (signal) =>
+          api.hybridConnections.createOrUpdateAuthorizationRule(rg, name, hcName, ruleName, { rights: [right] }, { abortSignal: signal }),
+        ),
+      ),
+    );
+    if (options.rotateNamespaceKeys) {
+      const rules = await this.call(count, 'namespaces.listAuthorizationRules', 'read', async (signal) => {
+        const out: AuthorizationRule[] = [];
+        for await (const r of api.namespaces.listAuthorizationRules(rg, name, { abortSignal: signal })) out.push(r);
+        return out;
+      });
+      for (const rule of rules) {
+        for (const keyType of ['PrimaryKey', 'SecondaryKey'] as const) {
+          await this.call(count, 'namespaces.regenerateKeys', 'write', (signal) =>
+            api.namespaces.regenerateKeys(rg, name, rule.name ?? '', { keyType }, { abortSignal: signal }),
+          );
+        }
+      }
+    }
+    return { hybridConnection: hcName, arm: count };
+  }
+
+  /** Deletes the namespace and waits for the operation to finish. Second run: nothing left, returns. */
+  async deleteNamespace(ref: NamespaceRef): Promise<{ arm: ArmCallCount }> {
+    const api = this.api(ref.subscriptionId);
+    const count: ArmCallCount = { reads: 0, writes: 0 };
+    const deadline = Date.now() + this.retry.deadlineMs;
+    const poller = await this.call(count, 'namespaces.delete', 'write', () =>
+      // The signal is kept by the poller for every poll, so it bounds the whole operation.
+      api.namespaces.beginDelete(ref.resourceGroup, ref.name, { abortSignal: AbortSignal.timeout(this.retry.deadlineMs) }),
+    );
+    while (!poller.isDone()) {
+      if (Date.now() > deadline) {
+        throw new RelayArmUnavailableError(`namespaces.delete of ${ref.name} did not finish in ${this.retry.deadlineMs} ms`, {
+          operation: 'namespaces.delete',
+        });
+      }
+      await this.sleep(this.pollIntervalMs);
+      await this.call(count, 'namespaces.deleteOperationResult', 'read', () => poller.poll());
+    }
+    return { arm: count };
+  }
+
+  /** Namespaces of a subscription (optionally one resource group) carrying `tag` (name, and value if given). */
+  async listNamespaces(filter: {
+    subscriptionId: string;
+    resourceGroup?: string;
+    tag?: { name: string; value?: string };
+  }): Promise<ManagedNamespace[]> {
+    const api = this.api(filter.subscriptionId);
+    const count: ArmCallCount = { reads: 0, writes: 0 };
+    const all = await this.call(count, filter.resourceGroup ? 'namespaces.listByResourceGroup' : 'namespaces.list', 'read', async (signal) => {
+      const out: RelayNamespace[] = [];
+      const pages = filter.resourceGroup
+        ? api.namespaces.listByResourceGroup(filter.resourceGroup, { abortSignal: signal })
+        : api.namespaces.list({ abortSignal: signal });
+      for await (const ns of pages) out.push(ns);
+      return out;
+    });
+    const tag = filter.tag;
+    return all
+      .filter((ns) => !tag || (ns.tags !== undefined && tag.name in ns.tags && (tag.value === undefined || ns.tags[tag.name] === tag.value)))
+      .map((ns) => ({
+        subscriptionId: filter.subscriptionId,
+        resourceGroup: resourceGroupOf(ns.id) ?? filter.resourceGroup ?? '',
+        name: ns.name ?? '',
+        location: ns.location ?? '',
+        tags: ns.tags ?? {},
+        provisioningState: ns.provisioningState,
+        endpoint: ns.serviceBusEndpoint,
+      }));
+  }
+
+  // -------------------------------------------------------------------------------------------
+
+  private api(subscriptionId: string): RelayAPI {
+    let client = this.clients.get(subscriptionId);
+    if (!client) this.clients.set(subscriptionId, (client = this.options.apiFactory(subscriptionId)));
+    return client;
+  }
+
+  private async listHybridConnectionRules(api: RelayAPI, count: ArmCallCount, rg: string, name: string, hc: string): Promise<AuthorizationRule[]> {
+    return this.call(count, 'hybridConnections.listAuthorizationRules', 'read', async (signal) => {
+      const out: AuthorizationRule[] = [];
+      for await (const r of api.hybridConnections.listAuthorizationRules(rg, name, hc, { abortSignal: signal })) out.push(r);
+      return out;
+    });
+  }
+
+  /** GETs the namespace until `Succeeded`; `Failed` or the activation deadline is a RelayActivationTimeoutError. */
+  private async waitUntilActive(api: RelayAPI, count: ArmCallCount, rg: string, name: string, justCreated: boolean): Promise<RelayNamespace> {
+    const deadline = Date.now() + this.activationTimeoutMs;
+    for (let first = true; ; first = false) {
+      if (!first || justCreated) {
+        if (Date.now() + this.pollIntervalMs > deadline) {
+          throw new RelayActivationTimeoutError(
+            `namespace ${name} did not finish activating within ${this.activationTimeoutMs} ms; it may be stuck: delete it and use another name`,
+            { operation: 'namespaces.createOrUpdate' },
+          );
+        }
+        await this.sleep(this.pollIntervalMs);
+      }
+      const ns = await this.call(count, 'namespaces.get', 'read', (signal) => api.namespaces.get(rg, name, { abortSignal: signal }));
+      if (ns.provisioningState === 'Succeeded') return ns;
+      if (ns.provisioningState === 'Failed') {
+        throw new RelayActivationTimeoutError(`namespace ${name} failed to provision; delete it and use another name`, {
+          operation: 'namespaces.createOrUpdate',
+        });
+      }
+    }
+  }
+
+  private async getOrUndefined<T>(count: ArmCallCount, operation: string, fn: (signal: AbortSignal) => Promise<T>): Promise<T | undefined> {
+    try {
+      return await this.call(count, operation, 'read', fn);
+    } catch (err) {
+      if (err instanceof RelayResourceNotFoundError) return undefined;
+      throw err;
+    }
+  }
+
+  /** One ARM call with bounded retries of transient faults, honouring Retry-After, within a total deadline. */
+  private async call<T>(count: ArmCallCount, operation: string, kind: 'read' | 'write', fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
+    const deadline = Date.now() + this.retry.deadlineMs;
+    for (let attempt = 1; ; attempt++) {
+      if (kind === 'read') count.reads++;
+      else count.writes++;
+      try {
+        return await fn(AbortSignal.timeout(Math.max(1, Math.min(this.retry.attemptTimeoutMs, deadline - Date.now()))));
+      } catch (err) {
+        if (err instanceof RelayArmError) throw err;
+        const fault = describeFault(err);
+        if (!isTransient(fault)) throw toTypedError(operation, fault, err);
+        const backoff = Math.min(this.retry.maxDelayMs, this.retry.initialDelayMs * 2 ** (attempt - 1));
+        const delay = fault.retryAfterMs ?? Math.round(backoff / 2 + (Math.random() * backoff) / 2);
+        if (attempt >= this.retry.maxAttempts || Date.now() + delay > deadline) {
+          throw new RelayArmUnavailableError(
+            `${operation} still failing after ${attempt} attempt(s) (last: ${fault.statusCode ?? fault.code ?? fault.name}: ${fault.message})`,
+            { operation, armStatus: fault.statusCode, armCode: fault.code, cause: err, op: `relayManager.${operation}` },
+          );
+        }
+        await this.sleep(delay);
+      }
+    }
+  }
+}
+
+function resourceGroupOf(id: string | undefined): string | undefined {
+  return id ? /\/resourceGroups\/([^/]+)\//i.exec(id)?.[1] : undefined;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+export interface RelayApiFactoryOptions {
+  /** ARM endpoint; default https://management.azure.com. The emulator's `armEndpoint` locally. */
+  endpoint?: string;
+  /** A CA to trust for `endpoint` (the emulator's certificate). */
+  caPem?: string;
+  /** Default: DefaultAzureCredential for Azure, a static dummy token for any other endpoint (the emulator). */
+  credential?: TokenCredentialLike;
+  /** Default: 50 for a non-Azure endpoint, else unset (RelayManager then polls every 2000 ms). */
+  lroPollIntervalMs?: number;
+}
+
+/** Builds RelayAPI clients with the SDK's own retries off (RelayManager retries, honouring Retry-After). */
+export function createRelayApiFactory(options: RelayApiFactoryOptions = {}): RelayApiFactory {
+  const isAzure = !options.endpoint || new URL(options.endpoint).hostname.toLowerCase() === AZURE_ARM_HOST;
+  const credential: TokenCredentialLike =
+    options.credential ??
+    (isAzure
+      ? new DefaultAzureCredential()
+      : { getToken: async () => ({ token: 'relay-emulator', expiresOnTimestamp: Date.now() + 3_600_000 }) });
+  const factory = (subscriptionId: string): RelayAPI =>
+    new RelayAPI(credential, subscriptionId, {
+      ...(options.endpoint ? { endpoint: options.endpoint.replace(/\/+$/, '') } : {}),
+      ...(options.caPem ? { tlsOptions: { ca: options.caPem } } : {}),
+      retryOptions: { maxRetries: 0 },
+      userAgentOptions: { userAgentPrefix: 'relay-broker' },
+    });
+  return Object.assign(factory, { lroPollIntervalMs: options.lroPollIntervalMs ?? (isAzure ? undefined : 50) });
+}

@@ -1,0 +1,184 @@
+// RelayManager through the real @azure/arm-relay client against the emulator: prepare, keys, list,
+// recycle, delete, quota, and every injected fault survived or turned into a clear typed error.
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { RelayAPI } from '@azure/arm-relay';
+import {
+  createRelayApiFactory,
+  RelayActivationTimeoutError,
+  RelayArmError,
+  RelayArmUnavailableError,
+  RelayQuotaExceededError,
+  RelayResourceNotFoundError,
+} from '../../../lib/relay/relayManager';
+import { LOCATION, namespaceName, RESOURCE_GROUP, startRelayTestEnv, SUBSCRIPTION, type RelayTestEnv } from './relayTestEnv';
+
+describe('RelayManager against the relay emulator', () => {
+  let env: RelayTestEnv;
+  let api: RelayAPI;
+  before(async () => {
+    env = await startRelayTestEnv();
+    api = createRelayApiFactory({ endpoint: env.emulator.armEndpoint, caPem: env.emulator.caCertPem })(SUBSCRIPTION);
+  });
+  after(async () => {
+    await env.emulator.close();
+  });
+
+  const prepare = (name = namespaceName(), tags: Record<string, string> = { pool: 'test' }) =>
+    env.manager.prepareNamespace({ subscriptionId: SUBSCRIPTION, resourceGroup: RESOURCE_GROUP, location: LOCATION, name, tags });
+
+  it('prepares a namespace with one hybrid connection and a Listen-only and a Send-only rule, in 4 writes', async () => {
+    env.emulator.resetStats();
+    const prepared = await prepare();
+    assert.equal(prepared.arm.writes, 4);
+    assert.equal(env.emulator.stats().writes, 4);
+    assert.match(prepared.endpoint, /^https:\/\/127\.0\.0\.1:\d+\/$/);
+    assert.notEqual(new URL(prepared.endpoint).port, new URL(env.emulator.armEndpoint).port);
+    const ns = await api.namespaces.get(RESOURCE_GROUP, prepared.name);
+    assert.equal(ns.provisioningState, 'Succeeded');
+    assert.deepEqual(ns.tags, { pool: 'test' });
+    const rules: Record<string, string[]> = {};
+    for await (const r of api.hybridConnections.listAuthorizationRules(RESOURCE_GROUP, prepared.name, prepared.hybridConnection)) {
+      rules[r.name ?? ''] = r.rights;
+    }
+    assert.deepEqual(rules, { [prepared.listenRule]: ['Listen'], [prepared.sendRule]: ['Send'] });
+  });
+
+  it('a second prepare writes nothing, and a half-done namespace is finished', async () => {
+    const name = namespaceName();
+    await api.namespaces.beginCreateOrUpdateAndWait(RESOURCE_GROUP, name, { location: LOCATION }, { updateIntervalInMs: 20 });
+    const finished = await prepare(name);
+    assert.equal(finished.arm.writes, 3, 'the hybrid connection and two rules were missing');
+    const again = await prepare(name);
+    assert.equal(again.arm.writes, 0);
+    const keys = await env.manager.getSessionKeys({ subscriptionId: SUBSCRIPTION, resourceGroup: RESOURCE_GROUP, name });
+    assert.equal(keys.endpoint, finished.endpoint);
+    assert.notEqual(keys.listen.key, keys.send.key);
+  });
+
+  it('lists namespaces by tag, in a resource group and across the subscription', async () => {
+    const tagged = await prepare(namespaceName(), { pool: 'list-test', owner: 'relay-broker' });
+    await prepare(namespaceName(), { pool: 'other' });
+    const inGroup = await env.manager.listNamespaces({ subscriptionId: SUBSCRIPTION, resourceGroup: RESOURCE_GROUP, tag: { name: 'pool', value: 'list-test' } });
+    assert.deepEqual(inGroup.map((n) => n.name), [tagged.name]);
+    assert.equal(inGroup[0].resourceGroup, RESOURCE_GROUP);
+    assert.equal(inGroup[0].endpoint, tagged.endpoint);
+    const inSubscription = await env.manager.listNamespaces({ subscriptionId: SUBSCRIPTION, tag: { name: 'owner' } });
+    assert.deepEqual(inSubscription.map((n) => n.name), [tagged.name]);
+  });
+
+  it('recycle replaces the hybrid connection and its keys in at most 6 writes (4 by default)', async () => {
+    const prepared = await prepare();
+    const ref = { subscriptionId: SUBSCRIPTION, resourceGroup: RESOURCE_GROUP, name: prepared.name, endpoint: prepared.endpoint };
+    const before = await env.manager.getSessionKeys(ref);
+    env.emulator.resetStats();
+    const result = await env.manager.recycle(ref);
+    assert.equal(result.arm.writes, 4);
+    assert.equal(env.emulator.stats().writes, 4);
+    assert.deepEqual(env.emulator.stats().byOperation, {
+      'hybridConnections.delete': 1,
+      'hybridConnections.createOrUpdate': 1,
+      'hybridConnections.createOrUpdateAuthorizationRule': 2,
+    });
+    const afterKeys = await env.manager.getSessionKeys(ref);
+    assert.notEqual(afterKeys.listen.key, before.listen.key);
+    assert.notEqual(afterKeys.send.key, before.send.key);
+    const rootBefore = await api.namespaces.listKeys(RESOURCE_GROUP, prepared.name, 'RootManageSharedAccessKey');
+    const rotated = await env.manager.recycle(ref, { rotateNamespaceKeys: true });
+    assert.equal(rotated.arm.writes, 6);
+    const rootAfter = await api.namespaces.listKeys(RESOURCE_GROUP, prepared.name, 'RootManageSharedAccessKey');
+    assert.notEqual(rootAfter.primaryKey, rootBefore.primaryKey);
+    assert.notEqual(rootAfter.secondaryKey, rootBefore.secondaryKey);
+  });
+
+  it('deletes a namespace through the delete LRO; a second delete is a no-op', async () => {
+    const prepared = await prepare();
+    const ref = { subscriptionId: SUBSCRIPTION, resourceGroup: RESOURCE_GROUP, name: prepared.name };
+    await env.manager.deleteNamespace(ref);
+    await assert.rejects(api.namespaces.get(RESOURCE_GROUP, prepared.name), (err: { statusCode?: number }) => err.statusCode === 404);
+    await env.manager.deleteNamespace(ref);
+    await assert.rejects(env.manager.getSessionKeys(ref), RelayResourceNotFoundError);
+  });
+
+  it('an invalid namespace name is refused with a typed error, not retried', async () => {
+    env.emulator.resetStats();
+    await assert.rejects(prepare('bad-name-'), (err: unknown) => err instanceof RelayArmError && err.armStatus === 400);
+    assert.equal(env.emulator.stats().byOperation['namespaces.createOrUpdate'], 1);
+  });
+
+  it('survives 429 with Retry-After on create, honouring the header', async () => {
+    const name = namespaceName();
+    env.emulator.faults.add({ op: 'namespaces.createOrUpdate', kind: '429', count: 2, retryAfterSeconds: 3, namePattern: name });
+    env.sleeps.length = 0;
+    const prepared = await prepare(name);
+    assert.equal(prepared.name, name);
+    assert.deepEqual(env.sleeps.filter((ms) => ms === 3000), [3000, 3000]);
+    assert.equal(prepared.arm.writes, 6, 'two throttled PUTs are counted');
+  });
+
+  it('survives 500 on hybrid connection create and on a poll of the namespace', async () => {
+    const name = namespaceName();
+    env.emulator.faults.add({ op: 'hybridConnections.createOrUpdate', kind: '500', count: 2, namePattern: name });
+    env.emulator.faults.add({ op: 'namespaces.get', kind: '500', count: 2, namePattern: name });
+    const prepared = await prepare(name);
+    assert.equal(prepared.arm.writes, 6);
+    assert.equal(env.emulator.faults.list().length, 0, 'every injected fault was hit');
+  });
+
+  it('survives a slow answer by timing the attempt out and retrying', async () => {
+    const prepared = await prepare();
+    const manager = env.makeManager({ retry: { attemptTimeoutMs: 200 } });
+    env.emulator.faults.add({ op: 'hybridConnections.listKeys', kind: 'slow', delayMs: 1500, count: 1, namePattern: prepared.name });
+    env.emulator.resetStats();
+    const keys = await manager.getSessionKeys({ subscriptionId: SUBSCRIPTION, resourceGroup: RESOURCE_GROUP, name: prepared.name, endpoint: prepared.endpoint });
+    assert.ok(keys.listen.key && keys.send.key);
+    assert.equal(env.emulator.stats().byOperation['hybridConnections.listKeys'], 3, 'two rules, one retried');
+  });
+
+  it('gives up on persistent throttling after the bounded attempts', async () => {
+    const prepared = await prepare();
+    const manager = env.makeManager({ retry: { maxAttempts: 3 } });
+    env.emulator.faults.add({ op: 'hybridConnections.delete', kind: '429', count: Infinity, retryAfterSeconds: 1, namePattern: prepared.name });
+    env.emulator.resetStats();
+    try {
+      await assert.rejects(
+        manager.recycle({ subscriptionId: SUBSCRIPTION, resourceGroup: RESOURCE_GROUP, name: prepared.name }),
+        (err: unknown) => err instanceof RelayArmUnavailableError && err.armStatus === 429 && err.status === 503,
+      );
+      assert.equal(env.emulator.stats().byOperation['hybridConnections.delete'], 3);
+    } finally {
+      env.emulator.faults.clear();
+    }
+  });
+
+  it('a namespace stuck activating ends in a clear timeout error', async () => {
+    const name = namespaceName();
+    env.emulator.faults.add({ op: 'namespaces.createOrUpdate', kind: 'stuckActivating', namePattern: name });
+    const manager = env.makeManager({ activationTimeoutMs: 300 });
+    await assert.rejects(
+      manager.prepareNamespace({ subscriptionId: SUBSCRIPTION, resourceGroup: RESOURCE_GROUP, location: LOCATION, name }),
+      (err: unknown) => err instanceof RelayActivationTimeoutError && /did not finish activating within 300 ms/.test(err.message),
+    );
+    const ns = await api.namespaces.get(RESOURCE_GROUP, name);
+    assert.equal(ns.provisioningState, 'Created');
+  });
+});
+
+describe('RelayManager and the namespace quota', () => {
+  let env: RelayTestEnv;
+  before(async () => {
+    env = await startRelayTestEnv({ quotaPerSubscription: 2 });
+  });
+  after(async () => {
+    await env.emulator.close();
+  });
+
+  it('the namespace past the subscription quota gets RelayQuotaExceededError', async () => {
+    const input = (name: string) => ({ subscriptionId: SUBSCRIPTION, resourceGroup: RESOURCE_GROUP, location: LOCATION, name });
+    await env.manager.prepareNamespace(input(namespaceName()));
+    await env.manager.prepareNamespace(input(namespaceName()));
+    await assert.rejects(env.manager.prepareNamespace(input(namespaceName())), RelayQuotaExceededError);
+    const other = await env.manager.prepareNamespace({ ...input(namespaceName()), subscriptionId: '00000000-0000-0000-0000-000000000002' });
+    assert.ok(other.endpoint, 'the quota is per subscription');
+  });
+});
