@@ -1,5 +1,6 @@
 // Device registry routes (admin): register, list, show, rotate the enrollment, delete.
 import { registerDeviceSchema } from '../lib/devices/deviceRegistry';
+import { SESSION_EVENTS } from '../lib/sessions/session';
 import { parseJsonBody, parseWith, deviceIdSchema } from '../lib/validation';
 import { json, route } from './shared/route';
 
@@ -45,9 +46,19 @@ route('devicesDelete', {
   methods: ['DELETE'],
   route: 'devices/{deviceId}',
   access: ['admin'],
-  handler: async ({ req, services }) => {
+  durableClient: true,
+  handler: async ({ req, services, durable, ctx }) => {
     const deviceId = parseWith(deviceIdSchema, req.params.deviceId, 'The device id');
+    await services.devices.requireRecord(deviceId);
+    // End the device's sessions first: their recycle must not wait for a device that is gone.
+    const open = await services.sessionStore.listOpen(deviceId);
+    for (const s of open) {
+      await durable()
+        .raiseEvent(s.sessionId, SESSION_EVENTS.endSession, { reason: 'device_deleted' })
+        .catch((err: unknown) => ctx.warn(`could not end session ${s.sessionId} of deleted device ${deviceId}: ${String(err)}`));
+    }
     await services.devices.delete(deviceId);
+    ctx.info(`device ${deviceId} deleted; ${open.length} open session(s) ended`);
     return { status: 204 };
   },
 });

@@ -1,12 +1,27 @@
-// The whole offline stack in one object: Azurite, the local token issuer and the functions host
-// running this app (plus the relay emulator and the durable engine where present). `npm start`,
-// the e2e tests and the benchmarks all start it the same way.
+// The whole offline stack in one object: Azurite, the local token issuer, the relay emulator and
+// the functions host running this app with the durable engine. `npm start`, the e2e tests and the
+// benchmarks all start it the same way.
+import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
+import { TableClient } from '@azure/data-tables';
 import { LocalIssuer } from '../lib/auth/localIssuer';
+import { NamespaceStore } from '../lib/pool/namespaceStore';
+import { createRelayApiFactory, RelayManager } from '../lib/relay/relayManager';
 import { Azurite } from './azurite';
+import { createDurableExtension, type DurableExtension } from './durable';
 import { FunctionsHost, type HostExtension, type LogSink } from './host/functionsHost';
+import { RelayEmulator, type RelayEmulatorOptions } from './relay-emulator';
 
 export const REPO_ROOT = path.resolve(__dirname, '..', '..');
+
+/** What `npm start` leaves for the CLI (`relay-broker` reads it in local mode). */
+export interface LocalState {
+  apiUrl: string;
+  issuerDir: string;
+  relayCaFile: string;
+  pid: number;
+}
 
 export interface LocalRuntimeOptions {
   /** Port of the functions host (0 = free). */
@@ -14,10 +29,19 @@ export interface LocalRuntimeOptions {
   logSink?: LogSink;
   /** Settings for the app beyond the defaults (same names as the Azure app settings). */
   settings?: Record<string, string>;
-  /** Extensions for the host (the durable engine), built once the storage is known. */
+  /** Extra host extensions. */
   extensions?: (ctx: { connectionString: string }) => HostExtension[];
+  /** Start the durable engine (default true). */
+  durable?: boolean;
+  /** Start the relay emulator (default true). */
+  relay?: boolean;
+  relayOptions?: RelayEmulatorOptions;
+  /** Namespaces to prepare before the host starts (tests and benchmarks; maintenance does it otherwise). */
+  prefillNamespaces?: number;
   disableTimers?: boolean;
   appDir?: string;
+  /** Where the issuer key and the emulator CA go (default: a fresh temp folder). */
+  stateDir?: string;
 }
 
 type Status = 'closed' | 'starting' | 'running' | 'closing';
@@ -26,7 +50,11 @@ export class LocalRuntime {
   private status: Status = 'closed';
   azurite?: Azurite;
   issuer?: LocalIssuer;
+  relay?: RelayEmulator;
   host?: FunctionsHost;
+  durable?: DurableExtension;
+  stateDir = '';
+  private ownsStateDir = false;
 
   constructor(private readonly options: LocalRuntimeOptions = {}) {}
 
@@ -35,19 +63,29 @@ export class LocalRuntime {
     return this.host.apiUrl;
   }
 
+  get relayCaFile(): string {
+    return path.join(this.stateDir, 'relay-ca.pem');
+  }
+
   /** A token from the local issuer (admin or operator). */
   token(role: 'admin' | 'operator', sub = role === 'admin' ? 'local-admin' : 'local-operator', ttlSeconds = 8 * 3600): Promise<string> {
     if (!this.issuer) throw new Error('The local runtime is not running');
     return this.issuer.mint({ sub, roles: [role], name: sub, ttlSeconds });
   }
 
+  /** The settings the app runs with (as app settings would be in Azure). */
+  settings: Record<string, string> = {};
+
   async start(): Promise<this> {
     if (this.status !== 'closed') throw new Error(`Cannot start the local runtime in status ${this.status}`);
     this.status = 'starting';
     try {
+      this.stateDir = this.options.stateDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'relay-broker-'));
+      this.ownsStateDir = !this.options.stateDir;
+      fs.mkdirSync(this.stateDir, { recursive: true, mode: 0o700 });
       this.azurite = await new Azurite().start();
       this.issuer = await (await LocalIssuer.create()).start();
-      const port = this.options.port ?? 0;
+      await this.issuer.save(path.join(this.stateDir, 'issuer'));
       const settings: Record<string, string> = {
         RELAY_BROKER_MODE: 'local',
         AzureWebJobsStorage: this.azurite.connectionString,
@@ -55,16 +93,30 @@ export class LocalRuntime {
         AUTH_ISSUER: this.issuer.issuer,
         AUTH_AUDIENCE: this.issuer.audience,
         AUTH_JWKS_URL: this.issuer.jwksUrl,
-        ...this.options.settings,
       };
+      if (this.options.relay !== false) {
+        this.relay = await new RelayEmulator(this.options.relayOptions ?? {}).start();
+        fs.writeFileSync(this.relayCaFile, this.relay.caCertPem, { mode: 0o600 });
+        settings.RELAY_ARM_ENDPOINT = this.relay.armEndpoint;
+        settings.RELAY_ARM_CA_FILE = this.relayCaFile;
+      }
+      Object.assign(settings, this.options.settings);
+      this.settings = settings;
       // The app reads its settings from the environment, like a function app's app settings.
       for (const [k, v] of Object.entries(settings)) process.env[k] = v;
+      if (this.options.prefillNamespaces) await this.prefill(this.options.prefillNamespaces);
+      const extensions: HostExtension[] = [];
+      if (this.options.durable !== false) {
+        this.durable = createDurableExtension({ connectionString: this.azurite.connectionString });
+        extensions.push(this.durable);
+      }
+      extensions.push(...(this.options.extensions?.({ connectionString: this.azurite.connectionString }) ?? []));
       this.host = new FunctionsHost({
         appDir: this.options.appDir ?? REPO_ROOT,
-        port,
+        port: this.options.port ?? 0,
         logSink: this.options.logSink,
         disableTimers: this.options.disableTimers,
-        extensions: this.options.extensions?.({ connectionString: this.azurite.connectionString }) ?? [],
+        extensions,
       });
       // With no PUBLIC_API_URL the app derives it from WEBSITE_HOSTNAME, which the host sets once it listens.
       await this.host.start();
@@ -77,13 +129,50 @@ export class LocalRuntime {
     }
   }
 
+  /** What the CLI needs to find this runtime (written by `npm start`). */
+  localState(): LocalState {
+    return { apiUrl: this.apiUrl, issuerDir: path.join(this.stateDir, 'issuer'), relayCaFile: this.relayCaFile, pid: process.pid };
+  }
+
+  /**
+   * Prepares `count` namespaces in the emulator and marks them available, the way pool
+   * maintenance does, so tests and benchmarks start with a warm pool.
+   */
+  async prefill(count: number, concurrency = 16): Promise<string[]> {
+    if (!this.relay || !this.azurite) throw new Error('prefill needs the relay emulator and Azurite');
+    const poolName = this.settings.POOL_NAME ?? 'default';
+    const store = new NamespaceStore(
+      TableClient.fromConnectionString(this.azurite.connectionString, 'namespaces', { allowInsecureConnection: true }),
+      poolName,
+    );
+    await store.ensureTable();
+    const manager = new RelayManager({ apiFactory: createRelayApiFactory({ endpoint: this.relay.armEndpoint, caPem: this.relay.caCertPem }) });
+    const sub = { subscriptionId: '00000000-0000-0000-0000-000000000000', resourceGroup: 'relay-broker-pool', location: 'local' };
+    const stamp = Date.now().toString(36);
+    const names = Array.from({ length: count }, (_, i) => `rbk-seed-${stamp}-${i}`);
+    let next = 0;
+    const worker = async () => {
+      while (next < names.length) {
+        const name = names[next++];
+        await store.insertCreating({ name, ...sub });
+        const prepared = await manager.prepareNamespace({ ...sub, name, tags: { 'relay-broker-pool': poolName } });
+        await store.markAvailable(name, { endpoint: prepared.endpoint, hybridConnection: prepared.hybridConnection });
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(concurrency, count) }, worker));
+    return names;
+  }
+
   async close(): Promise<void> {
     if (this.status !== 'running') return;
     this.status = 'closing';
     await this.host?.close();
+    await this.relay?.close();
     await this.issuer?.close();
     await this.azurite?.close();
+    if (this.ownsStateDir && this.stateDir) fs.rmSync(this.stateDir, { recursive: true, force: true });
     this.host = undefined;
+    this.relay = undefined;
     this.issuer = undefined;
     this.azurite = undefined;
     this.status = 'closed';

@@ -2,6 +2,7 @@
 // then the handler, then the mapping of any error to problem+json. A handler only parses its
 // input and calls lib/.
 import { app, type HttpRequest, type HttpResponseInit, type InvocationContext } from '@azure/functions';
+import * as df from 'durable-functions';
 import { requireRole } from '../../lib/auth/authenticator';
 import type { Principal, Role } from '../../lib/auth/principal';
 import { redactSecrets } from '../../lib/auth/logRedaction';
@@ -22,6 +23,8 @@ export interface ApiContext {
   principal: Principal | undefined;
   /** The raw body (undefined for GET/HEAD). */
   body: Uint8Array | undefined;
+  /** The Durable Functions client (routes registered with `durableClient: true`). */
+  durable(): df.DurableClient;
 }
 
 export interface RouteOptions {
@@ -30,6 +33,8 @@ export interface RouteOptions {
   access: Access;
   /** False for routes that never touch storage (health): skips the one-time table creation. */
   usesStorage?: boolean;
+  /** Adds the durable client input binding (routes that start or signal orchestrations). */
+  durableClient?: boolean;
   handler: (api: ApiContext) => Promise<HttpResponseInit>;
 }
 
@@ -40,6 +45,7 @@ export function route(name: string, options: RouteOptions): void {
     route: options.route,
     // Authentication is ours (Entra JWT or App Service Authentication), not function keys.
     authLevel: 'anonymous',
+    extraInputs: options.durableClient ? [df.input.durableClient()] : [],
     handler: (req, ctx) => runRoute(options, req, ctx),
   });
 }
@@ -55,7 +61,11 @@ async function runRoute(options: RouteOptions, req: HttpRequest, ctx: Invocation
     }
     if (options.usesStorage !== false) await services.ready();
     const body = req.method === 'GET' || req.method === 'HEAD' ? undefined : new Uint8Array(await req.arrayBuffer());
-    return await options.handler({ req, ctx, services, principal, body });
+    const durable = () => {
+      if (!options.durableClient) throw new Error('route registered without durableClient');
+      return df.getClient(ctx);
+    };
+    return await options.handler({ req, ctx, services, principal, body, durable });
   } catch (err) {
     const problem = toProblem(err, instance);
     if (problem.correlationId) {

@@ -4,10 +4,19 @@
 import { DefaultAzureCredential, type TokenCredential } from '@azure/identity';
 import { TableClient } from '@azure/data-tables';
 import { QueueServiceClient, StorageSharedKeyCredential } from '@azure/storage-queue';
+import fs from 'node:fs';
 import { Authenticator, authenticatorFromConfig } from '../../lib/auth/authenticator';
+import { GrantStore } from '../../lib/auth/grantStore';
+import { RateLimiter } from '../../lib/auth/rateLimiter';
 import { getConfig, type Config } from '../../lib/config';
+import { DeviceNotifier } from '../../lib/devices/deviceNotifier';
 import { DeviceRegistry } from '../../lib/devices/deviceRegistry';
 import { DeviceStore } from '../../lib/devices/deviceStore';
+import { NamespaceStore } from '../../lib/pool/namespaceStore';
+import { createRelayApiFactory, RelayManager } from '../../lib/relay/relayManager';
+import { Sealer } from '../../lib/sealing';
+import { SessionService } from '../../lib/sessions/sessionService';
+import { SessionStore } from '../../lib/sessions/sessionStore';
 
 export const TABLES = { devices: 'devices', sessions: 'sessions', namespaces: 'namespaces', grants: 'grants' } as const;
 
@@ -18,6 +27,13 @@ export interface Services {
   queueService: QueueServiceClient;
   devices: DeviceRegistry;
   deviceStore: DeviceStore;
+  grants: GrantStore;
+  rateLimiter: RateLimiter;
+  sealer: Sealer;
+  namespaces: NamespaceStore;
+  sessionStore: SessionStore;
+  relayManager: RelayManager;
+  sessionService: SessionService;
   /** Resolves once every table exists (idempotent; runs once per process). */
   ready(): Promise<void>;
 }
@@ -49,10 +65,11 @@ function createServices(config: Config): Services {
     }
     return c;
   };
+  const signer = new StorageSharedKeyCredential(storage.accountName, storage.accountKey!);
+  // Queue ACLs (the device SAS policies) are managed with the account key: the key signs the SAS anyway.
   const queueService = storage.connectionString
     ? QueueServiceClient.fromConnectionString(storage.connectionString)
-    : new QueueServiceClient(storage.queueEndpoint, azureCredential());
-  const signer = new StorageSharedKeyCredential(storage.accountName, storage.accountKey!);
+    : new QueueServiceClient(storage.queueEndpoint, signer);
   const deviceStore = new DeviceStore(table(TABLES.devices));
   const devices = new DeviceRegistry({
     store: deviceStore,
@@ -60,6 +77,33 @@ function createServices(config: Config): Services {
     signer,
     apiUrl: config.publicApiUrl,
     sasDays: config.devices.sasDays,
+  });
+  const sealer = new Sealer(config.sealingKey);
+  const namespaces = new NamespaceStore(table(TABLES.namespaces), config.pool.name);
+  const sessionStore = new SessionStore(table(TABLES.sessions));
+  const relayManager = new RelayManager({
+    apiFactory: createRelayApiFactory({
+      endpoint: config.relay.armEndpoint,
+      caPem: config.relay.armCaFile ? fs.readFileSync(config.relay.armCaFile, 'utf8') : undefined,
+      ...(config.mode === 'azure' ? { credential: azureCredential() } : {}),
+    }),
+  });
+  const sessionService = new SessionService({
+    namespaces,
+    sessions: sessionStore,
+    notifier: new DeviceNotifier(queueService),
+    relay: {
+      keysFor: async (ns) => {
+        const keys = await relayManager.getSessionKeys({ subscriptionId: ns.subscriptionId, resourceGroup: ns.resourceGroup, name: ns.name, hybridConnection: ns.hybridConnection, endpoint: ns.endpoint });
+        return { listen: keys.listen, send: keys.send };
+      },
+      recycle: async (ns) => {
+        await relayManager.recycle({ subscriptionId: ns.subscriptionId, resourceGroup: ns.resourceGroup, name: ns.name, hybridConnection: ns.hybridConnection, endpoint: ns.endpoint });
+      },
+    },
+    sealer,
+    publicApiUrl: config.publicApiUrl,
+    maxRecycleFailures: config.pool.maxRecycleFailures,
   });
   let readyPromise: Promise<void> | undefined;
   const ready = () =>
@@ -77,6 +121,13 @@ function createServices(config: Config): Services {
     queueService,
     devices,
     deviceStore,
+    grants: new GrantStore(table(TABLES.grants)),
+    rateLimiter: new RateLimiter({ perMinute: config.sessions.rateLimitPerMinute }),
+    sealer,
+    namespaces,
+    sessionStore,
+    relayManager,
+    sessionService,
     ready,
   };
 }

@@ -1,0 +1,81 @@
+// A tunnel session: its statuses and end reasons (closed sets), the allowed status transitions
+// (one table), the request a caller makes, and the input of its orchestration.
+import { z } from 'zod';
+import { InvalidTransitionError } from '../errors';
+import { deviceIdSchema } from '../validation';
+
+export const SESSION_STATUSES = ['pending', 'ready', 'ended', 'failed'] as const;
+export const sessionStatusSchema = z.enum(SESSION_STATUSES);
+export type SessionStatus = z.infer<typeof sessionStatusSchema>;
+
+/** How a session ended. `requested`/`lifetime`/`device_deleted` end it; the others fail it. */
+export const END_REASONS = ['requested', 'lifetime', 'device_deleted', 'device_not_ready', 'pool_exhausted', 'device_refused', 'error'] as const;
+export const endReasonSchema = z.enum(END_REASONS);
+export type EndReason = z.infer<typeof endReasonSchema>;
+
+export function statusForReason(reason: EndReason): 'ended' | 'failed' {
+  return reason === 'requested' || reason === 'lifetime' || reason === 'device_deleted' ? 'ended' : 'failed';
+}
+
+export const SESSION_TRANSITIONS: Readonly<Record<SessionStatus, readonly SessionStatus[]>> = Object.freeze({
+  pending: ['ready', 'ended', 'failed'],
+  ready: ['ended', 'failed'],
+  ended: [],
+  failed: [],
+});
+
+export function assertSessionTransition(from: SessionStatus, to: SessionStatus): void {
+  if (!SESSION_TRANSITIONS[from].includes(to)) {
+    throw new InvalidTransitionError(`A session cannot go from ${from} to ${to}.`);
+  }
+}
+
+export const openSessionRequestSchema = z
+  .object({
+    deviceId: deviceIdSchema,
+    port: z.number().int().min(1).max(65535).default(3389),
+    maxLifetimeMinutes: z.number().int().min(1).max(720).optional(),
+  })
+  .strict();
+export type OpenSessionRequest = z.infer<typeof openSessionRequestSchema>;
+
+/** The orchestration's input: everything it needs, decided before it starts (deterministic replay). */
+export const sessionInputSchema = z.object({
+  sessionId: z.uuid(),
+  deviceId: deviceIdSchema,
+  port: z.number().int(),
+  openerId: z.string(),
+  createdAt: z.iso.datetime(),
+  /** When the lifetime timer fires and every token expires. */
+  expiresAt: z.iso.datetime(),
+  readyTimeoutMs: z.number().int().positive(),
+});
+export type SessionInput = z.infer<typeof sessionInputSchema>;
+
+/** What a ready session hands its opener. The send token travels sealed in the orchestration status. */
+export interface RelayCredentials {
+  namespace: string;
+  endpoint: string;
+  hybridConnection: string;
+  sendToken: string;
+  expiresAt: string;
+}
+
+/** The orchestration's custom status: how HTTP calls learn progress. Never a token in clear. */
+export const sessionCustomStatusSchema = z.discriminatedUnion('status', [
+  z.object({ status: z.literal('pending'), namespace: z.string().optional() }),
+  z.object({
+    status: z.literal('ready'),
+    readyAt: z.string(),
+    relay: z.object({ namespace: z.string(), endpoint: z.string(), hybridConnection: z.string(), sealedSendToken: z.string(), expiresAt: z.string() }),
+  }),
+  z.object({ status: z.literal('ending'), reason: endReasonSchema }),
+  z.object({ status: z.enum(['ended', 'failed']), reason: endReasonSchema, retryAfterSeconds: z.number().optional() }),
+]);
+export type SessionCustomStatus = z.infer<typeof sessionCustomStatusSchema>;
+
+/** Names of the events the orchestration waits for: one definition, used by HTTP and orchestrator. */
+export const SESSION_EVENTS = { deviceReady: 'DeviceReady', endSession: 'EndSession' } as const;
+
+export const endSessionEventSchema = z.object({ reason: endReasonSchema.default('requested'), by: z.string().optional() });
+export type EndSessionEvent = z.infer<typeof endSessionEventSchema>;
