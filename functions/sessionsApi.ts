@@ -11,7 +11,8 @@ import { deviceIdSchema, parseJsonBody, parseWith, sessionIdSchema } from '../li
 import { SESSION_ORCHESTRATOR } from './sessionOrchestrator';
 import { json, route, type ApiContext } from './shared/route';
 
-const POLL_INTERVAL_MS = 50;
+/** Status polls start fast and back off, so 500 waiting opens do not flood the status store. */
+const POLL_DELAYS_MS = [20, 40, 60, 100, 150, 200, 250];
 
 route('sessionsOpen', {
   methods: ['POST'],
@@ -58,7 +59,7 @@ route('sessionsOpen', {
 
     // Wait for ready (or a failure) within the budget, then answer 202 and let the caller poll.
     const deadline = started + sessions.openBudgetMs;
-    while (Date.now() < deadline) {
+    for (let poll = 0; Date.now() < deadline; poll++) {
       const st = await client.getStatus(sessionInput.sessionId);
       const cs = readCustomStatus(st?.customStatus);
       if (cs.status === 'ready') {
@@ -72,7 +73,7 @@ route('sessionsOpen', {
       if (pub.status === 'failed' || pub.status === 'ended' || st?.runtimeStatus === 'Failed' || st?.runtimeStatus === 'Terminated') {
         throw openFailure(pub.reason ?? 'error', cs.status === 'failed' ? cs.retryAfterSeconds : undefined);
       }
-      await sleep(Math.min(POLL_INTERVAL_MS, Math.max(0, deadline - Date.now())));
+      await sleep(Math.min(POLL_DELAYS_MS[Math.min(poll, POLL_DELAYS_MS.length - 1)], Math.max(0, deadline - Date.now())));
     }
     return json(202, { sessionId: sessionInput.sessionId, status: 'pending' }, { location, 'retry-after': '1' });
   },

@@ -1,0 +1,150 @@
+// Open latency: POST /sessions → 201 with credentials on the whole local stack, devices polling
+// their queues every second, pool pre-filled. p50/p95/p99 at 1, 50 and 500 concurrent opens,
+// with a breakdown of where the time goes.
+import { performance } from 'node:perf_hooks';
+import { LocalRuntime } from '../../local/runtime';
+import { SimulatedDevice, type Enrollment } from '../../test/support/simulatedDevice';
+import { percentile, type Benchmark, type Figure } from '../figures';
+
+const COMMAND = 'npm run bench -- open';
+const DEVICES = 500;
+const POLL_MS = 1000;
+const LEVELS = [
+  { name: 'c1', concurrency: 1, rounds: 20 },
+  { name: 'c50', concurrency: 50, rounds: 1 },
+  { name: 'c500', concurrency: 500, rounds: 1 },
+];
+
+interface Sample {
+  sessionId?: string;
+  totalMs: number;
+  /** POST → the device got the message (queue poll wait included). */
+  toDeviceMs: number;
+  /** Message received → 201 (listener online, ready call, orchestration episode, status poll). */
+  afterDeviceMs: number;
+  status: number;
+}
+
+export const benchmark: Benchmark = {
+  name: 'open',
+  description: 'POST /sessions → 201 with credentials; devices poll every 1 s; pool pre-filled',
+  async run(log) {
+    const namespaces = LEVELS.reduce((n, l) => n + l.concurrency * l.rounds, 0);
+    const rt = new LocalRuntime({
+      disableTimers: true,
+      logSink: () => {},
+      relayOptions: { createDelayMs: 0, quotaPerSubscription: 2000 },
+      // The open budget (8 s) and ready timeout stay at their defaults, as in production.
+    });
+    const devices: SimulatedDevice[] = [];
+    const figures: Figure[] = [];
+    try {
+      await rt.start();
+      log(`prefilling ${namespaces} namespaces…`);
+      let t = performance.now();
+      await rt.prefill(namespaces, 24);
+      log(`prefilled in ${((performance.now() - t) / 1000).toFixed(1)} s`);
+      const admin = await rt.token('admin', 'bench-admin', 3600);
+      t = performance.now();
+      for (let i = 0; i < DEVICES; i++) {
+        const r = await fetch(`${rt.apiUrl}/devices`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${admin}`, 'content-type': 'application/json' },
+          body: JSON.stringify({ deviceId: `bench-dev-${i}` }),
+        });
+        if (r.status !== 201) throw new Error(`device registration failed: ${r.status} ${await r.text()}`);
+        devices.push(new SimulatedDevice((await r.json()) as Enrollment, { pollMs: POLL_MS, ca: rt.relay!.caCertPem }));
+      }
+      log(`registered ${DEVICES} devices in ${((performance.now() - t) / 1000).toFixed(1)} s; starting their pollers`);
+      // Spread the pollers over the interval, as real devices are.
+      devices.forEach((d, i) => setTimeout(() => d.start(), (i * POLL_MS) / DEVICES));
+      await new Promise((r) => setTimeout(r, POLL_MS + 200));
+
+      let deviceIndex = 0;
+      rt.relay!.resetStats();
+      const c1Sessions: string[] = [];
+      for (const level of LEVELS) {
+        const samples: Sample[] = [];
+        for (let round = 0; round < level.rounds; round++) {
+          const batch = Array.from({ length: level.concurrency }, () => devices[deviceIndex++ % DEVICES]);
+          const results = await Promise.all(batch.map((d) => openOnce(rt.apiUrl, admin, d)));
+          samples.push(...results);
+        }
+        const ok = samples.filter((s) => s.status === 201);
+        if (level.name === 'c1') c1Sessions.push(...ok.map((s) => s.sessionId!));
+        const totals = ok.map((s) => s.totalMs);
+        const p = (q: number) => percentile(totals, q);
+        log(
+          `${level.name}: ${ok.length}/${samples.length} answered 201; p50 ${p(50).toFixed(0)} ms, p95 ${p(95).toFixed(0)} ms, p99 ${p(99).toFixed(0)} ms, max ${Math.max(...totals).toFixed(0)} ms`,
+        );
+        log(
+          `   where the time goes (p50): POST → device has the message ${percentile(ok.map((s) => s.toDeviceMs), 50).toFixed(0)} ms (queue poll), message → 201 ${percentile(ok.map((s) => s.afterDeviceMs), 50).toFixed(0)} ms (listener online, ready call, orchestration, status poll)`,
+        );
+        const note = `${ok.length}/${samples.length} got 201; 2-core machine, whole stack in one process + Azurite`;
+        if (level.name === 'c1') figures.push({ name: 'open_p50_ms_c1', value: round1(p(50)), unit: 'ms', goal: '< 8000 budget', command: COMMAND, note });
+        figures.push({ name: `open_p95_ms_${level.name}`, value: round1(p(95)), unit: 'ms', command: COMMAND, note });
+        figures.push({ name: `open_p99_ms_${level.name}`, value: round1(p(99)), unit: 'ms', goal: level.name === 'c500' ? '< 3000 (budget 8000)' : '< 8000', command: COMMAND, note });
+        figures.push({ name: `open_ok_ratio_${level.name}`, value: ok.length / samples.length, unit: 'ratio', goal: '1', command: COMMAND });
+        figures.push({
+          name: `open_queue_wait_p50_ms_${level.name}`,
+          value: round1(percentile(ok.map((s) => s.toDeviceMs), 50)),
+          unit: 'ms',
+          command: COMMAND,
+          note: 'POST → the device received the session.open message',
+        });
+      }
+      const openWrites = rt.relay!.stats().writes;
+      log(`ARM writes during ${LEVELS.reduce((n, l) => n + l.concurrency * l.rounds, 0)} opens: ${openWrites}`);
+      figures.push({ name: 'arm_writes_per_open', value: openWrites / namespaces, unit: 'writes', goal: '0 (no ARM on the hot path)', command: COMMAND });
+      // A session's whole life in ARM: its end (recycle). End the c1 sessions and count.
+      rt.relay!.resetStats();
+      await Promise.all(
+        c1Sessions.map((id) => fetch(`${rt.apiUrl}/sessions/${id}`, { method: 'DELETE', headers: { authorization: `Bearer ${admin}` } }).then((r) => r.arrayBuffer())),
+      );
+      const deadline = Date.now() + 60_000;
+      let ended = 0;
+      while (Date.now() < deadline) {
+        ended = 0;
+        for (const id of c1Sessions) {
+          const r = await fetch(`${rt.apiUrl}/sessions/${id}`, { headers: { authorization: `Bearer ${admin}` } });
+          if (((await r.json()) as { status?: string }).status === 'ended') ended++;
+        }
+        if (ended === c1Sessions.length) break;
+        await new Promise((r) => setTimeout(r, 250));
+      }
+      const endWrites = rt.relay!.stats().writes;
+      log(`ARM writes to end ${ended} sessions: ${endWrites}`);
+      figures.push({
+        name: 'arm_writes_per_session',
+        value: round1((openWrites / namespaces) + endWrites / Math.max(1, ended)),
+        unit: 'writes',
+        goal: '≤ 6',
+        command: COMMAND,
+        note: 'open + end (recycle: delete the HC, recreate it and its Listen and Send rules); namespace creation excluded (pool, amortised)',
+      });
+    } finally {
+      await Promise.all(devices.map((d) => d.stop()));
+      await rt.close();
+    }
+    return figures;
+
+    async function openOnce(apiUrl: string, token: string, device: SimulatedDevice): Promise<Sample> {
+      const start = performance.now();
+      const startWall = Date.now();
+      const r = await fetch(`${apiUrl}/sessions`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ deviceId: device.enrollment.deviceId, port: 22 }),
+      });
+      const body = (await r.json()) as { sessionId?: string };
+      const totalMs = performance.now() - start;
+      const receivedAt = body.sessionId ? device.receivedAt.get(body.sessionId) : undefined;
+      const toDeviceMs = receivedAt ? receivedAt - startWall : Number.NaN;
+      return { sessionId: body.sessionId, totalMs, toDeviceMs, afterDeviceMs: totalMs - toDeviceMs, status: r.status };
+    }
+  },
+};
+
+function round1(v: number): number {
+  return Math.round(v * 10) / 10;
+}
