@@ -28,7 +28,7 @@ const recycleRetry = (() => {
   return r;
 })();
 
-const sessionOrchestrator: OrchestrationHandler = function* (context: OrchestrationContext) {
+export const sessionOrchestrator: OrchestrationHandler = function* (context: OrchestrationContext) {
   const input = sessionInputSchema.parse(context.df.getInput());
   const log = (message: string) => {
     if (!context.df.isReplaying) context.info(`session ${input.sessionId} device ${input.deviceId}: ${message}`);
