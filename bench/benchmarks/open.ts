@@ -34,6 +34,8 @@ export const benchmark: Benchmark = {
       disableTimers: true,
       logSink: () => {},
       relayOptions: { createDelayMs: 0, quotaPerSubscription: 2000 },
+      // One benchmark principal opens every session: lift the per-principal rate limit.
+      settings: { SESSION_RATE_LIMIT_PER_MINUTE: '100000' },
       // The open budget (8 s) and ready timeout stay at their defaults, as in production.
     });
     const devices: SimulatedDevice[] = [];
@@ -60,6 +62,38 @@ export const benchmark: Benchmark = {
       devices.forEach((d, i) => setTimeout(() => d.start(), (i * POLL_MS) / DEVICES));
       await new Promise((r) => setTimeout(r, POLL_MS + 200));
 
+      const measureArmWrites = async () => {
+        const openWrites = rt.relay!.stats().writes;
+        log(`ARM writes during ${c1Sessions.length} opens: ${openWrites}`);
+        figures.push({ name: 'arm_writes_per_open', value: openWrites / c1Sessions.length, unit: 'writes', goal: '0 (no ARM on the hot path)', command: COMMAND });
+        // A session's whole life in ARM: its end (recycle). End the c1 sessions and count.
+        rt.relay!.resetStats();
+        await Promise.all(
+          c1Sessions.map((id) => fetch(`${rt.apiUrl}/sessions/${id}`, { method: 'DELETE', headers: { authorization: `Bearer ${admin}` } }).then((r) => r.arrayBuffer())),
+        );
+        const deadline = Date.now() + 60_000;
+        let ended = 0;
+        while (Date.now() < deadline) {
+          ended = 0;
+          for (const id of c1Sessions) {
+            const r = await fetch(`${rt.apiUrl}/sessions/${id}`, { headers: { authorization: `Bearer ${admin}` } });
+            if (((await r.json()) as { status?: string }).status === 'ended') ended++;
+          }
+          if (ended === c1Sessions.length) break;
+          await new Promise((r) => setTimeout(r, 250));
+        }
+        const endWrites = rt.relay!.stats().writes;
+        log(`ARM writes to end ${ended} sessions: ${endWrites}`);
+        figures.push({
+          name: 'arm_writes_per_session',
+          value: round1((openWrites / c1Sessions.length) + endWrites / Math.max(1, ended)),
+          unit: 'writes',
+          goal: '≤ 6',
+          command: COMMAND,
+          note: 'open + end (recycle: delete the HC, recreate it and its Listen and Send rules); namespace creation excluded (pool, amortised)',
+        });
+        rt.relay!.resetStats();
+      };
       let deviceIndex = 0;
       rt.relay!.resetStats();
       const c1Sessions: string[] = [];
@@ -71,6 +105,9 @@ export const benchmark: Benchmark = {
           samples.push(...results);
         }
         const ok = samples.filter((s) => s.status === 201);
+        const byStatus = new Map<number, number>();
+        for (const s of samples) byStatus.set(s.status, (byStatus.get(s.status) ?? 0) + 1);
+        if (ok.length < samples.length) log(`${level.name}: answers by status: ${[...byStatus].map(([k, v]) => `${k}×${v}`).join(', ')}`);
         if (level.name === 'c1') c1Sessions.push(...ok.map((s) => s.sessionId!));
         const totals = ok.map((s) => s.totalMs);
         const p = (q: number) => percentile(totals, q);
@@ -92,36 +129,8 @@ export const benchmark: Benchmark = {
           command: COMMAND,
           note: 'POST → the device received the session.open message',
         });
+        if (level.name === 'c1') await measureArmWrites();
       }
-      const openWrites = rt.relay!.stats().writes;
-      log(`ARM writes during ${LEVELS.reduce((n, l) => n + l.concurrency * l.rounds, 0)} opens: ${openWrites}`);
-      figures.push({ name: 'arm_writes_per_open', value: openWrites / namespaces, unit: 'writes', goal: '0 (no ARM on the hot path)', command: COMMAND });
-      // A session's whole life in ARM: its end (recycle). End the c1 sessions and count.
-      rt.relay!.resetStats();
-      await Promise.all(
-        c1Sessions.map((id) => fetch(`${rt.apiUrl}/sessions/${id}`, { method: 'DELETE', headers: { authorization: `Bearer ${admin}` } }).then((r) => r.arrayBuffer())),
-      );
-      const deadline = Date.now() + 60_000;
-      let ended = 0;
-      while (Date.now() < deadline) {
-        ended = 0;
-        for (const id of c1Sessions) {
-          const r = await fetch(`${rt.apiUrl}/sessions/${id}`, { headers: { authorization: `Bearer ${admin}` } });
-          if (((await r.json()) as { status?: string }).status === 'ended') ended++;
-        }
-        if (ended === c1Sessions.length) break;
-        await new Promise((r) => setTimeout(r, 250));
-      }
-      const endWrites = rt.relay!.stats().writes;
-      log(`ARM writes to end ${ended} sessions: ${endWrites}`);
-      figures.push({
-        name: 'arm_writes_per_session',
-        value: round1((openWrites / namespaces) + endWrites / Math.max(1, ended)),
-        unit: 'writes',
-        goal: '≤ 6',
-        command: COMMAND,
-        note: 'open + end (recycle: delete the HC, recreate it and its Listen and Send rules); namespace creation excluded (pool, amortised)',
-      });
     } finally {
       await Promise.all(devices.map((d) => d.stop()));
       await rt.close();

@@ -5,6 +5,7 @@ import { PoolExhaustedError } from '../errors';
 import type { DeviceNotifier } from '../devices/deviceNotifier';
 import type { Namespace } from '../pool/namespace';
 import type { NamespaceStore } from '../pool/namespaceStore';
+import { sealNamespaceKeys } from '../pool/sealedKeys';
 import { createSasToken, relayAudience, type SasKey } from '../relay/sas';
 import type { Sealer } from '../sealing';
 import { statusForReason, type EndReason, type SessionInput } from './session';
@@ -20,8 +21,11 @@ export interface SessionKeys {
 export interface SessionRelayOps {
   /** The current keys of the namespace's rules (from the sealed copy in its row, or ARM). */
   keysFor(ns: Namespace): Promise<SessionKeys>;
-  /** Deletes and recreates the hybrid connection with fresh rules; returns the new keys. */
-  recycle(ns: Namespace): Promise<void>;
+  /**
+   * Deletes and recreates the hybrid connection with fresh rules; returns the new keys when it
+   * read them (they are stored sealed with the new generation, so the next open needs no ARM call).
+   */
+  recycle(ns: Namespace): Promise<SessionKeys | void>;
 }
 
 export interface SessionServiceOptions {
@@ -72,32 +76,38 @@ export class SessionService {
       throw err;
     }
     if (!ns.endpoint || !ns.hybridConnection) throw new Error(`namespace ${ns.name} is available but not prepared`);
-    await this.o.sessions.setNamespace(input.deviceId, input.sessionId, ns.name, ns.generation);
-    const keys = await this.o.relay.keysFor(ns);
-    const audience = relayAudience(ns.endpoint, ns.hybridConnection);
-    const listenToken = createSasToken({ resourceUri: audience, keyName: keys.listen.keyName, key: keys.listen.key, expiresAt });
-    const sendToken = createSasToken({ resourceUri: audience, keyName: keys.send.keyName, key: keys.send.key, expiresAt });
-    const notAfter = new Date(this.now().getTime() + input.readyTimeoutMs);
-    await this.o.notifier.send(
-      input.deviceId,
-      {
-        type: 'session.open',
-        version: 1,
-        sessionId: input.sessionId,
-        deviceId: input.deviceId,
-        port: input.port,
-        relay: { namespace: ns.name, endpoint: ns.endpoint, hybridConnection: ns.hybridConnection, listenToken, expiresAt: input.expiresAt },
-        readyUrl: `${this.o.publicApiUrl}/sessions/${input.sessionId}/ready`,
-        readyToken: this.o.sealer.readyToken(input.sessionId),
-        notAfter: notAfter.toISOString(),
-      },
-      input.readyTimeoutMs / 1000,
-    );
+    const endpoint = ns.endpoint;
+    const hybridConnection = ns.hybridConnection;
+    const notify = async () => {
+      const keys = await this.o.relay.keysFor(ns);
+      const audience = relayAudience(endpoint, hybridConnection);
+      const listenToken = createSasToken({ resourceUri: audience, keyName: keys.listen.keyName, key: keys.listen.key, expiresAt });
+      const sendToken = createSasToken({ resourceUri: audience, keyName: keys.send.keyName, key: keys.send.key, expiresAt });
+      const notAfter = new Date(this.now().getTime() + input.readyTimeoutMs);
+      await this.o.notifier.send(
+        input.deviceId,
+        {
+          type: 'session.open',
+          version: 1,
+          sessionId: input.sessionId,
+          deviceId: input.deviceId,
+          port: input.port,
+          relay: { namespace: ns.name, endpoint, hybridConnection, listenToken, expiresAt: input.expiresAt },
+          readyUrl: `${this.o.publicApiUrl}/sessions/${input.sessionId}/ready`,
+          readyToken: this.o.sealer.readyToken(input.sessionId),
+          notAfter: notAfter.toISOString(),
+        },
+        input.readyTimeoutMs / 1000,
+      );
+      return sendToken;
+    };
+    // The audit record learns its namespace while the device is being notified (both are on the open path).
+    const [sendToken] = await Promise.all([notify(), this.o.sessions.setNamespace(input.deviceId, input.sessionId, ns.name, ns.generation)]);
     return {
       ok: true,
       namespace: ns.name,
-      endpoint: ns.endpoint,
-      hybridConnection: ns.hybridConnection,
+      endpoint,
+      hybridConnection,
       generation: ns.generation,
       sealedSendToken: this.o.sealer.seal(sendToken, input.sessionId),
       expiresAt: input.expiresAt,
@@ -117,7 +127,7 @@ export class SessionService {
   /**
    * Ends the session's hold on its namespace: leased → recycling, then the hybrid connection is
    * deleted (live connections drop) and recreated with fresh rules, then recycling → available
-   * with a new generation. A failure is counted (quarantine after N) and rethrown; maintenance
+   * with a new generation and the new keys sealed in the row. A failure is counted (quarantine after N) and rethrown; maintenance
    * retries namespaces left in `recycling`.
    * Second run: a namespace already recycled past `generation` is left as it is; without a
    * namespace name, a session that holds none is a no-op.
@@ -133,13 +143,17 @@ export class SessionService {
       ns = await this.o.namespaces.beginRecycle(ns.name, { sessionId: input.sessionId, now: this.now() });
     }
     if (ns.state !== 'recycling') return 'already';
+    let keys: SessionKeys | void;
     try {
-      await this.o.relay.recycle(ns);
+      keys = await this.o.relay.recycle(ns);
     } catch (err) {
       await this.o.namespaces.recordRecycleFailure(ns.name, errorSummary(err), this.o.maxRecycleFailures, this.now());
       throw err;
     }
-    await this.o.namespaces.markRecycled(ns.name, { now: this.now(), fromGeneration: generation });
+    // Sealed for the generation markRecycled is about to write; if the row moved on meanwhile,
+    // they do not open for it and the next open reads the keys from ARM.
+    const sealedKeys = keys ? sealNamespaceKeys(this.o.sealer, ns.name, ns.generation + 1, keys) : undefined;
+    await this.o.namespaces.markRecycled(ns.name, { now: this.now(), fromGeneration: generation, ...(sealedKeys ? { sealedKeys } : {}) });
     return 'recycled';
   }
 
