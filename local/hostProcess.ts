@@ -1,0 +1,42 @@
+// Entry point `node dist/local/hostProcess.js`: a functions host for the app in APP_DIR (default:
+// the repo root) on PORT (0 = free) with the durable engine on AzureWebJobsStorage. Prints one line
+// `{"ready":true,"port":<n>}` when ready; closes cleanly on SIGTERM/SIGINT.
+import path from 'node:path';
+import { createDurableExtension } from './durable';
+import { FunctionsHost, type LogRecord } from './host/functionsHost';
+
+async function main(): Promise<void> {
+  const appDir = path.resolve(process.env.APP_DIR ?? path.resolve(__dirname, '..', '..'));
+  const port = Number(process.env.PORT ?? '0');
+  const connectionString = process.env.AzureWebJobsStorage;
+  if (!connectionString) throw new Error('Set AzureWebJobsStorage to the storage connection string (Azurite locally)');
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`PORT must be an integer port number, got "${process.env.PORT}"`);
+  const durable = createDurableExtension({ connectionString, hubName: process.env.DURABLE_HUB_NAME || undefined });
+  // Logs go to stderr: stdout carries only the ready line.
+  const logSink = (r: LogRecord): void => {
+    if (r.level === 'debug' || r.level === 'trace') return;
+    process.stderr.write(`${r.time.toISOString()} ${r.level} ${r.functionName ?? r.category}: ${r.message}\n`);
+  };
+  const host = await new FunctionsHost({ appDir, port, extensions: [durable], logSink }).start();
+  let closing = false;
+  const shutdown = (signal: string): void => {
+    if (closing) return;
+    closing = true;
+    process.stderr.write(`${signal}: closing\n`);
+    host
+      .close()
+      .then(() => process.exit(0))
+      .catch((err: unknown) => {
+        process.stderr.write(`close failed: ${String(err)}\n`);
+        process.exit(1);
+      });
+  };
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+  process.on('SIGINT', () => shutdown('SIGINT'));
+  process.stdout.write(`${JSON.stringify({ ready: true, port: host.port })}\n`);
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  process.exit(1);
+});
