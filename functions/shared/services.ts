@@ -13,6 +13,9 @@ import { DeviceNotifier } from '../../lib/devices/deviceNotifier';
 import { DeviceRegistry } from '../../lib/devices/deviceRegistry';
 import { DeviceStore } from '../../lib/devices/deviceStore';
 import { NamespaceStore } from '../../lib/pool/namespaceStore';
+import { PoolMaintenance } from '../../lib/pool/poolMaintenance';
+import { PoolRunStore } from '../../lib/pool/poolRunStore';
+import { openNamespaceKeys } from '../../lib/pool/sealedKeys';
 import { createRelayApiFactory, RelayManager } from '../../lib/relay/relayManager';
 import { Sealer } from '../../lib/sealing';
 import { SessionService } from '../../lib/sessions/sessionService';
@@ -34,6 +37,8 @@ export interface Services {
   sessionStore: SessionStore;
   relayManager: RelayManager;
   sessionService: SessionService;
+  /** The pool maintenance steps (timer + orchestration) and GET /pool. */
+  poolMaintenance: PoolMaintenance;
   /** Resolves once every table exists (idempotent; runs once per process). */
   ready(): Promise<void>;
 }
@@ -81,29 +86,52 @@ function createServices(config: Config): Services {
   const sealer = new Sealer(config.sealingKey);
   const namespaces = new NamespaceStore(table(TABLES.namespaces), config.pool.name);
   const sessionStore = new SessionStore(table(TABLES.sessions));
-  const relayManager = new RelayManager({
-    apiFactory: createRelayApiFactory({
-      endpoint: config.relay.armEndpoint,
-      caPem: config.relay.armCaFile ? fs.readFileSync(config.relay.armCaFile, 'utf8') : undefined,
-      ...(config.mode === 'azure' ? { credential: azureCredential() } : {}),
-    }),
+  const apiFactory = createRelayApiFactory({
+    endpoint: config.relay.armEndpoint,
+    caPem: config.relay.armCaFile ? fs.readFileSync(config.relay.armCaFile, 'utf8') : undefined,
+    ...(config.mode === 'azure' ? { credential: azureCredential() } : {}),
+  });
+  const relayManager = new RelayManager({ apiFactory });
+  const refOf = (ns: { subscriptionId: string; resourceGroup: string; name: string; hybridConnection?: string; endpoint?: string }) => ({
+    subscriptionId: ns.subscriptionId,
+    resourceGroup: ns.resourceGroup,
+    name: ns.name,
+    hybridConnection: ns.hybridConnection,
+    endpoint: ns.endpoint,
   });
   const sessionService = new SessionService({
     namespaces,
     sessions: sessionStore,
     notifier: new DeviceNotifier(queueService),
     relay: {
+      // The hot path: the keys sealed in the row (no ARM call); ARM only for a row without them
+      // (prepared before keys were sealed, or sealed for another generation or sealing key).
       keysFor: async (ns) => {
-        const keys = await relayManager.getSessionKeys({ subscriptionId: ns.subscriptionId, resourceGroup: ns.resourceGroup, name: ns.name, hybridConnection: ns.hybridConnection, endpoint: ns.endpoint });
+        const sealed = openNamespaceKeys(sealer, ns);
+        if (sealed) return sealed;
+        const keys = await relayManager.getSessionKeys(refOf(ns));
         return { listen: keys.listen, send: keys.send };
       },
       recycle: async (ns) => {
-        await relayManager.recycle({ subscriptionId: ns.subscriptionId, resourceGroup: ns.resourceGroup, name: ns.name, hybridConnection: ns.hybridConnection, endpoint: ns.endpoint });
+        await relayManager.recycle(refOf(ns));
+        const keys = await relayManager.getSessionKeys(refOf(ns));
+        return { listen: keys.listen, send: keys.send };
       },
     },
     sealer,
     publicApiUrl: config.publicApiUrl,
     maxRecycleFailures: config.pool.maxRecycleFailures,
+  });
+  const poolMaintenance = new PoolMaintenance({
+    namespaces,
+    runs: new PoolRunStore(table(TABLES.namespaces), config.pool.name),
+    // Its own manager: an activation that takes 4× the expected creation time (at most 4 min) is
+    // given up (and the namespace deleted) within one activity's time limit.
+    relay: new RelayManager({ apiFactory, activationTimeoutMs: Math.min(240_000, Math.max(60_000, config.pool.createSeconds * 4_000)) }),
+    sealer,
+    pool: config.pool,
+    // Names are global DNS labels: the storage account tells deployments apart.
+    nameSalt: config.storage.accountName.replace(/[^a-z0-9]/g, '').slice(0, 6),
   });
   let readyPromise: Promise<void> | undefined;
   const ready = () =>
@@ -128,6 +156,7 @@ function createServices(config: Config): Services {
     sessionStore,
     relayManager,
     sessionService,
+    poolMaintenance,
     ready,
   };
 }

@@ -64,6 +64,11 @@ export const namespaceEntitySchema = z
     /** The namespace's serviceBusEndpoint, e.g. https://<ns>.servicebus.windows.net:443/. */
     endpoint: z.string().min(1).optional(),
     hybridConnection: z.string().min(1).optional(),
+    /**
+     * The Listen and Send rule keys of the current generation, sealed (lib/sealing.ts) with the
+     * context `sealedKeysContext(name, generation)`: opening them is the hot path's only key lookup.
+     */
+    sealedKeys: z.string().min(1).max(8000).optional(),
     sessionId: z.string().min(1).optional(),
     leasedAt: isoTime.optional(),
     leaseExpiresAt: isoTime.optional(),
@@ -102,6 +107,8 @@ export interface Namespace {
   location: string;
   endpoint?: string;
   hybridConnection?: string;
+  /** Sealed `{listen, send}` keys of this generation (see lib/pool/sealedKeys.ts); never in clear. */
+  sealedKeys?: string;
   sessionId?: string;
   leasedAt?: Date;
   leaseExpiresAt?: Date;
@@ -131,6 +138,7 @@ export function namespaceFromEntity(raw: unknown): Namespace {
     location: e.location,
     endpoint: e.endpoint,
     hybridConnection: e.hybridConnection,
+    sealedKeys: e.sealedKeys,
     sessionId: e.sessionId,
     leasedAt: toDate(e.leasedAt),
     leaseExpiresAt: toDate(e.leaseExpiresAt),
@@ -156,6 +164,7 @@ export function namespaceToEntity(ns: Namespace): Omit<NamespaceEntity, 'etag'> 
     location: ns.location,
     endpoint: ns.endpoint,
     hybridConnection: ns.hybridConnection,
+    sealedKeys: ns.sealedKeys,
     sessionId: ns.sessionId,
     leasedAt: toIso(ns.leasedAt),
     leaseExpiresAt: toIso(ns.leaseExpiresAt),

@@ -317,12 +317,14 @@ export class NamespaceStore {
   }
 
   /**
-   * Prepared in ARM: creating → available, with its endpoint and hybrid connection.
-   * Second run: an `available` namespace with the same endpoint is returned unchanged.
+   * Prepared in ARM: creating → available, with its endpoint, hybrid connection and (optionally)
+   * its rule keys sealed for the current generation.
+   * Second run: an `available` namespace with the same endpoint is returned unchanged (its sealed
+   * keys too: a second seal of the same keys only differs by its nonce).
    */
   async markAvailable(
     name: string,
-    prepared: { endpoint: string; hybridConnection: string; now?: Date },
+    prepared: { endpoint: string; hybridConnection: string; sealedKeys?: string; now?: Date },
     etag?: string,
   ): Promise<Namespace> {
     const now = prepared.now ?? new Date();
@@ -333,6 +335,7 @@ export class NamespaceStore {
         state: 'available',
         endpoint: prepared.endpoint,
         hybridConnection: prepared.hybridConnection,
+        sealedKeys: prepared.sealedKeys,
         stateChangedAt: now,
         recycleFailures: 0,
         lastError: undefined,
@@ -367,13 +370,15 @@ export class NamespaceStore {
 
   /**
    * Keys were regenerated and the hybrid connection recreated: recycling → available, generation
-   * bumped, session fields and failures cleared. Call it ONLY after the keys changed.
+   * bumped, session fields and failures cleared, and the new keys stored sealed for the new
+   * generation (`sealedKeys`; without it the old sealed keys are dropped, they are dead anyway).
+   * Call it ONLY after the keys changed.
    * Second run: when the namespace is no longer `recycling` and its generation is past
    * `fromGeneration` (or, without it, it is `available`), it is returned unchanged: never bumped twice.
    */
   async markRecycled(
     name: string,
-    options: { now?: Date; fromGeneration?: number; endpoint?: string; hybridConnection?: string } = {},
+    options: { now?: Date; fromGeneration?: number; endpoint?: string; hybridConnection?: string; sealedKeys?: string } = {},
     etag?: string,
   ): Promise<Namespace> {
     const now = options.now ?? new Date();
@@ -386,6 +391,7 @@ export class NamespaceStore {
         state: 'available',
         endpoint: options.endpoint ?? cur.endpoint,
         hybridConnection: options.hybridConnection ?? cur.hybridConnection,
+        sealedKeys: options.sealedKeys,
         generation: cur.generation + 1,
         sessionId: undefined,
         leasedAt: undefined,

@@ -1,0 +1,33 @@
+// GET /pool (admin): namespaces by state and subscription, the target now and why, the last
+// maintenance run and its outcome, and whether a run is under way.
+import * as df from 'durable-functions';
+import { poolMaintenanceInstanceId } from '../lib/pool/poolMaintenance';
+import { json, route } from './shared/route';
+
+route('poolStatus', {
+  methods: ['GET'],
+  route: 'pool',
+  access: ['admin'],
+  durableClient: true,
+  handler: async ({ services, durable }) => {
+    const status = await services.poolMaintenance.status(new Date());
+    const instanceId = poolMaintenanceInstanceId(services.config.pool.name);
+    let runtimeStatus: string | undefined;
+    try {
+      runtimeStatus = (await durable().getStatus(instanceId)).runtimeStatus;
+    } catch {
+      // Never started (the client reports an unknown instance as an error), or the task hub is
+      // unreachable: the pool's own state above is still worth answering with.
+      runtimeStatus = undefined;
+    }
+    return json(200, {
+      ...status,
+      lastRun: status.lastRun ?? null,
+      maintenance: {
+        instanceId,
+        runtimeStatus: runtimeStatus ?? null,
+        running: runtimeStatus === df.OrchestrationRuntimeStatus.Running || runtimeStatus === df.OrchestrationRuntimeStatus.Pending,
+      },
+    });
+  },
+});

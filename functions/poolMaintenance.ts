@@ -1,0 +1,190 @@
+// Pool maintenance: a timer every minute starts the singleton orchestration of the pool (fixed
+// instance id, skipped while one runs) that plans → provisions in parallel → recycles what waits
+// → deletes what the plan shrinks → reconciles against ARM → records the run. Deterministic: time
+// from the context, no I/O outside activities. Every run is a fresh instance (startNew on the same
+// id once the previous one ended), so the history never grows past one run.
+import { app, type InvocationContext, type Timer } from '@azure/functions';
+import * as df from 'durable-functions';
+import type { OrchestrationContext, OrchestrationHandler } from 'durable-functions';
+import { z } from 'zod';
+import {
+  countResults,
+  POOL_MAINTENANCE_ORCHESTRATION,
+  poolMaintenanceInstanceId,
+  type DeleteOutcome,
+  type MaintenancePlan,
+  type ProvisionOutcome,
+  type ReconcileOutcome,
+  type RecycleOutcome,
+} from '../lib/pool/poolMaintenance';
+import {
+  deletePoolNamespaceActivity,
+  planPoolActivity,
+  provisionNamespaceActivity,
+  reconcilePoolActivity,
+  recordPoolRunActivity,
+  recyclePoolNamespaceActivity,
+} from './poolActivities';
+import { getServices } from './shared/services';
+
+export const POOL_MAINTENANCE_TIMER = 'poolMaintenanceTimer';
+
+/** Transient storage faults are retried by the engine; ARM faults are outcomes, not exceptions. */
+const activityRetry = (() => {
+  const r = new df.RetryOptions(2000, 3);
+  r.backoffCoefficient = 2;
+  return r;
+})();
+
+const firstLine = (err: unknown) => (err instanceof Error ? err.message : String(err)).split('\n')[0].slice(0, 300);
+const describeCounts = (c: Record<string, number>) =>
+  Object.entries(c)
+    .filter(([, n]) => n > 0)
+    .map(([k, n]) => `${k} ${n}`)
+    .join(', ') || 'nothing';
+
+const poolMaintenanceOrchestrator: OrchestrationHandler = function* (context: OrchestrationContext) {
+  const { pool } = z.object({ pool: z.string().min(1) }).parse(context.df.getInput());
+  const startedAt = context.df.currentUtcDateTime.toISOString();
+  const runId = `${context.df.instanceId}@${startedAt}`;
+  const log = (message: string) => {
+    if (!context.df.isReplaying) context.info(`pool ${pool} maintenance ${startedAt}: ${message}`);
+  };
+  const steps: Record<string, Record<string, number>> = {};
+  const errors: string[] = [];
+  const quotaExceeded = new Set<string>();
+  const stepFailed = (step: string, err: unknown) => {
+    errors.push(`${step}: ${firstLine(err)}`);
+    log(`${step} failed: ${firstLine(err)}`);
+  };
+  const itemErrors = (step: string, outcomes: readonly { name: string; result: string; error?: string }[]) => {
+    for (const o of outcomes) if (o.error && o.result !== 'skipped') errors.push(`${step} ${o.name}: ${o.error.slice(0, 300)}`);
+  };
+
+  let plan: MaintenancePlan | undefined;
+  try {
+    plan = (yield planPoolActivity({ runId, now: startedAt }).withRetry(activityRetry)) as MaintenancePlan;
+    log(
+      `plan: target ${plan.target}, usable ${plan.usable}; provision ${plan.provision.length}, recycle ${plan.recycle.length}, delete ${plan.delete.length}`,
+    );
+  } catch (err) {
+    stepFailed('plan', err);
+  }
+
+  if (plan) {
+    if (plan.provision.length > 0) {
+      try {
+        const tasks = plan.provision.map((item) => provisionNamespaceActivity({ runId, item }).withRetry(activityRetry));
+        const outcomes = (yield context.df.Task.all(tasks)) as ProvisionOutcome[];
+        steps.provision = countResults(outcomes);
+        for (const o of outcomes) if (o.result === 'quota') quotaExceeded.add(o.subscriptionId);
+        itemErrors('provision', outcomes);
+        log(`provision: ${describeCounts(steps.provision)}`);
+      } catch (err) {
+        stepFailed('provision', err);
+      }
+    }
+    if (plan.recycle.length > 0) {
+      try {
+        const outcomes = (yield context.df.Task.all(
+          plan.recycle.map((name) => recyclePoolNamespaceActivity({ name }).withRetry(activityRetry)),
+        )) as RecycleOutcome[];
+        steps.recycle = countResults(outcomes);
+        itemErrors('recycle', outcomes);
+        log(`recycle: ${describeCounts(steps.recycle)}`);
+      } catch (err) {
+        stepFailed('recycle', err);
+      }
+    }
+    if (plan.delete.length > 0) {
+      try {
+        const outcomes = (yield context.df.Task.all(
+          plan.delete.map((name) => deletePoolNamespaceActivity({ name }).withRetry(activityRetry)),
+        )) as DeleteOutcome[];
+        steps.delete = countResults(outcomes);
+        itemErrors('delete', outcomes);
+        log(`delete: ${describeCounts(steps.delete)}`);
+      } catch (err) {
+        stepFailed('delete', err);
+      }
+    }
+  }
+
+  try {
+    const reconciled = (yield reconcilePoolActivity({ now: context.df.currentUtcDateTime.toISOString() }).withRetry(activityRetry)) as ReconcileOutcome;
+    steps.reconcile = { ...reconciled.counts };
+    errors.push(...reconciled.errors.map((e) => `reconcile ${e}`));
+    log(`reconcile: ${describeCounts(reconciled.counts)}`);
+  } catch (err) {
+    stepFailed('reconcile', err);
+  }
+
+  const summary = {
+    runId,
+    startedAt,
+    finishedAt: context.df.currentUtcDateTime.toISOString(),
+    ...(plan
+      ? {
+          plan: {
+            target: plan.target,
+            usable: plan.usable,
+            reasons: plan.reasons,
+            ...(plan.aboveTargetSince ? { aboveTargetSince: plan.aboveTargetSince } : {}),
+            fullSubscriptions: plan.fullSubscriptions,
+          },
+        }
+      : {}),
+    steps,
+    errors,
+    quotaExceeded: [...quotaExceeded].sort(),
+  };
+  let outcome = 'unrecorded';
+  try {
+    const recorded = (yield recordPoolRunActivity(summary).withRetry(activityRetry)) as { outcome: string };
+    outcome = recorded.outcome;
+  } catch (err) {
+    stepFailed('record', err);
+  }
+  log(`done: ${outcome}, ${errors.length} error(s)`);
+  return { runId, outcome, errors: errors.length };
+};
+
+df.app.orchestration(POOL_MAINTENANCE_ORCHESTRATION, poolMaintenanceOrchestrator);
+
+/** Statuses in which a run is under way (or parked by an operator): the timer leaves it alone. */
+const ACTIVE: ReadonlySet<string> = new Set(['Running', 'Pending', 'ContinuedAsNew', 'Suspended']);
+
+async function runtimeStatusOf(client: df.DurableClient, instanceId: string): Promise<string | undefined> {
+  try {
+    return (await client.getStatus(instanceId)).runtimeStatus;
+  } catch (err) {
+    // The client reports an unknown instance as an error naming HTTP 404.
+    if (/\b404\b/.test(firstLine(err))) return undefined;
+    throw err;
+  }
+}
+
+async function startMaintenance(_timer: Timer, ctx: InvocationContext): Promise<void> {
+  const client = df.getClient(ctx);
+  const pool = getServices().config.pool.name;
+  const instanceId = poolMaintenanceInstanceId(pool);
+  const status = await runtimeStatusOf(client, instanceId);
+  if (status && ACTIVE.has(status)) {
+    ctx.info(`pool ${pool} maintenance: ${instanceId} is ${status}; this tick is skipped`);
+    return;
+  }
+  try {
+    // Completed, Failed or Terminated instances are replaced: the same id starts a fresh run.
+    await client.startNew(POOL_MAINTENANCE_ORCHESTRATION, { instanceId, input: { pool } });
+    ctx.info(`pool ${pool} maintenance: started ${instanceId}${status ? ` (previous run ${status})` : ''}`);
+  } catch (err) {
+    // Another instance of the app won the race for this tick.
+    ctx.warn(`pool ${pool} maintenance: could not start ${instanceId}: ${firstLine(err)}`);
+  }
+}
+
+app.timer(POOL_MAINTENANCE_TIMER, {
+  schedule: '0 */1 * * * *',
+  extraInputs: [df.input.durableClient()],
+  handler: startMaintenance,
+});
