@@ -1,0 +1,72 @@
+// `relay-broker agent`: runs the device agent until Ctrl-C/SIGTERM, then closes every session and exits 0.
+import { promises as fs } from 'node:fs';
+import type { Command } from 'commander';
+import { resolveRelayCa } from '../config';
+import { CliError, EXIT_OK, messageOf } from '../errors';
+import { parseAllowList, parsePositiveInt } from '../options';
+import type { Output } from '../output';
+import { action, untilSignal } from './context';
+import { enrollmentSchema } from './devices';
+
+async function readEnrollment(file: string, out: Output) {
+  let text: string;
+  try {
+    const stat = await fs.stat(file);
+    if (process.platform !== 'win32' && (stat.mode & 0o077) !== 0) {
+      out.warn(`${file} is readable by other users (mode ${(stat.mode & 0o777).toString(8)}); it holds a credential: chmod 600 it`);
+    }
+    text = await fs.readFile(file, 'utf8');
+  } catch (err) {
+    throw new CliError({ title: 'Cannot read the enrollment', detail: `${file}: ${messageOf(err)}`, hint: 'Create it with `relay-broker devices add <id> --out <file>` and copy it to the device.' });
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    throw new CliError({ title: 'The enrollment is not valid JSON', detail: file, hint: 'Get a fresh one with `relay-broker devices rotate <id>`.' });
+  }
+  const r = enrollmentSchema.safeParse(json);
+  if (!r.success) {
+    throw new CliError({ title: 'The enrollment is not valid', detail: `${file}: missing or wrong ${r.error.issues.map((i) => i.path.join('.')).join(', ')}`, hint: 'Get a fresh one with `relay-broker devices rotate <id>`.' });
+  }
+  const expiresAt = Date.parse(r.data.expiresAt);
+  if (Number.isFinite(expiresAt) && expiresAt <= Date.now()) {
+    throw new CliError({ title: 'The enrollment has expired', detail: `${file} expired at ${r.data.expiresAt}.`, hint: `Get a new one with \`relay-broker devices rotate ${r.data.deviceId}\`.` });
+  }
+  if (Number.isFinite(expiresAt) && expiresAt - Date.now() < 7 * 86_400_000) out.warn(`the enrollment expires at ${r.data.expiresAt}; rotate it soon`);
+  return r.data;
+}
+
+export function registerAgent(program: Command): void {
+  program
+    .command('agent')
+    .description('run the device agent: serve sessions to the allowed local ports through the relay')
+    .requiredOption('--enrollment <file>', 'the enrollment file from `relay-broker devices add`')
+    .requiredOption('--allow <ports>', 'ports sessions may reach on this device, e.g. 3389,22', parseAllowList)
+    .option('--poll-ms <ms>', 'queue poll interval', parsePositiveInt('--poll-ms', 60_000), 1000)
+    .option('--relay-ca <file>', 'PEM of a CA to trust for the relay (the local emulator)')
+    .option('--target-host <host>', 'where the allowed ports are served', '127.0.0.1')
+    .action(
+      action(async (cmd, out) => {
+        const o = cmd.opts<{ enrollment: string; allow: Set<number>; pollMs: number; relayCa?: string; targetHost: string }>();
+        const enrollment = await readEnrollment(o.enrollment, out);
+        const relayCa = await resolveRelayCa(o.relayCa, enrollment.apiUrl);
+        // Loaded here: the storage SDK is heavy and only this command needs it.
+        const { DeviceAgent } = await import('../deviceAgent');
+        const agent = new DeviceAgent({
+          enrollment,
+          allowPorts: o.allow,
+          pollIntervalMs: o.pollMs,
+          relayCa,
+          targetHost: o.targetHost,
+          log: (event, fields, human) => out.event(event, fields, human),
+        });
+        const stopped = untilSignal();
+        agent.start();
+        const signal = await stopped;
+        out.event('agent.stopping', { signal }, `${signal}: closing every session`);
+        await agent.close();
+        return EXIT_OK;
+      }),
+    );
+}

@@ -1,0 +1,228 @@
+// `relay-broker connect <deviceId>`: opens a session (waiting for the device with a progress line),
+// bridges local TCP connections to it, ends it on Ctrl-C, and says so when it ends from the other side.
+// Exit codes: 0 after Ctrl-C or when the session reached its lifetime; 1 when it failed to open or
+// was ended by someone else (sessions end, device removed).
+import os from 'node:os';
+import type { Command } from 'commander';
+import { z } from 'zod';
+import type { ApiClient } from '../apiClient';
+import { resolveRelayCa } from '../config';
+import { CliError, EXIT_FAILURE, EXIT_OK, messageOf } from '../errors';
+import { parseDeviceId, parseListen, parsePort, parsePositiveInt } from '../options';
+import type { Output } from '../output';
+import { action, apiFor, untilSignal } from './context';
+import { sessionViewSchema } from './sessions';
+
+const relaySchema = z.object({ namespace: z.string(), endpoint: z.string(), hybridConnection: z.string(), sendToken: z.string(), expiresAt: z.string() }).loose();
+const openAnswerSchema = z.object({ sessionId: z.string(), status: z.string(), relay: relaySchema.optional() }).loose();
+type Relay = z.infer<typeof relaySchema>;
+
+const REASON_TEXT: Record<string, string> = {
+  requested: 'it was ended through the API (sessions end)',
+  lifetime: 'its lifetime is over',
+  device_deleted: 'the device was removed',
+  device_not_ready: 'the device did not report ready in time',
+  device_refused: 'the device refused it',
+  pool_exhausted: 'no relay namespace was available',
+  error: 'it failed in the control plane',
+};
+
+/** The CliError for a session that failed to open, by its reason. */
+export function openFailed(reason: string | undefined, sessionId: string): CliError {
+  const hints: Record<string, string> = {
+    device_not_ready: 'Check that `relay-broker agent` runs on the device and can reach its queue (its log says why it did not answer).',
+    device_refused: "The agent refused it, most likely because the port is not in its --allow list: add it there, or pick an allowed --port.",
+    pool_exhausted: 'Every relay namespace is in use; retry in a minute.',
+  };
+  return new CliError({
+    title: 'The session could not be opened',
+    detail: `Session ${sessionId} failed: ${REASON_TEXT[reason ?? 'error'] ?? reason ?? 'unknown reason'}.`,
+    hint: hints[reason ?? ''] ?? 'Retry; if it persists, check `relay-broker sessions show <id>` and the broker logs.',
+    code: reason,
+  });
+}
+
+interface Cancel {
+  requested: boolean;
+  wake?: () => void;
+}
+
+const sleep = (ms: number, cancel: Cancel): Promise<void> =>
+  new Promise((resolve) => {
+    const timer = setTimeout(done, ms);
+    function done(): void {
+      clearTimeout(timer);
+      cancel.wake = undefined;
+      resolve();
+    }
+    cancel.wake = done;
+  });
+
+/** POST /sessions, then (on 202) polls until ready or failed. Returns undefined when cancelled (and ends the session). */
+async function openSession(
+  api: ApiClient,
+  out: Output,
+  input: { deviceId: string; port: number; lifetime: number; waitTimeoutMs: number },
+  cancel: Cancel,
+): Promise<{ sessionId: string; relay: Relay; elapsedMs: number } | { cancelled: true; sessionId?: string }> {
+  const progress = out.progress('waiting for device', { deviceId: input.deviceId });
+  let sessionId: string | undefined;
+  try {
+    // Not aborted by Ctrl-C: the answer carries the session id, which is needed to end the session.
+    const res = await api.post('/sessions', { deviceId: input.deviceId, port: input.port, maxLifetimeMinutes: input.lifetime });
+    const first = openAnswerSchema.parse(res.body);
+    sessionId = first.sessionId;
+    if (res.status === 201 && first.relay) {
+      progress.stop(`session ${sessionId} ready after ${(progress.elapsedMs / 1000).toFixed(1)} s`);
+      return { sessionId, relay: first.relay, elapsedMs: progress.elapsedMs };
+    }
+    const deadline = Date.now() + input.waitTimeoutMs;
+    while (!cancel.requested) {
+      if (Date.now() > deadline) {
+        throw new CliError({ title: 'The device did not answer in time', detail: `Session ${sessionId} is still pending after ${input.waitTimeoutMs / 1000} s.`, hint: 'Check that `relay-broker agent` runs on the device.' });
+      }
+      await sleep(1000, cancel);
+      if (cancel.requested) break;
+      const view = sessionViewSchema.parse((await api.get(`/sessions/${sessionId}`)).body);
+      if (view.status === 'ready' && view.relay) {
+        progress.stop(`session ${sessionId} ready after ${(progress.elapsedMs / 1000).toFixed(1)} s`);
+        return { sessionId, relay: view.relay, elapsedMs: progress.elapsedMs };
+      }
+      if (view.status === 'failed' || view.status === 'ended') throw openFailed(view.reason, sessionId);
+    }
+    progress.stop();
+    return { cancelled: true, sessionId };
+  } catch (err) {
+    progress.stop();
+    if (sessionId && !(err instanceof CliError && err.problem.code && REASON_TEXT[err.problem.code])) {
+      // Do not leave a pending session behind us.
+      await api.delete(`/sessions/${sessionId}`).catch(() => undefined);
+    }
+    throw err;
+  }
+}
+
+function clientHints(port: number, host: string, localPort: number, user: string): string[] {
+  const address = `${host}:${localPort}`;
+  const lines = [`connect your client to ${address}`];
+  if (port === 3389) lines.push(`  e.g. mstsc /v:${address}`);
+  if (port === 22) lines.push(`  e.g. ssh -p ${localPort} ${user}@${host}`);
+  return lines;
+}
+
+export function registerConnect(program: Command): void {
+  program
+    .command('connect')
+    .description('open a session to a device and bridge local connections to it (Ctrl-C ends it)')
+    .argument('<deviceId>', 'the device to reach', parseDeviceId)
+    .option('--port <port>', 'the port on the device', parsePort, 3389)
+    .option('--listen <host:port>', 'local address to listen on (port 0: a free one)', parseListen, { host: '127.0.0.1', port: 0 })
+    .option('--lifetime <minutes>', 'session lifetime in minutes', parsePositiveInt('--lifetime', 720), 60)
+    .option('--relay-ca <file>', 'PEM of a CA to trust for the relay (the local emulator)')
+    .option('--user <name>', 'user name for the ssh hint', os.userInfo().username || 'user')
+    .option('--status-poll-ms <ms>', 'how often to check the session is still up', parsePositiveInt('--status-poll-ms', 600_000), 3000)
+    .option('--wait-timeout <seconds>', 'give up waiting for the device after this long', parsePositiveInt('--wait-timeout', 3600), 120)
+    .action(
+      action(async (cmd, out, deviceId: string) => {
+        const o = cmd.opts<{ port: number; listen: { host: string; port: number }; lifetime: number; relayCa?: string; user: string; statusPollMs: number; waitTimeout: number }>();
+        const { api, config } = await apiFor(cmd, out);
+        const relayCa = await resolveRelayCa(o.relayCa, config.apiUrl);
+
+        const cancel: Cancel = { requested: false };
+        let signalName: string | undefined;
+        const signalled = untilSignal().then((s) => {
+          signalName = s;
+          cancel.requested = true;
+          cancel.wake?.();
+        });
+        void signalled;
+
+        const opened = await openSession(api, out, { deviceId, port: o.port, lifetime: o.lifetime, waitTimeoutMs: o.waitTimeout * 1000 }, cancel);
+        if ('cancelled' in opened) {
+          if (opened.sessionId) await api.delete(`/sessions/${opened.sessionId}`).catch(() => undefined);
+          out.event('session.cancelled', { sessionId: opened.sessionId }, `${signalName ?? 'cancelled'}: session ${opened.sessionId ?? ''} ended before it was ready`);
+          return EXIT_OK;
+        }
+        const { sessionId, relay } = opened;
+        if (cancel.requested) {
+          await api.delete(`/sessions/${sessionId}`).catch(() => undefined);
+          out.event('session.cancelled', { sessionId }, `${signalName ?? 'cancelled'}: session ${sessionId} ended`);
+          return EXIT_OK;
+        }
+
+        let ended: { reason: string; by: 'local' | 'remote' } | undefined;
+        let checkNow: () => void = () => undefined;
+        const { ClientBridge } = await import('../clientBridge');
+        const bridge = new ClientBridge({
+          listen: o.listen,
+          relay,
+          ca: relayCa,
+          log: (event, fields, human) => out.event(event, { sessionId, ...fields }, human),
+          onSessionGone: () => checkNow(),
+        });
+        let address: { host: string; port: number };
+        try {
+          address = await bridge.start();
+        } catch (err) {
+          await api.delete(`/sessions/${sessionId}`).catch(() => undefined);
+          throw new CliError({ title: 'Cannot listen locally', detail: `${o.listen.host}:${o.listen.port}: ${messageOf(err)}`, hint: 'Pick another --listen address (port 0 picks a free one).' });
+        }
+        const host = address.host === '0.0.0.0' || address.host === '::' ? '127.0.0.1' : address.host;
+        out.event(
+          'session.ready',
+          { sessionId, deviceId, port: o.port, listen: { host, port: address.port }, namespace: relay.namespace, expiresAt: relay.expiresAt },
+          `session ${sessionId} to ${deviceId}:${o.port} is ready (until ${relay.expiresAt})`,
+        );
+        for (const l of clientHints(o.port, host, address.port, o.user)) out.line(l);
+        out.line('press Ctrl-C to end the session');
+
+        // Watch the session: on a timer, at its expiry, and at once when the relay hints it is gone.
+        const expiresInMs = Date.parse(relay.expiresAt) - Date.now();
+        const expiryTimer = setTimeout(() => checkNow(), Math.max(0, Math.min(expiresInMs + 500, 2 ** 31 - 1)));
+        let warnedPoll = false;
+        while (!cancel.requested && !ended) {
+          await new Promise<void>((resolve) => {
+            const timer = setTimeout(done, o.statusPollMs);
+            function done(): void {
+              clearTimeout(timer);
+              checkNow = () => undefined;
+              cancel.wake = undefined;
+              resolve();
+            }
+            checkNow = done;
+            cancel.wake = done;
+          });
+          if (cancel.requested) break;
+          try {
+            const view = sessionViewSchema.parse((await api.get(`/sessions/${sessionId}`)).body);
+            if (view.status === 'ended' || view.status === 'failed') ended = { reason: view.reason ?? view.status, by: 'remote' };
+            warnedPoll = false;
+          } catch (err) {
+            if (err instanceof CliError && err.problem.status === 404) {
+              ended = { reason: 'not_found', by: 'remote' };
+            } else if (!warnedPoll) {
+              warnedPoll = true;
+              out.warn(`cannot check the session: ${err instanceof CliError ? err.problem.detail : messageOf(err)}; the tunnel stays up`);
+            }
+          }
+        }
+        clearTimeout(expiryTimer);
+
+        if (!ended) {
+          out.event('session.ending', { sessionId, signal: signalName }, `${signalName ?? 'stop'}: ending session ${sessionId}`);
+          await bridge.close();
+          try {
+            await api.delete(`/sessions/${sessionId}`);
+          } catch (err) {
+            out.warn(`could not end the session through the API: ${err instanceof CliError ? err.problem.detail : messageOf(err)}; it ends at ${relay.expiresAt} anyway`);
+          }
+          out.event('session.ended', { sessionId, reason: 'requested', by: 'local' }, `session ${sessionId} ended`);
+          return EXIT_OK;
+        }
+        await bridge.close();
+        const text = REASON_TEXT[ended.reason] ?? (ended.reason === 'not_found' ? 'it no longer exists' : ended.reason);
+        out.event('session.ended', { sessionId, reason: ended.reason, by: 'remote' }, `the session ended from the other side: ${text}`);
+        return ended.reason === 'lifetime' ? EXIT_OK : EXIT_FAILURE;
+      }),
+    );
+}

@@ -1,0 +1,140 @@
+// `relay-broker sessions list|show|end` and `relay-broker pool` (admin views over the HTTP API).
+// A session view can carry the opener's send token: it is removed before anything is printed.
+import { InvalidArgumentError, type Command } from 'commander';
+import { z } from 'zod';
+import { parseDeviceId, parsePositiveInt, parseSessionId } from '../options';
+import { table } from '../output';
+import { action, apiFor } from './context';
+
+export const sessionViewSchema = z
+  .object({
+    sessionId: z.string(),
+    deviceId: z.string(),
+    status: z.string(),
+    reason: z.string().optional(),
+    port: z.number().optional(),
+    createdAt: z.string().optional(),
+    readyAt: z.string().optional(),
+    endedAt: z.string().optional(),
+    expiresAt: z.string().optional(),
+    openedBy: z.string().optional(),
+    namespace: z.string().optional(),
+    relay: z
+      .object({ namespace: z.string(), endpoint: z.string(), hybridConnection: z.string(), sendToken: z.string(), expiresAt: z.string() })
+      .loose()
+      .optional(),
+  })
+  .loose();
+export type SessionViewDoc = z.infer<typeof sessionViewSchema>;
+
+/** The view without any credential (tokens are never printed). */
+export function withoutSecrets(body: unknown): unknown {
+  if (!body || typeof body !== 'object') return body;
+  const copy: Record<string, unknown> = { ...(body as Record<string, unknown>) };
+  if (copy.relay && typeof copy.relay === 'object') {
+    const { sendToken: _dropped, ...relay } = copy.relay as Record<string, unknown>;
+    copy.relay = relay;
+  }
+  return copy;
+}
+
+const STATUSES = ['pending', 'ready', 'ended', 'failed'];
+
+function describeSession(s: SessionViewDoc): string[] {
+  return [
+    `session:   ${s.sessionId}`,
+    `device:    ${s.deviceId}${s.port ? ` port ${s.port}` : ''}`,
+    `status:    ${s.status}${s.reason ? ` (${s.reason})` : ''}`,
+    ...(s.openedBy ? [`opened by: ${s.openedBy}`] : []),
+    ...(s.createdAt ? [`created:   ${s.createdAt}`] : []),
+    ...(s.readyAt ? [`ready:     ${s.readyAt}`] : []),
+    ...(s.endedAt ? [`ended:     ${s.endedAt}`] : []),
+    ...(s.expiresAt ? [`expires:   ${s.expiresAt}`] : []),
+    ...(s.namespace ? [`namespace: ${s.namespace}`] : []),
+  ];
+}
+
+/** Nested object as indented `key: value` lines (the pool document's shape belongs to the API). */
+function describeObject(value: unknown, indent = ''): string[] {
+  if (!value || typeof value !== 'object') return [`${indent}${String(value)}`];
+  const lines: string[] = [];
+  for (const [k, v] of Object.entries(value as Record<string, unknown>)) {
+    if (v && typeof v === 'object' && !Array.isArray(v)) {
+      lines.push(`${indent}${k}:`);
+      lines.push(...describeObject(v, `${indent}  `));
+    } else if (Array.isArray(v)) {
+      lines.push(`${indent}${k}: ${v.length === 0 ? '(none)' : ''}`);
+      for (const item of v) lines.push(...(item && typeof item === 'object' ? describeObject(item, `${indent}  - `) : [`${indent}  - ${String(item)}`]));
+    } else {
+      lines.push(`${indent}${k}: ${String(v)}`);
+    }
+  }
+  return lines;
+}
+
+export function registerSessions(program: Command): void {
+  const sessions = program.command('sessions').description('list, show and end sessions');
+
+  sessions
+    .command('list')
+    .description('list sessions, newest first (admin)')
+    .option('--device <deviceId>', 'only this device', parseDeviceId)
+    .option('--status <status>', `only this status (${STATUSES.join(', ')})`, (v: string) => {
+      if (!STATUSES.includes(v)) throw new InvalidArgumentError(`status must be one of ${STATUSES.join(', ')}`);
+      return v;
+    })
+    .option('--limit <n>', 'at most this many', parsePositiveInt('--limit', 1000))
+    .action(
+      action(async (cmd, out) => {
+        const o = cmd.opts<{ device?: string; status?: string; limit?: number }>();
+        const { api } = await apiFor(cmd, out);
+        const res = await api.get('/sessions', { deviceId: o.device, status: o.status, limit: o.limit === undefined ? undefined : String(o.limit) });
+        const list = z.object({ sessions: z.array(sessionViewSchema) }).loose().parse(res.body);
+        const clean = { ...(res.body as Record<string, unknown>), sessions: list.sessions.map(withoutSecrets) };
+        out.result(clean, () =>
+          list.sessions.length === 0
+            ? ['no sessions']
+            : table(
+                ['SESSION', 'DEVICE', 'PORT', 'STATUS', 'REASON', 'CREATED', 'OPENED BY'],
+                list.sessions.map((s) => [s.sessionId, s.deviceId, String(s.port ?? ''), s.status, s.reason ?? '', s.createdAt ?? '', s.openedBy ?? '']),
+              ),
+        );
+      }),
+    );
+
+  sessions
+    .command('show')
+    .description('show one session')
+    .argument('<sessionId>', 'session id (UUID)', parseSessionId)
+    .action(
+      action(async (cmd, out, sessionId: string) => {
+        const { api } = await apiFor(cmd, out);
+        const res = await api.get(`/sessions/${sessionId}`);
+        const s = sessionViewSchema.parse(res.body);
+        out.result(withoutSecrets(res.body), () => describeSession(s));
+      }),
+    );
+
+  sessions
+    .command('end')
+    .description('end a session now: its hybrid connection is deleted and live connections drop')
+    .argument('<sessionId>', 'session id (UUID)', parseSessionId)
+    .action(
+      action(async (cmd, out, sessionId: string) => {
+        const { api } = await apiFor(cmd, out);
+        const res = await api.delete(`/sessions/${sessionId}`);
+        out.result(res.body ?? { sessionId, status: 'ending' }, () => `session ${sessionId} is ending: its relay connections are being dropped`);
+      }),
+    );
+
+  program
+    .command('pool')
+    .description('the namespace pool: counts by state and subscription, target, last maintenance (admin)')
+    .action(
+      action(async (cmd, out) => {
+        const { api } = await apiFor(cmd, out);
+        const res = await api.get('/pool');
+        out.result(res.body, () => describeObject(res.body));
+      }),
+    );
+}
