@@ -6,7 +6,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { TableClient } from '@azure/data-tables';
 import { LocalIssuer } from '../lib/auth/localIssuer';
+import { loadConfig } from '../lib/config';
 import { NamespaceStore } from '../lib/pool/namespaceStore';
+import { sealNamespaceKeys } from '../lib/pool/sealedKeys';
+import { Sealer } from '../lib/sealing';
 import { createRelayApiFactory, RelayManager } from '../lib/relay/relayManager';
 import { Azurite } from './azurite';
 import { createDurableExtension, type DurableExtension } from './durable';
@@ -147,6 +150,8 @@ export class LocalRuntime {
     );
     await store.ensureTable();
     const manager = new RelayManager({ apiFactory: createRelayApiFactory({ endpoint: this.relay.armEndpoint, caPem: this.relay.caCertPem }) });
+    // Sealed with the app's own key (from the same settings), as maintenance does.
+    const sealer = new Sealer(loadConfig(process.env).sealingKey);
     const sub = { subscriptionId: '00000000-0000-0000-0000-000000000000', resourceGroup: 'relay-broker-pool', location: 'local' };
     const stamp = Date.now().toString(36);
     const names = Array.from({ length: count }, (_, i) => `rbk-seed-${stamp}-${i}`);
@@ -156,7 +161,12 @@ export class LocalRuntime {
         const name = names[next++];
         await store.insertCreating({ name, ...sub });
         const prepared = await manager.prepareNamespace({ ...sub, name, tags: { 'relay-broker-pool': poolName } });
-        await store.markAvailable(name, { endpoint: prepared.endpoint, hybridConnection: prepared.hybridConnection });
+        const keys = await manager.getSessionKeys({ ...sub, name, hybridConnection: prepared.hybridConnection, endpoint: prepared.endpoint });
+        await store.markAvailable(name, {
+          endpoint: prepared.endpoint,
+          hybridConnection: prepared.hybridConnection,
+          sealedKeys: sealNamespaceKeys(sealer, name, 0, { listen: keys.listen, send: keys.send }),
+        });
       }
     };
     await Promise.all(Array.from({ length: Math.min(concurrency, count) }, worker));

@@ -28,11 +28,17 @@ export class SimulatedDevice {
   private timer?: NodeJS.Timeout;
   private stopped = false;
   private polling?: Promise<void>;
+  private readonly pending = new Set<Promise<void>>();
   readonly listeners = new Map<string, HybridConnectionListener>();
   readonly opened: SessionOpenMessage[] = [];
   readonly closed: string[] = [];
   /** When each session.open arrived (ms since epoch), for latency breakdowns. */
   readonly receivedAt = new Map<string, number>();
+  /** When the listener was online and ready was posted, and when that call returned. */
+  readonly readyPostedAt = new Map<string, number>();
+  readonly readyAnsweredAt = new Map<string, number>();
+  /** The HTTP status of each ready call (or 0 when it failed on the network). */
+  readonly readyStatus = new Map<string, number>();
 
   constructor(readonly enrollment: Enrollment, private readonly options: SimulatedDeviceOptions = {}) {
     this.queue = new QueueClient(`${enrollment.queueUrl}?${enrollment.queueSas}`);
@@ -65,7 +71,8 @@ export class SimulatedDevice {
         this.receivedAt.set(msg.sessionId, Date.now());
         this.opened.push(msg);
         if (this.options.silent || Date.parse(msg.notAfter) < Date.now()) return;
-        await this.openSession(msg);
+        // Sessions open in the background: the next poll does not wait for them.
+        this.pending.add(this.openSession(msg).catch(() => undefined));
       }),
     );
   }
@@ -85,18 +92,22 @@ export class SimulatedDevice {
     listener.on('error', () => undefined);
     this.listeners.set(msg.sessionId, listener);
     await listener.start();
+    this.readyPostedAt.set(msg.sessionId, Date.now());
     const res = await fetch(msg.readyUrl, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
       body: JSON.stringify({ readyToken: msg.readyToken }),
-    });
-    await res.arrayBuffer();
+    }).catch(() => undefined);
+    await res?.arrayBuffer();
+    this.readyStatus.set(msg.sessionId, res?.status ?? 0);
+    this.readyAnsweredAt.set(msg.sessionId, Date.now());
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.timer);
     await this.polling;
+    await Promise.allSettled([...this.pending]);
     await Promise.all([...this.listeners.values()].map((l) => l.close()));
     this.listeners.clear();
   }

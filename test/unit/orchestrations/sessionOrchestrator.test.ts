@@ -180,3 +180,11 @@ describe('sessionOrchestrator (synthetic histories)', () => {
     assert.deepEqual(inputOf(recycle), { sessionId: input.sessionId });
   });
 });
+
+describe('sessionOrchestrator: events that arrive early', () => {
+  it('a ready event that arrives before the open activity completes is not lost', async () => {
+    const h = new History().start().raised(50, 'DeviceReady', { status: 'ready' }).completed(100, 0, opened);
+    const r = await replay(h);
+    assert.equal((r.customStatus as { status: string }).status, 'ready');
+  });
+});
