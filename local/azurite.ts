@@ -1,8 +1,11 @@
-// Starts Azurite (from npm, in a child process) on free loopback ports and hands out its
-// connection string. Used by `npm start`, the tests and the benchmarks.
+// Starts Azurite (from npm) on free loopback ports and hands out its connection string. The
+// table and queue services run as two child processes (`azurite-table`, `azurite-queue`): they
+// are separate endpoints in Azure too, and on a small machine two processes serve the durable
+// engine's table writes and the devices' queue polls side by side instead of in turn.
 import { ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import path from 'node:path';
+import { freePort } from './freePort';
 
 /** The documented Azurite development account (public, not a secret). */
 export const DEV_ACCOUNT_NAME = 'devstoreaccount1';
@@ -19,10 +22,11 @@ export interface AzuriteOptions {
 }
 
 type Status = 'closed' | 'starting' | 'running' | 'closing';
+type Service = 'queue' | 'table';
 
 export class Azurite {
   private status: Status = 'closed';
-  private child?: ChildProcess;
+  private readonly children: ChildProcess[] = [];
   queuePort = 0;
   tablePort = 0;
 
@@ -44,48 +48,57 @@ export class Azurite {
   async start(): Promise<this> {
     if (this.status !== 'closed') throw new Error(`Cannot start Azurite in status ${this.status}`);
     this.status = 'starting';
-    const main = path.join(path.dirname(require.resolve('azurite/package.json')), 'dist', 'src', 'azurite.js');
+    try {
+      const [table, queue] = await Promise.all([this.startService('table'), this.startService('queue')]);
+      this.tablePort = table;
+      this.queuePort = queue;
+    } catch (err) {
+      for (const c of this.children) c.kill('SIGKILL');
+      this.children.length = 0;
+      this.status = 'closed';
+      throw err;
+    }
+    this.status = 'running';
+    return this;
+  }
+
+  private async startService(service: Service): Promise<number> {
+    const root = path.dirname(require.resolve('azurite/package.json'));
+    const main = path.join(root, 'dist', 'src', service, 'main.js');
+    const Service = service === 'queue' ? 'Queue' : 'Table';
     const args = [
       main,
       '--disableTelemetry',
       '--skipApiVersionCheck',
-      '--blobHost', '127.0.0.1', '--blobPort', '0',
-      '--queueHost', '127.0.0.1', '--queuePort', '0',
-      '--tableHost', '127.0.0.1', '--tablePort', '0',
-      ...(this.options.location ? ['--location', this.options.location] : ['--inMemoryPersistence']),
+      `--${service}Host`, '127.0.0.1',
+      `--${service}Port`, '0',
+      ...(this.options.location ? ['--location', path.join(this.options.location, service)] : ['--inMemoryPersistence']),
     ];
+    // The standalone services do not report the port they got for port 0: choose a free one first.
+    const wanted = await freePort();
+    args[args.indexOf(`--${service}Port`) + 1] = String(wanted);
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    this.child = child;
+    this.children.push(child);
     const timeoutMs = this.options.startTimeoutMs ?? 30_000;
-    try {
-      await new Promise<void>((resolve, reject) => {
-        let out = '';
-        const timer = setTimeout(() => reject(new Error(`Azurite did not start within ${timeoutMs} ms:\n${out}`)), timeoutMs);
-        const onData = (chunk: Buffer) => {
-          const text = chunk.toString();
-          out += text;
-          if (this.options.verbose) process.stderr.write(text);
-          for (const m of out.matchAll(/Azurite (Queue|Table) service is successfully listening at http:\/\/127\.0\.0\.1:(\d+)/g)) {
-            if (m[1] === 'Queue') this.queuePort = Number(m[2]);
-            else this.tablePort = Number(m[2]);
-          }
-          if (this.queuePort && this.tablePort) {
-            clearTimeout(timer);
-            resolve();
-          }
-        };
-        child.stdout!.on('data', onData);
-        child.stderr!.on('data', onData);
-        child.once('exit', (code) => {
+    const port = await new Promise<number>((resolve, reject) => {
+      let out = '';
+      const timer = setTimeout(() => reject(new Error(`Azurite ${service} did not start within ${timeoutMs} ms:\n${out}`)), timeoutMs);
+      const onData = (chunk: Buffer) => {
+        const text = chunk.toString();
+        out += text;
+        if (this.options.verbose) process.stderr.write(text);
+        if (new RegExp(`Azurite ${Service} service (is )?successfully (started|listen)`).test(out)) {
           clearTimeout(timer);
-          reject(new Error(`Azurite exited with code ${code} while starting:\n${out}`));
-        });
+          resolve(wanted);
+        }
+      };
+      child.stdout!.on('data', onData);
+      child.stderr!.on('data', onData);
+      child.once('exit', (code) => {
+        clearTimeout(timer);
+        reject(new Error(`Azurite ${service} exited with code ${code} while starting:\n${out}`));
       });
-    } catch (err) {
-      child.kill('SIGKILL');
-      this.status = 'closed';
-      throw err;
-    }
+    });
     // Keep draining output so the pipe never fills up.
     child.stdout!.removeAllListeners('data').resume();
     child.stderr!.removeAllListeners('data').resume();
@@ -94,25 +107,27 @@ export class Azurite {
       child.stderr!.on('data', (c: Buffer) => process.stderr.write(c));
     }
     child.removeAllListeners('exit');
-    this.status = 'running';
-    return this;
+    return port;
   }
 
   async close(): Promise<void> {
-    if (this.status !== 'running' || !this.child) return;
+    if (this.status !== 'running') return;
     this.status = 'closing';
-    const child = this.child;
-    if (child.exitCode === null && child.signalCode === null) {
-      const exited = once(child, 'exit');
-      child.kill('SIGTERM');
-      const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
-      await exited;
-      clearTimeout(timer);
-    }
-    this.child = undefined;
+    await Promise.all(
+      this.children.map(async (child) => {
+        if (child.exitCode !== null || child.signalCode !== null) return;
+        const exited = once(child, 'exit');
+        child.kill('SIGTERM');
+        const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+        await exited;
+        clearTimeout(timer);
+      }),
+    );
+    this.children.length = 0;
     this.status = 'closed';
   }
 }
+
 
 /** Starts an in-memory Azurite; the caller must `close()` it. */
 export async function startAzurite(options: AzuriteOptions = {}): Promise<Azurite> {

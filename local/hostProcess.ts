@@ -1,6 +1,7 @@
 // Entry point `node dist/local/hostProcess.js`: a functions host for the app in APP_DIR (default:
 // the repo root) on PORT (0 = free) with the durable engine on AzureWebJobsStorage. Prints one line
-// `{"ready":true,"port":<n>}` when ready; closes cleanly on SIGTERM/SIGINT.
+// `{"ready":true,"port":<n>}` when ready; closes cleanly on SIGTERM/SIGINT. HOST_DISABLE_TIMERS=1
+// leaves timer triggers unarmed (they still run through POST /admin/functions/<name>).
 import path from 'node:path';
 import { createDurableExtension } from './durable';
 import { FunctionsHost, type LogRecord } from './host/functionsHost';
@@ -17,7 +18,8 @@ async function main(): Promise<void> {
     if (r.level === 'debug' || r.level === 'trace') return;
     process.stderr.write(`${r.time.toISOString()} ${r.level} ${r.functionName ?? r.category}: ${r.message}\n`);
   };
-  const host = await new FunctionsHost({ appDir, port, extensions: [durable], logSink }).start();
+  const disableTimers = process.env.HOST_DISABLE_TIMERS === '1';
+  const host = await new FunctionsHost({ appDir, port, extensions: [durable], logSink, disableTimers }).start();
   let closing = false;
   const shutdown = (signal: string): void => {
     if (closing) return;

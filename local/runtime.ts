@@ -1,9 +1,12 @@
 // The whole offline stack in one object: Azurite, the local token issuer, the relay emulator and
 // the functions host running this app with the durable engine. `npm start`, the e2e tests and the
 // benchmarks all start it the same way.
+import { ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { freePort } from './freePort';
 import { TableClient } from '@azure/data-tables';
 import { LocalIssuer } from '../lib/auth/localIssuer';
 import { loadConfig } from '../lib/config';
@@ -45,6 +48,11 @@ export interface LocalRuntimeOptions {
   appDir?: string;
   /** Where the issuer key and the emulator CA go (default: a fresh temp folder). */
   stateDir?: string;
+  /**
+   * Run the functions host in a child process (`local/hostProcess.js`) instead of in this one,
+   * so tests can kill it (restartHost) while Azurite and the emulator keep their state.
+   */
+  hostProcess?: boolean;
 }
 
 type Status = 'closed' | 'starting' | 'running' | 'closing';
@@ -62,9 +70,18 @@ export class LocalRuntime {
   constructor(private readonly options: LocalRuntimeOptions = {}) {}
 
   get apiUrl(): string {
+    if (this.child || this.childPort) return `http://127.0.0.1:${this.childPort}/api`;
     if (!this.host) throw new Error('The local runtime is not running');
     return this.host.apiUrl;
   }
+
+  /** The host's origin (http://127.0.0.1:<port>). */
+  get baseUrl(): string {
+    return this.apiUrl.replace(/\/api$/, '');
+  }
+
+  private child?: ChildProcess;
+  private childPort = 0;
 
   get relayCaFile(): string {
     return path.join(this.stateDir, 'relay-ca.pem');
@@ -108,6 +125,12 @@ export class LocalRuntime {
       // The app reads its settings from the environment, like a function app's app settings.
       for (const [k, v] of Object.entries(settings)) process.env[k] = v;
       if (this.options.prefillNamespaces) await this.prefill(this.options.prefillNamespaces);
+      if (this.options.hostProcess) {
+        this.childPort = this.options.port || (await freePort());
+        await this.spawnHost();
+        this.status = 'running';
+        return this;
+      }
       const extensions: HostExtension[] = [];
       if (this.options.durable !== false) {
         this.durable = createDurableExtension({ connectionString: this.azurite.connectionString });
@@ -130,6 +153,62 @@ export class LocalRuntime {
       await this.close();
       throw err;
     }
+  }
+
+  private async spawnHost(): Promise<void> {
+    const entry = path.join(REPO_ROOT, 'dist', 'local', 'hostProcess.js');
+    const child = spawn(process.execPath, [entry], {
+      env: {
+        ...process.env,
+        ...this.settings,
+        PORT: String(this.childPort),
+        APP_DIR: this.options.appDir ?? REPO_ROOT,
+        WEBSITE_HOSTNAME: `127.0.0.1:${this.childPort}`,
+        ...(this.options.disableTimers ? { HOST_DISABLE_TIMERS: '1' } : {}),
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    this.child = child;
+    const sink = this.options.logSink;
+    let errText = '';
+    child.stderr!.setEncoding('utf8').on('data', (chunk: string) => {
+      errText = (errText + chunk).slice(-4000);
+      if (sink) for (const line of chunk.split('\n').filter(Boolean)) sink({ time: new Date(), level: 'information', category: 'host', message: line });
+    });
+    await new Promise<void>((resolve, reject) => {
+      let out = '';
+      const timer = setTimeout(() => reject(new Error(`the host process did not start within 60 s:\n${errText}`)), 60_000);
+      child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
+        out += chunk;
+        if (out.includes('"ready":true')) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+      child.once('exit', (code) => {
+        clearTimeout(timer);
+        reject(new Error(`the host process exited with ${code} while starting:\n${errText}`));
+      });
+    });
+    child.removeAllListeners('exit');
+  }
+
+  /** Kills the host process (SIGKILL by default) and starts it again on the same port and storage. */
+  async restartHost(signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+    if (!this.child) throw new Error('restartHost needs hostProcess: true');
+    await this.stopChild(signal);
+    await this.spawnHost();
+  }
+
+  private async stopChild(signal: NodeJS.Signals): Promise<void> {
+    const child = this.child;
+    this.child = undefined;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    const exited = once(child, 'exit');
+    child.kill(signal);
+    const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+    await exited;
+    clearTimeout(timer);
   }
 
   /** What the CLI needs to find this runtime (written by `npm start`). */
@@ -176,15 +255,18 @@ export class LocalRuntime {
   async close(): Promise<void> {
     if (this.status !== 'running') return;
     this.status = 'closing';
+    await this.stopChild('SIGTERM');
     await this.host?.close();
     await this.relay?.close();
     await this.issuer?.close();
     await this.azurite?.close();
     if (this.ownsStateDir && this.stateDir) fs.rmSync(this.stateDir, { recursive: true, force: true });
     this.host = undefined;
+    this.childPort = 0;
     this.relay = undefined;
     this.issuer = undefined;
     this.azurite = undefined;
     this.status = 'closed';
   }
 }
+
