@@ -191,4 +191,16 @@ describe('an empty pool', () => {
     assertProblem(r, 503, 'pool_exhausted');
     assert.ok(Number(r.headers.get('retry-after')) >= 1);
   });
+
+  it('limits POST /sessions per principal: the 31st in a minute gets 429 with Retry-After', async () => {
+    const flood = await rt.token('operator', 'flooder');
+    const other = await rt.token('operator', 'patient');
+    const answers: number[] = [];
+    for (let i = 0; i < 30; i++) answers.push((await call('POST', `${rt.apiUrl}/sessions`, { token: flood, body: { deviceId: 'lonely' } })).status);
+    assert.deepEqual([...new Set(answers)], [403], 'the first 30 reach the grant check');
+    const limited = await call('POST', `${rt.apiUrl}/sessions`, { token: flood, body: { deviceId: 'lonely' } });
+    assertProblem(limited, 429, 'rate_limited');
+    assert.ok(Number(limited.headers.get('retry-after')) >= 1);
+    assertProblem(await call('POST', `${rt.apiUrl}/sessions`, { token: other, body: { deviceId: 'lonely' } }), 403, 'device_not_granted');
+  });
 });
