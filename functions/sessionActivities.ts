@@ -19,7 +19,7 @@ export const openSessionActivity = df.app.activity('openSession', {
 export const markSessionReadyActivity = df.app.activity('markSessionReady', {
   handler: async (input: unknown) => {
     const s = getServices();
-    await s.sessionService.markReady(sessionRef.extend({ readyAt: z.string() }).parse(input));
+    await s.sessionService.markReady(sessionRef.extend({ readyAt: z.string(), namespace: z.string(), generation: z.number().int() }).parse(input));
     return null;
   },
 });
@@ -42,7 +42,9 @@ export const recycleSessionNamespaceActivity = df.app.activity('recycleSessionNa
 
 export const recordSessionEndActivity = df.app.activity('recordSessionEnd', {
   handler: async (input: unknown) => {
-    await getServices().sessionService.recordEnd(sessionRef.extend({ reason: endReasonSchema, endedAt: z.string() }).parse(input));
+    await getServices().sessionService.recordEnd(
+      sessionRef.extend({ reason: endReasonSchema, endedAt: z.string(), namespace: z.string().optional(), generation: z.number().int().optional() }).parse(input),
+    );
     return null;
   },
 });

@@ -85,7 +85,7 @@ export const sessionOrchestrator: OrchestrationHandler = function* (context: Orc
         },
       });
       log('ready');
-      yield markSessionReadyActivity({ deviceId: input.deviceId, sessionId: input.sessionId, readyAt });
+      yield markSessionReadyActivity({ deviceId: input.deviceId, sessionId: input.sessionId, readyAt, namespace: opened.namespace, generation: opened.generation });
       // An EndSession that arrived while the record was written resolved the first waiter.
       if (endEvent.isCompleted) {
         reason = endSessionEventSchema.parse(endEvent.result ?? {}).reason;
@@ -124,6 +124,7 @@ export const sessionOrchestrator: OrchestrationHandler = function* (context: Orc
     sessionId: input.sessionId,
     reason: finalReason,
     endedAt: context.df.currentUtcDateTime.toISOString(),
+    ...(opened?.ok ? { namespace: opened.namespace, generation: opened.generation } : {}),
   });
   const final = statusForReason(finalReason);
   status({ status: final, reason: finalReason });

@@ -101,8 +101,8 @@ export class SessionService {
       );
       return sendToken;
     };
-    // The audit record learns its namespace while the device is being notified (both are on the open path).
-    const [sendToken] = await Promise.all([notify(), this.o.sessions.setNamespace(input.deviceId, input.sessionId, ns.name, ns.generation)]);
+    // The audit record learns its namespace when the session becomes ready or ends: one write fewer on the open path.
+    const sendToken = await notify();
     return {
       ok: true,
       namespace: ns.name,
@@ -114,9 +114,13 @@ export class SessionService {
     };
   }
 
-  /** pending → ready in the audit record. Second run: unchanged. */
-  async markReady(input: { deviceId: string; sessionId: string; readyAt: string }): Promise<void> {
-    await this.o.sessions.transition(input.deviceId, input.sessionId, 'ready', { readyAt: input.readyAt });
+  /** pending → ready in the audit record, with the namespace it runs on. Second run: unchanged. */
+  async markReady(input: { deviceId: string; sessionId: string; readyAt: string; namespace: string; generation: number }): Promise<void> {
+    await this.o.sessions.transition(input.deviceId, input.sessionId, 'ready', {
+      readyAt: input.readyAt,
+      namespace: input.namespace,
+      namespaceGeneration: input.generation,
+    });
   }
 
   /** Tells the agent to close its listener (best effort: the HC delete drops it anyway). Second run: a second message. */
@@ -157,9 +161,13 @@ export class SessionService {
     return 'recycled';
   }
 
-  /** Records how the session ended. Second run: the first recorded end stays. */
-  async recordEnd(input: { deviceId: string; sessionId: string; reason: EndReason; endedAt: string }): Promise<void> {
-    await this.o.sessions.transition(input.deviceId, input.sessionId, statusForReason(input.reason), { reason: input.reason, endedAt: input.endedAt });
+  /** Records how the session ended (and on which namespace, if it got one). Second run: the first recorded end stays. */
+  async recordEnd(input: { deviceId: string; sessionId: string; reason: EndReason; endedAt: string; namespace?: string; generation?: number }): Promise<void> {
+    await this.o.sessions.transition(input.deviceId, input.sessionId, statusForReason(input.reason), {
+      reason: input.reason,
+      endedAt: input.endedAt,
+      ...(input.namespace ? { namespace: input.namespace, namespaceGeneration: input.generation } : {}),
+    });
   }
 }
 

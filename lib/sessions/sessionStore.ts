@@ -94,11 +94,6 @@ export class SessionStore {
     throw new ConflictError(`Session ${sessionId} kept changing; try again.`, 'concurrent_update');
   }
 
-  /** Records the namespace a session got (pending stays pending). Second run: same write. */
-  async setNamespace(deviceId: string, sessionId: string, namespace: string, generation: number): Promise<void> {
-    await this.table.updateEntity({ partitionKey: deviceId, rowKey: sessionId, namespace, namespaceGeneration: generation }, 'Merge');
-  }
-
   async list(filter: { deviceId?: string; status?: SessionStatus; limit?: number } = {}): Promise<SessionRecord[]> {
     const clauses: string[] = [];
     if (filter.deviceId) clauses.push(odata`PartitionKey eq ${filter.deviceId}`);
