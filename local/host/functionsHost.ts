@@ -122,6 +122,7 @@ export class FunctionsHost implements ExtensionHostApi {
   readonly appDir: string;
   hostJson: HostJson = { routePrefix: 'api', raw: {} };
   port = 0;
+  private previousHostname?: string;
 
   constructor(private readonly options: FunctionsHostOptions) {
     this.appDir = path.resolve(options.appDir);
@@ -156,7 +157,9 @@ export class FunctionsHost implements ExtensionHostApi {
         this.server!.listen(this.options.port ?? 0, '127.0.0.1', () => resolve());
       });
       this.port = (this.server.address() as AddressInfo).port;
-      process.env.WEBSITE_HOSTNAME ??= `127.0.0.1:${this.port}`;
+      // As Core Tools does: the app (and the durable client's URL rewriting) sees this host's address.
+      this.previousHostname = process.env.WEBSITE_HOSTNAME;
+      process.env.WEBSITE_HOSTNAME = `127.0.0.1:${this.port}`;
 
       loadEntryPoints(resolveEntryPoints(this.appDir));
       await this.runHooks('appStart', { functionAppDirectory: this.appDir });
@@ -191,6 +194,8 @@ export class FunctionsHost implements ExtensionHostApi {
     this.server = undefined;
     this.timers = [];
     this.routes = [];
+    if (this.previousHostname === undefined) delete process.env.WEBSITE_HOSTNAME;
+    else process.env.WEBSITE_HOSTNAME = this.previousHostname;
     deactivateRegistry(this.registry);
     this.registry.functions.clear();
     this.registry.hooks.clear();

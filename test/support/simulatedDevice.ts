@@ -3,15 +3,10 @@
 // posts ready once the listener is online, and echoes every byte it receives.
 import { QueueClient } from '@azure/storage-queue';
 import { decodeDeviceMessage, type SessionOpenMessage } from '../../lib/devices/deviceNotifier';
+import type { Enrollment } from '../../lib/devices/deviceRegistry';
 import { HybridConnectionListener } from '../../lib/relay/hybridConnection';
 
-export interface Enrollment {
-  deviceId: string;
-  apiUrl: string;
-  queueUrl: string;
-  queueSas: string;
-  expiresAt: string;
-}
+export type { Enrollment } from '../../lib/devices/deviceRegistry';
 
 export interface SimulatedDeviceOptions {
   pollMs?: number;

@@ -8,6 +8,7 @@ import { DeviceAgent } from '../../../agent/deviceAgent';
 import type { Enrollment } from '../../../lib/devices/deviceRegistry';
 import { connectHybridConnection, RelayHandshakeError, type HybridConnectionStream } from '../../../lib/relay/hybridConnection';
 import { createDevice, encode, prepareSession, sendToDevice, startAgentTestEnv, waitFor, type AgentTestEnv, type PreparedSession } from './agentTestEnv';
+import { readBytes, sha256Hex as sha } from '../../support/streams';
 
 interface LogLine {
   event: string;
@@ -15,18 +16,7 @@ interface LogLine {
   human: string;
 }
 
-const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
-async function readBytes(stream: Readable, n: number): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let got = 0;
-  for await (const chunk of stream) {
-    chunks.push(chunk as Buffer);
-    got += (chunk as Buffer).length;
-    if (got >= n) break;
-  }
-  return Buffer.concat(chunks).subarray(0, n);
-}
 
 describe('relay-broker agent (DeviceAgent) on Azurite and the relay emulator', () => {
   let env: AgentTestEnv;

@@ -16,20 +16,10 @@ import {
 import type { PreparedNamespace, SessionKeys } from '../../../lib/relay/relayManager';
 import { createSasToken } from '../../../lib/relay/sas';
 import { LOCATION, namespaceName, RESOURCE_GROUP, startRelayTestEnv, SUBSCRIPTION, type RelayTestEnv } from './relayTestEnv';
+import { readBytes, sha256Hex as sha } from '../../support/streams';
 
-const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 const hour = (): Date => new Date(Date.now() + 3600_000);
 
-async function readBytes(stream: Readable, n: number): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let got = 0;
-  for await (const chunk of stream) {
-    chunks.push(chunk as Buffer);
-    got += (chunk as Buffer).length;
-    if (got >= n) break;
-  }
-  return Buffer.concat(chunks).subarray(0, n);
-}
 
 function closed(stream: HybridConnectionStream): Promise<number | undefined> {
   if (stream.destroyed) return Promise.resolve(stream.closeCode);
