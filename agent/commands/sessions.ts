@@ -134,7 +134,31 @@ export function registerSessions(program: Command): void {
       action(async (cmd, out) => {
         const { api } = await apiFor(cmd, out);
         const res = await api.get('/pool');
-        out.result(res.body, () => describeObject(res.body));
+        out.result(res.body, () => describePool(res.body));
       }),
     );
+}
+
+const POOL_STATES = ['available', 'leased', 'creating', 'recycling', 'quarantined', 'deleting'];
+
+/** The pool document as a person reads it: one row per subscription, then the target and the last run. */
+function describePool(body: unknown): string[] {
+  const b = (body ?? {}) as Record<string, unknown>;
+  const subs = Array.isArray(b.bySubscription) ? (b.bySubscription as Array<Record<string, unknown>>) : [];
+  if (!subs.length && !b.byState) return describeObject(body);
+  const count = (o: unknown, k: string) => String(((o ?? {}) as Record<string, unknown>)[k] ?? 0);
+  const rows = subs.map((s) => [String(s.subscriptionId ?? ''), String(s.resourceGroup ?? ''), `${count(s, 'total')}/${count(s, 'quota')}`, ...POOL_STATES.map((st) => count(s.byState, st))]);
+  rows.push(['all', '', String(b.total ?? 0), ...POOL_STATES.map((st) => count(b.byState, st))]);
+  const lines = [`pool ${String(b.pool ?? '')}`, ...table(['SUBSCRIPTION', 'GROUP', 'TOTAL/QUOTA', ...POOL_STATES.map((st) => st.toUpperCase())], rows)];
+  const target = (b.target ?? {}) as Record<string, unknown>;
+  if (target.value !== undefined) {
+    lines.push('', `target ${String(target.value)} usable, ${String(target.usable ?? '?')} now; would create ${String(target.wouldCreate ?? 0)}, delete ${String(target.wouldDelete ?? 0)}`);
+    for (const r of Array.isArray(target.reasons) ? target.reasons : []) lines.push(`  ${String(r)}`);
+  }
+  const run = b.lastRun as Record<string, unknown> | undefined;
+  if (run) {
+    const errors = Array.isArray(run.errors) ? run.errors.length : 0;
+    lines.push('', `last maintenance ${String(run.finishedAt ?? run.startedAt ?? '?')}: ${String(run.outcome ?? '?')} in ${String(run.durationMs ?? '?')} ms${errors ? `, ${errors} error(s)` : ''}`);
+  } else lines.push('', 'no maintenance run yet');
+  return lines;
 }
