@@ -79,6 +79,10 @@ export class Azurite {
     args[args.indexOf(`--${service}Port`) + 1] = String(wanted);
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     this.children.push(child);
+    // If this process exits without close() (a crash, process.exit), do not leave Azurite behind.
+    const reap = () => child.kill('SIGKILL');
+    process.once('exit', reap);
+    child.once('exit', () => process.removeListener('exit', reap));
     const timeoutMs = this.options.startTimeoutMs ?? 30_000;
     const port = await new Promise<number>((resolve, reject) => {
       let out = '';

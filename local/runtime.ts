@@ -169,6 +169,9 @@ export class LocalRuntime {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     this.child = child;
+    const reap = () => child.kill('SIGKILL');
+    process.once('exit', reap);
+    child.once('exit', () => process.removeListener('exit', reap));
     const sink = this.options.logSink;
     let errText = '';
     child.stderr!.setEncoding('utf8').on('data', (chunk: string) => {
