@@ -4,6 +4,7 @@
 import type { PoolSubscription } from '../lib/config';
 import type { NamespaceState } from '../lib/pool/namespace';
 import { planPool, type DeletedName, type PoolPolicy, type PoolSnapshot } from '../lib/pool/poolPolicy';
+import { MinHeap } from '../lib/minHeap';
 
 /** A session to simulate: arrives at `at` (seconds from the start of the measured day) and lasts `durationSeconds`. */
 export interface SimSession {
@@ -86,7 +87,8 @@ export function simulatePool(options: SimOptions): SimResult {
   const leaseTimes: number[] = [];
   let leaseTimesHead = 0;
   let aboveTargetSince: Date | undefined;
-  const endings: Array<{ end: number; name: string }> = [];
+  // Ending sessions, by their end time.
+  const endings = new MinHeap<{ end: number; name: string }>((e) => e.end);
 
   const result: SimResult = {
     sessions: 0,
@@ -132,37 +134,6 @@ export function simulatePool(options: SimOptions): SimResult {
   const sessions = [...options.sessions].filter((s) => s.at >= start && s.at < end).sort((a, b) => a.at - b.at);
   let next = 0;
   let leased = 0;
-  // Ending sessions, kept as a binary min-heap on `end`.
-  const pushEnding = (e: { end: number; name: string }) => {
-    endings.push(e);
-    let i = endings.length - 1;
-    while (i > 0) {
-      const p = (i - 1) >> 1;
-      if (endings[p].end <= endings[i].end) break;
-      [endings[p], endings[i]] = [endings[i], endings[p]];
-      i = p;
-    }
-  };
-  const popEnding = () => {
-    const top = endings[0];
-    const last = endings.pop()!;
-    if (endings.length > 0) {
-      endings[0] = last;
-      let i = 0;
-      for (;;) {
-        const l = 2 * i + 1;
-        const r = l + 1;
-        let m = i;
-        if (l < endings.length && endings[l].end < endings[m].end) m = l;
-        if (r < endings.length && endings[r].end < endings[m].end) m = r;
-        if (m === i) break;
-        [endings[m], endings[i]] = [endings[i], endings[m]];
-        i = m;
-      }
-    }
-    return top;
-  };
-
   for (let t = start; t < end; t++) {
     // 1. Steps that finish now.
     for (const ns of namespaces.values()) {
@@ -177,8 +148,8 @@ export function simulatePool(options: SimOptions): SimResult {
       }
     }
     // 2. Sessions that end: their namespace is recycled.
-    while (endings.length > 0 && endings[0].end <= t) {
-      const e = popEnding();
+    while (endings.size > 0 && endings.peek()!.end <= t) {
+      const e = endings.pop()!;
       const ns = namespaces.get(e.name)!;
       setState(ns, 'recycling', t, t + options.recycleSeconds);
       leased--;
@@ -228,7 +199,7 @@ export function simulatePool(options: SimOptions): SimResult {
       setState(namespaces.get(name)!, 'leased', t, Number.POSITIVE_INFINITY);
       leaseTimes.push(t);
       leased++;
-      pushEnding({ end: t + Math.max(1, Math.round(s.durationSeconds)), name });
+      endings.push({ end: t + Math.max(1, Math.round(s.durationSeconds)), name });
     }
     // 5. Integrals over the measured period.
     if (t >= 0) {

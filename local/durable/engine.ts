@@ -22,6 +22,7 @@ import {
 } from './protocol';
 import { crossCheckOpenTasks, decideEpisode, type ExecState, newExecState, type Work } from './replay';
 import { type BlobRecord, ConflictError, DurableStore, etagOf, type IndexRecord, isTransient, readBlobs, type StoredRow } from './store';
+import { MinHeap } from '../../lib/minHeap';
 
 export type RuntimeStatus = 'Pending' | 'Running' | 'Completed' | 'ContinuedAsNew' | 'Failed' | 'Canceled' | 'Terminated' | 'Suspended';
 export const TERMINAL: ReadonlySet<string> = new Set(['Completed', 'Failed', 'Terminated', 'Canceled']);
@@ -143,7 +144,7 @@ export class DurableEngine {
   private orchestratorsRunning = 0;
   private readonly activityQueue: Array<{ instanceId: string; work: Extract<WorkItem, { type: 'activity' }> }> = [];
   private activitiesRunning = 0;
-  private readonly timerHeap: Array<{ due: number; id: string }> = [];
+  private readonly timerHeap = new MinHeap<{ due: number; id: string }>((t) => t.due);
   private timer?: NodeJS.Timeout;
   private timerDue = Infinity;
   private readonly inFlight = new Set<Promise<unknown>>();
@@ -487,41 +488,12 @@ export class DurableEngine {
 
   private pushTimer(due: number, id: string): void {
     this.timerHeap.push({ due, id });
-    let i = this.timerHeap.length - 1;
-    while (i > 0) {
-      const p = (i - 1) >> 1;
-      if (this.timerHeap[p].due <= this.timerHeap[i].due) break;
-      [this.timerHeap[p], this.timerHeap[i]] = [this.timerHeap[i], this.timerHeap[p]];
-      i = p;
-    }
     if (due < this.timerDue) this.armTimer();
-  }
-
-  private popTimer(): { due: number; id: string } | undefined {
-    const h = this.timerHeap;
-    if (h.length === 0) return undefined;
-    const top = h[0];
-    const last = h.pop()!;
-    if (h.length > 0) {
-      h[0] = last;
-      let i = 0;
-      for (;;) {
-        const l = 2 * i + 1;
-        const r = l + 1;
-        let m = i;
-        if (l < h.length && h[l].due < h[m].due) m = l;
-        if (r < h.length && h[r].due < h[m].due) m = r;
-        if (m === i) break;
-        [h[m], h[i]] = [h[i], h[m]];
-        i = m;
-      }
-    }
-    return top;
   }
 
   private armTimer(): void {
     if (this.status !== 'running') return;
-    const next = this.timerHeap[0];
+    const next = this.timerHeap.peek();
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
     this.timerDue = Infinity;
@@ -535,8 +507,8 @@ export class DurableEngine {
     this.timer = undefined;
     this.timerDue = Infinity;
     const now = Date.now();
-    while (this.timerHeap.length > 0 && this.timerHeap[0].due <= now) {
-      const t = this.popTimer()!;
+    while (this.timerHeap.size > 0 && this.timerHeap.peek()!.due <= now) {
+      const t = this.timerHeap.pop()!;
       const inst = this.instances.get(t.id);
       if (inst) this.markReady(inst);
     }
