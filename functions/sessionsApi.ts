@@ -117,7 +117,8 @@ route('sessionsEnd', {
       await api.durable().raiseEvent(record.sessionId, SESSION_EVENTS.endSession, { reason: 'requested', by: api.principal!.id });
       api.ctx.info(`session ${record.sessionId} end requested by ${api.principal!.id}`);
     }
-    return json(202, { sessionId: record.sessionId, status: record.status === 'failed' ? 'failed' : 'ending' }, {
+    const ended = record.status === 'ended' || record.status === 'failed';
+    return json(202, { sessionId: record.sessionId, status: ended ? record.status : 'ending' }, {
       location: `${api.services.config.publicApiUrl}/sessions/${record.sessionId}`,
     });
   },
