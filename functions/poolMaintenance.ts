@@ -26,6 +26,7 @@ import {
   recyclePoolNamespaceActivity,
 } from './poolActivities';
 import { getServices } from './shared/services';
+import { statusOrUndefined } from './shared/durable';
 
 export const POOL_MAINTENANCE_TIMER = 'poolMaintenanceTimer';
 
@@ -155,13 +156,7 @@ df.app.orchestration(POOL_MAINTENANCE_ORCHESTRATION, poolMaintenanceOrchestrator
 const ACTIVE: ReadonlySet<string> = new Set(['Running', 'Pending', 'ContinuedAsNew', 'Suspended']);
 
 async function runtimeStatusOf(client: df.DurableClient, instanceId: string): Promise<string | undefined> {
-  try {
-    return (await client.getStatus(instanceId)).runtimeStatus;
-  } catch (err) {
-    // The client reports an unknown instance as an error naming HTTP 404.
-    if (/\b404\b/.test(firstLine(err))) return undefined;
-    throw err;
-  }
+  return (await statusOrUndefined(client, instanceId))?.runtimeStatus;
 }
 
 async function startMaintenance(_timer: Timer, ctx: InvocationContext): Promise<void> {

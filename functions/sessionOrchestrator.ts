@@ -28,6 +28,13 @@ const recycleRetry = (() => {
   return r;
 })();
 
+/** Audit-record writes: a storage blip must neither fail the orchestration nor skip the recycle. */
+const recordRetry = (() => {
+  const r = new df.RetryOptions(1000, 5);
+  r.backoffCoefficient = 2;
+  return r;
+})();
+
 export const sessionOrchestrator: OrchestrationHandler = function* (context: OrchestrationContext) {
   const input = sessionInputSchema.parse(context.df.getInput());
   const log = (message: string) => {
@@ -41,14 +48,18 @@ export const sessionOrchestrator: OrchestrationHandler = function* (context: Orc
   try {
     opened = (yield openSessionActivity(input)) as OpenSessionResult;
   } catch (err) {
-    log(`open failed: ${err instanceof Error ? err.message.split('\n')[0] : String(err)}`);
+    log(`open failed: ${firstLine(err)}`);
     reason = 'error';
   }
 
   if (opened && !opened.ok) {
     log('no namespace available');
     status({ status: 'failed', reason: 'pool_exhausted', retryAfterSeconds: opened.retryAfterSeconds });
-    yield recordSessionEndActivity({ deviceId: input.deviceId, sessionId: input.sessionId, reason: 'pool_exhausted', endedAt: context.df.currentUtcDateTime.toISOString() });
+    try {
+      yield recordSessionEndActivity({ deviceId: input.deviceId, sessionId: input.sessionId, reason: 'pool_exhausted', endedAt: context.df.currentUtcDateTime.toISOString() }).withRetry(recordRetry);
+    } catch (err) {
+      log(`could not record the end: ${firstLine(err)}`);
+    }
     return { status: 'failed', reason: 'pool_exhausted' };
   }
 
@@ -85,7 +96,12 @@ export const sessionOrchestrator: OrchestrationHandler = function* (context: Orc
         },
       });
       log('ready');
-      yield markSessionReadyActivity({ deviceId: input.deviceId, sessionId: input.sessionId, readyAt, namespace: opened.namespace, generation: opened.generation });
+      try {
+        yield markSessionReadyActivity({ deviceId: input.deviceId, sessionId: input.sessionId, readyAt, namespace: opened.namespace, generation: opened.generation }).withRetry(recordRetry);
+      } catch (err) {
+        // The session works; its audit record catches up when the end is recorded.
+        log(`could not record ready: ${firstLine(err)}`);
+      }
       // An EndSession that arrived while the record was written resolved the first waiter.
       if (endEvent.isCompleted) {
         reason = endSessionEventSchema.parse(endEvent.result ?? {}).reason;
@@ -112,24 +128,32 @@ export const sessionOrchestrator: OrchestrationHandler = function* (context: Orc
     }).withRetry(recycleRetry);
   } catch (err) {
     // The namespace stays in recycling (or quarantined): pool maintenance retries it.
-    log(`recycle failed: ${err instanceof Error ? err.message.split('\n')[0] : String(err)}`);
+    log(`recycle failed: ${firstLine(err)}`);
   }
   try {
     yield closeOnDeviceActivity({ deviceId: input.deviceId, sessionId: input.sessionId, reason: finalReason });
   } catch {
     log('could not tell the device to close (its listener was dropped by the recycle anyway)');
   }
-  yield recordSessionEndActivity({
-    deviceId: input.deviceId,
-    sessionId: input.sessionId,
-    reason: finalReason,
-    endedAt: context.df.currentUtcDateTime.toISOString(),
-    ...(opened?.ok ? { namespace: opened.namespace, generation: opened.generation } : {}),
-  });
+  try {
+    yield recordSessionEndActivity({
+      deviceId: input.deviceId,
+      sessionId: input.sessionId,
+      reason: finalReason,
+      endedAt: context.df.currentUtcDateTime.toISOString(),
+      ...(opened?.ok ? { namespace: opened.namespace, generation: opened.generation } : {}),
+    }).withRetry(recordRetry);
+  } catch (err) {
+    log(`could not record the end: ${firstLine(err)}`);
+  }
   const final = statusForReason(finalReason);
   status({ status: final, reason: finalReason });
   log(final);
   return { status: final, reason: finalReason };
 };
+
+function firstLine(err: unknown): string {
+  return err instanceof Error ? err.message.split('\n')[0] : String(err);
+}
 
 df.app.orchestration(SESSION_ORCHESTRATOR, sessionOrchestrator);

@@ -3,12 +3,13 @@
 import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import { authorizeSessionOpen } from '../lib/auth/grantStore';
-import { ConflictError, ForbiddenError, NotFoundError } from '../lib/errors';
+import { ConflictError, ForbiddenError, NotFoundError, ValidationError } from '../lib/errors';
 import { tokenMatchesHash, sha256Base64url } from '../lib/sealing';
 import { openSessionRequestSchema, SESSION_EVENTS, sessionStatusSchema, type SessionInput } from '../lib/sessions/session';
 import { assertCanSee, buildView, credentialsFrom, openFailure, publicStatus, readCustomStatus } from '../lib/sessions/sessionView';
 import { deviceIdSchema, parseJsonBody, parseWith, sessionIdSchema } from '../lib/validation';
 import { SESSION_ORCHESTRATOR } from './sessionOrchestrator';
+import { raiseEventIfRunning, statusOrUndefined } from './shared/durable';
 import { json, route, type ApiContext } from './shared/route';
 
 /** Status polls start fast and back off, so 500 waiting opens do not flood the status store. */
@@ -29,7 +30,8 @@ route('sessionsOpen', {
     const { sessions } = services.config;
     const lifetime = input.maxLifetimeMinutes ?? sessions.defaultLifetimeMinutes;
     if (lifetime > sessions.maxLifetimeMinutes) {
-      throw new ConflictError(`maxLifetimeMinutes may be at most ${sessions.maxLifetimeMinutes} here.`, 'lifetime_too_long');
+      const message = `may be at most ${sessions.maxLifetimeMinutes} here`;
+      throw new ValidationError(`maxLifetimeMinutes ${message}.`, [{ path: 'maxLifetimeMinutes', message }]);
     }
     const started = Date.now();
     const createdAt = new Date(started);
@@ -60,8 +62,10 @@ route('sessionsOpen', {
     // Wait for ready (or a failure) within the budget, then answer 202 and let the caller poll.
     const deadline = started + sessions.openBudgetMs;
     for (let poll = 0; Date.now() < deadline; poll++) {
-      const st = await client.getStatus(sessionInput.sessionId);
+      const st = await statusOrUndefined(client, sessionInput.sessionId);
       const cs = readCustomStatus(st?.customStatus);
+      // An orchestration that failed or was terminated never hands out credentials.
+      if (st?.runtimeStatus === 'Failed' || st?.runtimeStatus === 'Terminated') throw openFailure('error');
       if (cs.status === 'ready') {
         return json(
           201,
@@ -70,7 +74,7 @@ route('sessionsOpen', {
         );
       }
       const pub = publicStatus(cs);
-      if (pub.status === 'failed' || pub.status === 'ended' || st?.runtimeStatus === 'Failed' || st?.runtimeStatus === 'Terminated') {
+      if (pub.status === 'failed' || pub.status === 'ended') {
         throw openFailure(pub.reason ?? 'error', cs.status === 'failed' ? cs.retryAfterSeconds : undefined);
       }
       await sleep(Math.min(POLL_DELAYS_MS[Math.min(poll, POLL_DELAYS_MS.length - 1)], Math.max(0, deadline - Date.now())));
@@ -113,9 +117,11 @@ route('sessionsEnd', {
   durableClient: true,
   handler: async (api) => {
     const { record, runtimeStatus } = await loadSession(api);
+    // The instance may finish between the read and the event (lifetime, ready timeout): then it has ended anyway.
     if (record.status !== 'ended' && record.status !== 'failed' && isRunning(runtimeStatus)) {
-      await api.durable().raiseEvent(record.sessionId, SESSION_EVENTS.endSession, { reason: 'requested', by: api.principal!.id });
-      api.ctx.info(`session ${record.sessionId} end requested by ${api.principal!.id}`);
+      if (await raiseEventIfRunning(api.durable(), record.sessionId, SESSION_EVENTS.endSession, { reason: 'requested', by: api.principal!.id })) {
+        api.ctx.info(`session ${record.sessionId} end requested by ${api.principal!.id}`);
+      }
     }
     const ended = record.status === 'ended' || record.status === 'failed';
     return json(202, { sessionId: record.sessionId, status: ended ? record.status : 'ending' }, {
@@ -146,13 +152,14 @@ route('sessionsReady', {
       throw new ForbiddenError('The readyToken does not match this session.', 'invalid_ready_token');
     }
     const client = durable();
-    const st = await client.getStatus(sessionId);
-    if (!st || !st.instanceId) throw new NotFoundError(`Session ${sessionId} does not exist.`, 'session_not_found');
+    const st = await statusOrUndefined(client, sessionId);
+    if (!st) throw new NotFoundError(`Session ${sessionId} does not exist.`, 'session_not_found');
     const cs = readCustomStatus(st.customStatus);
-    if (!isRunning(st.runtimeStatus) || cs.status !== 'pending') {
-      throw new ConflictError(`Session ${sessionId} is not waiting for its device (it is ${publicStatus(cs).status}).`, 'session_not_pending');
+    const notPending = () => new ConflictError(`Session ${sessionId} is not waiting for its device (it is ${publicStatus(cs).status}).`, 'session_not_pending');
+    if (!isRunning(st.runtimeStatus) || cs.status !== 'pending') throw notPending();
+    if (!(await raiseEventIfRunning(client, sessionId, SESSION_EVENTS.deviceReady, { status: input.status, ...(input.detail ? { detail: input.detail } : {}) }))) {
+      throw notPending();
     }
-    await client.raiseEvent(sessionId, SESSION_EVENTS.deviceReady, { status: input.status, ...(input.detail ? { detail: input.detail } : {}) });
     ctx.info(`session ${sessionId}: device reported ${input.status}${input.detail ? ` (${input.detail})` : ''}`);
     return { status: 204 };
   },
@@ -160,14 +167,19 @@ route('sessionsReady', {
 
 async function loadSession(api: ApiContext) {
   const sessionId = parseWith(sessionIdSchema, api.req.params.sessionId, 'The session id');
-  const st = await api.durable().getStatus(sessionId);
+  const st = await statusOrUndefined(api.durable(), sessionId);
   const notFound = () => new NotFoundError(`Session ${sessionId} does not exist.`, 'session_not_found');
   const parsedInput = z.object({ deviceId: z.string(), openerId: z.string() }).safeParse(st?.input);
   if (!st?.instanceId || !parsedInput.success) throw notFound();
   assertCanSee(api.principal!, parsedInput.data.openerId, sessionId);
   const record = await api.services.sessionStore.get(parsedInput.data.deviceId, sessionId);
   if (!record) throw notFound();
-  return { record, customStatus: st.customStatus === undefined || st.customStatus === null ? undefined : readCustomStatus(st.customStatus), runtimeStatus: st.runtimeStatus };
+  let customStatus = st.customStatus === undefined || st.customStatus === null ? undefined : readCustomStatus(st.customStatus);
+  // A failed or terminated orchestration's last status may still say ready: it is not.
+  if ((st.runtimeStatus === 'Failed' || st.runtimeStatus === 'Terminated') && customStatus?.status !== 'ended' && customStatus?.status !== 'failed') {
+    customStatus = { status: 'failed', reason: 'error' };
+  }
+  return { record, customStatus, runtimeStatus: st.runtimeStatus };
 }
 
 function isRunning(runtimeStatus: unknown): boolean {

@@ -120,7 +120,6 @@ function createServices(config: Config): Services {
     },
     sealer,
     publicApiUrl: config.publicApiUrl,
-    maxRecycleFailures: config.pool.maxRecycleFailures,
   });
   const poolMaintenance = new PoolMaintenance({
     namespaces,

@@ -86,7 +86,17 @@ export class DeviceRegistry {
     await this.o.store.insert(record);
     try {
       const queue = this.o.queueService.getQueueClient(record.queueName);
-      await queue.createIfNotExists();
+      try {
+        await queue.createIfNotExists();
+      } catch (err) {
+        // Azure refuses to recreate a queue for ~30 s after deleting it.
+        if (err instanceof RestError && err.statusCode === 409) {
+          throw new ConflictError(`Device ${input.deviceId} was deleted moments ago; its queue is still being removed. Retry in 30 s.`, 'device_being_deleted', {
+            headers: { 'retry-after': '30' },
+          });
+        }
+        throw err;
+      }
       await this.setPolicy(record);
       return this.enrollment(record);
     } catch (err) {

@@ -35,7 +35,6 @@ export interface SessionServiceOptions {
   relay: SessionRelayOps;
   sealer: Sealer;
   publicApiUrl: string;
-  maxRecycleFailures: number;
   now?: () => Date;
 }
 
@@ -136,7 +135,7 @@ export class SessionService {
    * Second run: a namespace already recycled past `generation` is left as it is; without a
    * namespace name, a session that holds none is a no-op.
    */
-  async recycle(input: { sessionId: string; namespace?: string; generation?: number }): Promise<'recycled' | 'already'> {
+  async recycle(input: { sessionId: string; namespace?: string; generation?: number }): Promise<'recycled' | 'already' | 'quarantined'> {
     // Without a name (the open failed half-way), find what the session holds, if anything.
     let ns = input.namespace ? await this.o.namespaces.get(input.namespace) : await this.o.namespaces.leaseFor(input.sessionId);
     if (!ns) return 'already';
@@ -146,12 +145,15 @@ export class SessionService {
       if (ns.sessionId !== input.sessionId) return 'already';
       ns = await this.o.namespaces.beginRecycle(ns.name, { sessionId: input.sessionId, now: this.now() });
     }
+    if (ns.state === 'quarantined') return 'quarantined';
     if (ns.state !== 'recycling') return 'already';
     let keys: SessionKeys | void;
     try {
       keys = await this.o.relay.recycle(ns);
     } catch (err) {
-      await this.o.namespaces.recordRecycleFailure(ns.name, errorSummary(err), this.o.maxRecycleFailures, this.now());
+      // Counted, but never quarantined from here: the orchestration's own retries would use up the
+      // budget in seconds. Pool maintenance retries rows left in `recycling` and owns quarantine.
+      await this.o.namespaces.recordRecycleFailure(ns.name, errorSummary(err), Number.MAX_SAFE_INTEGER, this.now());
       throw err;
     }
     // Sealed for the generation markRecycled is about to write; if the row moved on meanwhile,

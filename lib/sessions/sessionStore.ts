@@ -109,11 +109,17 @@ export class SessionStore {
     return out.sort((a, b) => b.createdAt.localeCompare(a.createdAt));
   }
 
-  /** Sessions of a device that have not ended (to end them when the device is deleted). */
+  /** Every session of a device that has not ended (to end them when the device is deleted), all pages. */
   async listOpen(deviceId: string): Promise<SessionRecord[]> {
-    const rows = await this.list({ deviceId });
-    return rows.filter((r) => r.status === 'pending' || r.status === 'ready');
+    const out: SessionRecord[] = [];
+    const filter = odata`PartitionKey eq ${deviceId} and (status eq ${'pending'} or status eq ${'ready'})`;
+    for await (const e of this.table.listEntities<Record<string, unknown>>({ queryOptions: { filter } })) {
+      const { etag: _e, ...r } = fromEntity(e);
+      out.push(r);
+    }
+    return out;
   }
+
 }
 
 export type { EndReason };

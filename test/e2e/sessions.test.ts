@@ -164,6 +164,15 @@ describe('sessions end to end', () => {
     assertProblem(await call('POST', `${rt.apiUrl}/sessions`, { token: admin, body: { deviceId: 'x' } }), 400, 'validation_failed');
     assertProblem(await call('POST', `${rt.apiUrl}/sessions`, { token: admin, body: { deviceId: 'abc', port: 70000 } }), 400);
     assertProblem(await call('GET', `${rt.apiUrl}/sessions/not-a-uuid`, { token: admin }), 400);
+    assertProblem(await call('POST', `${rt.apiUrl}/sessions`, { token: admin, body: { deviceId: 'abc', maxLifetimeMinutes: 721 } }), 400, 'validation_failed');
+  });
+
+  it('answers 404, never 500, for a session id that does not exist, whoever asks', async () => {
+    const unknown = '00000000-0000-4000-8000-000000000000';
+    const operator = await rt.token('operator', 'carol');
+    assertProblem(await call('GET', `${rt.apiUrl}/sessions/${unknown}`, { token: admin }), 404, 'session_not_found');
+    assertProblem(await call('DELETE', `${rt.apiUrl}/sessions/${unknown}`, { token: admin }), 404, 'session_not_found');
+    assertProblem(await call('GET', `${rt.apiUrl}/sessions/${unknown}`, { token: operator }), 404, 'session_not_found');
   });
 
   it('deleting a device ends its sessions', async () => {
