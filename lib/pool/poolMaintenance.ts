@@ -161,7 +161,7 @@ export interface ReconcileInput {
  *   before they are removed;
  * - rows in `creating` or `recycling` unchanged for `stuckMinutes`: retried; `deleting` rows: the
  *   delete is retried; leases past `leaseExpiresAt`: recycled; `quarantined` rows older than
- *   `quarantineRetentionMinutes`: deleted.
+ *   `quarantineRetentionMinutes`, or still naming the session whose recycle failed: deleted.
  */
 export function planReconcile(input: ReconcileInput): ReconcileAction[] {
   const actions: ReconcileAction[] = [];
@@ -213,7 +213,11 @@ export function planReconcile(input: ReconcileInput): ReconcileAction[] {
     }
     if (row.state === 'recycling' && row.stateChangedAt.getTime() < stuckBefore) actions.push({ kind: 'retryRecycle', name: row.name });
     else if (row.state === 'leased' && row.leaseExpiresAt && row.leaseExpiresAt.getTime() < input.now.getTime()) actions.push({ kind: 'recycleExpired', name: row.name });
-    else if (row.state === 'quarantined' && row.stateChangedAt.getTime() < quarantineBefore) actions.push({ kind: 'deleteQuarantined', name: row.name });
+    // A quarantined namespace that still names a session failed to recycle after that session: its
+    // hybrid connection (and any live tunnel on it) may still exist, so it is deleted at once.
+    else if (row.state === 'quarantined' && (row.sessionId !== undefined || row.stateChangedAt.getTime() < quarantineBefore)) {
+      actions.push({ kind: 'deleteQuarantined', name: row.name });
+    }
   }
   return actions;
 }

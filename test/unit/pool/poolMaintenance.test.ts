@@ -121,6 +121,11 @@ describe('planReconcile: rows', () => {
     ]);
   });
 
+  it('deletes at once a quarantined namespace that still names the session whose recycle failed', () => {
+    const rows = [row('rbk-qua0003', 'quarantined', { stateChangedAt: minutesAgo(1), sessionId: 's9' }), row('rbk-qua0004', 'quarantined', { stateChangedAt: minutesAgo(1) })];
+    assert.deepEqual(kinds(planReconcile(input({ rows, arm: rows.map((r) => arm(r.name)) }))), ['deleteQuarantined:rbk-qua0003']);
+  });
+
   it('a pool that matches ARM needs nothing', () => {
     const rows = [row('rbk-ava0001', 'available'), row('rbk-ava0002', 'available', { subscriptionId: SUB_B })];
     assert.deepEqual(planReconcile(input({ rows, arm: [arm('rbk-ava0001'), arm('rbk-ava0002', 'Succeeded', SUB_B)] })), []);
