@@ -77,13 +77,23 @@ async function openSession(
       return { sessionId, relay: first.relay, elapsedMs: progress.elapsedMs };
     }
     const deadline = Date.now() + input.waitTimeoutMs;
+    let transientErrors = 0;
     while (!cancel.requested) {
       if (Date.now() > deadline) {
         throw new CliError({ title: 'The device did not answer in time', detail: `Session ${sessionId} is still pending after ${input.waitTimeoutMs / 1000} s.`, hint: 'Check that `relay-broker agent` runs on the device.' });
       }
       await sleep(1000, cancel);
       if (cancel.requested) break;
-      const view = sessionViewSchema.parse((await api.get(`/sessions/${sessionId}`)).body);
+      let body: unknown;
+      try {
+        body = (await api.get(`/sessions/${sessionId}`)).body;
+        transientErrors = 0;
+      } catch (err) {
+        // A blip while waiting (a restart, a 5xx) is not the session failing: try a few more times.
+        if (!isTransient(err) || ++transientErrors > 5) throw err;
+        continue;
+      }
+      const view = sessionViewSchema.parse(body);
       if (view.status === 'ready' && view.relay) {
         progress.stop(`session ${sessionId} ready after ${(progress.elapsedMs / 1000).toFixed(1)} s`);
         return { sessionId, relay: view.relay, elapsedMs: progress.elapsedMs };
@@ -100,6 +110,13 @@ async function openSession(
     }
     throw err;
   }
+}
+
+/** Worth another try: the API unreachable for a moment, or answering 5xx/429. */
+function isTransient(err: unknown): boolean {
+  if (!(err instanceof CliError)) return false;
+  const status = err.problem.status;
+  return status === undefined || status === 429 || status >= 500;
 }
 
 function clientHints(port: number, host: string, localPort: number, user: string): string[] {
