@@ -82,6 +82,9 @@ export const namespaceEntitySchema = z
     recycleFailures: intCount,
     lastError: z.string().max(2000).optional(),
     quarantineReason: z.string().max(2000).optional(),
+    /** Who is doing this recycle's ARM work, and since when (see NamespaceStore.claimRecycle). */
+    recycleClaim: z.string().min(1).max(200).optional(),
+    recycleClaimedAt: isoTime.optional(),
     etag: z.string().min(1).optional(),
   })
   .superRefine((e, ctx) => {
@@ -119,6 +122,8 @@ export interface Namespace {
   recycleFailures: number;
   lastError?: string;
   quarantineReason?: string;
+  recycleClaim?: string;
+  recycleClaimedAt?: Date;
   /** The ETag this view was read with; writes based on it are conditional on it. */
   etag?: string;
 }
@@ -149,6 +154,8 @@ export function namespaceFromEntity(raw: unknown): Namespace {
     recycleFailures: e.recycleFailures,
     lastError: e.lastError,
     quarantineReason: e.quarantineReason,
+    recycleClaim: e.recycleClaim,
+    recycleClaimedAt: toDate(e.recycleClaimedAt),
     etag: e.etag,
   });
 }
@@ -175,6 +182,8 @@ export function namespaceToEntity(ns: Namespace): Omit<NamespaceEntity, 'etag'> 
     recycleFailures: ns.recycleFailures,
     lastError: ns.lastError,
     quarantineReason: ns.quarantineReason,
+    recycleClaim: ns.recycleClaim,
+    recycleClaimedAt: toIso(ns.recycleClaimedAt),
   });
   namespaceEntitySchema.parse(entity);
   return entity;

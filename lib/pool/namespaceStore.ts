@@ -21,6 +21,12 @@ import {
 } from './namespace';
 import type { DeletedName, PoolSnapshot } from './poolPolicy';
 
+/**
+ * How long a recycle claim holds before another recycler may take it over: longer than one
+ * recycle's ARM calls with their retries (RelayManager's deadline is 120 s per call).
+ */
+export const RECYCLE_CLAIM_STALE_MS = 10 * 60_000;
+
 export interface NamespaceStoreOptions {
   /** How long a read of the available set is used before it is read again (default 1000 ms). */
   availableCacheTtlMs?: number;
@@ -400,10 +406,35 @@ export class NamespaceStore {
         recycleFailures: 0,
         lastError: undefined,
         quarantineReason: undefined,
+        recycleClaim: undefined,
+        recycleClaimedAt: undefined,
       };
     });
     this.offer(ns);
     return ns;
+  }
+
+  /**
+   * Claims the ARM work of a recycle (recycling → recycling with `recycleClaim`), so a session's
+   * retry and maintenance never delete and recreate one hybrid connection at the same time.
+   * Returns the claimed row; the row unchanged when it is no longer `recycling` (the caller
+   * checks its state); undefined when another holder's claim is younger than `staleAfterMs`.
+   * Second run (same `claimId`): the claim is renewed.
+   */
+  async claimRecycle(name: string, claimId: string, options: { now?: Date; staleAfterMs: number }): Promise<Namespace | undefined> {
+    const now = options.now ?? new Date();
+    let heldElsewhere = false;
+    const ns = await this.transition(name, 'namespaceStore.claimRecycle', undefined, (cur) => {
+      heldElsewhere = false;
+      if (cur.state !== 'recycling') return 'unchanged';
+      const claimedAt = cur.recycleClaimedAt?.getTime() ?? 0;
+      if (cur.recycleClaim && cur.recycleClaim !== claimId && now.getTime() - claimedAt < options.staleAfterMs) {
+        heldElsewhere = true;
+        return 'unchanged';
+      }
+      return { ...cur, recycleClaim: claimId, recycleClaimedAt: now };
+    });
+    return heldElsewhere ? undefined : ns;
   }
 
   /**
@@ -596,10 +627,12 @@ export class NamespaceStore {
       }
       const failures = cur.recycleFailures + 1;
       const lastError = error.slice(0, 2000);
+      // A failed attempt releases its recycle claim: the next attempt (whoever makes it) may go.
+      const released = { recycleClaim: undefined, recycleClaimedAt: undefined };
       if (failures >= maxFailures) {
-        return { ...cur, state: 'quarantined', recycleFailures: failures, lastError, quarantineReason: `${state} failed ${failures} times: ${lastError}`.slice(0, 2000), stateChangedAt: now };
+        return { ...cur, ...released, state: 'quarantined', recycleFailures: failures, lastError, quarantineReason: `${state} failed ${failures} times: ${lastError}`.slice(0, 2000), stateChangedAt: now };
       }
-      return { ...cur, state, recycleFailures: failures, lastError, stateChangedAt: now };
+      return { ...cur, ...released, state, recycleFailures: failures, lastError, stateChangedAt: now };
     });
   }
 

@@ -15,10 +15,11 @@ import {
 } from '../relay/relayManager';
 import type { Sealer } from '../sealing';
 import { NAMESPACE_STATES, type Namespace, type NamespaceState } from './namespace';
-import { countNamespaces, type NamespaceStore, type PoolCounts } from './namespaceStore';
+import { countNamespaces, RECYCLE_CLAIM_STALE_MS, type NamespaceStore, type PoolCounts } from './namespaceStore';
 import { planPool, policyFromConfig, type DeletedName, type PoolPlan, type PoolPolicy } from './poolPolicy';
 import type { PoolRunRecord, PoolRunStore } from './poolRunStore';
 import { sealNamespaceKeys } from './sealedKeys';
+import { randomUUID } from 'node:crypto';
 
 /** ARM tag that marks a namespace as a member of a pool (value: the pool name). */
 export const POOL_TAG = 'relay-broker-pool';
@@ -422,6 +423,11 @@ export class PoolMaintenance {
       }
     }
     if (ns.state !== 'recycling') return { name, result: 'skipped', error: `row is ${ns.state}` };
+    // A session's recycle (or another maintenance run) may be doing this one's ARM work right now.
+    const claimed = await this.store.claimRecycle(name, `maintenance:${randomUUID()}`, { now, staleAfterMs: RECYCLE_CLAIM_STALE_MS });
+    if (!claimed) return { name, result: 'skipped', error: 'another recycle holds it' };
+    if (claimed.state !== 'recycling') return { name, result: 'skipped', error: `row is ${claimed.state}` };
+    ns = claimed;
     const ref = refOf(ns);
     let sealedKeys: string;
     try {

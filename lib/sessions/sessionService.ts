@@ -4,7 +4,7 @@
 import { PoolExhaustedError } from '../errors';
 import type { DeviceNotifier } from '../devices/deviceNotifier';
 import type { Namespace } from '../pool/namespace';
-import type { NamespaceStore } from '../pool/namespaceStore';
+import { RECYCLE_CLAIM_STALE_MS, type NamespaceStore } from '../pool/namespaceStore';
 import { sealNamespaceKeys } from '../pool/sealedKeys';
 import { createSasToken, relayAudience, type SasKey } from '../relay/sas';
 import type { Sealer } from '../sealing';
@@ -135,7 +135,7 @@ export class SessionService {
    * Second run: a namespace already recycled past `generation` is left as it is; without a
    * namespace name, a session that holds none is a no-op.
    */
-  async recycle(input: { sessionId: string; namespace?: string; generation?: number }): Promise<'recycled' | 'already' | 'quarantined'> {
+  async recycle(input: { sessionId: string; namespace?: string; generation?: number }): Promise<'recycled' | 'already' | 'quarantined' | 'claimed'> {
     // Without a name (the open failed half-way), find what the session holds, if anything.
     let ns = input.namespace ? await this.o.namespaces.get(input.namespace) : await this.o.namespaces.leaseFor(input.sessionId);
     if (!ns) return 'already';
@@ -147,6 +147,11 @@ export class SessionService {
     }
     if (ns.state === 'quarantined') return 'quarantined';
     if (ns.state !== 'recycling') return 'already';
+    // Only one recycler at a time does the ARM work (this session's retries share the claim).
+    const claimed = await this.o.namespaces.claimRecycle(ns.name, `session:${input.sessionId}`, { now: this.now(), staleAfterMs: RECYCLE_CLAIM_STALE_MS });
+    if (!claimed) return 'claimed';
+    if (claimed.state !== 'recycling') return claimed.state === 'quarantined' ? 'quarantined' : 'already';
+    ns = claimed;
     let keys: SessionKeys | void;
     try {
       keys = await this.o.relay.recycle(ns);

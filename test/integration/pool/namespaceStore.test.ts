@@ -96,6 +96,26 @@ describe('NamespaceStore transitions', () => {
     assert.deepEqual(await store.get('rbk-walk01'), twice);
   });
 
+  it('lets one recycler at a time claim the ARM work of a recycle', async () => {
+    const { store } = await freshStore();
+    await createAvailable(store, 'rbk-claim1');
+    await store.lease('s-claim', { leaseExpiresAt: HOUR_LATER, now: at(2) });
+    await store.beginRecycle('rbk-claim1', { sessionId: 's-claim', now: at(3) });
+    const STALE = 600_000;
+    const a = await store.claimRecycle('rbk-claim1', 'session:s-claim', { now: at(4), staleAfterMs: STALE });
+    assert.equal(a?.recycleClaim, 'session:s-claim');
+    assert.equal(await store.claimRecycle('rbk-claim1', 'maintenance:x', { now: at(5), staleAfterMs: STALE }), undefined, 'a fresh claim holds');
+    assert.equal((await store.claimRecycle('rbk-claim1', 'session:s-claim', { now: at(6), staleAfterMs: STALE }))?.recycleClaimedAt?.toISOString(), at(6).toISOString(), 'the holder renews');
+    const failed = await store.recordRecycleFailure('rbk-claim1', 'ARM 500', 10, at(7));
+    assert.equal(failed.recycleClaim, undefined, 'a failed attempt releases the claim');
+    assert.equal((await store.claimRecycle('rbk-claim1', 'maintenance:x', { now: at(8), staleAfterMs: STALE }))?.recycleClaim, 'maintenance:x');
+    const stale = await store.claimRecycle('rbk-claim1', 'session:s-claim', { now: new Date(at(8).getTime() + STALE + 1), staleAfterMs: STALE });
+    assert.equal(stale?.recycleClaim, 'session:s-claim', 'a stale claim can be taken over');
+    const recycled = await store.markRecycled('rbk-claim1', { now: at(700), fromGeneration: 1 });
+    assert.deepEqual([recycled.state, recycled.recycleClaim, recycled.recycleClaimedAt], ['available', undefined, undefined]);
+    assert.equal((await store.claimRecycle('rbk-claim1', 'maintenance:y', { staleAfterMs: STALE }))?.state, 'available', 'nothing to claim outside recycling');
+  });
+
   it('rotates keys of an idle namespace, quarantines after N failed recycles, repairs it', async () => {
     const { store } = await freshStore();
     await createAvailable(store, 'rbk-fail01');
