@@ -23,7 +23,11 @@ export class ApiClient {
   }
 
   /** Sends a request; non-2xx answers throw a CliError built from the problem document. */
-  async request(method: string, path: string, options: { body?: unknown; query?: Record<string, string | undefined>; signal?: AbortSignal } = {}): Promise<ApiResponse> {
+  async request(
+    method: string,
+    path: string,
+    options: { body?: unknown; query?: Record<string, string | undefined>; signal?: AbortSignal } = {},
+  ): Promise<ApiResponse> {
     const url = new URL(this.apiUrl + path);
     for (const [k, v] of Object.entries(options.query ?? {})) if (v !== undefined) url.searchParams.set(k, v);
     const headers: Record<string, string> = { accept: 'application/json, application/problem+json' };
@@ -33,7 +37,12 @@ export class ApiClient {
     const signal = options.signal ? AbortSignal.any([options.signal, timeout]) : timeout;
     let res: Response;
     try {
-      res = await fetch(url, { method, headers, body: options.body === undefined ? undefined : JSON.stringify(options.body), signal });
+      res = await fetch(url, {
+        method,
+        headers,
+        body: options.body === undefined ? undefined : JSON.stringify(options.body),
+        signal,
+      });
     } catch (err) {
       throw unreachable(this.apiUrl, err, timeout.aborted);
     }
@@ -65,7 +74,11 @@ function unreachable(apiUrl: string, err: unknown, timedOut: boolean): CliError 
   const cause = (err as { cause?: { code?: unknown; message?: unknown } }).cause;
   const code = typeof cause?.code === 'string' ? cause.code : undefined;
   if (timedOut) {
-    return new CliError({ title: 'The API did not answer in time', detail: `No answer from ${apiUrl}.`, hint: 'Check that the broker is running and reachable, then retry.' });
+    return new CliError({
+      title: 'The API did not answer in time',
+      detail: `No answer from ${apiUrl}.`,
+      hint: 'Check that the broker is running and reachable, then retry.',
+    });
   }
   if ((err as { name?: unknown }).name === 'AbortError') {
     return new CliError({ title: 'Cancelled', detail: 'The request was cancelled.' });
@@ -88,14 +101,19 @@ export function problemError(status: number, body: unknown, headers: Headers, wh
   const retryAfter = headers.get('retry-after') ?? undefined;
   const problem: CliProblem = {
     title: str(doc.title) ?? `The API answered ${status}`,
-    detail: str(doc.detail) ?? (typeof body === 'string' && body.length < 300 ? body : `${what} failed with HTTP ${status}.`),
+    detail:
+      str(doc.detail) ?? (typeof body === 'string' && body.length < 300 ? body : `${what} failed with HTTP ${status}.`),
     status,
     ...(code ? { code } : {}),
     ...(str(doc.correlationId) ? { correlationId: str(doc.correlationId) } : {}),
   };
   const fieldErrors = Array.isArray(doc.errors)
     ? doc.errors
-        .map((e) => (e && typeof e === 'object' ? `${String((e as { path?: unknown }).path ?? '')}: ${String((e as { message?: unknown }).message ?? '')}` : ''))
+        .map((e) =>
+          e && typeof e === 'object'
+            ? `${String((e as { path?: unknown }).path ?? '')}: ${String((e as { message?: unknown }).message ?? '')}`
+            : '',
+        )
         .filter(Boolean)
     : [];
   if (fieldErrors.length) problem.detail += ` (${fieldErrors.join('; ')})`;
@@ -130,7 +148,8 @@ function hintFor(status: number, code: string | undefined, retryAfter: string | 
     default:
       break;
   }
-  if (status === 401) return 'The token is missing, expired or invalid: pass --token or set RELAY_BROKER_TOKEN (locally: `relay-broker local token --role admin`).';
+  if (status === 401)
+    return 'The token is missing, expired or invalid: pass --token or set RELAY_BROKER_TOKEN (locally: `relay-broker local token --role admin`).';
   if (status === 403) return 'Your token does not allow this; ask an admin for the role or grant.';
   if (status === 404) return 'Check the id, and that --api-url points at the right broker.';
   if (status === 429 || status === 503) return later;

@@ -17,7 +17,10 @@ export function buildProgram(): Command {
   program
     .description('Tunnels to devices behind NAT through Azure Relay Hybrid Connections')
     .version(VERSION, '-V, --version')
-    .option('--json', 'machine-readable output: one JSON document, or one JSON object per line for long-running commands')
+    .option(
+      '--json',
+      'machine-readable output: one JSON document, or one JSON object per line for long-running commands',
+    )
     .option('--api-url <url>', 'the broker API, e.g. https://<app>.azurewebsites.net/api (env RELAY_BROKER_URL)')
     .option('--token <token>', 'bearer token for the API (env RELAY_BROKER_TOKEN)')
     .showHelpAfterError('(run with --help for usage)')

@@ -1,7 +1,12 @@
 // The client side of a tunnel: a local TCP listener whose every connection is carried to the
 // session's hybrid connection as a sender (Send token), piped both ways with backpressure.
 import net from 'node:net';
-import { connectHybridConnection, RELAY_CLOSE_ENTITY_DELETED, RelayHandshakeError, type HybridConnectionStream } from '../lib/relay/hybridConnection';
+import {
+  connectHybridConnection,
+  RELAY_CLOSE_ENTITY_DELETED,
+  RelayHandshakeError,
+  type HybridConnectionStream,
+} from '../lib/relay/hybridConnection';
 import type { AgentLog } from './deviceAgent';
 import { messageOf } from './errors';
 import { pipeBothWays } from './pipe';
@@ -89,7 +94,12 @@ export class ClientBridge {
   private async carry(socket: net.Socket, n: number, from: string): Promise<void> {
     let stream: HybridConnectionStream;
     try {
-      stream = await connectHybridConnection(this.o.relay.endpoint, this.o.relay.hybridConnection, this.o.relay.sendToken, { ca: this.o.ca, handshakeTimeoutMs: 30_000 });
+      stream = await connectHybridConnection(
+        this.o.relay.endpoint,
+        this.o.relay.hybridConnection,
+        this.o.relay.sendToken,
+        { ca: this.o.ca, handshakeTimeoutMs: 30_000 },
+      );
     } catch (err) {
       socket.destroy();
       const statusCode = err instanceof RelayHandshakeError ? err.statusCode : undefined;
@@ -99,7 +109,11 @@ export class ClientBridge {
           : statusCode === 401 || statusCode === 403
             ? 'the relay refused the send token (the session ended)'
             : messageOf(err);
-      this.o.log('connection.refused', { connection: n, from, statusCode, detail: why }, `connection #${n} from ${from} refused: ${why}`);
+      this.o.log(
+        'connection.refused',
+        { connection: n, from, statusCode, detail: why },
+        `connection #${n} from ${from} refused: ${why}`,
+      );
       if (statusCode === 404 || statusCode === 401 || statusCode === 403) this.o.onSessionGone?.(why);
       return;
     }
@@ -109,16 +123,28 @@ export class ClientBridge {
       return;
     }
     this.streams.add(stream);
-    this.o.log('connection.opened', { connection: n, from, connectionId: stream.connectionId }, `connection #${n} from ${from} -> relay (${short(stream.connectionId)})`);
+    this.o.log(
+      'connection.opened',
+      { connection: n, from, connectionId: stream.connectionId },
+      `connection #${n} from ${from} -> relay (${short(stream.connectionId)})`,
+    );
     socket.resume();
     const r = await pipeBothWays(socket, stream);
     this.streams.delete(stream);
     const code = stream.closeCode;
     this.o.log(
       'connection.closed',
-      { connection: n, bytesSent: r.bytesToRelay, bytesReceived: r.bytesFromRelay, endedBy: r.endedBy, closeCode: code, ...(r.error ? { detail: messageOf(r.error) } : {}) },
+      {
+        connection: n,
+        bytesSent: r.bytesToRelay,
+        bytesReceived: r.bytesFromRelay,
+        endedBy: r.endedBy,
+        closeCode: code,
+        ...(r.error ? { detail: messageOf(r.error) } : {}),
+      },
       `connection #${n} closed by ${r.endedBy === 'local' ? 'the client' : r.endedBy === 'relay' ? 'the device side' : `an error (${messageOf(r.error)})`}: sent ${r.bytesToRelay} B, received ${r.bytesFromRelay} B`,
     );
-    if (code === RELAY_CLOSE_ENTITY_DELETED) this.o.onSessionGone?.('the relay closed the connection: the hybrid connection was deleted (the session ended)');
+    if (code === RELAY_CLOSE_ENTITY_DELETED)
+      this.o.onSessionGone?.('the relay closed the connection: the hybrid connection was deleted (the session ended)');
   }
 }

@@ -19,7 +19,9 @@ const localStateSchema = z.object({
 export type LocalState = z.infer<typeof localStateSchema> & { dir: string };
 
 export function localStateDir(env: NodeJS.ProcessEnv = process.env): string {
-  return env.RELAY_BROKER_STATE_DIR ? path.resolve(env.RELAY_BROKER_STATE_DIR) : path.join(PACKAGE_ROOT, '.relay-broker');
+  return env.RELAY_BROKER_STATE_DIR
+    ? path.resolve(env.RELAY_BROKER_STATE_DIR)
+    : path.join(PACKAGE_ROOT, '.relay-broker');
 }
 
 /** The local state, or undefined when local mode is not running (no file). A broken file is an error. */
@@ -37,14 +39,26 @@ export async function readLocalState(env: NodeJS.ProcessEnv = process.env): Prom
   try {
     parsed = JSON.parse(text);
   } catch {
-    throw new CliError({ title: 'The local state is not valid JSON', detail: file, hint: 'Restart `npm start`, or remove the file.' });
+    throw new CliError({
+      title: 'The local state is not valid JSON',
+      detail: file,
+      hint: 'Restart `npm start`, or remove the file.',
+    });
   }
   const r = localStateSchema.safeParse(parsed);
   if (!r.success) {
-    throw new CliError({ title: 'The local state is not valid', detail: `${file}: ${r.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}` });
+    throw new CliError({
+      title: 'The local state is not valid',
+      detail: `${file}: ${r.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`,
+    });
   }
   const resolve = (p: string): string => path.resolve(dir, p);
-  return { ...r.data, issuerDir: resolve(r.data.issuerDir), relayCaFile: r.data.relayCaFile ? resolve(r.data.relayCaFile) : undefined, dir };
+  return {
+    ...r.data,
+    issuerDir: resolve(r.data.issuerDir),
+    relayCaFile: r.data.relayCaFile ? resolve(r.data.relayCaFile) : undefined,
+    dir,
+  };
 }
 
 export interface ApiFlags {
@@ -63,14 +77,21 @@ export interface ApiConfig {
 const normalize = (u: string): string => u.replace(/\/+$/, '');
 
 /** Mints a local dev token from the issuer of the running `npm start`. */
-export async function mintLocalToken(state: LocalState, options: { role: 'admin' | 'operator'; sub?: string; ttlSeconds?: number }): Promise<{ token: string; sub: string; expiresAt: string }> {
+export async function mintLocalToken(
+  state: LocalState,
+  options: { role: 'admin' | 'operator'; sub?: string; ttlSeconds?: number },
+): Promise<{ token: string; sub: string; expiresAt: string }> {
   let issuer: LocalIssuer;
   try {
     // Loaded on demand: only local mode needs the JOSE library.
     const { LocalIssuer: Issuer } = await import('../lib/auth/localIssuer');
     issuer = await Issuer.load(state.issuerDir);
   } catch (err) {
-    throw new CliError({ title: 'Cannot load the local issuer', detail: messageOf(err), hint: 'Is `npm start` running? It writes the issuer next to the local state.' });
+    throw new CliError({
+      title: 'Cannot load the local issuer',
+      detail: messageOf(err),
+      hint: 'Is `npm start` running? It writes the issuer next to the local state.',
+    });
   }
   const sub = options.sub ?? (options.role === 'admin' ? 'local-admin' : 'local-operator');
   const ttlSeconds = options.ttlSeconds ?? 3600;
@@ -79,7 +100,11 @@ export async function mintLocalToken(state: LocalState, options: { role: 'admin'
 }
 
 /** Resolves the API URL and token; in local mode mints an admin token and says so on stderr. */
-export async function resolveApiConfig(flags: ApiFlags, out: Output, env: NodeJS.ProcessEnv = process.env): Promise<ApiConfig> {
+export async function resolveApiConfig(
+  flags: ApiFlags,
+  out: Output,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<ApiConfig> {
   const fromFlagOrEnv = flags.apiUrl ?? env.RELAY_BROKER_URL;
   const token = flags.token ?? env.RELAY_BROKER_TOKEN;
   const local = await readLocalState(env).catch((err: unknown) => {
@@ -90,7 +115,8 @@ export async function resolveApiConfig(flags: ApiFlags, out: Output, env: NodeJS
   if (fromFlagOrEnv) {
     const apiUrl = normalize(fromFlagOrEnv);
     const source = flags.apiUrl ? 'flag' : 'env';
-    if (token || !local || normalize(local.apiUrl) !== apiUrl) return { apiUrl, token, source, local: local && normalize(local.apiUrl) === apiUrl ? local : undefined };
+    if (token || !local || normalize(local.apiUrl) !== apiUrl)
+      return { apiUrl, token, source, local: local && normalize(local.apiUrl) === apiUrl ? local : undefined };
     const minted = await mintLocalToken(local, { role: 'admin', ttlSeconds: 3600 });
     out.note(`using an admin token from the local issuer (${local.issuerDir})`);
     return { apiUrl, token: minted.token, source, local };
@@ -116,7 +142,11 @@ export async function resolveApiConfig(flags: ApiFlags, out: Output, env: NodeJS
  * The CA to trust for the relay: `--relay-ca`, else RELAY_BROKER_RELAY_CA, else the local
  * emulator's when talking to the local broker. Undefined means the system's roots (Azure).
  */
-export async function resolveRelayCa(flag: string | undefined, apiUrl: string, env: NodeJS.ProcessEnv = process.env): Promise<string | undefined> {
+export async function resolveRelayCa(
+  flag: string | undefined,
+  apiUrl: string,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<string | undefined> {
   const file = flag ?? env.RELAY_BROKER_RELAY_CA;
   if (file) return readCa(file);
   const local = await readLocalState(env).catch(() => undefined);
@@ -129,10 +159,18 @@ async function readCa(file: string): Promise<string> {
   try {
     pem = await fs.readFile(file, 'utf8');
   } catch (err) {
-    throw new CliError({ title: 'Cannot read the relay CA', detail: `${file}: ${messageOf(err)}`, hint: 'Pass a PEM file with --relay-ca.' });
+    throw new CliError({
+      title: 'Cannot read the relay CA',
+      detail: `${file}: ${messageOf(err)}`,
+      hint: 'Pass a PEM file with --relay-ca.',
+    });
   }
   if (!pem.includes('-----BEGIN CERTIFICATE-----')) {
-    throw new CliError({ title: 'The relay CA is not a PEM certificate', detail: file, hint: 'Pass the emulator certificate (PEM) with --relay-ca.' });
+    throw new CliError({
+      title: 'The relay CA is not a PEM certificate',
+      detail: file,
+      hint: 'Pass the emulator certificate (PEM) with --relay-ca.',
+    });
   }
   return pem;
 }

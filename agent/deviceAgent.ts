@@ -5,7 +5,11 @@ import net from 'node:net';
 import { AnonymousCredential, QueueClient, RestError, type DequeuedMessageItem } from '@azure/storage-queue';
 import type { Enrollment } from '../lib/devices/deviceRegistry';
 import type { SessionOpenMessage } from '../lib/devices/deviceNotifier';
-import { HybridConnectionListener, type HybridConnectionListenerOptions, type HybridConnectionStream } from '../lib/relay/hybridConnection';
+import {
+  HybridConnectionListener,
+  type HybridConnectionListenerOptions,
+  type HybridConnectionStream,
+} from '../lib/relay/hybridConnection';
 import { messageOf } from './errors';
 import { decideMessage } from './messageDecision';
 import { pipeBothWays } from './pipe';
@@ -13,7 +17,10 @@ import { pipeBothWays } from './pipe';
 export type AgentLog = (event: string, fields: Record<string, unknown>, human: string) => void;
 
 /** Posts the device's answer to the session's readyUrl; resolves with the HTTP status. */
-export type ReadyPoster = (url: string, body: { readyToken: string; status?: 'ready' | 'refused'; detail?: string }) => Promise<number>;
+export type ReadyPoster = (
+  url: string,
+  body: { readyToken: string; status?: 'ready' | 'refused'; detail?: string },
+) => Promise<number>;
 
 export interface DeviceAgentOptions {
   enrollment: Enrollment;
@@ -30,7 +37,12 @@ export interface DeviceAgentOptions {
   /** Injected in tests; default a QueueClient on `queueUrl?queueSas`. */
   queueClient?: QueueClient;
   postReady?: ReadyPoster;
-  listenerOptions?: Partial<Pick<HybridConnectionListenerOptions, 'reconnectInitialDelayMs' | 'reconnectMaxDelayMs' | 'pingIntervalMs' | 'pongTimeoutMs'>>;
+  listenerOptions?: Partial<
+    Pick<
+      HybridConnectionListenerOptions,
+      'reconnectInitialDelayMs' | 'reconnectMaxDelayMs' | 'pingIntervalMs' | 'pongTimeoutMs'
+    >
+  >;
   now?: () => Date;
 }
 
@@ -126,7 +138,11 @@ export class DeviceAgent {
           abortSignal: this.abort.signal,
         });
         if (this.pollFailures > 0) {
-          this.o.log('poll.recovered', { failures: this.pollFailures }, `queue reachable again after ${this.pollFailures} failed poll(s)`);
+          this.o.log(
+            'poll.recovered',
+            { failures: this.pollFailures },
+            `queue reachable again after ${this.pollFailures} failed poll(s)`,
+          );
           this.pollFailures = 0;
         }
         for (const item of res.receivedMessageItems) this.track(this.handleMessage(item));
@@ -139,7 +155,11 @@ export class DeviceAgent {
         // Say it on the first failure and when it changes nature; not on every retry.
         if (this.pollFailures === 1 || this.pollFailures % 10 === 0) {
           const { statusCode, detail } = describeQueueError(err);
-          this.o.log('poll.failed', { statusCode, detail, retryInMs: delayMs, failures: this.pollFailures }, `cannot poll the queue: ${detail}; retrying in ${(delayMs / 1000).toFixed(1)} s`);
+          this.o.log(
+            'poll.failed',
+            { statusCode, detail, retryInMs: delayMs, failures: this.pollFailures },
+            `cannot poll the queue: ${detail}; retrying in ${(delayMs / 1000).toFixed(1)} s`,
+          );
         }
       }
       if (this.status !== 'running') break;
@@ -175,7 +195,11 @@ export class DeviceAgent {
       });
       switch (decision.action) {
         case 'drop':
-          this.o.log('message.dropped', { messageId: item.messageId, detail: decision.detail }, `dropped message ${short(item.messageId)}: ${decision.detail}`);
+          this.o.log(
+            'message.dropped',
+            { messageId: item.messageId, detail: decision.detail },
+            `dropped message ${short(item.messageId)}: ${decision.detail}`,
+          );
           break;
         case 'ignore':
           this.o.log(
@@ -192,7 +216,11 @@ export class DeviceAgent {
         case 'refuse': {
           const m = decision.message;
           this.remember(m.sessionId);
-          this.o.log('session.refused', { sessionId: m.sessionId, port: m.port, detail: decision.detail }, `session ${m.sessionId} refused: ${decision.detail}`);
+          this.o.log(
+            'session.refused',
+            { sessionId: m.sessionId, port: m.port, detail: decision.detail },
+            `session ${m.sessionId} refused: ${decision.detail}`,
+          );
           await this.answer(m, { status: 'refused', detail: decision.detail });
           break;
         }
@@ -209,14 +237,22 @@ export class DeviceAgent {
         }
       }
     } catch (err) {
-      this.o.log('message.failed', { messageId: item.messageId, detail: messageOf(err) }, `handling message ${short(item.messageId)} failed: ${messageOf(err)}`);
+      this.o.log(
+        'message.failed',
+        { messageId: item.messageId, detail: messageOf(err) },
+        `handling message ${short(item.messageId)} failed: ${messageOf(err)}`,
+      );
     }
     // Deleted once handled, whatever the outcome: a message that cannot be handled now never will be.
     try {
       await this.queue.deleteMessage(item.messageId, item.popReceipt);
     } catch (err) {
       const { detail } = describeQueueError(err);
-      this.o.log('message.delete_failed', { messageId: item.messageId, detail }, `could not delete message ${short(item.messageId)}: ${detail}`);
+      this.o.log(
+        'message.delete_failed',
+        { messageId: item.messageId, detail },
+        `could not delete message ${short(item.messageId)}: ${detail}`,
+      );
     }
   }
 
@@ -236,7 +272,11 @@ export class DeviceAgent {
       }
       if (Date.parse(m.notAfter) <= this.now().getTime()) break;
     }
-    this.o.log('ready.failed', { sessionId: m.sessionId, detail: lastDetail }, `session ${m.sessionId}: could not reach the control plane to answer: ${lastDetail}`);
+    this.o.log(
+      'ready.failed',
+      { sessionId: m.sessionId, detail: lastDetail },
+      `session ${m.sessionId}: could not reach the control plane to answer: ${lastDetail}`,
+    );
     return 0;
   }
 }
@@ -245,7 +285,11 @@ function describeQueueError(err: unknown): { statusCode?: number; detail: string
   if (err instanceof RestError) {
     const statusCode = err.statusCode;
     if (statusCode === 403) {
-      return { statusCode, detail: 'the queue refused the enrollment (403): it was rotated, revoked or has expired; get a new one with `relay-broker devices rotate`' };
+      return {
+        statusCode,
+        detail:
+          'the queue refused the enrollment (403): it was rotated, revoked or has expired; get a new one with `relay-broker devices rotate`',
+      };
     }
     if (statusCode === 404) return { statusCode, detail: 'the queue does not exist (404): the device was removed' };
     return { statusCode, detail: `${statusCode ?? ''} ${err.code ?? ''} ${firstLine(err.message)}`.trim() };
@@ -287,9 +331,16 @@ class AgentSession {
   /** Opens the listener and answers the control plane: ready once online, refused if it cannot be. */
   async start(): Promise<void> {
     const { relay, port } = this.m;
-    this.log('session.opening', { port, namespace: relay.namespace, hybridConnection: relay.hybridConnection }, `opening a listener on ${relay.namespace}/${relay.hybridConnection} for port ${port}`);
+    this.log(
+      'session.opening',
+      { port, namespace: relay.namespace, hybridConnection: relay.hybridConnection },
+      `opening a listener on ${relay.namespace}/${relay.hybridConnection} for port ${port}`,
+    );
     const expiresInMs = Date.parse(relay.expiresAt) - Date.now();
-    this.lifetimeTimer = setTimeout(() => void this.close('its lifetime is over'), Math.max(0, Math.min(expiresInMs, MAX_TIMER_MS)));
+    this.lifetimeTimer = setTimeout(
+      () => void this.close('its lifetime is over'),
+      Math.max(0, Math.min(expiresInMs, MAX_TIMER_MS)),
+    );
     const listener = new HybridConnectionListener({
       endpoint: relay.endpoint,
       hybridConnection: relay.hybridConnection,
@@ -298,15 +349,23 @@ class AgentSession {
       ...this.o.listenerOptions,
     });
     this.listener = listener;
-    listener.on('error', (err) => this.log('listener.error', { detail: messageOf(err) }, `listener problem: ${messageOf(err)}`));
+    listener.on('error', (err) =>
+      this.log('listener.error', { detail: messageOf(err) }, `listener problem: ${messageOf(err)}`),
+    );
     listener.on('online', () => {
       if (!this.everOnline) this.log('listener.online', {}, 'listener online');
       else this.log('listener.online', { again: true }, 'listener online again');
       this.everOnline = true;
     });
     listener.on('offline', (e) => {
-      const why = e.statusCode ? `handshake refused with ${e.statusCode}` : `${e.reason}${e.code ? ` (${e.code})` : ''}`;
-      this.log('listener.offline', { code: e.code, statusCode: e.statusCode, reason: e.reason, retryInMs: e.retryInMs }, `listener offline: ${why}; re-listening in ${(e.retryInMs / 1000).toFixed(1)} s`);
+      const why = e.statusCode
+        ? `handshake refused with ${e.statusCode}`
+        : `${e.reason}${e.code ? ` (${e.code})` : ''}`;
+      this.log(
+        'listener.offline',
+        { code: e.code, statusCode: e.statusCode, reason: e.reason, retryInMs: e.retryInMs },
+        `listener offline: ${why}; re-listening in ${(e.retryInMs / 1000).toFixed(1)} s`,
+      );
     });
     listener.on('ended', (e) => {
       const why =
@@ -355,7 +414,11 @@ class AgentSession {
     if (status === 204) {
       this.log('session.ready', { port: this.m.port }, `ready posted; serving 127.0.0.1:${this.m.port}`);
     } else if (status !== 0) {
-      await this.close(status === 409 ? 'the control plane no longer waits for it (409)' : `the control plane refused the ready call (${status})`);
+      await this.close(
+        status === 409
+          ? 'the control plane no longer waits for it (409)'
+          : `the control plane refused the ready call (${status})`,
+      );
     } else {
       await this.close('could not post ready');
     }
@@ -374,7 +437,11 @@ class AgentSession {
     const socket = net.connect({ host, port: this.m.port, allowHalfOpen: true });
     socket.setNoDelay(true);
     this.sockets.add(socket);
-    this.log('connection.accepted', { connectionId: stream.connectionId }, `connection ${cid} accepted -> ${host}:${this.m.port}`);
+    this.log(
+      'connection.accepted',
+      { connectionId: stream.connectionId },
+      `connection ${cid} accepted -> ${host}:${this.m.port}`,
+    );
     let connected = false;
     socket.once('connect', () => {
       connected = true;
@@ -383,12 +450,22 @@ class AgentSession {
       this.sockets.delete(socket);
       this.streams.delete(stream);
       if (!connected && r.error) {
-        this.log('connection.failed', { connectionId: stream.connectionId, detail: messageOf(r.error) }, `connection ${cid}: cannot reach ${host}:${this.m.port}: ${(r.error as { code?: string }).code ?? messageOf(r.error)}`);
+        this.log(
+          'connection.failed',
+          { connectionId: stream.connectionId, detail: messageOf(r.error) },
+          `connection ${cid}: cannot reach ${host}:${this.m.port}: ${(r.error as { code?: string }).code ?? messageOf(r.error)}`,
+        );
         return;
       }
       this.log(
         'connection.closed',
-        { connectionId: stream.connectionId, bytesToTarget: r.bytesFromRelay, bytesFromTarget: r.bytesToRelay, endedBy: r.endedBy, ...(r.error ? { detail: messageOf(r.error) } : {}) },
+        {
+          connectionId: stream.connectionId,
+          bytesToTarget: r.bytesFromRelay,
+          bytesFromTarget: r.bytesToRelay,
+          endedBy: r.endedBy,
+          ...(r.error ? { detail: messageOf(r.error) } : {}),
+        },
         `connection ${cid} closed by ${r.endedBy === 'local' ? 'the target' : r.endedBy === 'relay' ? 'the client' : `an error (${messageOf(r.error)})`}: ${r.bytesFromRelay} B to the target, ${r.bytesToRelay} B back`,
       );
     });

@@ -9,7 +9,12 @@ export type MessageDecision =
   /** Tell the control plane at once (readyUrl, status refused) so the session fails with a reason. */
   | { action: 'refuse'; message: SessionOpenMessage; detail: string }
   | { action: 'close'; message: SessionCloseMessage }
-  | { action: 'ignore'; reason: 'expired' | 'duplicate' | 'other_device' | 'lifetime_over' | 'unknown_session'; sessionId: string; detail: string }
+  | {
+      action: 'ignore';
+      reason: 'expired' | 'duplicate' | 'other_device' | 'lifetime_over' | 'unknown_session';
+      sessionId: string;
+      detail: string;
+    }
   /** Not a message we understand: delete it and log, never crash. */
   | { action: 'drop'; reason: 'malformed'; detail: string };
 
@@ -31,29 +36,57 @@ export function decideMessage(text: string, ctx: DecisionContext): MessageDecisi
     // The zod message names fields, never values; a JSON error names a position.
     const detail =
       err instanceof z.ZodError
-        ? `not a device message: ${err.issues.slice(0, 3).map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ')}`
+        ? `not a device message: ${err.issues
+            .slice(0, 3)
+            .map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`)
+            .join('; ')}`
         : `not base64 JSON: ${messageOf(err)}`;
     return { action: 'drop', reason: 'malformed', detail: firstLine(detail) };
   }
   if (message.deviceId !== ctx.deviceId) {
-    return { action: 'ignore', reason: 'other_device', sessionId: message.sessionId, detail: `addressed to device ${message.deviceId}, this is ${ctx.deviceId}` };
+    return {
+      action: 'ignore',
+      reason: 'other_device',
+      sessionId: message.sessionId,
+      detail: `addressed to device ${message.deviceId}, this is ${ctx.deviceId}`,
+    };
   }
   if (message.type === 'session.close') {
     if (!ctx.running.has(message.sessionId)) {
-      return { action: 'ignore', reason: 'unknown_session', sessionId: message.sessionId, detail: 'close for a session not running here' };
+      return {
+        action: 'ignore',
+        reason: 'unknown_session',
+        sessionId: message.sessionId,
+        detail: 'close for a session not running here',
+      };
     }
     return { action: 'close', message };
   }
   if (ctx.running.has(message.sessionId) || ctx.handled.has(message.sessionId)) {
-    return { action: 'ignore', reason: 'duplicate', sessionId: message.sessionId, detail: 'session already handled by this agent' };
+    return {
+      action: 'ignore',
+      reason: 'duplicate',
+      sessionId: message.sessionId,
+      detail: 'session already handled by this agent',
+    };
   }
   const notAfter = Date.parse(message.notAfter);
   if (!Number.isFinite(notAfter) || notAfter <= ctx.now.getTime()) {
-    return { action: 'ignore', reason: 'expired', sessionId: message.sessionId, detail: `past its notAfter (${message.notAfter})` };
+    return {
+      action: 'ignore',
+      reason: 'expired',
+      sessionId: message.sessionId,
+      detail: `past its notAfter (${message.notAfter})`,
+    };
   }
   const expiresAt = Date.parse(message.relay.expiresAt);
   if (!Number.isFinite(expiresAt) || expiresAt <= ctx.now.getTime()) {
-    return { action: 'ignore', reason: 'lifetime_over', sessionId: message.sessionId, detail: `the session's lifetime is over (${message.relay.expiresAt})` };
+    return {
+      action: 'ignore',
+      reason: 'lifetime_over',
+      sessionId: message.sessionId,
+      detail: `the session's lifetime is over (${message.relay.expiresAt})`,
+    };
   }
   if (!ctx.allowPorts.has(message.port)) {
     return {

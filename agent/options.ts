@@ -21,7 +21,10 @@ export function parseAllowList(value: string): Set<number> {
 /** `host:port`, `:port` or `port` (host defaults to 127.0.0.1; port 0 picks a free one). */
 export function parseListen(value: string): { host: string; port: number } {
   const m = /^(?:(\[[0-9a-fA-F:]+\]|[^:]*):)?(\d{1,5})$/.exec(value.trim());
-  if (!m) throw new InvalidArgumentError(`"${value}" is not host:port (e.g. 127.0.0.1:13389, or 127.0.0.1:0 for a free port).`);
+  if (!m)
+    throw new InvalidArgumentError(
+      `"${value}" is not host:port (e.g. 127.0.0.1:13389, or 127.0.0.1:0 for a free port).`,
+    );
   const port = Number(m[2]);
   if (port > 65535) throw new InvalidArgumentError(`${port} is not a port.`);
   const host = (m[1] ?? '').replace(/^\[|\]$/g, '') || '127.0.0.1';
@@ -42,14 +45,17 @@ export function collectTag(value: string, previous: Record<string, string> = {})
   const eq = value.indexOf('=');
   if (eq <= 0) throw new InvalidArgumentError(`"${value}" is not name=value.`);
   const name = value.slice(0, eq);
-  if (!/^[A-Za-z0-9_.-]{1,64}$/.test(name)) throw new InvalidArgumentError(`tag name "${name}": 1-64 letters, digits, _ . -`);
+  if (!/^[A-Za-z0-9_.-]{1,64}$/.test(name))
+    throw new InvalidArgumentError(`tag name "${name}": 1-64 letters, digits, _ . -`);
   return { ...previous, [name]: value.slice(eq + 1) };
 }
 
 const DEVICE_ID = /^(?=.{3,59}$)[a-z0-9]+(?:-[a-z0-9]+)*$/;
 export function parseDeviceId(value: string): string {
   if (!DEVICE_ID.test(value)) {
-    throw new InvalidArgumentError(`"${value}" is not a device id: 3-59 lowercase letters, digits and single hyphens, starting and ending with a letter or digit.`);
+    throw new InvalidArgumentError(
+      `"${value}" is not a device id: 3-59 lowercase letters, digits and single hyphens, starting and ending with a letter or digit.`,
+    );
   }
   return value;
 }

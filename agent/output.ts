@@ -90,7 +90,10 @@ export class Output {
       const second = Math.floor(elapsed() / 1000);
       if (second === lastWholeSecond) return;
       lastWholeSecond = second;
-      if (this.json) this.streams.stdout.write(`${JSON.stringify({ time: new Date().toISOString(), event: 'progress', label, elapsedMs: elapsed(), ...fields })}\n`);
+      if (this.json)
+        this.streams.stdout.write(
+          `${JSON.stringify({ time: new Date().toISOString(), event: 'progress', label, elapsedMs: elapsed(), ...fields })}\n`,
+        );
       else this.streams.stderr.write(`${text()}\n`);
     };
     tick();
@@ -114,6 +117,10 @@ export class Output {
 /** Fixed-width columns for list output. */
 export function table(headers: string[], rows: string[][]): string[] {
   const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const fmt = (cells: string[]): string => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]))).join('  ').trimEnd();
+  const fmt = (cells: string[]): string =>
+    cells
+      .map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i])))
+      .join('  ')
+      .trimEnd();
   return [fmt(headers), ...rows.map(fmt)];
 }

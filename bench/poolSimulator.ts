@@ -125,7 +125,14 @@ export function simulatePool(options: SimOptions): SimResult {
 
   if (options.mode.kind === 'static') {
     for (let i = 0; i < options.mode.size; i++) {
-      const ns: SimNamespace = { name: `static-${i}`, subscriptionId: options.mode.subscriptionId ?? 'static', state: 'available', createdAt: start, stateChangedAt: start, readyAt: start };
+      const ns: SimNamespace = {
+        name: `static-${i}`,
+        subscriptionId: options.mode.subscriptionId ?? 'static',
+        state: 'available',
+        createdAt: start,
+        stateChangedAt: start,
+        readyAt: start,
+      };
       addRow(ns);
       available.push(ns.name);
     }
@@ -159,7 +166,13 @@ export function simulatePool(options: SimOptions): SimResult {
       const windowStart = t - options.leaseWindowMinutes * 60;
       while (leaseTimesHead < leaseTimes.length && leaseTimes[leaseTimesHead] < windowStart) leaseTimesHead++;
       const snapshot: PoolSnapshot = {
-        namespaces: [...namespaces.values()].map((n) => ({ name: n.name, subscriptionId: n.subscriptionId, state: n.state, createdAt: at(n.createdAt), stateChangedAt: at(n.stateChangedAt) })),
+        namespaces: [...namespaces.values()].map((n) => ({
+          name: n.name,
+          subscriptionId: n.subscriptionId,
+          state: n.state,
+          createdAt: at(n.createdAt),
+          stateChangedAt: at(n.stateChangedAt),
+        })),
         recentlyDeleted: tombstones,
         recentLeases: { count: leaseTimes.length - leaseTimesHead, windowMinutes: options.leaseWindowMinutes },
         ...(aboveTargetSince ? { aboveTargetSince } : {}),
@@ -168,7 +181,14 @@ export function simulatePool(options: SimOptions): SimResult {
       aboveTargetSince = plan.aboveTargetSince;
       for (const c of plan.create) {
         for (const name of c.names) {
-          addRow({ name, subscriptionId: c.subscriptionId, state: 'creating', createdAt: t, stateChangedAt: t, readyAt: t + options.createSeconds });
+          addRow({
+            name,
+            subscriptionId: c.subscriptionId,
+            state: 'creating',
+            createdAt: t,
+            stateChangedAt: t,
+            readyAt: t + options.createSeconds,
+          });
           result.created++;
         }
       }
@@ -242,7 +262,12 @@ export const MEAN_SESSION_SECONDS = (0.3 * 6 + 0.5 * 35 + 0.2 * 120) * 60;
  * Arrivals that make the concurrency follow `concurrency(t)`: a Poisson process of rate
  * c(t) / mean duration + max(0, c'(t)) per second (Little's law plus the growth of a ramp).
  */
-export function generateSessions(concurrency: (t: number) => number, from: number, to: number, seed: number): SimSession[] {
+export function generateSessions(
+  concurrency: (t: number) => number,
+  from: number,
+  to: number,
+  seed: number,
+): SimSession[] {
   const random = seededRandom(seed);
   const out: SimSession[] = [];
   for (let t = from; t < to; t++) {
@@ -273,5 +298,10 @@ export function hourProfileOf(concurrency: (t: number) => number): number[] {
 
 /** `count` subscriptions of `quota` namespaces each. */
 export function simSubscriptions(count: number, quota: number): PoolSubscription[] {
-  return Array.from({ length: count }, (_, i) => ({ subscriptionId: `sub-${i + 1}`, resourceGroup: 'rg-pool', location: 'westeurope', quota }));
+  return Array.from({ length: count }, (_, i) => ({
+    subscriptionId: `sub-${i + 1}`,
+    resourceGroup: 'rg-pool',
+    location: 'westeurope',
+    quota,
+  }));
 }

@@ -28,7 +28,9 @@ async function main(): Promise<void> {
     process.exit(2);
   }
   const selected = wanted.length ? all.filter((b) => wanted.includes(b.name)) : all;
-  const previous = fs.existsSync(RESULTS) ? (JSON.parse(fs.readFileSync(RESULTS, 'utf8')) as Record<string, unknown>) : {};
+  const previous = fs.existsSync(RESULTS)
+    ? (JSON.parse(fs.readFileSync(RESULTS, 'utf8')) as Record<string, unknown>)
+    : {};
   const results: Record<string, unknown> = { ...previous };
   const figures: Figure[] = [];
   for (const b of selected) {
@@ -38,15 +40,30 @@ async function main(): Promise<void> {
     console.log(`   (${((Date.now() - started) / 1000).toFixed(1)} s)`);
     for (const f of out) {
       figures.push(f);
-      results[f.name] = { value: f.value, unit: f.unit, goal: f.goal, command: f.command, note: f.note, measuredAt: new Date().toISOString() };
+      results[f.name] = {
+        value: f.value,
+        unit: f.unit,
+        goal: f.goal,
+        command: f.command,
+        note: f.note,
+        measuredAt: new Date().toISOString(),
+      };
     }
   }
-  results._machine = { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, memGiB: Math.round(os.totalmem() / 2 ** 30), node: process.version };
+  results._machine = {
+    cpus: os.cpus().length,
+    cpuModel: os.cpus()[0]?.model,
+    memGiB: Math.round(os.totalmem() / 2 ** 30),
+    node: process.version,
+  };
   fs.writeFileSync(RESULTS, JSON.stringify(results, null, 2) + '\n');
   const rows = figures.map((f) => [f.name, fmt(f.value), f.unit, f.goal ?? '', f.command]);
   const widths = [0, 1, 2, 3].map((i) => Math.max(...rows.map((r) => r[i].length), 6));
-  console.log('\nfigure'.padEnd(widths[0] + 1) + ' ' + 'value'.padStart(widths[1]) + ' unit'.padEnd(widths[2] + 1) + '  goal');
-  for (const r of rows) console.log(`${r[0].padEnd(widths[0])} ${r[1].padStart(widths[1])} ${r[2].padEnd(widths[2])}  ${r[3]}`);
+  console.log(
+    '\nfigure'.padEnd(widths[0] + 1) + ' ' + 'value'.padStart(widths[1]) + ' unit'.padEnd(widths[2] + 1) + '  goal',
+  );
+  for (const r of rows)
+    console.log(`${r[0].padEnd(widths[0])} ${r[1].padStart(widths[1])} ${r[2].padEnd(widths[2])}  ${r[3]}`);
   console.log(`\nwritten to ${path.relative(process.cwd(), RESULTS)}`);
 }
 

@@ -55,7 +55,9 @@ route('devicesDelete', {
     for (const s of open) {
       await durable()
         .raiseEvent(s.sessionId, SESSION_EVENTS.endSession, { reason: 'device_deleted' })
-        .catch((err: unknown) => ctx.warn(`could not end session ${s.sessionId} of deleted device ${deviceId}: ${String(err)}`));
+        .catch((err: unknown) =>
+          ctx.warn(`could not end session ${s.sessionId} of deleted device ${deviceId}: ${String(err)}`),
+        );
     }
     await services.devices.delete(deviceId);
     ctx.info(`device ${deviceId} deleted; ${open.length} open session(s) ended`);

@@ -20,7 +20,8 @@ route('grantsDelete', {
   access: ['admin'],
   handler: async ({ req, services }) => {
     const existed = await services.grants.delete(req.params.principalId, req.params.deviceId);
-    if (!existed) throw new NotFoundError(`No grant of ${req.params.deviceId} to ${req.params.principalId}.`, 'grant_not_found');
+    if (!existed)
+      throw new NotFoundError(`No grant of ${req.params.deviceId} to ${req.params.principalId}.`, 'grant_not_found');
     return { status: 204 };
   },
 });
@@ -30,7 +31,11 @@ route('grantsList', {
   route: 'grants',
   access: ['admin'],
   handler: async ({ req, services }) => {
-    const q = parseWith(z.object({ principalId: z.string().optional() }).strict(), Object.fromEntries(req.query.entries()), 'The query');
+    const q = parseWith(
+      z.object({ principalId: z.string().optional() }).strict(),
+      Object.fromEntries(req.query.entries()),
+      'The query',
+    );
     return json(200, { grants: await services.grants.list(q) });
   },
 });

@@ -26,7 +26,9 @@ route('poolStatus', {
       maintenance: {
         instanceId,
         runtimeStatus: runtimeStatus ?? null,
-        running: runtimeStatus === df.OrchestrationRuntimeStatus.Running || runtimeStatus === df.OrchestrationRuntimeStatus.Pending,
+        running:
+          runtimeStatus === df.OrchestrationRuntimeStatus.Running ||
+          runtimeStatus === df.OrchestrationRuntimeStatus.Pending,
       },
     });
   },

@@ -59,7 +59,8 @@ const poolMaintenanceOrchestrator: OrchestrationHandler = function* (context: Or
     log(`${step} failed: ${firstLine(err)}`);
   };
   const itemErrors = (step: string, outcomes: readonly { name: string; result: string; error?: string }[]) => {
-    for (const o of outcomes) if (o.error && o.result !== 'skipped') errors.push(`${step} ${o.name}: ${o.error.slice(0, 300)}`);
+    for (const o of outcomes)
+      if (o.error && o.result !== 'skipped') errors.push(`${step} ${o.name}: ${o.error.slice(0, 300)}`);
   };
 
   let plan: MaintenancePlan | undefined;
@@ -75,7 +76,9 @@ const poolMaintenanceOrchestrator: OrchestrationHandler = function* (context: Or
   if (plan) {
     if (plan.provision.length > 0) {
       try {
-        const tasks = plan.provision.map((item) => provisionNamespaceActivity({ runId, item }).withRetry(activityRetry));
+        const tasks = plan.provision.map((item) =>
+          provisionNamespaceActivity({ runId, item }).withRetry(activityRetry),
+        );
         const outcomes = (yield context.df.Task.all(tasks)) as ProvisionOutcome[];
         steps.provision = countResults(outcomes);
         for (const o of outcomes) if (o.result === 'quota') quotaExceeded.add(o.subscriptionId);
@@ -112,7 +115,9 @@ const poolMaintenanceOrchestrator: OrchestrationHandler = function* (context: Or
   }
 
   try {
-    const reconciled = (yield reconcilePoolActivity({ now: context.df.currentUtcDateTime.toISOString() }).withRetry(activityRetry)) as ReconcileOutcome;
+    const reconciled = (yield reconcilePoolActivity({ now: context.df.currentUtcDateTime.toISOString() }).withRetry(
+      activityRetry,
+    )) as ReconcileOutcome;
     steps.reconcile = { ...reconciled.counts };
     errors.push(...reconciled.errors.map((e) => `reconcile ${e}`));
     log(`reconcile: ${describeCounts(reconciled.counts)}`);

@@ -19,7 +19,9 @@ export const openSessionActivity = df.app.activity('openSession', {
 export const markSessionReadyActivity = df.app.activity('markSessionReady', {
   handler: async (input: unknown) => {
     const s = getServices();
-    await s.sessionService.markReady(sessionRef.extend({ readyAt: z.string(), namespace: z.string(), generation: z.number().int() }).parse(input));
+    await s.sessionService.markReady(
+      sessionRef.extend({ readyAt: z.string(), namespace: z.string(), generation: z.number().int() }).parse(input),
+    );
     return null;
   },
 });
@@ -33,7 +35,9 @@ export const closeOnDeviceActivity = df.app.activity('closeOnDevice', {
 
 export const recycleSessionNamespaceActivity = df.app.activity('recycleSessionNamespace', {
   handler: async (input: unknown, ctx) => {
-    const parsed = z.object({ sessionId: z.string(), namespace: z.string().optional(), generation: z.number().int().optional() }).parse(input);
+    const parsed = z
+      .object({ sessionId: z.string(), namespace: z.string().optional(), generation: z.number().int().optional() })
+      .parse(input);
     const outcome = await getServices().sessionService.recycle(parsed);
     ctx.info(`recycle of the namespace of session ${parsed.sessionId}: ${outcome}`);
     return outcome;
@@ -43,7 +47,14 @@ export const recycleSessionNamespaceActivity = df.app.activity('recycleSessionNa
 export const recordSessionEndActivity = df.app.activity('recordSessionEnd', {
   handler: async (input: unknown) => {
     await getServices().sessionService.recordEnd(
-      sessionRef.extend({ reason: endReasonSchema, endedAt: z.string(), namespace: z.string().optional(), generation: z.number().int().optional() }).parse(input),
+      sessionRef
+        .extend({
+          reason: endReasonSchema,
+          endedAt: z.string(),
+          namespace: z.string().optional(),
+          generation: z.number().int().optional(),
+        })
+        .parse(input),
     );
     return null;
   },

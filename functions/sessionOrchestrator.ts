@@ -56,7 +56,12 @@ export const sessionOrchestrator: OrchestrationHandler = function* (context: Orc
     log('no namespace available');
     status({ status: 'failed', reason: 'pool_exhausted', retryAfterSeconds: opened.retryAfterSeconds });
     try {
-      yield recordSessionEndActivity({ deviceId: input.deviceId, sessionId: input.sessionId, reason: 'pool_exhausted', endedAt: context.df.currentUtcDateTime.toISOString() }).withRetry(recordRetry);
+      yield recordSessionEndActivity({
+        deviceId: input.deviceId,
+        sessionId: input.sessionId,
+        reason: 'pool_exhausted',
+        endedAt: context.df.currentUtcDateTime.toISOString(),
+      }).withRetry(recordRetry);
     } catch (err) {
       log(`could not record the end: ${firstLine(err)}`);
     }
@@ -97,7 +102,13 @@ export const sessionOrchestrator: OrchestrationHandler = function* (context: Orc
       });
       log('ready');
       try {
-        yield markSessionReadyActivity({ deviceId: input.deviceId, sessionId: input.sessionId, readyAt, namespace: opened.namespace, generation: opened.generation }).withRetry(recordRetry);
+        yield markSessionReadyActivity({
+          deviceId: input.deviceId,
+          sessionId: input.sessionId,
+          readyAt,
+          namespace: opened.namespace,
+          generation: opened.generation,
+        }).withRetry(recordRetry);
       } catch (err) {
         // The session works; its audit record catches up when the end is recorded.
         log(`could not record ready: ${firstLine(err)}`);

@@ -5,8 +5,20 @@ import { z } from 'zod';
 import { authorizeSessionOpen } from '../lib/auth/grantStore';
 import { ConflictError, ForbiddenError, NotFoundError, ValidationError } from '../lib/errors';
 import { tokenMatchesHash, sha256Base64url } from '../lib/sealing';
-import { openSessionRequestSchema, SESSION_EVENTS, sessionStatusSchema, type SessionInput } from '../lib/sessions/session';
-import { assertCanSee, buildView, credentialsFrom, openFailure, publicStatus, readCustomStatus } from '../lib/sessions/sessionView';
+import {
+  openSessionRequestSchema,
+  SESSION_EVENTS,
+  sessionStatusSchema,
+  type SessionInput,
+} from '../lib/sessions/session';
+import {
+  assertCanSee,
+  buildView,
+  credentialsFrom,
+  openFailure,
+  publicStatus,
+  readCustomStatus,
+} from '../lib/sessions/sessionView';
 import { deviceIdSchema, parseJsonBody, parseWith, sessionIdSchema } from '../lib/validation';
 import { SESSION_ORCHESTRATOR } from './sessionOrchestrator';
 import { raiseEventIfRunning, statusOrUndefined } from './shared/durable';
@@ -69,7 +81,11 @@ route('sessionsOpen', {
       if (cs.status === 'ready') {
         return json(
           201,
-          { sessionId: sessionInput.sessionId, status: 'ready', relay: credentialsFrom(cs, sessionInput.sessionId, services.sealer) },
+          {
+            sessionId: sessionInput.sessionId,
+            status: 'ready',
+            relay: credentialsFrom(cs, sessionInput.sessionId, services.sealer),
+          },
           { location },
         );
       }
@@ -77,7 +93,9 @@ route('sessionsOpen', {
       if (pub.status === 'failed' || pub.status === 'ended') {
         throw openFailure(pub.reason ?? 'error', cs.status === 'failed' ? cs.retryAfterSeconds : undefined);
       }
-      await sleep(Math.min(POLL_DELAYS_MS[Math.min(poll, POLL_DELAYS_MS.length - 1)], Math.max(0, deadline - Date.now())));
+      await sleep(
+        Math.min(POLL_DELAYS_MS[Math.min(poll, POLL_DELAYS_MS.length - 1)], Math.max(0, deadline - Date.now())),
+      );
     }
     return json(202, { sessionId: sessionInput.sessionId, status: 'pending' }, { location, 'retry-after': '1' });
   },
@@ -100,7 +118,13 @@ route('sessionsList', {
   access: ['admin'],
   handler: async ({ req, services, principal }) => {
     const q = parseWith(
-      z.object({ deviceId: deviceIdSchema.optional(), status: sessionStatusSchema.optional(), limit: z.coerce.number().int().min(1).max(1000).optional() }).strict(),
+      z
+        .object({
+          deviceId: deviceIdSchema.optional(),
+          status: sessionStatusSchema.optional(),
+          limit: z.coerce.number().int().min(1).max(1000).optional(),
+        })
+        .strict(),
       Object.fromEntries(req.query.entries()),
       'The query',
     );
@@ -119,14 +143,23 @@ route('sessionsEnd', {
     const { record, runtimeStatus } = await loadSession(api);
     // The instance may finish between the read and the event (lifetime, ready timeout): then it has ended anyway.
     if (record.status !== 'ended' && record.status !== 'failed' && isRunning(runtimeStatus)) {
-      if (await raiseEventIfRunning(api.durable(), record.sessionId, SESSION_EVENTS.endSession, { reason: 'requested', by: api.principal!.id })) {
+      if (
+        await raiseEventIfRunning(api.durable(), record.sessionId, SESSION_EVENTS.endSession, {
+          reason: 'requested',
+          by: api.principal!.id,
+        })
+      ) {
         api.ctx.info(`session ${record.sessionId} end requested by ${api.principal!.id}`);
       }
     }
     const ended = record.status === 'ended' || record.status === 'failed';
-    return json(202, { sessionId: record.sessionId, status: ended ? record.status : 'ending' }, {
-      location: `${api.services.config.publicApiUrl}/sessions/${record.sessionId}`,
-    });
+    return json(
+      202,
+      { sessionId: record.sessionId, status: ended ? record.status : 'ending' },
+      {
+        location: `${api.services.config.publicApiUrl}/sessions/${record.sessionId}`,
+      },
+    );
   },
 });
 
@@ -155,9 +188,18 @@ route('sessionsReady', {
     const st = await statusOrUndefined(client, sessionId);
     if (!st) throw new NotFoundError(`Session ${sessionId} does not exist.`, 'session_not_found');
     const cs = readCustomStatus(st.customStatus);
-    const notPending = () => new ConflictError(`Session ${sessionId} is not waiting for its device (it is ${publicStatus(cs).status}).`, 'session_not_pending');
+    const notPending = () =>
+      new ConflictError(
+        `Session ${sessionId} is not waiting for its device (it is ${publicStatus(cs).status}).`,
+        'session_not_pending',
+      );
     if (!isRunning(st.runtimeStatus) || cs.status !== 'pending') throw notPending();
-    if (!(await raiseEventIfRunning(client, sessionId, SESSION_EVENTS.deviceReady, { status: input.status, ...(input.detail ? { detail: input.detail } : {}) }))) {
+    if (
+      !(await raiseEventIfRunning(client, sessionId, SESSION_EVENTS.deviceReady, {
+        status: input.status,
+        ...(input.detail ? { detail: input.detail } : {}),
+      }))
+    ) {
       throw notPending();
     }
     ctx.info(`session ${sessionId}: device reported ${input.status}${input.detail ? ` (${input.detail})` : ''}`);
@@ -174,9 +216,14 @@ async function loadSession(api: ApiContext) {
   assertCanSee(api.principal!, parsedInput.data.openerId, sessionId);
   const record = await api.services.sessionStore.get(parsedInput.data.deviceId, sessionId);
   if (!record) throw notFound();
-  let customStatus = st.customStatus === undefined || st.customStatus === null ? undefined : readCustomStatus(st.customStatus);
+  let customStatus =
+    st.customStatus === undefined || st.customStatus === null ? undefined : readCustomStatus(st.customStatus);
   // A failed or terminated orchestration's last status may still say ready: it is not.
-  if ((st.runtimeStatus === 'Failed' || st.runtimeStatus === 'Terminated') && customStatus?.status !== 'ended' && customStatus?.status !== 'failed') {
+  if (
+    (st.runtimeStatus === 'Failed' || st.runtimeStatus === 'Terminated') &&
+    customStatus?.status !== 'ended' &&
+    customStatus?.status !== 'failed'
+  ) {
     customStatus = { status: 'failed', reason: 'error' };
   }
   return { record, customStatus, runtimeStatus: st.runtimeStatus };

@@ -32,14 +32,17 @@ const boolSetting = (dflt: boolean) =>
     .transform((v) => (v === undefined ? dflt : v === 'true' || v === '1'));
 
 const jsonSetting = <T extends z.ZodTypeAny>(schema: T) =>
-  z.string().transform((s, ctx) => {
-    try {
-      return JSON.parse(s) as unknown;
-    } catch {
-      ctx.addIssue({ code: 'custom', message: 'must be valid JSON' });
-      return z.NEVER;
-    }
-  }).pipe(schema);
+  z
+    .string()
+    .transform((s, ctx) => {
+      try {
+        return JSON.parse(s) as unknown;
+      } catch {
+        ctx.addIssue({ code: 'custom', message: 'must be valid JSON' });
+        return z.NEVER;
+      }
+    })
+    .pipe(schema);
 
 export const subscriptionSchema = z
   .object({
@@ -60,38 +63,110 @@ const hourProfileSchema = z
  * settings (checked by test/unit/infra/settings.test.ts); `local` ones exist only for the offline runtime.
  */
 export const SETTINGS = {
-  RELAY_BROKER_MODE: { azure: 'required', doc: '`azure` in Azure; `local` for the offline runtime (local issuer, emulators).' },
-  AzureWebJobsStorage: { azure: 'optional', doc: 'Storage connection string (local: Azurite). In Azure use AzureWebJobsStorage__accountName with the managed identity.' },
-  AzureWebJobsStorage__accountName: { azure: 'required', doc: 'Storage account for tables and device queues, reached with the managed identity.' },
-  STORAGE_TABLE_ENDPOINT: { azure: 'optional', doc: 'Table endpoint override (default https://<account>.table.core.windows.net).' },
-  STORAGE_QUEUE_ENDPOINT: { azure: 'optional', doc: 'Queue endpoint override (default https://<account>.queue.core.windows.net).' },
-  STORAGE_ACCOUNT_KEY: { azure: 'required', doc: 'Key that signs the per-device queue SAS (Queue storage has no user-delegation SAS). A Key Vault reference in Azure.' },
-  SEALING_KEY: { azure: 'required', doc: 'Base64 of at least 32 random bytes: seals relay keys and send tokens at rest and derives readyTokens. A Key Vault reference in Azure.' },
-  PUBLIC_API_URL: { azure: 'required', doc: 'Public base URL of the API, e.g. https://<app>.azurewebsites.net/api; used in enrollment documents and readyUrl.' },
-  POOL_NAME: { azure: 'required', doc: 'Name of the namespace pool (partition key of the namespaces table; tag value on namespaces).' },
-  POOL_SUBSCRIPTIONS: { azure: 'required', doc: 'JSON array of {subscriptionId, resourceGroup, location, quota} the pool may create namespaces in.' },
-  POOL_NAMESPACE_PREFIX: { azure: 'required', doc: 'Prefix of generated namespace names (globally unique DNS labels).' },
+  RELAY_BROKER_MODE: {
+    azure: 'required',
+    doc: '`azure` in Azure; `local` for the offline runtime (local issuer, emulators).',
+  },
+  AzureWebJobsStorage: {
+    azure: 'optional',
+    doc: 'Storage connection string (local: Azurite). In Azure use AzureWebJobsStorage__accountName with the managed identity.',
+  },
+  AzureWebJobsStorage__accountName: {
+    azure: 'required',
+    doc: 'Storage account for tables and device queues, reached with the managed identity.',
+  },
+  STORAGE_TABLE_ENDPOINT: {
+    azure: 'optional',
+    doc: 'Table endpoint override (default https://<account>.table.core.windows.net).',
+  },
+  STORAGE_QUEUE_ENDPOINT: {
+    azure: 'optional',
+    doc: 'Queue endpoint override (default https://<account>.queue.core.windows.net).',
+  },
+  STORAGE_ACCOUNT_KEY: {
+    azure: 'required',
+    doc: 'Key that signs the per-device queue SAS (Queue storage has no user-delegation SAS). A Key Vault reference in Azure.',
+  },
+  SEALING_KEY: {
+    azure: 'required',
+    doc: 'Base64 of at least 32 random bytes: seals relay keys and send tokens at rest and derives readyTokens. A Key Vault reference in Azure.',
+  },
+  PUBLIC_API_URL: {
+    azure: 'required',
+    doc: 'Public base URL of the API, e.g. https://<app>.azurewebsites.net/api; used in enrollment documents and readyUrl.',
+  },
+  POOL_NAME: {
+    azure: 'required',
+    doc: 'Name of the namespace pool (partition key of the namespaces table; tag value on namespaces).',
+  },
+  POOL_SUBSCRIPTIONS: {
+    azure: 'required',
+    doc: 'JSON array of {subscriptionId, resourceGroup, location, quota} the pool may create namespaces in.',
+  },
+  POOL_NAMESPACE_PREFIX: {
+    azure: 'required',
+    doc: 'Prefix of generated namespace names (globally unique DNS labels).',
+  },
   POOL_FLOOR: { azure: 'required', doc: 'Namespaces kept available at least, whatever the load.' },
   POOL_CAP: { azure: 'required', doc: 'Global cap on namespaces in the pool, across subscriptions.' },
-  POOL_HOUR_PROFILE: { azure: 'optional', doc: 'JSON array of 24 expected concurrent sessions per UTC hour; sizes the pool ahead of known peaks.' },
+  POOL_HOUR_PROFILE: {
+    azure: 'optional',
+    doc: 'JSON array of 24 expected concurrent sessions per UTC hour; sizes the pool ahead of known peaks.',
+  },
   POOL_HEADROOM: { azure: 'optional', doc: 'Multiplier on expected demand kept available (default 1.25).' },
-  POOL_CREATE_SECONDS: { azure: 'optional', doc: 'Expected namespace creation time used by the sizing policy (default 45).' },
-  POOL_STUCK_MINUTES: { azure: 'optional', doc: 'A namespace in creating or recycling for longer is retried by reconcile (default 30).' },
-  POOL_MAX_RECYCLE_FAILURES: { azure: 'optional', doc: 'Failed recycles before a namespace is quarantined (default 3).' },
-  POOL_SHRINK_IDLE_MINUTES: { azure: 'optional', doc: 'Minutes the pool must stay above target before it shrinks (default 30).' },
-  POOL_NAME_REUSE_HOURS: { azure: 'optional', doc: 'Hours before a deleted namespace name may be used again (default 24).' },
-  RELAY_ARM_ENDPOINT: { azure: 'optional', doc: 'ARM endpoint (default https://management.azure.com); the relay emulator locally.' },
-  RELAY_ARM_CA_FILE: { azure: 'local', doc: 'PEM file of a CA to trust for the ARM endpoint (the emulator\'s certificate).' },
-  SESSION_OPEN_BUDGET_MS: { azure: 'optional', doc: 'How long POST /sessions waits for the session to be ready before answering 202 (default 8000).' },
-  SESSION_READY_TIMEOUT_MS: { azure: 'optional', doc: 'How long the device has to report ready; also the TTL of the session.open message (default 7000).' },
+  POOL_CREATE_SECONDS: {
+    azure: 'optional',
+    doc: 'Expected namespace creation time used by the sizing policy (default 45).',
+  },
+  POOL_STUCK_MINUTES: {
+    azure: 'optional',
+    doc: 'A namespace in creating or recycling for longer is retried by reconcile (default 30).',
+  },
+  POOL_MAX_RECYCLE_FAILURES: {
+    azure: 'optional',
+    doc: 'Failed recycles before a namespace is quarantined (default 3).',
+  },
+  POOL_SHRINK_IDLE_MINUTES: {
+    azure: 'optional',
+    doc: 'Minutes the pool must stay above target before it shrinks (default 30).',
+  },
+  POOL_NAME_REUSE_HOURS: {
+    azure: 'optional',
+    doc: 'Hours before a deleted namespace name may be used again (default 24).',
+  },
+  RELAY_ARM_ENDPOINT: {
+    azure: 'optional',
+    doc: 'ARM endpoint (default https://management.azure.com); the relay emulator locally.',
+  },
+  RELAY_ARM_CA_FILE: {
+    azure: 'local',
+    doc: "PEM file of a CA to trust for the ARM endpoint (the emulator's certificate).",
+  },
+  SESSION_OPEN_BUDGET_MS: {
+    azure: 'optional',
+    doc: 'How long POST /sessions waits for the session to be ready before answering 202 (default 8000).',
+  },
+  SESSION_READY_TIMEOUT_MS: {
+    azure: 'optional',
+    doc: 'How long the device has to report ready; also the TTL of the session.open message (default 7000).',
+  },
   SESSION_DEFAULT_LIFETIME_MINUTES: { azure: 'optional', doc: 'Lifetime when the request gives none (default 60).' },
   SESSION_MAX_LIFETIME_MINUTES: { azure: 'optional', doc: 'Longest lifetime a request may ask for (default 720).' },
   SESSION_RATE_LIMIT_PER_MINUTE: { azure: 'optional', doc: 'POST /sessions per principal per minute (default 30).' },
   DEVICE_SAS_DAYS: { azure: 'optional', doc: 'Validity of a device enrollment (queue SAS) in days (default 365).' },
-  AUTH_MODE: { azure: 'required', doc: '`entra` (validate bearer JWTs), `appservice` (trust x-ms-client-principal behind App Service Authentication) or `local`.' },
+  AUTH_MODE: {
+    azure: 'required',
+    doc: '`entra` (validate bearer JWTs), `appservice` (trust x-ms-client-principal behind App Service Authentication) or `local`.',
+  },
   AUTH_ISSUER: { azure: 'required', doc: 'Expected JWT issuer, e.g. https://login.microsoftonline.com/<tenant>/v2.0.' },
-  AUTH_AUDIENCE: { azure: 'required', doc: 'Expected JWT audience (the API app registration\'s client id or Application ID URI).' },
-  AUTH_JWKS_URL: { azure: 'required', doc: 'JWKS URL of the issuer, e.g. https://login.microsoftonline.com/<tenant>/discovery/v2.0/keys.' },
+  AUTH_AUDIENCE: {
+    azure: 'required',
+    doc: "Expected JWT audience (the API app registration's client id or Application ID URI).",
+  },
+  AUTH_JWKS_URL: {
+    azure: 'required',
+    doc: 'JWKS URL of the issuer, e.g. https://login.microsoftonline.com/<tenant>/discovery/v2.0/keys.',
+  },
 } as const satisfies Record<string, { azure: 'required' | 'optional' | 'local'; doc: string }>;
 
 export type SettingName = keyof typeof SETTINGS;
@@ -100,18 +175,32 @@ const envSchema = z
   .object({
     RELAY_BROKER_MODE: z.enum(['azure', 'local']).default('azure'),
     AzureWebJobsStorage: z.string().min(1).optional(),
-    AzureWebJobsStorage__accountName: z.string().regex(/^[a-z0-9]{3,24}$/, 'must be a storage account name').optional(),
+    AzureWebJobsStorage__accountName: z
+      .string()
+      .regex(/^[a-z0-9]{3,24}$/, 'must be a storage account name')
+      .optional(),
     STORAGE_TABLE_ENDPOINT: z.url().optional(),
     STORAGE_QUEUE_ENDPOINT: z.url().optional(),
     STORAGE_ACCOUNT_KEY: z.string().min(1).optional(),
     SEALING_KEY: z
       .string()
-      .refine((v) => /^[A-Za-z0-9+/=_-]+$/.test(v) && Buffer.from(v, 'base64').length >= 32, 'must be base64 of at least 32 bytes')
+      .refine(
+        (v) => /^[A-Za-z0-9+/=_-]+$/.test(v) && Buffer.from(v, 'base64').length >= 32,
+        'must be base64 of at least 32 bytes',
+      )
       .optional(),
     PUBLIC_API_URL: z.url().optional(),
-    POOL_NAME: z.string().regex(/^[a-z0-9-]{1,40}$/, 'lowercase letters, digits and hyphens, at most 40').default('default'),
-    POOL_SUBSCRIPTIONS: jsonSetting(z.array(subscriptionSchema).min(1, 'must list at least one subscription')).optional(),
-    POOL_NAMESPACE_PREFIX: z.string().regex(/^[a-z][a-z0-9-]{2,20}$/, 'a letter, then 2-20 lowercase letters, digits or hyphens').default('rbk'),
+    POOL_NAME: z
+      .string()
+      .regex(/^[a-z0-9-]{1,40}$/, 'lowercase letters, digits and hyphens, at most 40')
+      .default('default'),
+    POOL_SUBSCRIPTIONS: jsonSetting(
+      z.array(subscriptionSchema).min(1, 'must list at least one subscription'),
+    ).optional(),
+    POOL_NAMESPACE_PREFIX: z
+      .string()
+      .regex(/^[a-z][a-z0-9-]{2,20}$/, 'a letter, then 2-20 lowercase letters, digits or hyphens')
+      .default('rbk'),
     POOL_FLOOR: intSetting(0, 100_000, 5),
     POOL_CAP: intSetting(1, 100_000, 600),
     POOL_HOUR_PROFILE: jsonSetting(hourProfileSchema).optional(),
@@ -139,25 +228,39 @@ const envSchema = z
       if (env[name] === undefined) ctx.addIssue({ code: 'custom', path: [name], message: `is required ${why}` });
     };
     if (!env.AzureWebJobsStorage && !env.AzureWebJobsStorage__accountName) {
-      ctx.addIssue({ code: 'custom', path: ['AzureWebJobsStorage__accountName'], message: 'or AzureWebJobsStorage is required' });
+      ctx.addIssue({
+        code: 'custom',
+        path: ['AzureWebJobsStorage__accountName'],
+        message: 'or AzureWebJobsStorage is required',
+      });
     }
-    if (env.AzureWebJobsStorage__accountName && !env.AzureWebJobsStorage) need('STORAGE_ACCOUNT_KEY', 'to sign device queue SAS');
+    if (env.AzureWebJobsStorage__accountName && !env.AzureWebJobsStorage)
+      need('STORAGE_ACCOUNT_KEY', 'to sign device queue SAS');
     if (env.AUTH_MODE !== 'appservice') {
       need('AUTH_ISSUER', `when AUTH_MODE=${env.AUTH_MODE}`);
       need('AUTH_AUDIENCE', `when AUTH_MODE=${env.AUTH_MODE}`);
       need('AUTH_JWKS_URL', `when AUTH_MODE=${env.AUTH_MODE}`);
     }
     if (env.AUTH_MODE === 'local' && env.RELAY_BROKER_MODE !== 'local') {
-      ctx.addIssue({ code: 'custom', path: ['AUTH_MODE'], message: 'local is allowed only with RELAY_BROKER_MODE=local' });
+      ctx.addIssue({
+        code: 'custom',
+        path: ['AUTH_MODE'],
+        message: 'local is allowed only with RELAY_BROKER_MODE=local',
+      });
     }
     if (env.RELAY_BROKER_MODE === 'azure') {
       need('PUBLIC_API_URL', 'in azure mode');
       need('SEALING_KEY', 'in azure mode');
     }
     if (env.SESSION_DEFAULT_LIFETIME_MINUTES > env.SESSION_MAX_LIFETIME_MINUTES) {
-      ctx.addIssue({ code: 'custom', path: ['SESSION_DEFAULT_LIFETIME_MINUTES'], message: 'must not exceed SESSION_MAX_LIFETIME_MINUTES' });
+      ctx.addIssue({
+        code: 'custom',
+        path: ['SESSION_DEFAULT_LIFETIME_MINUTES'],
+        message: 'must not exceed SESSION_MAX_LIFETIME_MINUTES',
+      });
     }
-    if (env.POOL_FLOOR > env.POOL_CAP) ctx.addIssue({ code: 'custom', path: ['POOL_FLOOR'], message: 'must not exceed POOL_CAP' });
+    if (env.POOL_FLOOR > env.POOL_CAP)
+      ctx.addIssue({ code: 'custom', path: ['POOL_FLOOR'], message: 'must not exceed POOL_CAP' });
   });
 
 export interface StorageConfig {
@@ -216,7 +319,8 @@ export function parseConnectionString(cs: string): StorageConfig {
     );
   }
   const accountName = parts.get('accountname');
-  if (!accountName) throw new ConfigError('Invalid setting AzureWebJobsStorage: the connection string has no AccountName');
+  if (!accountName)
+    throw new ConfigError('Invalid setting AzureWebJobsStorage: the connection string has no AccountName');
   const protocol = parts.get('defaultendpointsprotocol') ?? 'https';
   const suffix = parts.get('endpointsuffix') ?? 'core.windows.net';
   return {
@@ -274,11 +378,18 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     mode: e.RELAY_BROKER_MODE,
     storage,
     sealingKey,
-    publicApiUrl: (e.PUBLIC_API_URL ?? `http://${env.WEBSITE_HOSTNAME ?? `127.0.0.1:${env.PORT ?? '7071'}`}/api`).replace(/\/+$/, ''),
+    publicApiUrl: (
+      e.PUBLIC_API_URL ?? `http://${env.WEBSITE_HOSTNAME ?? `127.0.0.1:${env.PORT ?? '7071'}`}/api`
+    ).replace(/\/+$/, ''),
     pool: {
       name: e.POOL_NAME,
       subscriptions: e.POOL_SUBSCRIPTIONS ?? [
-        { subscriptionId: '00000000-0000-0000-0000-000000000000', resourceGroup: 'relay-broker-pool', location: 'local', quota: 100 },
+        {
+          subscriptionId: '00000000-0000-0000-0000-000000000000',
+          resourceGroup: 'relay-broker-pool',
+          location: 'local',
+          quota: 100,
+        },
       ],
       namespacePrefix: e.POOL_NAMESPACE_PREFIX,
       floor: e.POOL_FLOOR,

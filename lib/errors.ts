@@ -54,7 +54,11 @@ export class ValidationError extends BrokerError {
   readonly code = 'validation_failed';
   readonly status = 400;
   readonly title = 'The request is not valid';
-  constructor(detail: string, readonly fieldErrors: FieldError[] = [], options?: BrokerErrorOptions) {
+  constructor(
+    detail: string,
+    readonly fieldErrors: FieldError[] = [],
+    options?: BrokerErrorOptions,
+  ) {
     super(detail, options);
   }
 }

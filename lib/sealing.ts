@@ -2,7 +2,15 @@
 // orchestration status are stored sealed (AES-256-GCM with the app's sealing key), never in
 // clear. The same key derives each session's readyToken, so a retried activity reproduces it
 // and nothing but its hash needs to be kept.
-import { createCipheriv, createDecipheriv, createHash, createHmac, hkdfSync, randomBytes, timingSafeEqual } from 'node:crypto';
+import {
+  createCipheriv,
+  createDecipheriv,
+  createHash,
+  createHmac,
+  hkdfSync,
+  randomBytes,
+  timingSafeEqual,
+} from 'node:crypto';
 import { BrokerError } from './errors';
 
 const VERSION = 'v1';

@@ -1,14 +1,23 @@
 // Validation of external input shared by every route: ids, JSON bodies, query strings. Every
 // failure is a typed 4xx error with a stable code, never a 500.
 import { z } from 'zod';
-import { MalformedJsonError, PayloadTooLargeError, UnsupportedMediaTypeError, ValidationError, type FieldError } from './errors';
+import {
+  MalformedJsonError,
+  PayloadTooLargeError,
+  UnsupportedMediaTypeError,
+  ValidationError,
+  type FieldError,
+} from './errors';
 
 /** 3–59 lowercase letters, digits and single hyphens, starting and ending with a letter or digit,
  * so that `dev-<deviceId>` is a valid queue name (3–63 chars). */
 export const DEVICE_ID_PATTERN = /^(?=.{3,59}$)[a-z0-9]+(?:-[a-z0-9]+)*$/;
 export const deviceIdSchema = z
   .string()
-  .regex(DEVICE_ID_PATTERN, '3-59 lowercase letters, digits and single hyphens, starting and ending with a letter or digit');
+  .regex(
+    DEVICE_ID_PATTERN,
+    '3-59 lowercase letters, digits and single hyphens, starting and ending with a letter or digit',
+  );
 
 /** Session ids are UUIDs we generate. */
 export const sessionIdSchema = z.uuid({ message: 'must be a session id (UUID)' });
@@ -27,7 +36,10 @@ export function parseWith<T extends z.ZodTypeAny>(schema: T, value: unknown, wha
   const r = schema.safeParse(value);
   if (!r.success) {
     const errors = fieldErrors(r.error);
-    throw new ValidationError(`${what} is not valid: ${errors.map((e) => `${e.path}: ${e.message}`).join('; ')}`, errors);
+    throw new ValidationError(
+      `${what} is not valid: ${errors.map((e) => `${e.path}: ${e.message}`).join('; ')}`,
+      errors,
+    );
   }
   return r.data as z.infer<T>;
 }
@@ -41,10 +53,13 @@ export function parseJsonBody<T extends z.ZodTypeAny>(
 ): z.infer<T> {
   const maxBytes = options.maxBytes ?? DEFAULT_MAX_JSON_BYTES;
   const bytes = body ?? new Uint8Array();
-  if (bytes.length > maxBytes) throw new PayloadTooLargeError(`The request body is ${bytes.length} bytes; at most ${maxBytes} are accepted.`);
+  if (bytes.length > maxBytes)
+    throw new PayloadTooLargeError(`The request body is ${bytes.length} bytes; at most ${maxBytes} are accepted.`);
   if (bytes.length === 0) {
     if (options.allowEmpty) return parseWith(schema, {}, 'The request body');
-    throw new ValidationError('The request body is empty; a JSON object is required.', [{ path: '(body)', message: 'required' }]);
+    throw new ValidationError('The request body is empty; a JSON object is required.', [
+      { path: '(body)', message: 'required' },
+    ]);
   }
   const type = (contentType ?? '').split(';')[0].trim().toLowerCase();
   if (type !== 'application/json' && !type.endsWith('+json')) {
@@ -57,7 +72,9 @@ export function parseJsonBody<T extends z.ZodTypeAny>(
     throw new MalformedJsonError('The request body is not valid UTF-8 JSON.');
   }
   if (value === null || typeof value !== 'object' || Array.isArray(value)) {
-    throw new ValidationError('The request body must be a JSON object.', [{ path: '(body)', message: 'must be an object' }]);
+    throw new ValidationError('The request body must be a JSON object.', [
+      { path: '(body)', message: 'must be an object' },
+    ]);
   }
   return parseWith(schema, value, 'The request body');
 }

@@ -70,9 +70,13 @@ export class Azurite {
       main,
       '--disableTelemetry',
       '--skipApiVersionCheck',
-      `--${service}Host`, '127.0.0.1',
-      `--${service}Port`, '0',
-      ...(this.options.location ? ['--location', path.join(this.options.location, service)] : ['--inMemoryPersistence']),
+      `--${service}Host`,
+      '127.0.0.1',
+      `--${service}Port`,
+      '0',
+      ...(this.options.location
+        ? ['--location', path.join(this.options.location, service)]
+        : ['--inMemoryPersistence']),
     ];
     // The standalone services do not report the port they got for port 0: choose a free one first.
     const wanted = await freePort();
@@ -86,7 +90,10 @@ export class Azurite {
     const timeoutMs = this.options.startTimeoutMs ?? 30_000;
     const port = await new Promise<number>((resolve, reject) => {
       let out = '';
-      const timer = setTimeout(() => reject(new Error(`Azurite ${service} did not start within ${timeoutMs} ms:\n${out}`)), timeoutMs);
+      const timer = setTimeout(
+        () => reject(new Error(`Azurite ${service} did not start within ${timeoutMs} ms:\n${out}`)),
+        timeoutMs,
+      );
       const onData = (chunk: Buffer) => {
         const text = chunk.toString();
         out += text;
@@ -131,7 +138,6 @@ export class Azurite {
     this.status = 'closed';
   }
 }
-
 
 /** Starts an in-memory Azurite; the caller must `close()` it. */
 export async function startAzurite(options: AzuriteOptions = {}): Promise<Azurite> {

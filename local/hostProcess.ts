@@ -11,7 +11,8 @@ async function main(): Promise<void> {
   const port = Number(process.env.PORT ?? '0');
   const connectionString = process.env.AzureWebJobsStorage;
   if (!connectionString) throw new Error('Set AzureWebJobsStorage to the storage connection string (Azurite locally)');
-  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`PORT must be an integer port number, got "${process.env.PORT}"`);
+  if (!Number.isInteger(port) || port < 0 || port > 65535)
+    throw new Error(`PORT must be an integer port number, got "${process.env.PORT}"`);
   const durable = createDurableExtension({ connectionString, hubName: process.env.DURABLE_HUB_NAME || undefined });
   // Logs go to stderr: stdout carries only the ready line.
   const logSink = (r: LogRecord): void => {

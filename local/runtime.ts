@@ -88,7 +88,11 @@ export class LocalRuntime {
   }
 
   /** A token from the local issuer (admin or operator). */
-  token(role: 'admin' | 'operator', sub = role === 'admin' ? 'local-admin' : 'local-operator', ttlSeconds = 8 * 3600): Promise<string> {
+  token(
+    role: 'admin' | 'operator',
+    sub = role === 'admin' ? 'local-admin' : 'local-operator',
+    ttlSeconds = 8 * 3600,
+  ): Promise<string> {
     if (!this.issuer) throw new Error('The local runtime is not running');
     return this.issuer.mint({ sub, roles: [role], name: sub, ttlSeconds });
   }
@@ -176,11 +180,16 @@ export class LocalRuntime {
     let errText = '';
     child.stderr!.setEncoding('utf8').on('data', (chunk: string) => {
       errText = (errText + chunk).slice(-4000);
-      if (sink) for (const line of chunk.split('\n').filter(Boolean)) sink({ time: new Date(), level: 'information', category: 'host', message: line });
+      if (sink)
+        for (const line of chunk.split('\n').filter(Boolean))
+          sink({ time: new Date(), level: 'information', category: 'host', message: line });
     });
     await new Promise<void>((resolve, reject) => {
       let out = '';
-      const timer = setTimeout(() => reject(new Error(`the host process did not start within 60 s:\n${errText}`)), 60_000);
+      const timer = setTimeout(
+        () => reject(new Error(`the host process did not start within 60 s:\n${errText}`)),
+        60_000,
+      );
       child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
         out += chunk;
         if (out.includes('"ready":true')) {
@@ -216,7 +225,12 @@ export class LocalRuntime {
 
   /** What the CLI needs to find this runtime (written by `npm start`). */
   localState(): LocalState {
-    return { apiUrl: this.apiUrl, issuerDir: path.join(this.stateDir, 'issuer'), relayCaFile: this.relayCaFile, pid: process.pid };
+    return {
+      apiUrl: this.apiUrl,
+      issuerDir: path.join(this.stateDir, 'issuer'),
+      relayCaFile: this.relayCaFile,
+      pid: process.pid,
+    };
   }
 
   /**
@@ -231,10 +245,16 @@ export class LocalRuntime {
       poolName,
     );
     await store.ensureTable();
-    const manager = new RelayManager({ apiFactory: createRelayApiFactory({ endpoint: this.relay.armEndpoint, caPem: this.relay.caCertPem }) });
+    const manager = new RelayManager({
+      apiFactory: createRelayApiFactory({ endpoint: this.relay.armEndpoint, caPem: this.relay.caCertPem }),
+    });
     // Sealed with the app's own key (from the same settings), as maintenance does.
     const sealer = new Sealer(loadConfig(process.env).sealingKey);
-    const sub = { subscriptionId: '00000000-0000-0000-0000-000000000000', resourceGroup: 'relay-broker-pool', location: 'local' };
+    const sub = {
+      subscriptionId: '00000000-0000-0000-0000-000000000000',
+      resourceGroup: 'relay-broker-pool',
+      location: 'local',
+    };
     const stamp = Date.now().toString(36);
     const names = Array.from({ length: count }, (_, i) => `rbk-seed-${stamp}-${i}`);
     let next = 0;
@@ -243,7 +263,12 @@ export class LocalRuntime {
         const name = names[next++];
         await store.insertCreating({ name, ...sub });
         const prepared = await manager.prepareNamespace({ ...sub, name, tags: { 'relay-broker-pool': poolName } });
-        const keys = await manager.getSessionKeys({ ...sub, name, hybridConnection: prepared.hybridConnection, endpoint: prepared.endpoint });
+        const keys = await manager.getSessionKeys({
+          ...sub,
+          name,
+          hybridConnection: prepared.hybridConnection,
+          endpoint: prepared.endpoint,
+        });
         await store.markAvailable(name, {
           endpoint: prepared.endpoint,
           hybridConnection: prepared.hybridConnection,
@@ -272,4 +297,3 @@ export class LocalRuntime {
     this.status = 'closed';
   }
 }
-

@@ -12,7 +12,8 @@ const STATE_DIR = process.env.RELAY_BROKER_STATE_DIR ?? path.join(REPO_ROOT, '.r
 
 async function main(): Promise<void> {
   const port = Number(process.env.PORT ?? 7071);
-  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new ConfigError(`PORT must be a port number, not "${process.env.PORT}"`);
+  if (!Number.isInteger(port) || port < 0 || port > 65535)
+    throw new ConfigError(`PORT must be a port number, not "${process.env.PORT}"`);
   fs.rmSync(STATE_DIR, { recursive: true, force: true });
   console.log('starting Azurite, the relay emulator, the local issuer and the functions host…');
   const quiet = process.env.RELAY_BROKER_LOG !== 'verbose';
@@ -21,7 +22,8 @@ async function main(): Promise<void> {
     stateDir: STATE_DIR,
     logSink: (r) => {
       // Routine information stays out of the way unless asked for; warnings and errors always show.
-      if (quiet && r.level !== 'warning' && r.level !== 'error' && r.level !== 'critical' && r.category !== 'user') return;
+      if (quiet && r.level !== 'warning' && r.level !== 'error' && r.level !== 'critical' && r.category !== 'user')
+        return;
       consoleLogSink(r);
     },
     settings: { POOL_FLOOR: process.env.POOL_FLOOR ?? '5' },
@@ -43,10 +45,14 @@ async function main(): Promise<void> {
   process.on('SIGTERM', () => void stop('SIGTERM'));
 
   await rt.start();
-  fs.writeFileSync(path.join(STATE_DIR, 'local.json'), JSON.stringify(rt.localState(), null, 2) + '\n', { mode: 0o600 });
+  fs.writeFileSync(path.join(STATE_DIR, 'local.json'), JSON.stringify(rt.localState(), null, 2) + '\n', {
+    mode: 0o600,
+  });
   const token = await rt.token('admin');
   // Fill the pool now instead of waiting for the first minute of the maintenance timer.
-  void fetch(`${rt.host!.baseUrl}/admin/functions/poolMaintenanceTimer`, { method: 'POST', body: '{}' }).catch(() => undefined);
+  void fetch(`${rt.host!.baseUrl}/admin/functions/poolMaintenanceTimer`, { method: 'POST', body: '{}' }).catch(
+    () => undefined,
+  );
 
   const cli = 'npx relay-broker';
   console.log(`

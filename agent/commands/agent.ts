@@ -13,27 +13,46 @@ async function readEnrollment(file: string, out: Output) {
   try {
     const stat = await fs.stat(file);
     if (process.platform !== 'win32' && (stat.mode & 0o077) !== 0) {
-      out.warn(`${file} is readable by other users (mode ${(stat.mode & 0o777).toString(8)}); it holds a credential: chmod 600 it`);
+      out.warn(
+        `${file} is readable by other users (mode ${(stat.mode & 0o777).toString(8)}); it holds a credential: chmod 600 it`,
+      );
     }
     text = await fs.readFile(file, 'utf8');
   } catch (err) {
-    throw new CliError({ title: 'Cannot read the enrollment', detail: `${file}: ${messageOf(err)}`, hint: 'Create it with `relay-broker devices add <id> --out <file>` and copy it to the device.' });
+    throw new CliError({
+      title: 'Cannot read the enrollment',
+      detail: `${file}: ${messageOf(err)}`,
+      hint: 'Create it with `relay-broker devices add <id> --out <file>` and copy it to the device.',
+    });
   }
   let json: unknown;
   try {
     json = JSON.parse(text);
   } catch {
-    throw new CliError({ title: 'The enrollment is not valid JSON', detail: file, hint: 'Get a fresh one with `relay-broker devices rotate <id>`.' });
+    throw new CliError({
+      title: 'The enrollment is not valid JSON',
+      detail: file,
+      hint: 'Get a fresh one with `relay-broker devices rotate <id>`.',
+    });
   }
   const r = enrollmentSchema.safeParse(json);
   if (!r.success) {
-    throw new CliError({ title: 'The enrollment is not valid', detail: `${file}: missing or wrong ${r.error.issues.map((i) => i.path.join('.')).join(', ')}`, hint: 'Get a fresh one with `relay-broker devices rotate <id>`.' });
+    throw new CliError({
+      title: 'The enrollment is not valid',
+      detail: `${file}: missing or wrong ${r.error.issues.map((i) => i.path.join('.')).join(', ')}`,
+      hint: 'Get a fresh one with `relay-broker devices rotate <id>`.',
+    });
   }
   const expiresAt = Date.parse(r.data.expiresAt);
   if (Number.isFinite(expiresAt) && expiresAt <= Date.now()) {
-    throw new CliError({ title: 'The enrollment has expired', detail: `${file} expired at ${r.data.expiresAt}.`, hint: `Get a new one with \`relay-broker devices rotate ${r.data.deviceId}\`.` });
+    throw new CliError({
+      title: 'The enrollment has expired',
+      detail: `${file} expired at ${r.data.expiresAt}.`,
+      hint: `Get a new one with \`relay-broker devices rotate ${r.data.deviceId}\`.`,
+    });
   }
-  if (Number.isFinite(expiresAt) && expiresAt - Date.now() < 7 * 86_400_000) out.warn(`the enrollment expires at ${r.data.expiresAt}; rotate it soon`);
+  if (Number.isFinite(expiresAt) && expiresAt - Date.now() < 7 * 86_400_000)
+    out.warn(`the enrollment expires at ${r.data.expiresAt}; rotate it soon`);
   return r.data;
 }
 
@@ -48,7 +67,13 @@ export function registerAgent(program: Command): void {
     .option('--target-host <host>', 'where the allowed ports are served', '127.0.0.1')
     .action(
       action(async (cmd, out) => {
-        const o = cmd.opts<{ enrollment: string; allow: Set<number>; pollMs: number; relayCa?: string; targetHost: string }>();
+        const o = cmd.opts<{
+          enrollment: string;
+          allow: Set<number>;
+          pollMs: number;
+          relayCa?: string;
+          targetHost: string;
+        }>();
         const enrollment = await readEnrollment(o.enrollment, out);
         const relayCa = await resolveRelayCa(o.relayCa, enrollment.apiUrl);
         // Loaded here: the storage SDK is heavy and only this command needs it.

@@ -13,7 +13,15 @@ import type { Output } from '../output';
 import { action, apiFor, untilSignal } from './context';
 import { sessionViewSchema } from './sessions';
 
-const relaySchema = z.object({ namespace: z.string(), endpoint: z.string(), hybridConnection: z.string(), sendToken: z.string(), expiresAt: z.string() }).loose();
+const relaySchema = z
+  .object({
+    namespace: z.string(),
+    endpoint: z.string(),
+    hybridConnection: z.string(),
+    sendToken: z.string(),
+    expiresAt: z.string(),
+  })
+  .loose();
 const openAnswerSchema = z.object({ sessionId: z.string(), status: z.string(), relay: relaySchema.optional() }).loose();
 type Relay = z.infer<typeof relaySchema>;
 
@@ -30,8 +38,10 @@ const REASON_TEXT: Record<string, string> = {
 /** The CliError for a session that failed to open, by its reason. */
 export function openFailed(reason: string | undefined, sessionId: string): CliError {
   const hints: Record<string, string> = {
-    device_not_ready: 'Check that `relay-broker agent` runs on the device and can reach its queue (its log says why it did not answer).',
-    device_refused: "The agent refused it, most likely because the port is not in its --allow list: add it there, or pick an allowed --port.",
+    device_not_ready:
+      'Check that `relay-broker agent` runs on the device and can reach its queue (its log says why it did not answer).',
+    device_refused:
+      'The agent refused it, most likely because the port is not in its --allow list: add it there, or pick an allowed --port.',
     pool_exhausted: 'Every relay namespace is in use; retry in a minute.',
   };
   return new CliError({
@@ -69,7 +79,11 @@ async function openSession(
   let sessionId: string | undefined;
   try {
     // Not aborted by Ctrl-C: the answer carries the session id, which is needed to end the session.
-    const res = await api.post('/sessions', { deviceId: input.deviceId, port: input.port, maxLifetimeMinutes: input.lifetime });
+    const res = await api.post('/sessions', {
+      deviceId: input.deviceId,
+      port: input.port,
+      maxLifetimeMinutes: input.lifetime,
+    });
     const first = openAnswerSchema.parse(res.body);
     sessionId = first.sessionId;
     if (res.status === 201 && first.relay) {
@@ -80,7 +94,11 @@ async function openSession(
     let transientErrors = 0;
     while (!cancel.requested) {
       if (Date.now() > deadline) {
-        throw new CliError({ title: 'The device did not answer in time', detail: `Session ${sessionId} is still pending after ${input.waitTimeoutMs / 1000} s.`, hint: 'Check that `relay-broker agent` runs on the device.' });
+        throw new CliError({
+          title: 'The device did not answer in time',
+          detail: `Session ${sessionId} is still pending after ${input.waitTimeoutMs / 1000} s.`,
+          hint: 'Check that `relay-broker agent` runs on the device.',
+        });
       }
       await sleep(1000, cancel);
       if (cancel.requested) break;
@@ -133,15 +151,36 @@ export function registerConnect(program: Command): void {
     .description('open a session to a device and bridge local connections to it (Ctrl-C ends it)')
     .argument('<deviceId>', 'the device to reach', parseDeviceId)
     .option('--port <port>', 'the port on the device', parsePort, 3389)
-    .option('--listen <host:port>', 'local address to listen on (port 0: a free one)', parseListen, { host: '127.0.0.1', port: 0 })
+    .option('--listen <host:port>', 'local address to listen on (port 0: a free one)', parseListen, {
+      host: '127.0.0.1',
+      port: 0,
+    })
     .option('--lifetime <minutes>', 'session lifetime in minutes', parsePositiveInt('--lifetime', 720), 60)
     .option('--relay-ca <file>', 'PEM of a CA to trust for the relay (the local emulator)')
     .option('--user <name>', 'user name for the ssh hint', os.userInfo().username || 'user')
-    .option('--status-poll-ms <ms>', 'how often to check the session is still up', parsePositiveInt('--status-poll-ms', 600_000), 3000)
-    .option('--wait-timeout <seconds>', 'give up waiting for the device after this long', parsePositiveInt('--wait-timeout', 3600), 120)
+    .option(
+      '--status-poll-ms <ms>',
+      'how often to check the session is still up',
+      parsePositiveInt('--status-poll-ms', 600_000),
+      3000,
+    )
+    .option(
+      '--wait-timeout <seconds>',
+      'give up waiting for the device after this long',
+      parsePositiveInt('--wait-timeout', 3600),
+      120,
+    )
     .action(
       action(async (cmd, out, deviceId: string) => {
-        const o = cmd.opts<{ port: number; listen: { host: string; port: number }; lifetime: number; relayCa?: string; user: string; statusPollMs: number; waitTimeout: number }>();
+        const o = cmd.opts<{
+          port: number;
+          listen: { host: string; port: number };
+          lifetime: number;
+          relayCa?: string;
+          user: string;
+          statusPollMs: number;
+          waitTimeout: number;
+        }>();
         const { api, config } = await apiFor(cmd, out);
         const relayCa = await resolveRelayCa(o.relayCa, config.apiUrl);
 
@@ -154,10 +193,19 @@ export function registerConnect(program: Command): void {
         });
         void signalled;
 
-        const opened = await openSession(api, out, { deviceId, port: o.port, lifetime: o.lifetime, waitTimeoutMs: o.waitTimeout * 1000 }, cancel);
+        const opened = await openSession(
+          api,
+          out,
+          { deviceId, port: o.port, lifetime: o.lifetime, waitTimeoutMs: o.waitTimeout * 1000 },
+          cancel,
+        );
         if ('cancelled' in opened) {
           if (opened.sessionId) await api.delete(`/sessions/${opened.sessionId}`).catch(() => undefined);
-          out.event('session.cancelled', { sessionId: opened.sessionId }, `${signalName ?? 'cancelled'}: session ${opened.sessionId ?? ''} ended before it was ready`);
+          out.event(
+            'session.cancelled',
+            { sessionId: opened.sessionId },
+            `${signalName ?? 'cancelled'}: session ${opened.sessionId ?? ''} ended before it was ready`,
+          );
           return EXIT_OK;
         }
         const { sessionId, relay } = opened;
@@ -182,12 +230,23 @@ export function registerConnect(program: Command): void {
           address = await bridge.start();
         } catch (err) {
           await api.delete(`/sessions/${sessionId}`).catch(() => undefined);
-          throw new CliError({ title: 'Cannot listen locally', detail: `${o.listen.host}:${o.listen.port}: ${messageOf(err)}`, hint: 'Pick another --listen address (port 0 picks a free one).' });
+          throw new CliError({
+            title: 'Cannot listen locally',
+            detail: `${o.listen.host}:${o.listen.port}: ${messageOf(err)}`,
+            hint: 'Pick another --listen address (port 0 picks a free one).',
+          });
         }
         const host = address.host === '0.0.0.0' || address.host === '::' ? '127.0.0.1' : address.host;
         out.event(
           'session.ready',
-          { sessionId, deviceId, port: o.port, listen: { host, port: address.port }, namespace: relay.namespace, expiresAt: relay.expiresAt },
+          {
+            sessionId,
+            deviceId,
+            port: o.port,
+            listen: { host, port: address.port },
+            namespace: relay.namespace,
+            expiresAt: relay.expiresAt,
+          },
           `session ${sessionId} to ${deviceId}:${o.port} is ready (until ${relay.expiresAt})`,
         );
         for (const l of clientHints(o.port, host, address.port, o.user)) out.line(l);
@@ -212,33 +271,46 @@ export function registerConnect(program: Command): void {
           if (cancel.requested) break;
           try {
             const view = sessionViewSchema.parse((await api.get(`/sessions/${sessionId}`)).body);
-            if (view.status === 'ended' || view.status === 'failed') ended = { reason: view.reason ?? view.status, by: 'remote' };
+            if (view.status === 'ended' || view.status === 'failed')
+              ended = { reason: view.reason ?? view.status, by: 'remote' };
             warnedPoll = false;
           } catch (err) {
             if (err instanceof CliError && err.problem.status === 404) {
               ended = { reason: 'not_found', by: 'remote' };
             } else if (!warnedPoll) {
               warnedPoll = true;
-              out.warn(`cannot check the session: ${err instanceof CliError ? err.problem.detail : messageOf(err)}; the tunnel stays up`);
+              out.warn(
+                `cannot check the session: ${err instanceof CliError ? err.problem.detail : messageOf(err)}; the tunnel stays up`,
+              );
             }
           }
         }
         clearTimeout(expiryTimer);
 
         if (!ended) {
-          out.event('session.ending', { sessionId, signal: signalName }, `${signalName ?? 'stop'}: ending session ${sessionId}`);
+          out.event(
+            'session.ending',
+            { sessionId, signal: signalName },
+            `${signalName ?? 'stop'}: ending session ${sessionId}`,
+          );
           await bridge.close();
           try {
             await api.delete(`/sessions/${sessionId}`);
           } catch (err) {
-            out.warn(`could not end the session through the API: ${err instanceof CliError ? err.problem.detail : messageOf(err)}; it ends at ${relay.expiresAt} anyway`);
+            out.warn(
+              `could not end the session through the API: ${err instanceof CliError ? err.problem.detail : messageOf(err)}; it ends at ${relay.expiresAt} anyway`,
+            );
           }
           out.event('session.ended', { sessionId, reason: 'requested', by: 'local' }, `session ${sessionId} ended`);
           return EXIT_OK;
         }
         await bridge.close();
         const text = REASON_TEXT[ended.reason] ?? (ended.reason === 'not_found' ? 'it no longer exists' : ended.reason);
-        out.event('session.ended', { sessionId, reason: ended.reason, by: 'remote' }, `the session ended from the other side: ${text}`);
+        out.event(
+          'session.ended',
+          { sessionId, reason: ended.reason, by: 'remote' },
+          `the session ended from the other side: ${text}`,
+        );
         return ended.reason === 'lifetime' ? EXIT_OK : EXIT_FAILURE;
       }),
     );

@@ -47,7 +47,11 @@ export function action<A extends unknown[]>(fn: (cmd: Command, out: Output, ...a
         exitState.code = err.exitCode;
         return;
       }
-      out.problem({ title: 'Unexpected error', detail: messageOf(err), hint: 'Set RELAY_BROKER_DEBUG=1 for details and report it.' });
+      out.problem({
+        title: 'Unexpected error',
+        detail: messageOf(err),
+        hint: 'Set RELAY_BROKER_DEBUG=1 for details and report it.',
+      });
       if (process.env.RELAY_BROKER_DEBUG && err instanceof Error && err.stack) process.stderr.write(`${err.stack}\n`);
       exitState.code = EXIT_FAILURE;
     }

@@ -32,7 +32,12 @@ const deviceSchema = z
 
 function parseAnswer<T>(schema: z.ZodType<T>, body: unknown, what: string): T {
   const r = schema.safeParse(body);
-  if (!r.success) throw new CliError({ title: 'Unexpected answer from the API', detail: `${what} did not have the expected shape.`, hint: 'Check that --api-url points at a relay-broker API.' });
+  if (!r.success)
+    throw new CliError({
+      title: 'Unexpected answer from the API',
+      detail: `${what} did not have the expected shape.`,
+      hint: 'Check that --api-url points at a relay-broker API.',
+    });
   return r.data;
 }
 
@@ -44,12 +49,20 @@ async function checkWritable(file: string, force: boolean): Promise<void> {
     return;
   }
   if (!force) {
-    throw new CliError({ title: 'The enrollment file exists', detail: `${file} is already there.`, hint: 'Pass --force to overwrite it, or --out another file.' });
+    throw new CliError({
+      title: 'The enrollment file exists',
+      detail: `${file} is already there.`,
+      hint: 'Pass --force to overwrite it, or --out another file.',
+    });
   }
 }
 
 /** Writes the enrollment with mode 0600 (created so; an overwritten file is chmod-ed first). */
-async function writeEnrollment(file: string, enrollment: z.infer<typeof enrollmentSchema>, force: boolean): Promise<void> {
+async function writeEnrollment(
+  file: string,
+  enrollment: z.infer<typeof enrollmentSchema>,
+  force: boolean,
+): Promise<void> {
   const text = `${JSON.stringify(enrollment, null, 2)}\n`;
   try {
     if (force) {
@@ -69,7 +82,9 @@ async function writeEnrollment(file: string, enrollment: z.infer<typeof enrollme
 }
 
 function describeDevice(d: z.infer<typeof deviceSchema>): string[] {
-  const tags = Object.entries(d.tags).map(([k, v]) => `${k}=${v}`).join(' ');
+  const tags = Object.entries(d.tags)
+    .map(([k, v]) => `${k}=${v}`)
+    .join(' ');
   return [
     `device:      ${d.deviceId}`,
     ...(d.displayName ? [`name:        ${d.displayName}`] : []),
@@ -98,14 +113,19 @@ export function registerDevices(program: Command): void {
         const file = path.resolve(o.out ?? `${deviceId}.json`);
         await checkWritable(file, o.force);
         const { api } = await apiFor(cmd, out);
-        const res = await api.post('/devices', { deviceId, ...(o.name ? { displayName: o.name } : {}), ...(o.tag ? { tags: o.tag } : {}) });
+        const res = await api.post('/devices', {
+          deviceId,
+          ...(o.name ? { displayName: o.name } : {}),
+          ...(o.tag ? { tags: o.tag } : {}),
+        });
         const enrollment = parseAnswer(enrollmentSchema, res.body, 'The enrollment');
         await writeEnrollment(file, enrollment, o.force);
         out.result({ deviceId, enrollmentFile: file, expiresAt: enrollment.expiresAt }, () => [
           `device ${deviceId} registered`,
           `enrollment written to ${file} (mode 600, expires ${enrollment.expiresAt}); it is a credential: copy it to the device only`,
         ]);
-        if (!out.json) out.note(`next, on the device: relay-broker agent --enrollment ${path.basename(file)} --allow 3389`);
+        if (!out.json)
+          out.note(`next, on the device: relay-broker agent --enrollment ${path.basename(file)} --allow 3389`);
       }),
     );
 
@@ -122,7 +142,15 @@ export function registerDevices(program: Command): void {
             ? ['no devices registered; add one with `relay-broker devices add <id>`']
             : table(
                 ['DEVICE', 'NAME', 'TAGS', 'CREATED', 'ENROLLMENT EXPIRES'],
-                list.devices.map((d) => [d.deviceId, d.displayName ?? '', Object.entries(d.tags).map(([k, v]) => `${k}=${v}`).join(','), d.createdAt ?? '', d.enrollmentExpiresAt ?? '']),
+                list.devices.map((d) => [
+                  d.deviceId,
+                  d.displayName ?? '',
+                  Object.entries(d.tags)
+                    .map(([k, v]) => `${k}=${v}`)
+                    .join(','),
+                  d.createdAt ?? '',
+                  d.enrollmentExpiresAt ?? '',
+                ]),
               ),
         );
       }),
@@ -172,7 +200,10 @@ export function registerDevices(program: Command): void {
       action(async (cmd, out, deviceId: string) => {
         const { api } = await apiFor(cmd, out);
         await api.delete(`/devices/${encodeURIComponent(deviceId)}`);
-        out.result({ deviceId, removed: true }, () => `device ${deviceId} removed: its enrollment is revoked and its sessions are ending`);
+        out.result(
+          { deviceId, removed: true },
+          () => `device ${deviceId} removed: its enrollment is revoked and its sessions are ending`,
+        );
       }),
     );
 }

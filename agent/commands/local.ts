@@ -16,7 +16,8 @@ export function registerLocal(program: Command): void {
       return v;
     })
     .option('--sub <principal>', 'principal id (the token subject): 1-128 of A-Z a-z 0-9 . _ @ -', (v: string) => {
-      if (!/^[A-Za-z0-9._@-]{1,128}$/.test(v)) throw new InvalidArgumentError('the subject is 1-128 of A-Z a-z 0-9 . _ @ -');
+      if (!/^[A-Za-z0-9._@-]{1,128}$/.test(v))
+        throw new InvalidArgumentError('the subject is 1-128 of A-Z a-z 0-9 . _ @ -');
       return v;
     })
     .option('--ttl <seconds>', 'validity in seconds (default 3600)', parsePositiveInt('--ttl', 30 * 24 * 3600))
@@ -25,11 +26,19 @@ export function registerLocal(program: Command): void {
         const o = cmd.opts<{ role: 'admin' | 'operator'; sub?: string; ttl?: number }>();
         const state = await readLocalState();
         if (!state) {
-          throw new CliError({ title: 'Local mode is not running', detail: 'No local state was found (.relay-broker/local.json or RELAY_BROKER_STATE_DIR).', hint: 'Start the local stack with `npm start`.' });
+          throw new CliError({
+            title: 'Local mode is not running',
+            detail: 'No local state was found (.relay-broker/local.json or RELAY_BROKER_STATE_DIR).',
+            hint: 'Start the local stack with `npm start`.',
+          });
         }
         const minted = await mintLocalToken(state, { role: o.role, sub: o.sub, ttlSeconds: o.ttl });
-        out.result({ token: minted.token, sub: minted.sub, roles: [o.role], expiresAt: minted.expiresAt, apiUrl: state.apiUrl }, () => minted.token);
-        if (!out.json) out.note(`token for ${minted.sub} (${o.role}), valid until ${minted.expiresAt}; API ${state.apiUrl}`);
+        out.result(
+          { token: minted.token, sub: minted.sub, roles: [o.role], expiresAt: minted.expiresAt, apiUrl: state.apiUrl },
+          () => minted.token,
+        );
+        if (!out.json)
+          out.note(`token for ${minted.sub} (${o.role}), valid until ${minted.expiresAt}; API ${state.apiUrl}`);
       }),
     );
 }

@@ -20,7 +20,13 @@ export const sessionViewSchema = z
     openedBy: z.string().optional(),
     namespace: z.string().optional(),
     relay: z
-      .object({ namespace: z.string(), endpoint: z.string(), hybridConnection: z.string(), sendToken: z.string(), expiresAt: z.string() })
+      .object({
+        namespace: z.string(),
+        endpoint: z.string(),
+        hybridConnection: z.string(),
+        sendToken: z.string(),
+        expiresAt: z.string(),
+      })
       .loose()
       .optional(),
   })
@@ -64,7 +70,12 @@ function describeObject(value: unknown, indent = ''): string[] {
       lines.push(...describeObject(v, `${indent}  `));
     } else if (Array.isArray(v)) {
       lines.push(`${indent}${k}: ${v.length === 0 ? '(none)' : ''}`);
-      for (const item of v) lines.push(...(item && typeof item === 'object' ? describeObject(item, `${indent}  - `) : [`${indent}  - ${String(item)}`]));
+      for (const item of v)
+        lines.push(
+          ...(item && typeof item === 'object'
+            ? describeObject(item, `${indent}  - `)
+            : [`${indent}  - ${String(item)}`]),
+        );
     } else {
       lines.push(`${indent}${k}: ${String(v)}`);
     }
@@ -88,15 +99,30 @@ export function registerSessions(program: Command): void {
       action(async (cmd, out) => {
         const o = cmd.opts<{ device?: string; status?: string; limit?: number }>();
         const { api } = await apiFor(cmd, out);
-        const res = await api.get('/sessions', { deviceId: o.device, status: o.status, limit: o.limit === undefined ? undefined : String(o.limit) });
-        const list = z.object({ sessions: z.array(sessionViewSchema) }).loose().parse(res.body);
+        const res = await api.get('/sessions', {
+          deviceId: o.device,
+          status: o.status,
+          limit: o.limit === undefined ? undefined : String(o.limit),
+        });
+        const list = z
+          .object({ sessions: z.array(sessionViewSchema) })
+          .loose()
+          .parse(res.body);
         const clean = { ...(res.body as Record<string, unknown>), sessions: list.sessions.map(withoutSecrets) };
         out.result(clean, () =>
           list.sessions.length === 0
             ? ['no sessions']
             : table(
                 ['SESSION', 'DEVICE', 'PORT', 'STATUS', 'REASON', 'CREATED', 'OPENED BY'],
-                list.sessions.map((s) => [s.sessionId, s.deviceId, String(s.port ?? ''), s.status, s.reason ?? '', s.createdAt ?? '', s.openedBy ?? '']),
+                list.sessions.map((s) => [
+                  s.sessionId,
+                  s.deviceId,
+                  String(s.port ?? ''),
+                  s.status,
+                  s.reason ?? '',
+                  s.createdAt ?? '',
+                  s.openedBy ?? '',
+                ]),
               ),
         );
       }),
@@ -123,7 +149,10 @@ export function registerSessions(program: Command): void {
       action(async (cmd, out, sessionId: string) => {
         const { api } = await apiFor(cmd, out);
         const res = await api.delete(`/sessions/${sessionId}`);
-        out.result(res.body ?? { sessionId, status: 'ending' }, () => `session ${sessionId} is ending: its relay connections are being dropped`);
+        out.result(
+          res.body ?? { sessionId, status: 'ending' },
+          () => `session ${sessionId} is ending: its relay connections are being dropped`,
+        );
       }),
     );
 
@@ -147,18 +176,32 @@ function describePool(body: unknown): string[] {
   const subs = Array.isArray(b.bySubscription) ? (b.bySubscription as Array<Record<string, unknown>>) : [];
   if (!subs.length && !b.byState) return describeObject(body);
   const count = (o: unknown, k: string) => String(((o ?? {}) as Record<string, unknown>)[k] ?? 0);
-  const rows = subs.map((s) => [String(s.subscriptionId ?? ''), String(s.resourceGroup ?? ''), `${count(s, 'total')}/${count(s, 'quota')}`, ...POOL_STATES.map((st) => count(s.byState, st))]);
+  const rows = subs.map((s) => [
+    String(s.subscriptionId ?? ''),
+    String(s.resourceGroup ?? ''),
+    `${count(s, 'total')}/${count(s, 'quota')}`,
+    ...POOL_STATES.map((st) => count(s.byState, st)),
+  ]);
   rows.push(['all', '', String(b.total ?? 0), ...POOL_STATES.map((st) => count(b.byState, st))]);
-  const lines = [`pool ${String(b.pool ?? '')}`, ...table(['SUBSCRIPTION', 'GROUP', 'TOTAL/QUOTA', ...POOL_STATES.map((st) => st.toUpperCase())], rows)];
+  const lines = [
+    `pool ${String(b.pool ?? '')}`,
+    ...table(['SUBSCRIPTION', 'GROUP', 'TOTAL/QUOTA', ...POOL_STATES.map((st) => st.toUpperCase())], rows),
+  ];
   const target = (b.target ?? {}) as Record<string, unknown>;
   if (target.value !== undefined) {
-    lines.push('', `target ${String(target.value)} usable, ${String(target.usable ?? '?')} now; would create ${String(target.wouldCreate ?? 0)}, delete ${String(target.wouldDelete ?? 0)}`);
+    lines.push(
+      '',
+      `target ${String(target.value)} usable, ${String(target.usable ?? '?')} now; would create ${String(target.wouldCreate ?? 0)}, delete ${String(target.wouldDelete ?? 0)}`,
+    );
     for (const r of Array.isArray(target.reasons) ? target.reasons : []) lines.push(`  ${String(r)}`);
   }
   const run = b.lastRun as Record<string, unknown> | undefined;
   if (run) {
     const errors = Array.isArray(run.errors) ? run.errors.length : 0;
-    lines.push('', `last maintenance ${String(run.finishedAt ?? run.startedAt ?? '?')}: ${String(run.outcome ?? '?')} in ${String(run.durationMs ?? '?')} ms${errors ? `, ${errors} error(s)` : ''}`);
+    lines.push(
+      '',
+      `last maintenance ${String(run.finishedAt ?? run.startedAt ?? '?')}: ${String(run.outcome ?? '?')} in ${String(run.durationMs ?? '?')} ms${errors ? `, ${errors} error(s)` : ''}`,
+    );
   } else lines.push('', 'no maintenance run yet');
   return lines;
 }

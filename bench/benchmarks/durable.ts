@@ -37,14 +37,41 @@ export const benchmark: Benchmark = {
       );
       const elapsedS = (performance.now() - t0) / 1000;
       const perS = latencies.length / elapsedS;
-      log(`${latencies.length}/${INSTANCES} completed in ${elapsedS.toFixed(1)} s, ${failed} failed; episodes ${engine.stats.episodes}, activity runs ${engine.stats.activityRuns}, commit conflicts ${engine.stats.conflicts}`);
+      log(
+        `${latencies.length}/${INSTANCES} completed in ${elapsedS.toFixed(1)} s, ${failed} failed; episodes ${engine.stats.episodes}, activity runs ${engine.stats.activityRuns}, commit conflicts ${engine.stats.conflicts}`,
+      );
       const note = `${INSTANCES} instances × 4 sequential activities started concurrently over HTTP (real DurableClient); in-process host, Azurite in memory`;
       const figures: Figure[] = [
-        { name: 'durable_instances_per_s', value: Number(perS.toFixed(1)), unit: 'instances/s', command: COMMAND, note },
-        { name: 'durable_p50_start_to_complete_ms', value: Math.round(percentile(latencies, 50)), unit: 'ms', command: COMMAND, note },
-        { name: 'durable_p99_start_to_complete_ms', value: Math.round(percentile(latencies, 99)), unit: 'ms', command: COMMAND, note },
+        {
+          name: 'durable_instances_per_s',
+          value: Number(perS.toFixed(1)),
+          unit: 'instances/s',
+          command: COMMAND,
+          note,
+        },
+        {
+          name: 'durable_p50_start_to_complete_ms',
+          value: Math.round(percentile(latencies, 50)),
+          unit: 'ms',
+          command: COMMAND,
+          note,
+        },
+        {
+          name: 'durable_p99_start_to_complete_ms',
+          value: Math.round(percentile(latencies, 99)),
+          unit: 'ms',
+          command: COMMAND,
+          note,
+        },
       ];
-      if (failed) figures.push({ name: 'durable_failed_instances', value: failed, unit: 'instances', goal: '0', command: COMMAND });
+      if (failed)
+        figures.push({
+          name: 'durable_failed_instances',
+          value: failed,
+          unit: 'instances',
+          goal: '0',
+          command: COMMAND,
+        });
       return figures;
     } finally {
       await h.close();

@@ -47,13 +47,23 @@ function availableRow(name: string, now: Date): Namespace {
   };
 }
 
-async function scenario(azurite: Azurite, tableName: string, calls: number, namespaces: number, instances: number): Promise<Outcome> {
-  const table = TableClient.fromConnectionString(azurite.connectionString, tableName, { allowInsecureConnection: true });
+async function scenario(
+  azurite: Azurite,
+  tableName: string,
+  calls: number,
+  namespaces: number,
+  instances: number,
+): Promise<Outcome> {
+  const table = TableClient.fromConnectionString(azurite.connectionString, tableName, {
+    allowInsecureConnection: true,
+  });
   await table.createTable();
   const now = new Date();
   const names = Array.from({ length: namespaces }, (_, i) => `rbk-bench${i.toString().padStart(5, '0')}`);
   for (let i = 0; i < names.length; i += 100) {
-    await table.submitTransaction(names.slice(i, i + 100).map((n) => ['create', namespaceToEntity(availableRow(n, now))]));
+    await table.submitTransaction(
+      names.slice(i, i + 100).map((n) => ['create', namespaceToEntity(availableRow(n, now))]),
+    );
   }
   const stores = Array.from({ length: instances }, () => new NamespaceStore(table, POOL));
   const leaseExpiresAt = new Date(now.getTime() + 3_600_000);
@@ -115,7 +125,8 @@ function describeOutcome(o: Outcome): string {
 
 export const benchmark: Benchmark = {
   name: 'lease',
-  description: '1,000 concurrent leases over 500 available namespaces (Azurite, 4 store instances), plus supporting runs',
+  description:
+    '1,000 concurrent leases over 500 available namespaces (Azurite, 4 store instances), plus supporting runs',
   async run(log) {
     const azurite = await startAzurite();
     try {
@@ -127,18 +138,64 @@ export const benchmark: Benchmark = {
       log(describeOutcome(partial));
       const note = '1000 calls, 500 namespaces, 4 store instances (function instances), Azurite in memory';
       const figures: Figure[] = [
-        { name: 'lease_p99_ms_c1000', value: main.p99Ms, unit: 'ms', goal: 'reported', command: COMMAND, note: `${note}; every call, granted or refused` },
-        { name: 'lease_double_leases_c1000', value: main.doubleLeases + single.doubleLeases + partial.doubleLeases, unit: 'count', goal: '0', command: COMMAND, note: 'all three runs, table read back' },
+        {
+          name: 'lease_p99_ms_c1000',
+          value: main.p99Ms,
+          unit: 'ms',
+          goal: 'reported',
+          command: COMMAND,
+          note: `${note}; every call, granted or refused`,
+        },
+        {
+          name: 'lease_double_leases_c1000',
+          value: main.doubleLeases + single.doubleLeases + partial.doubleLeases,
+          unit: 'count',
+          goal: '0',
+          command: COMMAND,
+          note: 'all three runs, table read back',
+        },
         { name: 'lease_succeeded_c1000', value: main.granted, unit: 'count', goal: '500', command: COMMAND, note },
-        { name: 'lease_refused_c1000', value: main.refused, unit: 'count', goal: '500', command: COMMAND, note: `${note}; pool_exhausted` },
+        {
+          name: 'lease_refused_c1000',
+          value: main.refused,
+          unit: 'count',
+          goal: '500',
+          command: COMMAND,
+          note: `${note}; pool_exhausted`,
+        },
         { name: 'lease_p50_ms_c1000', value: main.p50Ms, unit: 'ms', command: COMMAND, note },
-        { name: 'lease_p99_ms_c1000_granted', value: main.p99GrantedMs, unit: 'ms', command: COMMAND, note: `${note}; granted calls only` },
-        { name: 'lease_conflicts_c1000', value: main.conflicts, unit: 'count', command: COMMAND, note: `${note}; conditional writes that lost a race (412) and drew again` },
-        { name: 'lease_p99_ms_c1000_1instance', value: single.p99Ms, unit: 'ms', command: COMMAND, note: 'same, from one store instance (no 412 possible)' },
-        { name: 'lease_conflicts_c400_of500', value: partial.conflicts, unit: 'count', command: COMMAND, note: '400 calls over 500 namespaces from 4 instances: contention when the pool is not exhausted' },
+        {
+          name: 'lease_p99_ms_c1000_granted',
+          value: main.p99GrantedMs,
+          unit: 'ms',
+          command: COMMAND,
+          note: `${note}; granted calls only`,
+        },
+        {
+          name: 'lease_conflicts_c1000',
+          value: main.conflicts,
+          unit: 'count',
+          command: COMMAND,
+          note: `${note}; conditional writes that lost a race (412) and drew again`,
+        },
+        {
+          name: 'lease_p99_ms_c1000_1instance',
+          value: single.p99Ms,
+          unit: 'ms',
+          command: COMMAND,
+          note: 'same, from one store instance (no 412 possible)',
+        },
+        {
+          name: 'lease_conflicts_c400_of500',
+          value: partial.conflicts,
+          unit: 'count',
+          command: COMMAND,
+          note: '400 calls over 500 namespaces from 4 instances: contention when the pool is not exhausted',
+        },
       ];
       const errors = main.otherErrors + single.otherErrors + partial.otherErrors;
-      if (errors > 0) figures.push({ name: 'lease_errors_c1000', value: errors, unit: 'count', goal: '0', command: COMMAND });
+      if (errors > 0)
+        figures.push({ name: 'lease_errors_c1000', value: errors, unit: 'count', goal: '0', command: COMMAND });
       return figures;
     } finally {
       await azurite.close();

@@ -77,11 +77,22 @@ export const benchmark: Benchmark = {
       const measureArmWrites = async () => {
         const openWrites = rt.relay!.stats().writes;
         log(`ARM writes during ${c1Sessions.length} opens: ${openWrites}`);
-        figures.push({ name: 'arm_writes_per_open', value: openWrites / c1Sessions.length, unit: 'writes', goal: '0 (no ARM on the hot path)', command: COMMAND });
+        figures.push({
+          name: 'arm_writes_per_open',
+          value: openWrites / c1Sessions.length,
+          unit: 'writes',
+          goal: '0 (no ARM on the hot path)',
+          command: COMMAND,
+        });
         // A session's whole life in ARM: its end (recycle). End the c1 sessions and count.
         rt.relay!.resetStats();
         await Promise.all(
-          c1Sessions.map((id) => fetch(`${rt.apiUrl}/sessions/${id}`, { method: 'DELETE', headers: { authorization: `Bearer ${admin}` } }).then((r) => r.arrayBuffer())),
+          c1Sessions.map((id) =>
+            fetch(`${rt.apiUrl}/sessions/${id}`, {
+              method: 'DELETE',
+              headers: { authorization: `Bearer ${admin}` },
+            }).then((r) => r.arrayBuffer()),
+          ),
         );
         const deadline = Date.now() + 60_000;
         let ended = 0;
@@ -98,7 +109,7 @@ export const benchmark: Benchmark = {
         log(`ARM writes to end ${ended} sessions: ${endWrites}`);
         figures.push({
           name: 'arm_writes_per_session',
-          value: round1((openWrites / c1Sessions.length) + endWrites / Math.max(1, ended)),
+          value: round1(openWrites / c1Sessions.length + endWrites / Math.max(1, ended)),
           unit: 'writes',
           goal: '≤ 6',
           command: COMMAND,
@@ -130,7 +141,13 @@ export const benchmark: Benchmark = {
           await new Promise((r) => setTimeout(r, 1500));
           const perOpen = (tableRequests - tableBefore) / samples.length;
           log(`table requests per open (host + engine, through ready): ${perOpen.toFixed(1)}`);
-          figures.push({ name: 'open_table_requests_per_session', value: Math.round(perOpen * 10) / 10, unit: 'requests', command: COMMAND, note: 'Azure Table requests made by the control plane (HTTP function, durable engine, activities) per opened session' });
+          figures.push({
+            name: 'open_table_requests_per_session',
+            value: Math.round(perOpen * 10) / 10,
+            unit: 'requests',
+            command: COMMAND,
+            note: 'Azure Table requests made by the control plane (HTTP function, durable engine, activities) per opened session',
+          });
         }
         const ok = samples.filter((s) => s.status === 201);
         const byStatus = new Map<number, number>();
@@ -148,18 +165,48 @@ export const benchmark: Benchmark = {
           `${level.name}: ${ok.length}/${samples.length} answered 201; p50 ${p(50).toFixed(0)} ms, p95 ${p(95).toFixed(0)} ms, p99 ${p(99).toFixed(0)} ms, max ${Math.max(...totals).toFixed(0)} ms`,
         );
         const all = samples.filter((s) => !Number.isNaN(s.toNotifyMs));
-        const med = (f: (s: Sample) => number, from = all) => percentile(from.map(f).filter((v) => !Number.isNaN(v)), 50).toFixed(0);
+        const med = (f: (s: Sample) => number, from = all) =>
+          percentile(
+            from.map(f).filter((v) => !Number.isNaN(v)),
+            50,
+          ).toFixed(0);
         log(
           `   where the time goes (p50 over ${all.length} notified): POST → message sent ${med((s) => s.toNotifyMs)} ms (HTTP, start, episode, openSession), sent → device has it ${med((s) => s.toDeviceMs - s.toNotifyMs)} ms (queue poll), → listener online ${med((s) => s.listenMs)} ms, ready posted → 201 ${med((s) => s.readyToCreatedMs, ok)} ms (ready call, episode, status poll)`,
         );
         const note = `${ok.length}/${samples.length} got 201; ${DEVICES} simulated devices polling every ${POLL_MS} ms share the opens; 2-core machine: host, engine, emulator and devices in one process, Azurite in another`;
-        if (level.name === 'c1') figures.push({ name: 'open_p50_ms_c1', value: round1(p(50)), unit: 'ms', goal: '< 8000 budget', command: COMMAND, note });
+        if (level.name === 'c1')
+          figures.push({
+            name: 'open_p50_ms_c1',
+            value: round1(p(50)),
+            unit: 'ms',
+            goal: '< 8000 budget',
+            command: COMMAND,
+            note,
+          });
         figures.push({ name: `open_p95_ms_${level.name}`, value: round1(p(95)), unit: 'ms', command: COMMAND, note });
-        figures.push({ name: `open_p99_ms_${level.name}`, value: round1(p(99)), unit: 'ms', goal: level.name === 'c500' ? '< 3000 (budget 8000)' : '< 8000', command: COMMAND, note });
-        figures.push({ name: `open_ok_ratio_${level.name}`, value: ok.length / samples.length, unit: 'ratio', goal: '1', command: COMMAND });
+        figures.push({
+          name: `open_p99_ms_${level.name}`,
+          value: round1(p(99)),
+          unit: 'ms',
+          goal: level.name === 'c500' ? '< 3000 (budget 8000)' : '< 8000',
+          command: COMMAND,
+          note,
+        });
+        figures.push({
+          name: `open_ok_ratio_${level.name}`,
+          value: ok.length / samples.length,
+          unit: 'ratio',
+          goal: '1',
+          command: COMMAND,
+        });
         figures.push({
           name: `open_queue_wait_p50_ms_${level.name}`,
-          value: round1(percentile(ok.map((s) => s.toDeviceMs), 50)),
+          value: round1(
+            percentile(
+              ok.map((s) => s.toDeviceMs),
+              50,
+            ),
+          ),
           unit: 'ms',
           command: COMMAND,
           note: 'POST → the device received the session.open message',
@@ -168,13 +215,25 @@ export const benchmark: Benchmark = {
       }
       diagnostics.unsubscribe('http.client.request.start', onRequest);
       // The storage emulator's own ceiling, measured now on this machine: what bounds the local stack.
-      const scratch = TableClient.fromConnectionString(rt.azurite!.connectionString, 'benchscratch', { allowInsecureConnection: true });
+      const scratch = TableClient.fromConnectionString(rt.azurite!.connectionString, 'benchscratch', {
+        allowInsecureConnection: true,
+      });
       await scratch.createTable();
       const t1 = performance.now();
-      await Promise.all(Array.from({ length: 1000 }, (_, i) => scratch.createEntity({ partitionKey: `p${i}`, rowKey: 'r', v: 'x'.repeat(300) })));
+      await Promise.all(
+        Array.from({ length: 1000 }, (_, i) =>
+          scratch.createEntity({ partitionKey: `p${i}`, rowKey: 'r', v: 'x'.repeat(300) }),
+        ),
+      );
       const writesPerS = 1000 / ((performance.now() - t1) / 1000);
       log(`Azurite table service: ${writesPerS.toFixed(0)} writes/s (1,000 concurrent inserts)`);
-      figures.push({ name: 'azurite_table_writes_per_s', value: Math.round(writesPerS), unit: 'writes/s', command: COMMAND, note: 'the local storage emulator’s ceiling on this machine (Azure Table storage: ~2,000/s per partition, 20,000/s per account)' });
+      figures.push({
+        name: 'azurite_table_writes_per_s',
+        value: Math.round(writesPerS),
+        unit: 'writes/s',
+        command: COMMAND,
+        note: 'the local storage emulator’s ceiling on this machine (Azure Table storage: ~2,000/s per partition, 20,000/s per account)',
+      });
     } finally {
       await Promise.all(devices.map((d) => d.stop()));
       await rt.close();

@@ -3,7 +3,15 @@
 // 100 namespaces; compared with a static pool of 30 (the seed's example).
 import { policyFromConfig, type PoolPolicy } from '../../lib/pool/poolPolicy';
 import type { Benchmark, Figure } from '../figures';
-import { generateSessions, hourProfileOf, peakDayConcurrency, simSubscriptions, simulatePool, type PoolMode, type SimResult } from '../poolSimulator';
+import {
+  generateSessions,
+  hourProfileOf,
+  peakDayConcurrency,
+  simSubscriptions,
+  simulatePool,
+  type PoolMode,
+  type SimResult,
+} from '../poolSimulator';
 
 const COMMAND = 'npm run bench -- poolsim';
 const DAY = 86_400;
@@ -68,35 +76,112 @@ export const benchmark: Benchmark = {
     const steepSessions = generateSessions(steep, -WARMUP, DAY, SEED + 1);
     const steepProfile = hourProfileOf(steep);
     const runSteep = (label: string, policy: PoolPolicy) => {
-      const r = simulatePool({ mode: { kind: 'policy', policy }, sessions: steepSessions, durationSeconds: DAY, warmupSeconds: WARMUP, dayStart: new Date('2026-03-02T00:00:00.000Z'), createSeconds: 45, recycleSeconds: 5, deleteSeconds: 30, maintenanceSeconds: 60, leaseWindowMinutes: 5, seed: SEED });
-      log(`${label.padEnd(32)} refused ${String(r.refused).padStart(5)} of ${r.sessions}, peak concurrency ${r.peakConcurrency}, idle ${r.idleNamespaceHours.toFixed(0)} ns-h, created ${r.created}, deleted ${r.deleted}`);
+      const r = simulatePool({
+        mode: { kind: 'policy', policy },
+        sessions: steepSessions,
+        durationSeconds: DAY,
+        warmupSeconds: WARMUP,
+        dayStart: new Date('2026-03-02T00:00:00.000Z'),
+        createSeconds: 45,
+        recycleSeconds: 5,
+        deleteSeconds: 30,
+        maintenanceSeconds: 60,
+        leaseWindowMinutes: 5,
+        seed: SEED,
+      });
+      log(
+        `${label.padEnd(32)} refused ${String(r.refused).padStart(5)} of ${r.sessions}, peak concurrency ${r.peakConcurrency}, idle ${r.idleNamespaceHours.toFixed(0)} ns-h, created ${r.created}, deleted ${r.deleted}`,
+      );
       return r;
     };
     const steepOurs = runSteep('steep ramp, profile, 45 s', ourPolicy(45, steepProfile));
     const steepReactive = runSteep('steep ramp, no profile, 45 s', ourPolicy(45, undefined));
-    const quotaOk = [ours45, ours20, reactive45, reactive20, steepOurs, steepReactive].every((r) => Object.values(r.maxRowsBySubscription).every((n) => n <= 100) && r.maxRows <= 600);
+    const quotaOk = [ours45, ours20, reactive45, reactive20, steepOurs, steepReactive].every(
+      (r) => Object.values(r.maxRowsBySubscription).every((n) => n <= 100) && r.maxRows <= 600,
+    );
     log(`quotas (100 per subscription) and cap (600) respected in every policy run: ${quotaOk}`);
 
-    const note45 = '6 subscriptions × 100, cap 600, floor 5, headroom 1.25, maintenance 60 s, recycle 5 s, create 45 s, hour profile known';
-    const fig = (name: string, value: number, unit: string, note: string, goal?: string): Figure => ({ name, value, unit, command: COMMAND, note, ...(goal ? { goal } : {}) });
+    const note45 =
+      '6 subscriptions × 100, cap 600, floor 5, headroom 1.25, maintenance 60 s, recycle 5 s, create 45 s, hour profile known';
+    const fig = (name: string, value: number, unit: string, note: string, goal?: string): Figure => ({
+      name,
+      value,
+      unit,
+      command: COMMAND,
+      note,
+      ...(goal ? { goal } : {}),
+    });
     return [
       fig('pool_sim_refused_peak_day', ours45.refused, 'sessions', note45, '0'),
       fig('pool_sim_refused_peak_day_static30', static30.refused, 'sessions', 'static pool of 30 namespaces, same day'),
       fig('pool_sim_idle_namespace_hours', Math.round(ours45.idleNamespaceHours), 'namespace-hours', note45),
       fig('pool_sim_created', ours45.created, 'namespaces', note45),
       fig('pool_sim_deleted', ours45.deleted, 'namespaces', note45),
-      fig('pool_sim_refused_peak_day_create20', ours20.refused, 'sessions', 'as pool_sim_refused_peak_day, create 20 s', '0'),
-      fig('pool_sim_idle_namespace_hours_create20', Math.round(ours20.idleNamespaceHours), 'namespace-hours', 'create 20 s'),
+      fig(
+        'pool_sim_refused_peak_day_create20',
+        ours20.refused,
+        'sessions',
+        'as pool_sim_refused_peak_day, create 20 s',
+        '0',
+      ),
+      fig(
+        'pool_sim_idle_namespace_hours_create20',
+        Math.round(ours20.idleNamespaceHours),
+        'namespace-hours',
+        'create 20 s',
+      ),
       fig('pool_sim_created_create20', ours20.created, 'namespaces', 'create 20 s'),
       fig('pool_sim_deleted_create20', ours20.deleted, 'namespaces', 'create 20 s'),
-      fig('pool_sim_refused_peak_day_noprofile', reactive45.refused, 'sessions', 'no hour profile (lease rate only), create 45 s'),
-      fig('pool_sim_idle_namespace_hours_noprofile', Math.round(reactive45.idleNamespaceHours), 'namespace-hours', 'no hour profile, create 45 s'),
-      fig('pool_sim_refused_peak_day_noprofile_create20', reactive20.refused, 'sessions', 'no hour profile, create 20 s'),
-      fig('pool_sim_idle_namespace_hours_static30', Math.round(static30.idleNamespaceHours), 'namespace-hours', 'static pool of 30'),
-      fig('pool_sim_sessions', ours45.sessions, 'sessions', `seed ${SEED}; peak concurrency reached ${ours45.peakConcurrency}`),
-      fig('pool_sim_refused_steep_ramp', steepOurs.refused, 'sessions', 'ramp to 500 within 10 min, hour profile known, create 45 s', '0'),
-      fig('pool_sim_refused_steep_ramp_noprofile', steepReactive.refused, 'sessions', 'ramp to 500 within 10 min, no hour profile, create 45 s'),
-      fig('pool_sim_quota_violations', quotaOk ? 0 : 1, 'count', 'any policy run above 100 per subscription or 600 in total', '0'),
+      fig(
+        'pool_sim_refused_peak_day_noprofile',
+        reactive45.refused,
+        'sessions',
+        'no hour profile (lease rate only), create 45 s',
+      ),
+      fig(
+        'pool_sim_idle_namespace_hours_noprofile',
+        Math.round(reactive45.idleNamespaceHours),
+        'namespace-hours',
+        'no hour profile, create 45 s',
+      ),
+      fig(
+        'pool_sim_refused_peak_day_noprofile_create20',
+        reactive20.refused,
+        'sessions',
+        'no hour profile, create 20 s',
+      ),
+      fig(
+        'pool_sim_idle_namespace_hours_static30',
+        Math.round(static30.idleNamespaceHours),
+        'namespace-hours',
+        'static pool of 30',
+      ),
+      fig(
+        'pool_sim_sessions',
+        ours45.sessions,
+        'sessions',
+        `seed ${SEED}; peak concurrency reached ${ours45.peakConcurrency}`,
+      ),
+      fig(
+        'pool_sim_refused_steep_ramp',
+        steepOurs.refused,
+        'sessions',
+        'ramp to 500 within 10 min, hour profile known, create 45 s',
+        '0',
+      ),
+      fig(
+        'pool_sim_refused_steep_ramp_noprofile',
+        steepReactive.refused,
+        'sessions',
+        'ramp to 500 within 10 min, no hour profile, create 45 s',
+      ),
+      fig(
+        'pool_sim_quota_violations',
+        quotaOk ? 0 : 1,
+        'count',
+        'any policy run above 100 per subscription or 600 in total',
+        '0',
+      ),
     ];
   },
 };

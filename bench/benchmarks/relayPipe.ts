@@ -72,18 +72,30 @@ export const benchmark: Benchmark = {
       socket.setNoDelay(true);
       serve(socket, mode);
     });
-    const listener = (await (async () => {
-      const manager = new RelayManager({ apiFactory: createRelayApiFactory({ endpoint: emulator.armEndpoint, caPem: emulator.caCertPem }) });
-      const prepared = await manager.prepareNamespace({ subscriptionId: 'bench', resourceGroup: 'bench', location: 'local', name: 'bench-relay-pipe' });
+    const listener = await (async () => {
+      const manager = new RelayManager({
+        apiFactory: createRelayApiFactory({ endpoint: emulator.armEndpoint, caPem: emulator.caCertPem }),
+      });
+      const prepared = await manager.prepareNamespace({
+        subscriptionId: 'bench',
+        resourceGroup: 'bench',
+        location: 'local',
+        name: 'bench-relay-pipe',
+      });
       const tokens = await manager.issueSessionTokens(
         { subscriptionId: 'bench', resourceGroup: 'bench', name: prepared.name, endpoint: prepared.endpoint },
         { expiresAt: new Date(Date.now() + 3600_000) },
       );
-      const l = new HybridConnectionListener({ endpoint: tokens.endpoint, hybridConnection: tokens.hybridConnection, token: tokens.listenToken, ca: emulator.caCertPem });
+      const l = new HybridConnectionListener({
+        endpoint: tokens.endpoint,
+        hybridConnection: tokens.hybridConnection,
+        token: tokens.listenToken,
+        ca: emulator.caCertPem,
+      });
       l.on('connection', (s) => serve(s, mode));
       await l.start();
       return { l, tokens };
-    })());
+    })();
     try {
       await new Promise<void>((resolve) => tcpServer.listen(0, '127.0.0.1', resolve));
       const port = (tcpServer.address() as net.AddressInfo).port;
@@ -94,7 +106,9 @@ export const benchmark: Benchmark = {
         return socket;
       };
       const openRelay = (): Promise<Duplex> =>
-        connectHybridConnection(listener.tokens.endpoint, listener.tokens.hybridConnection, listener.tokens.sendToken, { ca: emulator.caCertPem });
+        connectHybridConnection(listener.tokens.endpoint, listener.tokens.hybridConnection, listener.tokens.sendToken, {
+          ca: emulator.caCertPem,
+        });
 
       const direct: number[] = [];
       const relayed: number[] = [];
@@ -120,9 +134,28 @@ export const benchmark: Benchmark = {
       log(`rtt p50: direct ${median(directRtt).toFixed(3)} ms, relay ${median(relayRtt).toFixed(3)} ms`);
       const note = `${BYTES / 2 ** 20} MiB x ${RUNS} runs (median), ${PINGS} sequential 32-byte pings; wss both hops, same machine`;
       const figures: Figure[] = [
-        { name: 'relay_pipe_throughput_ratio', value: relayMBs / directMBs, unit: 'ratio', goal: 'informative (emulator, 2 wss hops)', command: COMMAND, note },
-        { name: 'relay_pipe_rtt_added_ms_p50', value: median(relayRtt) - median(directRtt), unit: 'ms', command: COMMAND, note },
-        { name: 'relay_pipe_rtt_added_ms_p99', value: percentile(relayRtt, 99) - percentile(directRtt, 99), unit: 'ms', command: COMMAND, note },
+        {
+          name: 'relay_pipe_throughput_ratio',
+          value: relayMBs / directMBs,
+          unit: 'ratio',
+          goal: 'informative (emulator, 2 wss hops)',
+          command: COMMAND,
+          note,
+        },
+        {
+          name: 'relay_pipe_rtt_added_ms_p50',
+          value: median(relayRtt) - median(directRtt),
+          unit: 'ms',
+          command: COMMAND,
+          note,
+        },
+        {
+          name: 'relay_pipe_rtt_added_ms_p99',
+          value: percentile(relayRtt, 99) - percentile(directRtt, 99),
+          unit: 'ms',
+          command: COMMAND,
+          note,
+        },
         { name: 'relay_pipe_throughput_mb_s', value: relayMBs, unit: 'MB/s', command: COMMAND, note },
         { name: 'direct_pipe_throughput_mb_s', value: directMBs, unit: 'MB/s', command: COMMAND, note },
         { name: 'relay_pipe_rtt_ms_p50', value: median(relayRtt), unit: 'ms', command: COMMAND, note },

@@ -9,7 +9,12 @@ import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { generateQueueSASQueryParameters, QueueSASPermissions, QueueServiceClient, StorageSharedKeyCredential } from '@azure/storage-queue';
+import {
+  generateQueueSASQueryParameters,
+  QueueSASPermissions,
+  QueueServiceClient,
+  StorageSharedKeyCredential,
+} from '@azure/storage-queue';
 import type { Benchmark, Figure } from '../figures';
 import { percentile } from '../figures';
 import { encodeDeviceMessage } from '../../lib/devices/deviceNotifier';
@@ -77,7 +82,14 @@ async function openSocket(port: number): Promise<net.Socket> {
 }
 
 /** A child process whose stdout lines can be awaited. */
-function child(args: string[], env: NodeJS.ProcessEnv = process.env): { proc: ChildProcess; line: (test: (l: string) => boolean, what: string) => Promise<string>; stop: () => Promise<void> } {
+function child(
+  args: string[],
+  env: NodeJS.ProcessEnv = process.env,
+): {
+  proc: ChildProcess;
+  line: (test: (l: string) => boolean, what: string) => Promise<string>;
+  stop: () => Promise<void>;
+} {
   // BENCH_TUNNEL_NODE_ARGS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof") profiles the children.
   const nodeArgs = process.env.BENCH_TUNNEL_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
   const proc = spawn(process.execPath, [...nodeArgs, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -132,10 +144,15 @@ export const benchmark: Benchmark = {
         });`;
       const emulator = child(['-e', emulatorScript]);
       cleanups.unshift(emulator.stop);
-      const info = JSON.parse(await emulator.line((l) => l.startsWith('{'), 'the emulator')) as { arm: string; ca: string };
+      const info = JSON.parse(await emulator.line((l) => l.startsWith('{'), 'the emulator')) as {
+        arm: string;
+        ca: string;
+      };
       const caFile = path.join(tmp, 'relay-ca.pem');
       await fs.writeFile(caFile, info.ca);
-      const manager = new RelayManager({ apiFactory: createRelayApiFactory({ endpoint: info.arm, caPem: info.ca, lroPollIntervalMs: 20 }) });
+      const manager = new RelayManager({
+        apiFactory: createRelayApiFactory({ endpoint: info.arm, caPem: info.ca, lroPollIntervalMs: 20 }),
+      });
       const ref = { subscriptionId: 'bench', resourceGroup: 'bench', name: 'bench-tunnel-ns' };
       const prepared = await manager.prepareNamespace({ ...ref, location: 'local' });
       const expiresAt = new Date(Date.now() + 3600_000);
@@ -158,15 +175,31 @@ export const benchmark: Benchmark = {
 
       // A stand-in control plane: the session API for connect, the ready endpoint for the agent.
       const sessionId = randomUUID();
-      const relay = { namespace: ref.name, endpoint: tokens.endpoint, hybridConnection: tokens.hybridConnection, sendToken: tokens.sendToken, expiresAt: expiresAt.toISOString() };
+      const relay = {
+        namespace: ref.name,
+        endpoint: tokens.endpoint,
+        hybridConnection: tokens.hybridConnection,
+        sendToken: tokens.sendToken,
+        expiresAt: expiresAt.toISOString(),
+      };
       let readyPosted!: () => void;
       const ready = new Promise<void>((resolve) => (readyPosted = resolve));
       const api = http.createServer((req, res) => {
         req.resume();
         req.on('end', () => {
-          const view = { sessionId, deviceId: DEVICE_ID, status: 'ready', port: targetPort, createdAt: new Date().toISOString(), expiresAt: relay.expiresAt, relay };
-          if (req.method === 'POST' && req.url === '/api/sessions') return void res.writeHead(201, { 'content-type': 'application/json' }).end(JSON.stringify(view));
-          if (req.method === 'GET' && req.url === `/api/sessions/${sessionId}`) return void res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(view));
+          const view = {
+            sessionId,
+            deviceId: DEVICE_ID,
+            status: 'ready',
+            port: targetPort,
+            createdAt: new Date().toISOString(),
+            expiresAt: relay.expiresAt,
+            relay,
+          };
+          if (req.method === 'POST' && req.url === '/api/sessions')
+            return void res.writeHead(201, { 'content-type': 'application/json' }).end(JSON.stringify(view));
+          if (req.method === 'GET' && req.url === `/api/sessions/${sessionId}`)
+            return void res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(view));
           if (req.method === 'POST' && req.url === `/api/sessions/${sessionId}/ready`) {
             readyPosted();
             return void res.writeHead(204).end();
@@ -181,17 +214,44 @@ export const benchmark: Benchmark = {
       // The device's queue (Azurite) and its enrollment.
       const azurite = await startAzurite();
       cleanups.unshift(() => azurite.close());
-      const queue = QueueServiceClient.fromConnectionString(azurite.connectionString).getQueueClient(`dev-${DEVICE_ID}`);
+      const queue = QueueServiceClient.fromConnectionString(azurite.connectionString).getQueueClient(
+        `dev-${DEVICE_ID}`,
+      );
       await queue.createIfNotExists();
       const queueSas = generateQueueSASQueryParameters(
         { queueName: queue.name, permissions: QueueSASPermissions.parse('rp'), expiresOn: expiresAt },
         new StorageSharedKeyCredential(DEV_ACCOUNT_NAME, DEV_ACCOUNT_KEY),
       ).toString();
       const enrollmentFile = path.join(tmp, 'device.json');
-      await fs.writeFile(enrollmentFile, JSON.stringify({ deviceId: DEVICE_ID, apiUrl, queueUrl: queue.url, queueSas, expiresAt: expiresAt.toISOString() }), { mode: 0o600 });
+      await fs.writeFile(
+        enrollmentFile,
+        JSON.stringify({
+          deviceId: DEVICE_ID,
+          apiUrl,
+          queueUrl: queue.url,
+          queueSas,
+          expiresAt: expiresAt.toISOString(),
+        }),
+        { mode: 0o600 },
+      );
 
       const cliEnv = { ...process.env, RELAY_BROKER_STATE_DIR: path.join(tmp, 'no-local-state') };
-      const agent = child([CLI, '--json', 'agent', '--enrollment', enrollmentFile, '--allow', String(targetPort), '--poll-ms', '200', '--relay-ca', caFile], cliEnv);
+      const agent = child(
+        [
+          CLI,
+          '--json',
+          'agent',
+          '--enrollment',
+          enrollmentFile,
+          '--allow',
+          String(targetPort),
+          '--poll-ms',
+          '200',
+          '--relay-ca',
+          caFile,
+        ],
+        cliEnv,
+      );
       cleanups.unshift(agent.stop);
       await agent.line((l) => l.includes('"agent.started"'), 'the agent');
       await queue.sendMessage(
@@ -201,16 +261,42 @@ export const benchmark: Benchmark = {
           sessionId,
           deviceId: DEVICE_ID,
           port: targetPort,
-          relay: { namespace: ref.name, endpoint: tokens.endpoint, hybridConnection: tokens.hybridConnection, listenToken: tokens.listenToken, expiresAt: relay.expiresAt },
+          relay: {
+            namespace: ref.name,
+            endpoint: tokens.endpoint,
+            hybridConnection: tokens.hybridConnection,
+            listenToken: tokens.listenToken,
+            expiresAt: relay.expiresAt,
+          },
           readyUrl: `${apiUrl}/sessions/${sessionId}/ready`,
           readyToken: randomBytes(32).toString('base64url'),
           notAfter: new Date(Date.now() + 60_000).toISOString(),
         }),
       );
       await ready;
-      const connect = child([CLI, '--json', '--api-url', apiUrl, '--token', 'bench', 'connect', DEVICE_ID, '--port', String(targetPort), '--relay-ca', caFile, '--status-poll-ms', '60000'], cliEnv);
+      const connect = child(
+        [
+          CLI,
+          '--json',
+          '--api-url',
+          apiUrl,
+          '--token',
+          'bench',
+          'connect',
+          DEVICE_ID,
+          '--port',
+          String(targetPort),
+          '--relay-ca',
+          caFile,
+          '--status-poll-ms',
+          '60000',
+        ],
+        cliEnv,
+      );
       cleanups.unshift(connect.stop);
-      const readyLine = JSON.parse(await connect.line((l) => l.includes('"session.ready"'), 'connect')) as { listen: { port: number } };
+      const readyLine = JSON.parse(await connect.line((l) => l.includes('"session.ready"'), 'connect')) as {
+        listen: { port: number };
+      };
       const tunnelPort = readyLine.listen.port;
       log(`tunnel up: client -> 127.0.0.1:${tunnelPort} -> connect -> emulator -> agent -> 127.0.0.1:${targetPort}`);
 
@@ -243,16 +329,29 @@ export const benchmark: Benchmark = {
       log(`rtt p50: direct ${p50(directRtt).toFixed(3)} ms, tunnel ${p50(tunnelRtt).toFixed(3)} ms`);
       const note = `${BYTES / 2 ** 20} MiB x ${RUNS} runs (median) after a warm-up, ${PINGS} sequential 32-byte pings; connect, emulator and agent each in its own process, wss on both relay hops; ${os.cpus().length} CPUs`;
       const figures: Figure[] = [
-        { name: 'tunnel_throughput_ratio', value: tunnelMBs / directMBs, unit: 'ratio', goal: '>= 0.5', command: COMMAND, note },
+        {
+          name: 'tunnel_throughput_ratio',
+          value: tunnelMBs / directMBs,
+          unit: 'ratio',
+          goal: '>= 0.5',
+          command: COMMAND,
+          note,
+        },
         { name: 'tunnel_rtt_added_ms_p50', value: p50(tunnelRtt) - p50(directRtt), unit: 'ms', command: COMMAND, note },
-        { name: 'tunnel_rtt_added_ms_p99', value: percentile(tunnelRtt, 99) - percentile(directRtt, 99), unit: 'ms', command: COMMAND, note },
+        {
+          name: 'tunnel_rtt_added_ms_p99',
+          value: percentile(tunnelRtt, 99) - percentile(directRtt, 99),
+          unit: 'ms',
+          command: COMMAND,
+          note,
+        },
         { name: 'tunnel_throughput_mb_s', value: tunnelMBs, unit: 'MB/s', command: COMMAND, note },
         { name: 'tunnel_direct_throughput_mb_s', value: directMBs, unit: 'MB/s', command: COMMAND, note },
       ];
       return figures;
     } finally {
       for (const c of cleanups) {
-        if (process.env.BENCH_DEBUG) console.error("cleanup", c.toString().slice(0, 60));
+        if (process.env.BENCH_DEBUG) console.error('cleanup', c.toString().slice(0, 60));
         await c().catch(() => undefined);
       }
     }

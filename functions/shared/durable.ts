@@ -8,7 +8,10 @@ const statusIn = (err: unknown, codes: number[]): boolean => {
 };
 
 /** The instance's status, or undefined when no instance has that id. */
-export async function statusOrUndefined(client: DurableClient, instanceId: string): Promise<DurableOrchestrationStatus | undefined> {
+export async function statusOrUndefined(
+  client: DurableClient,
+  instanceId: string,
+): Promise<DurableOrchestrationStatus | undefined> {
   try {
     const st = await client.getStatus(instanceId);
     return st?.instanceId ? st : undefined;
@@ -19,7 +22,12 @@ export async function statusOrUndefined(client: DurableClient, instanceId: strin
 }
 
 /** Raises an event; false when the instance is gone or already finished (404/410). */
-export async function raiseEventIfRunning(client: DurableClient, instanceId: string, eventName: string, data: unknown): Promise<boolean> {
+export async function raiseEventIfRunning(
+  client: DurableClient,
+  instanceId: string,
+  eventName: string,
+  data: unknown,
+): Promise<boolean> {
   try {
     await client.raiseEvent(instanceId, eventName, data);
     return true;

@@ -79,7 +79,10 @@ async function runRoute(options: RouteOptions, req: HttpRequest, ctx: Invocation
 }
 
 function describe(err: unknown): string {
-  const text = err instanceof Error ? `${err.name}: ${err.message}${err.stack ? `\n${err.stack.split('\n').slice(1, 6).join('\n')}` : ''}` : String(err);
+  const text =
+    err instanceof Error
+      ? `${err.name}: ${err.message}${err.stack ? `\n${err.stack.split('\n').slice(1, 6).join('\n')}` : ''}`
+      : String(err);
   return redactSecrets(text);
 }
 

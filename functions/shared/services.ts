@@ -64,7 +64,9 @@ function createServices(config: Config): Services {
     let c = tableClients.get(name);
     if (!c) {
       c = storage.connectionString
-        ? TableClient.fromConnectionString(storage.connectionString, name, { allowInsecureConnection: storage.tableEndpoint.startsWith('http:') })
+        ? TableClient.fromConnectionString(storage.connectionString, name, {
+            allowInsecureConnection: storage.tableEndpoint.startsWith('http:'),
+          })
         : new TableClient(storage.tableEndpoint, name, azureCredential());
       tableClients.set(name, c);
     }
@@ -92,7 +94,13 @@ function createServices(config: Config): Services {
     ...(config.mode === 'azure' ? { credential: azureCredential() } : {}),
   });
   const relayManager = new RelayManager({ apiFactory });
-  const refOf = (ns: { subscriptionId: string; resourceGroup: string; name: string; hybridConnection?: string; endpoint?: string }) => ({
+  const refOf = (ns: {
+    subscriptionId: string;
+    resourceGroup: string;
+    name: string;
+    hybridConnection?: string;
+    endpoint?: string;
+  }) => ({
     subscriptionId: ns.subscriptionId,
     resourceGroup: ns.resourceGroup,
     name: ns.name,
@@ -126,7 +134,10 @@ function createServices(config: Config): Services {
     runs: new PoolRunStore(table(TABLES.namespaces), config.pool.name),
     // Its own manager: an activation that takes 4× the expected creation time (at most 4 min) is
     // given up (and the namespace deleted) within one activity's time limit.
-    relay: new RelayManager({ apiFactory, activationTimeoutMs: Math.min(240_000, Math.max(60_000, config.pool.createSeconds * 4_000)) }),
+    relay: new RelayManager({
+      apiFactory,
+      activationTimeoutMs: Math.min(240_000, Math.max(60_000, config.pool.createSeconds * 4_000)),
+    }),
     sealer,
     pool: config.pool,
     // Names are global DNS labels: the storage account tells deployments apart.

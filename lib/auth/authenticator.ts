@@ -9,7 +9,17 @@ import { type Principal, type Role, ROLES } from './principal';
 export type AuthMode = 'entra' | 'appservice' | 'local';
 
 /** Asymmetric algorithms only: never `none`, never HS* (an HMAC "signed" with a public key is a classic forgery). */
-export const ALLOWED_JWT_ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512'] as const;
+export const ALLOWED_JWT_ALGORITHMS = [
+  'RS256',
+  'RS384',
+  'RS512',
+  'PS256',
+  'PS384',
+  'PS512',
+  'ES256',
+  'ES384',
+  'ES512',
+] as const;
 
 export const APP_SERVICE_PRINCIPAL_HEADER = 'x-ms-client-principal';
 
@@ -54,8 +64,7 @@ export interface AuthenticatorOptions {
 
 /** Minimal view of request headers: the Fetch `Headers` of @azure/functions, or a plain Node header object. */
 export type HeaderSource =
-  | { get(name: string): string | null }
-  | Record<string, string | readonly string[] | undefined>;
+  { get(name: string): string | null } | Record<string, string | readonly string[] | undefined>;
 
 /** Validates request credentials; one instance per process so the JWKS cache is shared. */
 export class Authenticator {
@@ -91,7 +100,8 @@ export class Authenticator {
    * caller's, and a 401 would make a client throw away a good token.
    */
   async authenticate(headers: HeaderSource): Promise<Principal> {
-    if (this.mode === 'appservice') return principalFromAppServiceHeader(readHeader(headers, APP_SERVICE_PRINCIPAL_HEADER));
+    if (this.mode === 'appservice')
+      return principalFromAppServiceHeader(readHeader(headers, APP_SERVICE_PRINCIPAL_HEADER));
     // In every other mode x-ms-client-principal is ignored: anybody can send it.
     const token = bearerToken(readHeader(headers, 'authorization'));
     return this.verifyToken(token);
@@ -120,8 +130,18 @@ export function authenticatorFromConfig(
   auth: { mode: AuthMode; issuer?: string; audience?: string; jwksUrl?: string },
   extra: Pick<AuthenticatorOptions, 'clockToleranceSec' | 'jwks' | 'keyResolver'> = {},
 ): Authenticator {
-  const split = (v?: string) => v?.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
-  return new Authenticator({ ...extra, mode: auth.mode, issuer: split(auth.issuer), audience: split(auth.audience), jwksUrl: auth.jwksUrl });
+  const split = (v?: string) =>
+    v
+      ?.split(',')
+      .map((s) => s.trim())
+      .filter((s) => s.length > 0);
+  return new Authenticator({
+    ...extra,
+    mode: auth.mode,
+    issuer: split(auth.issuer),
+    audience: split(auth.audience),
+    jwksUrl: auth.jwksUrl,
+  });
 }
 
 /** Throws ForbiddenError (403, code `role_required`) unless the principal holds at least one of `roles`. */
@@ -189,28 +209,46 @@ function mapVerifyError(err: unknown): Error {
       case 'aud':
         return unauthenticated('The token has the wrong audience.');
       case 'exp':
-        return unauthenticated(err.reason === 'missing' ? 'The token has no expiry (exp).' : 'The token has an invalid expiry (exp).');
+        return unauthenticated(
+          err.reason === 'missing' ? 'The token has no expiry (exp).' : 'The token has an invalid expiry (exp).',
+        );
       default:
         return unauthenticated(`The token's ${safeClaimName(err.claim)} claim is invalid.`);
     }
   }
   if (err instanceof joseErrors.JOSEAlgNotAllowed) {
-    return unauthenticated(`The token's signing algorithm is not allowed (allowed: ${ALLOWED_JWT_ALGORITHMS.join(', ')}).`);
+    return unauthenticated(
+      `The token's signing algorithm is not allowed (allowed: ${ALLOWED_JWT_ALGORITHMS.join(', ')}).`,
+    );
   }
-  if (err instanceof joseErrors.JWSSignatureVerificationFailed) return unauthenticated('The token has a bad signature.');
+  if (err instanceof joseErrors.JWSSignatureVerificationFailed)
+    return unauthenticated('The token has a bad signature.');
   if (err instanceof joseErrors.JWKSNoMatchingKey || err instanceof joseErrors.JWKSMultipleMatchingKeys) {
     return unauthenticated('The token is signed by an unknown key.');
   }
-  if (err instanceof joseErrors.JWSInvalid || err instanceof joseErrors.JWTInvalid || err instanceof joseErrors.JOSENotSupported) {
+  if (
+    err instanceof joseErrors.JWSInvalid ||
+    err instanceof joseErrors.JWTInvalid ||
+    err instanceof joseErrors.JOSENotSupported
+  ) {
     return unauthenticated('The token is malformed.');
   }
   if (err instanceof joseErrors.JWKInvalid) return unauthenticated('The token is signed by an unknown key.');
-  if (err instanceof joseErrors.JWKSTimeout || err instanceof joseErrors.JWKSInvalid || err instanceof joseErrors.JOSEError || isNetworkError(err)) {
+  if (
+    err instanceof joseErrors.JWKSTimeout ||
+    err instanceof joseErrors.JWKSInvalid ||
+    err instanceof joseErrors.JOSEError ||
+    isNetworkError(err)
+  ) {
     // The JWKS could not be fetched or read: keep the cause (no token in it) for the logs.
-    return new UpstreamError('The signing keys of the token issuer could not be fetched; try again shortly.', 'auth_keys_unavailable', {
-      op: 'auth.jwks',
-      cause: err,
-    });
+    return new UpstreamError(
+      'The signing keys of the token issuer could not be fetched; try again shortly.',
+      'auth_keys_unavailable',
+      {
+        op: 'auth.jwks',
+        cause: err,
+      },
+    );
   }
   // jose surfaces a few structural problems (e.g. a non-object payload) as plain TypeErrors.
   if (err instanceof TypeError) return unauthenticated('The token is malformed.');
@@ -282,10 +320,13 @@ export function principalFromAppServiceHeader(header: string | undefined): Princ
   const parsed = appServicePrincipalSchema.safeParse(decoded);
   if (!parsed.success) throw unauthenticated(`The ${APP_SERVICE_PRINCIPAL_HEADER} header is malformed.`);
   const { claims, role_typ, name_typ } = parsed.data;
-  const first = (...types: string[]) => types.map((t) => claims.find((c) => c.typ === t)?.val).find((v) => v !== undefined && v !== '');
+  const first = (...types: string[]) =>
+    types.map((t) => claims.find((c) => c.typ === t)?.val).find((v) => v !== undefined && v !== '');
   const id = first(OID_CLAIM_URI, 'oid', 'sub', NAME_IDENTIFIER_CLAIM_URI);
-  if (id === undefined) throw unauthenticated('The client principal names no subject (no objectidentifier, oid or sub claim).');
-  if (!PRINCIPAL_ID_PATTERN.test(id)) throw unauthenticated('The client principal subject is not a valid principal id.');
+  if (id === undefined)
+    throw unauthenticated('The client principal names no subject (no objectidentifier, oid or sub claim).');
+  if (!PRINCIPAL_ID_PATTERN.test(id))
+    throw unauthenticated('The client principal subject is not a valid principal id.');
   const roleTypes = new Set(['roles', ROLE_CLAIM_URI, ...(role_typ ? [role_typ] : [])]);
   const roles = knownRoles(claims.filter((c) => roleTypes.has(c.typ)).map((c) => c.val));
   const name = boundedName(...[name_typ, 'name', 'preferred_username'].map((t) => (t ? first(t) : undefined)));

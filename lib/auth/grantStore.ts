@@ -13,11 +13,13 @@ export const ALL_DEVICES = '*';
 
 /** Same rule as device ids everywhere (section 3), so that `dev-<deviceId>` is a valid queue name. */
 
-
 export const principalIdSchema = z.string().regex(PRINCIPAL_ID_PATTERN, 'must be 1-128 of letters, digits and . _ @ -');
 export const grantDeviceIdSchema = z
   .string()
-  .refine((v) => v === ALL_DEVICES || DEVICE_ID_PATTERN.test(v), 'must be * or 3-59 lowercase letters, digits and single hyphens, starting and ending with a letter or digit');
+  .refine(
+    (v) => v === ALL_DEVICES || DEVICE_ID_PATTERN.test(v),
+    'must be * or 3-59 lowercase letters, digits and single hyphens, starting and ending with a letter or digit',
+  );
 
 export interface Grant {
   principalId: string;
@@ -81,7 +83,12 @@ export class GrantStore {
    */
   async put(principalId: string, deviceId: string, by: string, now: Date = new Date()): Promise<PutGrantResult> {
     validIds(principalId, deviceId);
-    const entity: GrantEntity = { partitionKey: principalId, rowKey: deviceId, createdAt: now.toISOString(), createdBy: by };
+    const entity: GrantEntity = {
+      partitionKey: principalId,
+      rowKey: deviceId,
+      createdAt: now.toISOString(),
+      createdBy: by,
+    };
     try {
       await this.table.createEntity(entity);
       return { grant: toGrant(entity), created: true };
@@ -125,7 +132,9 @@ export class GrantStore {
     if (options.principalId !== undefined) validIds(options.principalId);
     const filter = options.principalId !== undefined ? odata`PartitionKey eq ${options.principalId}` : undefined;
     const grants: Grant[] = [];
-    const pages = this.table.listEntities({ queryOptions: filter ? { filter } : {} }).byPage({ maxPageSize: Math.min(limit, 1000) });
+    const pages = this.table
+      .listEntities({ queryOptions: filter ? { filter } : {} })
+      .byPage({ maxPageSize: Math.min(limit, 1000) });
     for await (const page of pages) {
       for (const entity of page) {
         grants.push(toGrant(entity));
@@ -137,7 +146,8 @@ export class GrantStore {
 
   /** True if the principal holds a grant for exactly this device or for `*`: one query. */
   async isGranted(principalId: string, deviceId: string): Promise<boolean> {
-    if (deviceId === ALL_DEVICES) throw new ValidationError('Invalid deviceId.', [{ path: 'deviceId', message: 'must name one device' }]);
+    if (deviceId === ALL_DEVICES)
+      throw new ValidationError('Invalid deviceId.', [{ path: 'deviceId', message: 'must name one device' }]);
     validIds(principalId, deviceId);
     const filter = odata`PartitionKey eq ${principalId} and (RowKey eq ${deviceId} or RowKey eq ${ALL_DEVICES})`;
     const pages = this.table.listEntities({ queryOptions: { filter, select: ['RowKey'] } }).byPage({ maxPageSize: 2 });

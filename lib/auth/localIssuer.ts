@@ -90,7 +90,9 @@ export class LocalIssuer {
   static async create(options: LocalIssuerOptions = {}): Promise<LocalIssuer> {
     const alg = options.alg ?? 'ES256';
     const key = await newSigningKey(alg);
-    return new LocalIssuer(options.issuer ?? DEFAULT_LOCAL_ISSUER, options.audience ?? DEFAULT_LOCAL_AUDIENCE, alg, [key]);
+    return new LocalIssuer(options.issuer ?? DEFAULT_LOCAL_ISSUER, options.audience ?? DEFAULT_LOCAL_AUDIENCE, alg, [
+      key,
+    ]);
   }
 
   /**
@@ -127,7 +129,12 @@ export class LocalIssuer {
       const privateKey = await importJWK(privateJwk, data.alg);
       if (privateKey instanceof Uint8Array) throw new Error(`${file} holds a symmetric key; expected ${data.alg}`);
       const publicJwk = publicPart(privateJwk);
-      keys.push({ kid: String(privateJwk.kid ?? (await calculateJwkThumbprint(publicJwk))), privateKey, privateJwk, publicJwk });
+      keys.push({
+        kid: String(privateJwk.kid ?? (await calculateJwkThumbprint(publicJwk))),
+        privateKey,
+        privateJwk,
+        publicJwk,
+      });
     }
     return new LocalIssuer(data.issuer, data.audience, data.alg, keys, data.jwksUrl);
   }
@@ -172,7 +179,8 @@ export class LocalIssuer {
   async mint(options: MintOptions): Promise<string> {
     if (!PRINCIPAL_ID_PATTERN.test(options.sub)) throw new Error('sub must be 1-128 of [A-Za-z0-9._@-]');
     const ttl = options.ttlSeconds ?? 3600;
-    if (!Number.isInteger(ttl) || ttl < 1 || ttl > MAX_TTL_SECONDS) throw new Error(`ttlSeconds must be an integer in 1..${MAX_TTL_SECONDS}`);
+    if (!Number.isInteger(ttl) || ttl < 1 || ttl > MAX_TTL_SECONDS)
+      throw new Error(`ttlSeconds must be an integer in 1..${MAX_TTL_SECONDS}`);
     const now = Math.floor(Date.now() / 1000);
     return this.signClaims({
       iss: this.issuer,
@@ -270,7 +278,11 @@ export class LocalIssuer {
     const pathname = new URL(req.url ?? '/', 'http://127.0.0.1').pathname;
     const send = (status: number, body: unknown) => {
       const text = JSON.stringify(body);
-      res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
+      res.writeHead(status, {
+        'content-type': 'application/json',
+        'content-length': Buffer.byteLength(text),
+        'cache-control': 'no-store',
+      });
       res.end(text);
     };
     if (req.method !== 'GET' && req.method !== 'HEAD') return send(405, { error: 'method not allowed' });
@@ -292,7 +304,10 @@ export class LocalIssuer {
 }
 
 async function newSigningKey(alg: LocalSigningAlg): Promise<SigningKey> {
-  const { privateKey } = await generateKeyPair(alg, { extractable: true, ...(alg === 'RS256' ? { modulusLength: 2048 } : {}) });
+  const { privateKey } = await generateKeyPair(alg, {
+    extractable: true,
+    ...(alg === 'RS256' ? { modulusLength: 2048 } : {}),
+  });
   const exported = await exportJWK(privateKey);
   const kid = await calculateJwkThumbprint(publicPart(exported));
   const privateJwk: JWK = { ...exported, kid, alg, use: 'sig' };

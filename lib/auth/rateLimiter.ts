@@ -51,9 +51,13 @@ export class RateLimiter {
   enforce(principalId: string, nowMs: number = Date.now()): void {
     const result = this.take(principalId, nowMs);
     if (!result.ok) {
-      throw new RateLimitedError(`Too many requests; try again in ${result.retryAfterSeconds} s.`, result.retryAfterSeconds, {
-        op: 'rateLimiter.enforce',
-      });
+      throw new RateLimitedError(
+        `Too many requests; try again in ${result.retryAfterSeconds} s.`,
+        result.retryAfterSeconds,
+        {
+          op: 'rateLimiter.enforce',
+        },
+      );
     }
   }
 

@@ -91,9 +91,13 @@ export class DeviceRegistry {
       } catch (err) {
         // Azure refuses to recreate a queue for ~30 s after deleting it.
         if (err instanceof RestError && err.statusCode === 409) {
-          throw new ConflictError(`Device ${input.deviceId} was deleted moments ago; its queue is still being removed. Retry in 30 s.`, 'device_being_deleted', {
-            headers: { 'retry-after': '30' },
-          });
+          throw new ConflictError(
+            `Device ${input.deviceId} was deleted moments ago; its queue is still being removed. Retry in 30 s.`,
+            'device_being_deleted',
+            {
+              headers: { 'retry-after': '30' },
+            },
+          );
         }
         throw err;
       }
@@ -178,8 +182,17 @@ export class DeviceRegistry {
 
   private enrollment(record: DeviceRecord): Enrollment {
     const queueUrl = this.o.queueService.getQueueClient(record.queueName).url;
-    const sas = generateQueueSASQueryParameters({ queueName: record.queueName, identifier: record.policyId }, this.o.signer).toString();
-    return { deviceId: record.deviceId, apiUrl: this.o.apiUrl, queueUrl, queueSas: sas, expiresAt: record.sasExpiresAt };
+    const sas = generateQueueSASQueryParameters(
+      { queueName: record.queueName, identifier: record.policyId },
+      this.o.signer,
+    ).toString();
+    return {
+      deviceId: record.deviceId,
+      apiUrl: this.o.apiUrl,
+      queueUrl,
+      queueSas: sas,
+      expiresAt: record.sasExpiresAt,
+    };
   }
 }
 

@@ -76,7 +76,9 @@ export class DeviceStore {
       await this.table.createEntity(toEntity(d));
     } catch (err) {
       if (err instanceof RestError && err.statusCode === 409) {
-        throw new ConflictError(`Device ${d.deviceId} is already registered.`, 'device_exists', { op: 'deviceStore.insert' });
+        throw new ConflictError(`Device ${d.deviceId} is already registered.`, 'device_exists', {
+          op: 'deviceStore.insert',
+        });
       }
       throw err;
     }
@@ -104,7 +106,9 @@ export class DeviceStore {
 
   async list(): Promise<DeviceRecord[]> {
     const out: DeviceRecord[] = [];
-    const iter = this.table.listEntities<Record<string, unknown>>({ queryOptions: { filter: odata`PartitionKey eq ${DEVICE_PARTITION}` } });
+    const iter = this.table.listEntities<Record<string, unknown>>({
+      queryOptions: { filter: odata`PartitionKey eq ${DEVICE_PARTITION}` },
+    });
     for await (const e of iter) {
       const { etag: _etag, ...record } = fromEntity(e);
       out.push(record);

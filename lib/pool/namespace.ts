@@ -90,7 +90,8 @@ export const namespaceEntitySchema = z
   .superRefine((e, ctx) => {
     if (e.state === 'available' || e.state === 'leased') {
       if (!e.endpoint) ctx.addIssue({ code: 'custom', path: ['endpoint'], message: `is required in state ${e.state}` });
-      if (!e.hybridConnection) ctx.addIssue({ code: 'custom', path: ['hybridConnection'], message: `is required in state ${e.state}` });
+      if (!e.hybridConnection)
+        ctx.addIssue({ code: 'custom', path: ['hybridConnection'], message: `is required in state ${e.state}` });
     }
     if (e.state === 'leased') {
       for (const f of ['sessionId', 'leasedAt', 'leaseExpiresAt'] as const) {

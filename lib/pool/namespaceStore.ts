@@ -10,7 +10,14 @@
 // names live in the partition `<pool>~deleted`.
 import { odata, type TableClient, type TransactionAction } from '@azure/data-tables';
 import { z } from 'zod';
-import { ConcurrencyError, ConflictError, InvalidTransitionError, NotFoundError, PoolExhaustedError, ValidationError } from '../errors';
+import {
+  ConcurrencyError,
+  ConflictError,
+  InvalidTransitionError,
+  NotFoundError,
+  PoolExhaustedError,
+  ValidationError,
+} from '../errors';
 import {
   assertTransition,
   NAMESPACE_STATES,
@@ -78,7 +85,9 @@ const SESSION_ID_PATTERN = /^[^/\\#?\u0000-\u001f\u007f-\u009f]{1,200}$/;
 
 function assertSessionId(sessionId: string): void {
   if (!SESSION_ID_PATTERN.test(sessionId)) {
-    throw new ValidationError('sessionId must be 1-200 characters without / \\ # ? or control characters', [{ path: 'sessionId', message: 'invalid' }]);
+    throw new ValidationError('sessionId must be 1-200 characters without / \\ # ? or control characters', [
+      { path: 'sessionId', message: 'invalid' },
+    ]);
   }
 }
 
@@ -169,10 +178,15 @@ export class NamespaceStore {
     } catch (err) {
       if (statusOf(err) !== 409) throw err;
       const existing = await this.get(input.name);
-      if (existing && existing.state === 'creating' && existing.subscriptionId === input.subscriptionId) return existing;
-      throw new ConflictError(`namespace ${input.name} already exists in pool ${this.poolName} (state ${existing?.state ?? 'unknown'})`, 'namespace_exists', {
-        op: 'namespaceStore.insertCreating',
-      });
+      if (existing && existing.state === 'creating' && existing.subscriptionId === input.subscriptionId)
+        return existing;
+      throw new ConflictError(
+        `namespace ${input.name} already exists in pool ${this.poolName} (state ${existing?.state ?? 'unknown'})`,
+        'namespace_exists',
+        {
+          op: 'namespaceStore.insertCreating',
+        },
+      );
     }
   }
 
@@ -216,12 +230,23 @@ export class NamespaceStore {
    * namespace leased twice in the window counts once, so the rate is a slight underestimate).
    * Read-only.
    */
-  async snapshot(input: { now: Date; leaseWindowMinutes: number; nameReuseHours: number; aboveTargetSince?: Date }): Promise<PoolSnapshot> {
+  async snapshot(input: {
+    now: Date;
+    leaseWindowMinutes: number;
+    nameReuseHours: number;
+    aboveTargetSince?: Date;
+  }): Promise<PoolSnapshot> {
     const rows = await this.list();
     const windowStart = input.now.getTime() - input.leaseWindowMinutes * 60_000;
     const recent = rows.filter((n) => n.lastLeasedAt !== undefined && n.lastLeasedAt.getTime() >= windowStart).length;
     return {
-      namespaces: rows.map((n) => ({ name: n.name, subscriptionId: n.subscriptionId, state: n.state, createdAt: n.createdAt, stateChangedAt: n.stateChangedAt })),
+      namespaces: rows.map((n) => ({
+        name: n.name,
+        subscriptionId: n.subscriptionId,
+        state: n.state,
+        createdAt: n.createdAt,
+        stateChangedAt: n.stateChangedAt,
+      })),
       recentlyDeleted: await this.recentlyDeleted(new Date(input.now.getTime() - input.nameReuseHours * 3_600_000)),
       recentLeases: { count: recent, windowMinutes: input.leaseWindowMinutes },
       ...(input.aboveTargetSince ? { aboveTargetSince: input.aboveTargetSince } : {}),
@@ -335,7 +360,12 @@ export class NamespaceStore {
   ): Promise<Namespace> {
     const now = prepared.now ?? new Date();
     const ns = await this.transition(name, 'namespaceStore.markAvailable', etag, (cur) => {
-      if (cur.state === 'available' && cur.endpoint === prepared.endpoint && cur.hybridConnection === prepared.hybridConnection) return 'unchanged';
+      if (
+        cur.state === 'available' &&
+        cur.endpoint === prepared.endpoint &&
+        cur.hybridConnection === prepared.hybridConnection
+      )
+        return 'unchanged';
       return {
         ...cur,
         state: 'available',
@@ -359,11 +389,16 @@ export class NamespaceStore {
    * Second run: a namespace already `recycling` is returned unchanged; with `sessionId`, so is a
    * namespace that no longer holds that session (its lease already ended, maybe it was leased again).
    */
-  async beginRecycle(name: string, options: { sessionId?: string; now?: Date } = {}, etag?: string): Promise<Namespace> {
+  async beginRecycle(
+    name: string,
+    options: { sessionId?: string; now?: Date } = {},
+    etag?: string,
+  ): Promise<Namespace> {
     const now = options.now ?? new Date();
     return this.transition(name, 'namespaceStore.beginRecycle', etag, (cur) => {
       if (cur.state === 'recycling') return 'unchanged';
-      if (options.sessionId !== undefined && !(cur.state === 'leased' && cur.sessionId === options.sessionId)) return 'unchanged';
+      if (options.sessionId !== undefined && !(cur.state === 'leased' && cur.sessionId === options.sessionId))
+        return 'unchanged';
       this.forget(cur.name);
       return { ...cur, state: 'recycling', stateChangedAt: now };
     });
@@ -384,13 +419,20 @@ export class NamespaceStore {
    */
   async markRecycled(
     name: string,
-    options: { now?: Date; fromGeneration?: number; endpoint?: string; hybridConnection?: string; sealedKeys?: string } = {},
+    options: {
+      now?: Date;
+      fromGeneration?: number;
+      endpoint?: string;
+      hybridConnection?: string;
+      sealedKeys?: string;
+    } = {},
     etag?: string,
   ): Promise<Namespace> {
     const now = options.now ?? new Date();
     const ns = await this.transition(name, 'namespaceStore.markRecycled', etag, (cur) => {
       if (cur.state !== 'recycling') {
-        if (options.fromGeneration !== undefined ? cur.generation > options.fromGeneration : cur.state === 'available') return 'unchanged';
+        if (options.fromGeneration !== undefined ? cur.generation > options.fromGeneration : cur.state === 'available')
+          return 'unchanged';
       }
       return {
         ...cur,
@@ -421,7 +463,11 @@ export class NamespaceStore {
    * checks its state); undefined when another holder's claim is younger than `staleAfterMs`.
    * Second run (same `claimId`): the claim is renewed.
    */
-  async claimRecycle(name: string, claimId: string, options: { now?: Date; staleAfterMs: number }): Promise<Namespace | undefined> {
+  async claimRecycle(
+    name: string,
+    claimId: string,
+    options: { now?: Date; staleAfterMs: number },
+  ): Promise<Namespace | undefined> {
     const now = options.now ?? new Date();
     let heldElsewhere = false;
     const ns = await this.transition(name, 'namespaceStore.claimRecycle', undefined, (cur) => {
@@ -444,7 +490,14 @@ export class NamespaceStore {
    * already `quarantined` is returned unchanged.
    */
   async recordRecycleFailure(name: string, error: string, maxFailures: number, now?: Date): Promise<Namespace> {
-    return this.recordFailure(name, 'recycling', error, maxFailures, now ?? new Date(), 'namespaceStore.recordRecycleFailure');
+    return this.recordFailure(
+      name,
+      'recycling',
+      error,
+      maxFailures,
+      now ?? new Date(),
+      'namespaceStore.recordRecycleFailure',
+    );
   }
 
   /**
@@ -453,7 +506,14 @@ export class NamespaceStore {
    * Second run: as recordRecycleFailure.
    */
   async recordCreateFailure(name: string, error: string, maxFailures: number, now?: Date): Promise<Namespace> {
-    return this.recordFailure(name, 'creating', error, maxFailures, now ?? new Date(), 'namespaceStore.recordCreateFailure');
+    return this.recordFailure(
+      name,
+      'creating',
+      error,
+      maxFailures,
+      now ?? new Date(),
+      'namespaceStore.recordCreateFailure',
+    );
   }
 
   /**
@@ -493,7 +553,11 @@ export class NamespaceStore {
       const cur = await this.get(name);
       if (!cur) return;
       if (cur.state !== 'deleting') {
-        throw new ConflictError(`namespace ${name} is ${cur.state}; only a deleting namespace is removed`, 'invalid_transition', { op: 'namespaceStore.remove' });
+        throw new ConflictError(
+          `namespace ${name} is ${cur.state}; only a deleting namespace is removed`,
+          'invalid_transition',
+          { op: 'namespaceStore.remove' },
+        );
       }
       await this.recordDeletedName(name, at);
       try {
@@ -513,7 +577,10 @@ export class NamespaceStore {
    * Second run: overwrites the time with the later one, which only extends the no-reuse window.
    */
   async recordDeletedName(name: string, deletedAt: Date): Promise<void> {
-    await this.table.upsertEntity({ partitionKey: this.deletedPartition, rowKey: name, deletedAt: deletedAt.toISOString() }, 'Replace');
+    await this.table.upsertEntity(
+      { partitionKey: this.deletedPartition, rowKey: name, deletedAt: deletedAt.toISOString() },
+      'Replace',
+    );
   }
 
   /** Names deleted at or after `since`. Read-only. */
@@ -544,7 +611,10 @@ export class NamespaceStore {
   }
 
   /** For reconcile: rows in creating/recycling (default) whose state changed before `olderThan`. Read-only. */
-  async listStuck(olderThan: Date, states: readonly NamespaceState[] = ['creating', 'recycling']): Promise<Namespace[]> {
+  async listStuck(
+    olderThan: Date,
+    states: readonly NamespaceState[] = ['creating', 'recycling'],
+  ): Promise<Namespace[]> {
     return this.list({ states, stateChangedBefore: olderThan });
   }
 
@@ -558,11 +628,17 @@ export class NamespaceStore {
    * said what it read: a row that changed since is a ConcurrencyError. Without one, a lost race
    * re-reads and decides again (the decision is idempotent).
    */
-  private async transition(name: string, op: string, etag: string | undefined, decide: (current: Namespace) => Decision): Promise<Namespace> {
+  private async transition(
+    name: string,
+    op: string,
+    etag: string | undefined,
+    decide: (current: Namespace) => Decision,
+  ): Promise<Namespace> {
     let indexMissing = false;
     for (let attempt = 0; attempt < MAX_TRANSITION_ATTEMPTS; attempt++) {
       const cur = await this.get(name);
-      if (!cur) throw new NotFoundError(`namespace ${name} is not in pool ${this.poolName}`, 'namespace_not_found', { op });
+      if (!cur)
+        throw new NotFoundError(`namespace ${name} is not in pool ${this.poolName}`, 'namespace_not_found', { op });
       if (etag !== undefined && cur.etag !== etag) {
         throw new ConcurrencyError(`namespace ${name} changed since it was read (now ${cur.state})`, { op });
       }
@@ -589,10 +665,13 @@ export class NamespaceStore {
         // 404 in the transaction: the row or its index is gone; the next attempt re-reads the row
         // and, if it is still there, moves it without the (missing) index row.
         if (status === 404 && endsLease) indexMissing = true;
-        else if (etag !== undefined) throw new ConcurrencyError(`namespace ${name} changed since it was read`, { op, cause: err });
+        else if (etag !== undefined)
+          throw new ConcurrencyError(`namespace ${name} changed since it was read`, { op, cause: err });
       }
     }
-    throw new ConcurrencyError(`namespace ${name} kept changing; gave up after ${MAX_TRANSITION_ATTEMPTS} attempts`, { op });
+    throw new ConcurrencyError(`namespace ${name} kept changing; gave up after ${MAX_TRANSITION_ATTEMPTS} attempts`, {
+      op,
+    });
   }
 
   /** The session's lease-index row, and the namespace it names if that is still leased to the session. */
@@ -619,18 +698,36 @@ export class NamespaceStore {
     }
   }
 
-  private async recordFailure(name: string, state: 'creating' | 'recycling', error: string, maxFailures: number, now: Date, op: string): Promise<Namespace> {
+  private async recordFailure(
+    name: string,
+    state: 'creating' | 'recycling',
+    error: string,
+    maxFailures: number,
+    now: Date,
+    op: string,
+  ): Promise<Namespace> {
     return this.transition(name, op, undefined, (cur) => {
       if (cur.state === 'quarantined') return 'unchanged';
       if (cur.state !== state) {
-        throw new InvalidTransitionError(`namespace ${name} is ${cur.state}, not ${state}: no ${state} failure to record`, { op });
+        throw new InvalidTransitionError(
+          `namespace ${name} is ${cur.state}, not ${state}: no ${state} failure to record`,
+          { op },
+        );
       }
       const failures = cur.recycleFailures + 1;
       const lastError = error.slice(0, 2000);
       // A failed attempt releases its recycle claim: the next attempt (whoever makes it) may go.
       const released = { recycleClaim: undefined, recycleClaimedAt: undefined };
       if (failures >= maxFailures) {
-        return { ...cur, ...released, state: 'quarantined', recycleFailures: failures, lastError, quarantineReason: `${state} failed ${failures} times: ${lastError}`.slice(0, 2000), stateChangedAt: now };
+        return {
+          ...cur,
+          ...released,
+          state: 'quarantined',
+          recycleFailures: failures,
+          lastError,
+          quarantineReason: `${state} failed ${failures} times: ${lastError}`.slice(0, 2000),
+          stateChangedAt: now,
+        };
       }
       return { ...cur, ...released, state, recycleFailures: failures, lastError, stateChangedAt: now };
     });

@@ -25,7 +25,10 @@ import { randomUUID } from 'node:crypto';
 export const POOL_TAG = 'relay-broker-pool';
 
 /** What maintenance needs from RelayManager (tests may pass a fake). */
-export type PoolRelayOps = Pick<RelayManager, 'prepareNamespace' | 'getSessionKeys' | 'recycle' | 'deleteNamespace' | 'listNamespaces'>;
+export type PoolRelayOps = Pick<
+  RelayManager,
+  'prepareNamespace' | 'getSessionKeys' | 'recycle' | 'deleteNamespace' | 'listNamespaces'
+>;
 
 export interface PoolMaintenanceOptions {
   namespaces: NamespaceStore;
@@ -199,12 +202,23 @@ export function planReconcile(input: ReconcileInput): ReconcileAction[] {
     const listed = input.listedSubscriptions.has(row.subscriptionId);
     const inArm = armByName.has(row.name);
     if (row.state === 'deleting') {
-      actions.push(listed && !inArm ? { kind: 'removeDeleted', name: row.name } : { kind: 'retryDelete', name: row.name });
+      actions.push(
+        listed && !inArm ? { kind: 'removeDeleted', name: row.name } : { kind: 'retryDelete', name: row.name },
+      );
       continue;
     }
     if (row.state === 'creating') {
       if (row.stateChangedAt.getTime() < stuckBefore) {
-        actions.push({ kind: 'retryCreate', item: { name: row.name, subscriptionId: row.subscriptionId, resourceGroup: row.resourceGroup, location: row.location, retry: true } });
+        actions.push({
+          kind: 'retryCreate',
+          item: {
+            name: row.name,
+            subscriptionId: row.subscriptionId,
+            resourceGroup: row.resourceGroup,
+            location: row.location,
+            retry: true,
+          },
+        });
       }
       continue;
     }
@@ -212,11 +226,16 @@ export function planReconcile(input: ReconcileInput): ReconcileAction[] {
       actions.push({ kind: 'confirmGone', name: row.name });
       continue;
     }
-    if (row.state === 'recycling' && row.stateChangedAt.getTime() < stuckBefore) actions.push({ kind: 'retryRecycle', name: row.name });
-    else if (row.state === 'leased' && row.leaseExpiresAt && row.leaseExpiresAt.getTime() < input.now.getTime()) actions.push({ kind: 'recycleExpired', name: row.name });
+    if (row.state === 'recycling' && row.stateChangedAt.getTime() < stuckBefore)
+      actions.push({ kind: 'retryRecycle', name: row.name });
+    else if (row.state === 'leased' && row.leaseExpiresAt && row.leaseExpiresAt.getTime() < input.now.getTime())
+      actions.push({ kind: 'recycleExpired', name: row.name });
     // A quarantined namespace that still names a session failed to recycle after that session: its
     // hybrid connection (and any live tunnel on it) may still exist, so it is deleted at once.
-    else if (row.state === 'quarantined' && (row.sessionId !== undefined || row.stateChangedAt.getTime() < quarantineBefore)) {
+    else if (
+      row.state === 'quarantined' &&
+      (row.sessionId !== undefined || row.stateChangedAt.getTime() < quarantineBefore)
+    ) {
       actions.push({ kind: 'deleteQuarantined', name: row.name });
     }
   }
@@ -246,8 +265,22 @@ export interface PoolStatus {
   pool: string;
   total: number;
   byState: Record<NamespaceState, number>;
-  bySubscription: Array<{ subscriptionId: string; resourceGroup?: string; location?: string; quota?: number; total: number; byState: Record<NamespaceState, number> }>;
-  target: { value: number; usable: number; reasons: string[]; demand: PoolPlan['demand']; wouldCreate: number; wouldDelete: number };
+  bySubscription: Array<{
+    subscriptionId: string;
+    resourceGroup?: string;
+    location?: string;
+    quota?: number;
+    total: number;
+    byState: Record<NamespaceState, number>;
+  }>;
+  target: {
+    value: number;
+    usable: number;
+    reasons: string[];
+    demand: PoolPlan['demand'];
+    wouldCreate: number;
+    wouldDelete: number;
+  };
   lastRun?: PoolRunRecord;
 }
 
@@ -288,11 +321,16 @@ export class PoolMaintenance {
 
   /** The policy with the subscriptions found full recently capped at what they hold. */
   private policy(fullSubscriptions: Record<string, string>, counts: PoolCounts): PoolPolicy {
-    const base = policyFromConfig(this.o.pool, { maintenanceSeconds: this.o.maintenanceSeconds, nameSalt: this.o.nameSalt });
+    const base = policyFromConfig(this.o.pool, {
+      maintenanceSeconds: this.o.maintenanceSeconds,
+      nameSalt: this.o.nameSalt,
+    });
     return {
       ...base,
       subscriptions: base.subscriptions.map((s) =>
-        fullSubscriptions[s.subscriptionId] ? { ...s, quota: Math.min(s.quota, counts.bySubscription[s.subscriptionId]?.total ?? 0) } : s,
+        fullSubscriptions[s.subscriptionId]
+          ? { ...s, quota: Math.min(s.quota, counts.bySubscription[s.subscriptionId]?.total ?? 0) }
+          : s,
       ),
     };
   }
@@ -308,23 +346,41 @@ export class PoolMaintenance {
   async plan(now: Date, runId = now.toISOString()): Promise<MaintenancePlan> {
     const last = await this.o.runs.last();
     const fullSubscriptions: Record<string, string> = {};
-    for (const [sub, until] of Object.entries(last?.fullSubscriptions ?? {})) if (until > now.toISOString()) fullSubscriptions[sub] = until;
+    for (const [sub, until] of Object.entries(last?.fullSubscriptions ?? {}))
+      if (until > now.toISOString()) fullSubscriptions[sub] = until;
     const aboveTargetSince = last?.aboveTargetSince ? new Date(last.aboveTargetSince) : undefined;
-    const snapshot = await this.store.snapshot({ now, leaseWindowMinutes: this.o.leaseWindowMinutes, nameReuseHours: this.o.pool.nameReuseHours, aboveTargetSince });
+    const snapshot = await this.store.snapshot({
+      now,
+      leaseWindowMinutes: this.o.leaseWindowMinutes,
+      nameReuseHours: this.o.pool.nameReuseHours,
+      aboveTargetSince,
+    });
     const waiting = await this.store.list({ states: ['creating', 'recycling'] });
     const expired = await this.store.listExpiredLeases(now);
     const plan = planPool(snapshot, this.policy(fullSubscriptions, countSummaries(snapshot.namespaces)), now);
-    for (const [sub, until] of Object.entries(fullSubscriptions)) plan.reasons.push(`subscription ${sub} gets no new namespace until ${until} (quota exceeded)`);
+    for (const [sub, until] of Object.entries(fullSubscriptions))
+      plan.reasons.push(`subscription ${sub} gets no new namespace until ${until} (quota exceeded)`);
 
     const retryBefore = now.getTime() - this.o.retryBackoffSeconds * 1000;
     const provision: ProvisionItem[] = plan.create.flatMap((c) =>
-      c.names.map((name) => ({ name, subscriptionId: c.subscriptionId, resourceGroup: c.resourceGroup, location: c.location })),
+      c.names.map((name) => ({
+        name,
+        subscriptionId: c.subscriptionId,
+        resourceGroup: c.resourceGroup,
+        location: c.location,
+      })),
     );
     const recycle: string[] = [];
     for (const row of waiting) {
       if (row.recycleFailures === 0 || row.stateChangedAt.getTime() > retryBefore) continue;
       if (row.state === 'creating') {
-        provision.push({ name: row.name, subscriptionId: row.subscriptionId, resourceGroup: row.resourceGroup, location: row.location, retry: true });
+        provision.push({
+          name: row.name,
+          subscriptionId: row.subscriptionId,
+          resourceGroup: row.resourceGroup,
+          location: row.location,
+          retry: true,
+        });
       } else recycle.push(row.name);
     }
     for (const row of expired) recycle.push(row.name);
@@ -366,7 +422,8 @@ export class PoolMaintenance {
     } catch (err) {
       if (!(err instanceof ConflictError)) throw err;
       const existing = await this.store.get(item.name);
-      if (existing?.state === 'available' && existing.subscriptionId === item.subscriptionId) return { ...base, result: 'available' };
+      if (existing?.state === 'available' && existing.subscriptionId === item.subscriptionId)
+        return { ...base, result: 'available' };
       return { ...base, result: 'skipped', error: `row is ${existing?.state ?? 'gone'}` };
     }
     try {
@@ -393,9 +450,18 @@ export class PoolMaintenance {
           (e: unknown) => errorSummary(e),
         );
         // A failed delete leaves the row `deleting`: reconcile retries it.
-        return { ...base, result: deleteError ? 'failed' : 'abandoned', error: deleteError ? `${error}; delete failed: ${deleteError}` : error };
+        return {
+          ...base,
+          result: deleteError ? 'failed' : 'abandoned',
+          error: deleteError ? `${error}; delete failed: ${deleteError}` : error,
+        };
       }
-      const after = await this.store.recordCreateFailure(item.name, error, this.o.pool.maxRecycleFailures, this.clock());
+      const after = await this.store.recordCreateFailure(
+        item.name,
+        error,
+        this.o.pool.maxRecycleFailures,
+        this.clock(),
+      );
       return { ...base, result: after.state === 'quarantined' ? 'quarantined' : 'failed', error };
     }
   }
@@ -414,7 +480,8 @@ export class PoolMaintenance {
     let ns = await this.store.get(name);
     if (!ns) return { name, result: 'skipped', error: 'no such row' };
     if (ns.state === 'leased') {
-      if (!ns.leaseExpiresAt || ns.leaseExpiresAt.getTime() >= now.getTime()) return { name, result: 'skipped', error: 'lease not expired' };
+      if (!ns.leaseExpiresAt || ns.leaseExpiresAt.getTime() >= now.getTime())
+        return { name, result: 'skipped', error: 'lease not expired' };
       try {
         ns = await this.store.beginRecycle(name, { now }, ns.etag);
       } catch (err) {
@@ -424,7 +491,10 @@ export class PoolMaintenance {
     }
     if (ns.state !== 'recycling') return { name, result: 'skipped', error: `row is ${ns.state}` };
     // A session's recycle (or another maintenance run) may be doing this one's ARM work right now.
-    const claimed = await this.store.claimRecycle(name, `maintenance:${randomUUID()}`, { now, staleAfterMs: RECYCLE_CLAIM_STALE_MS });
+    const claimed = await this.store.claimRecycle(name, `maintenance:${randomUUID()}`, {
+      now,
+      staleAfterMs: RECYCLE_CLAIM_STALE_MS,
+    });
     if (!claimed) return { name, result: 'skipped', error: 'another recycle holds it' };
     if (claimed.state !== 'recycling') return { name, result: 'skipped', error: `row is ${claimed.state}` };
     ns = claimed;
@@ -436,7 +506,12 @@ export class PoolMaintenance {
       sealedKeys = sealNamespaceKeys(this.o.sealer, ns.name, ns.generation + 1, keys);
     } catch (err) {
       if (!(err instanceof RelayArmError)) throw err;
-      const after = await this.store.recordRecycleFailure(name, errorSummary(err), this.o.pool.maxRecycleFailures, this.clock());
+      const after = await this.store.recordRecycleFailure(
+        name,
+        errorSummary(err),
+        this.o.pool.maxRecycleFailures,
+        this.clock(),
+      );
       return { name, result: after.state === 'quarantined' ? 'quarantined' : 'failed', error: errorSummary(err) };
     }
     await this.store.markRecycled(name, { now: this.clock(), fromGeneration: ns.generation, sealedKeys });
@@ -458,7 +533,8 @@ export class PoolMaintenance {
     try {
       await this.store.beginDelete(name, now);
     } catch (err) {
-      if (err instanceof InvalidTransitionError) return { name, result: 'skipped', error: `row is ${(await this.store.get(name))?.state ?? 'gone'}` };
+      if (err instanceof InvalidTransitionError)
+        return { name, result: 'skipped', error: `row is ${(await this.store.get(name))?.state ?? 'gone'}` };
       if (err instanceof NotFoundError) return { name, result: 'skipped', error: 'no such row' };
       throw err;
     }
@@ -506,7 +582,9 @@ export class PoolMaintenance {
     const listed = new Set<string>();
     for (const subscriptionId of subscriptionIds) {
       try {
-        arm.push(...(await this.o.relay.listNamespaces({ subscriptionId, tag: { name: POOL_TAG, value: this.poolName } })));
+        arm.push(
+          ...(await this.o.relay.listNamespaces({ subscriptionId, tag: { name: POOL_TAG, value: this.poolName } })),
+        );
         listed.add(subscriptionId);
       } catch (err) {
         if (!(err instanceof RelayArmError)) throw err;
@@ -516,7 +594,9 @@ export class PoolMaintenance {
     }
     counts.armNamespaces = arm.length;
     const rows = await this.store.list();
-    const recentlyDeleted = await this.store.recentlyDeleted(new Date(now.getTime() - this.o.pool.nameReuseHours * 3_600_000));
+    const recentlyDeleted = await this.store.recentlyDeleted(
+      new Date(now.getTime() - this.o.pool.nameReuseHours * 3_600_000),
+    );
     const actions = planReconcile({
       arm,
       listedSubscriptions: listed,
@@ -539,7 +619,9 @@ export class PoolMaintenance {
           if (done) counts[done]++;
         } catch (err) {
           counts.failed++;
-          note(`${action.kind} ${'name' in action ? action.name : 'item' in action ? action.item.name : action.namespace.name}: ${errorSummary(err)}`);
+          note(
+            `${action.kind} ${'name' in action ? action.name : 'item' in action ? action.item.name : action.namespace.name}: ${errorSummary(err)}`,
+          );
         }
       }
     };
@@ -563,7 +645,13 @@ export class PoolMaintenance {
       finishedAt: summary.finishedAt,
       durationMs: Math.max(0, new Date(summary.finishedAt).getTime() - new Date(summary.startedAt).getTime()),
       outcome: !summary.plan ? 'failed' : summary.errors.length > 0 || stepFailures > 0 ? 'partial' : 'succeeded',
-      ...(summary.plan ? { target: summary.plan.target, usable: summary.plan.usable, ...(summary.plan.aboveTargetSince ? { aboveTargetSince: summary.plan.aboveTargetSince } : {}) } : {}),
+      ...(summary.plan
+        ? {
+            target: summary.plan.target,
+            usable: summary.plan.usable,
+            ...(summary.plan.aboveTargetSince ? { aboveTargetSince: summary.plan.aboveTargetSince } : {}),
+          }
+        : {}),
       reasons: (summary.plan?.reasons ?? []).slice(0, 20).map((r) => r.slice(0, 1000)),
       steps: summary.steps,
       errors: summary.errors.slice(0, MAX_ERRORS).map((e) => e.slice(0, 1000)),
@@ -586,7 +674,8 @@ export class PoolMaintenance {
     const rows = await this.store.list();
     const counts = countNamespaces(rows);
     const fullSubscriptions: Record<string, string> = {};
-    for (const [sub, until] of Object.entries(last?.fullSubscriptions ?? {})) if (until > now.toISOString()) fullSubscriptions[sub] = until;
+    for (const [sub, until] of Object.entries(last?.fullSubscriptions ?? {}))
+      if (until > now.toISOString()) fullSubscriptions[sub] = until;
     const snapshot = await this.store.snapshot({
       now,
       leaseWindowMinutes: this.o.leaseWindowMinutes,
@@ -603,8 +692,16 @@ export class PoolMaintenance {
       bySubscription: subIds.map((id) => {
         const c = counts.bySubscription[id];
         const sub = configured.get(id);
-        const byState = Object.fromEntries(NAMESPACE_STATES.map((s) => [s, c?.[s] ?? 0])) as Record<NamespaceState, number>;
-        return { subscriptionId: id, ...(sub ? { resourceGroup: sub.resourceGroup, location: sub.location, quota: sub.quota } : {}), total: c?.total ?? 0, byState };
+        const byState = Object.fromEntries(NAMESPACE_STATES.map((s) => [s, c?.[s] ?? 0])) as Record<
+          NamespaceState,
+          number
+        >;
+        return {
+          subscriptionId: id,
+          ...(sub ? { resourceGroup: sub.resourceGroup, location: sub.location, quota: sub.quota } : {}),
+          total: c?.total ?? 0,
+          byState,
+        };
       }),
       target: {
         value: plan.target,
@@ -625,17 +722,34 @@ export class PoolMaintenance {
     switch (action.kind) {
       case 'adopt': {
         const ns = action.namespace;
-        const row = await this.store.insertCreating({ name: ns.name, subscriptionId: ns.subscriptionId, resourceGroup: ns.resourceGroup, location: ns.location, hybridConnection: DEFAULT_HYBRID_CONNECTION, now });
+        const row = await this.store.insertCreating({
+          name: ns.name,
+          subscriptionId: ns.subscriptionId,
+          resourceGroup: ns.resourceGroup,
+          location: ns.location,
+          hybridConnection: DEFAULT_HYBRID_CONNECTION,
+          now,
+        });
         try {
           await this.prepareAndMarkAvailable(row, { recycleFirst: true });
         } catch (err) {
-          if (err instanceof RelayArmError) await this.store.recordCreateFailure(ns.name, errorSummary(err), this.o.pool.maxRecycleFailures, this.clock());
+          if (err instanceof RelayArmError)
+            await this.store.recordCreateFailure(
+              ns.name,
+              errorSummary(err),
+              this.o.pool.maxRecycleFailures,
+              this.clock(),
+            );
           throw err;
         }
         return 'adopted';
       }
       case 'deleteOrphan': {
-        await this.deleteInArm({ subscriptionId: action.namespace.subscriptionId, resourceGroup: action.namespace.resourceGroup, name: action.namespace.name });
+        await this.deleteInArm({
+          subscriptionId: action.namespace.subscriptionId,
+          resourceGroup: action.namespace.resourceGroup,
+          name: action.namespace.name,
+        });
         await this.store.recordDeletedName(action.namespace.name, this.clock());
         return 'orphansDeleted';
       }
@@ -658,18 +772,28 @@ export class PoolMaintenance {
       case 'deleteQuarantined': {
         const outcome = await this.delete(action.name);
         if (outcome.result === 'failed') throw new Error(outcome.error ?? 'delete failed');
-        return outcome.result === 'deleted' ? (action.kind === 'retryDelete' ? 'deletesRetried' : 'quarantinedDeleted') : undefined;
+        return outcome.result === 'deleted'
+          ? action.kind === 'retryDelete'
+            ? 'deletesRetried'
+            : 'quarantinedDeleted'
+          : undefined;
       }
       case 'retryCreate': {
         const outcome = await this.provision(action.item);
-        if (outcome.result === 'failed' || outcome.result === 'quarantined') throw new Error(outcome.error ?? outcome.result);
+        if (outcome.result === 'failed' || outcome.result === 'quarantined')
+          throw new Error(outcome.error ?? outcome.result);
         return outcome.result === 'skipped' ? undefined : 'creatingRetried';
       }
       case 'retryRecycle':
       case 'recycleExpired': {
         const outcome = await this.recycle(action.name);
-        if (outcome.result === 'failed' || outcome.result === 'quarantined') throw new Error(outcome.error ?? outcome.result);
-        return outcome.result === 'recycled' ? (action.kind === 'retryRecycle' ? 'recyclingRetried' : 'expiredLeasesRecycled') : undefined;
+        if (outcome.result === 'failed' || outcome.result === 'quarantined')
+          throw new Error(outcome.error ?? outcome.result);
+        return outcome.result === 'recycled'
+          ? action.kind === 'retryRecycle'
+            ? 'recyclingRetried'
+            : 'expiredLeasesRecycled'
+          : undefined;
       }
     }
   }
@@ -687,7 +811,13 @@ export class PoolMaintenance {
       tags: { [POOL_TAG]: this.poolName },
       hybridConnection: row.hybridConnection ?? DEFAULT_HYBRID_CONNECTION,
     });
-    const ref: NamespaceRef = { subscriptionId: row.subscriptionId, resourceGroup: row.resourceGroup, name: row.name, hybridConnection: prepared.hybridConnection, endpoint: prepared.endpoint };
+    const ref: NamespaceRef = {
+      subscriptionId: row.subscriptionId,
+      resourceGroup: row.resourceGroup,
+      name: row.name,
+      hybridConnection: prepared.hybridConnection,
+      endpoint: prepared.endpoint,
+    };
     if (options.recycleFirst) await this.o.relay.recycle(ref);
     const keys = await this.o.relay.getSessionKeys(ref);
     return this.store.markAvailable(row.name, {
@@ -739,11 +869,18 @@ function refOf(ns: Namespace): NamespaceRef {
 }
 
 function countSummaries(rows: readonly { subscriptionId: string; state: NamespaceState }[]): PoolCounts {
-  const counts: PoolCounts = { total: 0, byState: Object.fromEntries(NAMESPACE_STATES.map((s) => [s, 0])) as Record<NamespaceState, number>, bySubscription: {} };
+  const counts: PoolCounts = {
+    total: 0,
+    byState: Object.fromEntries(NAMESPACE_STATES.map((s) => [s, 0])) as Record<NamespaceState, number>,
+    bySubscription: {},
+  };
   for (const r of rows) {
     counts.total++;
     counts.byState[r.state]++;
-    const sub = (counts.bySubscription[r.subscriptionId] ??= { total: 0, ...(Object.fromEntries(NAMESPACE_STATES.map((s) => [s, 0])) as Record<NamespaceState, number>) });
+    const sub = (counts.bySubscription[r.subscriptionId] ??= {
+      total: 0,
+      ...(Object.fromEntries(NAMESPACE_STATES.map((s) => [s, 0])) as Record<NamespaceState, number>),
+    });
     sub.total++;
     sub[r.state]++;
   }

@@ -135,8 +135,14 @@ export function profileLookAhead(profile: readonly number[] | undefined, from: D
  * valid Relay namespace name. Unique per (stamp second, index); the salt separates deployments.
  */
 export function namespaceName(prefix: string, stamp: Date, index: number, salt = ''): string {
-  const cleanPrefix = prefix.toLowerCase().replace(/[^a-z0-9-]/g, '').replace(/-+$/, '');
-  const cleanSalt = salt.toLowerCase().replace(/[^a-z0-9]/g, '').slice(0, 8);
+  const cleanPrefix = prefix
+    .toLowerCase()
+    .replace(/[^a-z0-9-]/g, '')
+    .replace(/-+$/, '');
+  const cleanSalt = salt
+    .toLowerCase()
+    .replace(/[^a-z0-9]/g, '')
+    .slice(0, 8);
   const seconds = Math.max(0, Math.floor(stamp.getTime() / 1000)).toString(36);
   const idx = Math.max(0, Math.floor(index)).toString(36).padStart(3, '0');
   const name = `${cleanPrefix}-${cleanSalt}${seconds}${idx}`;
@@ -200,7 +206,10 @@ export function planPool(snapshot: PoolSnapshot, policy: PoolPolicy, now: Date):
     `expected ${round(expected)} concurrent = max(leased ${leased} + arrivals ${round(arrivals)} over ${horizonSeconds}s, ` +
       `profile ${profile}); wanted ${wanted} = max(leased + floor ${policy.floor}, ceil(headroom ${policy.headroom} × expected))`,
   );
-  if (target < wanted) reasons.push(`target limited to ${target} by capacity (cap ${policy.cap}, quotas ${quotaTotal}, unusable ${byState.quarantined + byState.deleting})`);
+  if (target < wanted)
+    reasons.push(
+      `target limited to ${target} by capacity (cap ${policy.cap}, quotas ${quotaTotal}, unusable ${byState.quarantined + byState.deleting})`,
+    );
 
   const plan: PoolPlan = {
     target,
@@ -215,7 +224,10 @@ export function planPool(snapshot: PoolSnapshot, policy: PoolPolicy, now: Date):
   if (usable < target) {
     plan.create = allocateCreations(target - usable, rows, bySubscription, snapshot, policy, now, reasons);
     const ordered = plan.create.reduce((s, c) => s + c.count, 0);
-    reasons.push(`usable ${usable} < target ${target}: create ${ordered}` + (ordered < target - usable ? ` (${target - usable - ordered} refused by quota or cap)` : ''));
+    reasons.push(
+      `usable ${usable} < target ${target}: create ${ordered}` +
+        (ordered < target - usable ? ` (${target - usable - ordered} refused by quota or cap)` : ''),
+    );
     return plan;
   }
   if (usable === target) {
@@ -228,13 +240,20 @@ export function planPool(snapshot: PoolSnapshot, policy: PoolPolicy, now: Date):
   plan.aboveTargetSince = since;
   const aboveMinutes = (now.getTime() - since.getTime()) / 60_000;
   if (aboveMinutes < policy.shrinkIdleMinutes) {
-    reasons.push(`usable ${usable} > target ${target} for ${round(aboveMinutes)} of ${policy.shrinkIdleMinutes} min: keep (hysteresis)`);
+    reasons.push(
+      `usable ${usable} > target ${target} for ${round(aboveMinutes)} of ${policy.shrinkIdleMinutes} min: keep (hysteresis)`,
+    );
     return plan;
   }
   const idleBefore = now.getTime() - policy.shrinkIdleMinutes * 60_000;
   const candidates = snapshot.namespaces
     .filter((n) => n.state === 'available' && n.stateChangedAt.getTime() <= idleBefore)
-    .sort((a, b) => a.createdAt.getTime() - b.createdAt.getTime() || a.stateChangedAt.getTime() - b.stateChangedAt.getTime() || cmp(a.name, b.name));
+    .sort(
+      (a, b) =>
+        a.createdAt.getTime() - b.createdAt.getTime() ||
+        a.stateChangedAt.getTime() - b.stateChangedAt.getTime() ||
+        cmp(a.name, b.name),
+    );
   const step = Math.max(1, Math.ceil(policy.shrinkFractionPerRun * excess));
   plan.delete = candidates.slice(0, Math.min(excess, step)).map((n) => n.name);
   reasons.push(

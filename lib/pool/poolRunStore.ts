@@ -63,7 +63,12 @@ export class PoolRunStore {
    */
   async record(record: PoolRunRecord): Promise<boolean> {
     const checked = poolRunRecordSchema.parse(record);
-    const entity = { partitionKey: this.partition, rowKey: PoolRunStore.ROW_KEY, record: JSON.stringify(checked), startedAt: checked.startedAt };
+    const entity = {
+      partitionKey: this.partition,
+      rowKey: PoolRunStore.ROW_KEY,
+      record: JSON.stringify(checked),
+      startedAt: checked.startedAt,
+    };
     for (let attempt = 0; attempt < 4; attempt++) {
       const current = await this.read();
       if (current && current.record && current.record.startedAt > checked.startedAt) return false;

@@ -21,7 +21,10 @@ export function sealedKeysContext(namespace: string, generation: number): string
 
 /** Seals `{listen, send}` for `namespace` at `generation`. */
 export function sealNamespaceKeys(sealer: Sealer, namespace: string, generation: number, keys: NamespaceKeys): string {
-  const plain: NamespaceKeys = { listen: { keyName: keys.listen.keyName, key: keys.listen.key }, send: { keyName: keys.send.keyName, key: keys.send.key } };
+  const plain: NamespaceKeys = {
+    listen: { keyName: keys.listen.keyName, key: keys.listen.key },
+    send: { keyName: keys.send.keyName, key: keys.send.key },
+  };
   return sealer.seal(JSON.stringify(plain), sealedKeysContext(namespace, generation));
 }
 
@@ -30,10 +33,15 @@ export function sealNamespaceKeys(sealer: Sealer, namespace: string, generation:
  * row and generation (sealed for another generation, another sealing key, or tampered): the
  * caller then asks ARM. Never throws with key material in a message.
  */
-export function openNamespaceKeys(sealer: Sealer, ns: { name: string; generation: number; sealedKeys?: string }): NamespaceKeys | undefined {
+export function openNamespaceKeys(
+  sealer: Sealer,
+  ns: { name: string; generation: number; sealedKeys?: string },
+): NamespaceKeys | undefined {
   if (!ns.sealedKeys) return undefined;
   try {
-    const parsed = namespaceKeysSchema.safeParse(JSON.parse(sealer.open(ns.sealedKeys, sealedKeysContext(ns.name, ns.generation))));
+    const parsed = namespaceKeysSchema.safeParse(
+      JSON.parse(sealer.open(ns.sealedKeys, sealedKeysContext(ns.name, ns.generation))),
+    );
     return parsed.success ? parsed.data : undefined;
   } catch (err) {
     if (err instanceof SealedDataError || err instanceof SyntaxError) return undefined;

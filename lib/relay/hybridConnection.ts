@@ -44,7 +44,12 @@ export interface HybridConnectionStream extends Duplex {
  * The WebSocket URL of a hybrid connection for `action`. `endpoint` is the namespace's
  * serviceBusEndpoint (`https://ns.servicebus.windows.net:443/`, `sb://ns.servicebus.windows.net/`, or the emulator's).
  */
-export function hybridConnectionUrl(endpoint: string, hybridConnection: string, action: 'listen' | 'connect', id?: string): string {
+export function hybridConnectionUrl(
+  endpoint: string,
+  hybridConnection: string,
+  action: 'listen' | 'connect',
+  id?: string,
+): string {
   const url = new URL(endpoint);
   const scheme = url.protocol === 'http:' || url.protocol === 'ws:' ? 'ws:' : 'wss:';
   const base = url.pathname.replace(/\/+$/, '');
@@ -115,9 +120,16 @@ function openWebSocket(
       settled = true;
       reject(err);
     };
-    ws.on('error', (err: Error) => fail(new RelayHandshakeError(0, `Could not reach the relay: ${err.message}`, { cause: err })));
+    ws.on('error', (err: Error) =>
+      fail(new RelayHandshakeError(0, `Could not reach the relay: ${err.message}`, { cause: err })),
+    );
     ws.once('unexpected-response', (_req, res: IncomingMessage) => {
-      fail(new RelayHandshakeError(res.statusCode ?? 0, `The relay answered ${res.statusCode} ${res.statusMessage ?? ''}`.trim()));
+      fail(
+        new RelayHandshakeError(
+          res.statusCode ?? 0,
+          `The relay answered ${res.statusCode} ${res.statusMessage ?? ''}`.trim(),
+        ),
+      );
       res.resume();
       ws.terminate();
     });
@@ -217,7 +229,7 @@ export interface HybridConnectionListenerEvents {
   ended: [ListenerEndedEvent];
 }
 
-function parseAccept(data: string): AcceptRequest & { address: string } | undefined {
+function parseAccept(data: string): (AcceptRequest & { address: string }) | undefined {
   let message: unknown;
   try {
     message = JSON.parse(data);
@@ -230,11 +242,14 @@ function parseAccept(data: string): AcceptRequest & { address: string } | undefi
   if (typeof a.address !== 'string' || typeof a.id !== 'string') return undefined;
   const headers: Record<string, string> = {};
   if (a.connectHeaders && typeof a.connectHeaders === 'object') {
-    for (const [k, v] of Object.entries(a.connectHeaders as Record<string, unknown>)) if (typeof v === 'string') headers[k] = v;
+    for (const [k, v] of Object.entries(a.connectHeaders as Record<string, unknown>))
+      if (typeof v === 'string') headers[k] = v;
   }
   const re = a.remoteEndpoint as { address?: unknown; port?: unknown } | undefined;
   const remoteEndpoint =
-    re && typeof re.address === 'string' && typeof re.port === 'number' ? { address: re.address, port: re.port } : undefined;
+    re && typeof re.address === 'string' && typeof re.port === 'number'
+      ? { address: re.address, port: re.port }
+      : undefined;
   let address: URL;
   try {
     address = new URL(a.address);
@@ -378,7 +393,10 @@ export class HybridConnectionListener extends EventEmitter<HybridConnectionListe
         return this.end({ reason: 'token_expired', code });
       }
       // 1008 with a provider: reconnect at once with a fresh token.
-      this.scheduleReconnect({ code, reason: reason || 'control channel closed' }, code === RELAY_CLOSE_POLICY_VIOLATION ? 0 : undefined);
+      this.scheduleReconnect(
+        { code, reason: reason || 'control channel closed' },
+        code === RELAY_CLOSE_POLICY_VIOLATION ? 0 : undefined,
+      );
     });
   }
 
@@ -390,7 +408,10 @@ export class HybridConnectionListener extends EventEmitter<HybridConnectionListe
 
   private scheduleReconnect(event: Omit<ListenerOfflineEvent, 'retryInMs'>, forcedDelayMs?: number): void {
     if (this.state === 'ended') return;
-    const cap = Math.min(this.opts.reconnectMaxDelayMs, this.opts.reconnectInitialDelayMs * 2 ** Math.min(this.attempt, 30));
+    const cap = Math.min(
+      this.opts.reconnectMaxDelayMs,
+      this.opts.reconnectInitialDelayMs * 2 ** Math.min(this.attempt, 30),
+    );
     // Equal jitter: half fixed, half random, so a fleet of agents does not reconnect in step.
     const retryInMs = forcedDelayMs ?? Math.round(cap / 2 + Math.random() * (cap / 2));
     this.attempt++;
@@ -470,7 +491,13 @@ export class HybridConnectionListener extends EventEmitter<HybridConnectionListe
     if (this.state === 'ended') return;
     if (decision) return this.reject(address, info, decision);
     try {
-      const ws = await this.trackPending(openWebSocket(address, { ca: this.opts.ca, handshakeTimeoutMs: this.opts.handshakeTimeoutMs, track: this.pendingAccepts }));
+      const ws = await this.trackPending(
+        openWebSocket(address, {
+          ca: this.opts.ca,
+          handshakeTimeoutMs: this.opts.handshakeTimeoutMs,
+          track: this.pendingAccepts,
+        }),
+      );
       const stream = toStream(ws, info.id);
       this.streams.add(stream);
       stream.once('close', () => this.streams.delete(stream));
@@ -485,7 +512,13 @@ export class HybridConnectionListener extends EventEmitter<HybridConnectionListe
     url.searchParams.set('sb-hc-statusCode', String(decision.statusCode));
     url.searchParams.set('sb-hc-statusDescription', decision.statusDescription ?? 'Rejected');
     try {
-      const ws = await this.trackPending(openWebSocket(url.toString(), { ca: this.opts.ca, handshakeTimeoutMs: this.opts.handshakeTimeoutMs, track: this.pendingAccepts }));
+      const ws = await this.trackPending(
+        openWebSocket(url.toString(), {
+          ca: this.opts.ca,
+          handshakeTimeoutMs: this.opts.handshakeTimeoutMs,
+          track: this.pendingAccepts,
+        }),
+      );
       ws.terminate(); // the relay answers 410 to a reject; an upgrade here is unexpected
     } catch (err) {
       if (!(err instanceof RelayHandshakeError && err.statusCode === 410)) {

@@ -186,11 +186,25 @@ interface ArmFault {
   retryAfterMs?: number;
 }
 
-const TRANSIENT_NETWORK_CODES = new Set(['ECONNRESET', 'ETIMEDOUT', 'ECONNREFUSED', 'EPIPE', 'EAI_AGAIN', 'ECONNABORTED', 'REQUEST_SEND_ERROR']);
+const TRANSIENT_NETWORK_CODES = new Set([
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'ECONNREFUSED',
+  'EPIPE',
+  'EAI_AGAIN',
+  'ECONNABORTED',
+  'REQUEST_SEND_ERROR',
+]);
 
 function describeFault(err: unknown): ArmFault {
   if (typeof err !== 'object' || err === null) return { message: String(err) };
-  const e = err as { statusCode?: unknown; code?: unknown; name?: unknown; message?: unknown; response?: { headers?: { get?: (n: string) => string | undefined } } };
+  const e = err as {
+    statusCode?: unknown;
+    code?: unknown;
+    name?: unknown;
+    message?: unknown;
+    response?: { headers?: { get?: (n: string) => string | undefined } };
+  };
   const retryAfter = typeof e.response?.headers?.get === 'function' ? e.response.headers.get('retry-after') : undefined;
   return {
     statusCode: typeof e.statusCode === 'number' ? e.statusCode : undefined,
@@ -216,9 +230,16 @@ function isTransient(f: ArmFault): boolean {
 }
 
 function toTypedError(operation: string, f: ArmFault, cause: unknown): RelayArmError {
-  const options: RelayArmErrorOptions = { operation, armStatus: f.statusCode, armCode: f.code, cause, op: `relayManager.${operation}` };
+  const options: RelayArmErrorOptions = {
+    operation,
+    armStatus: f.statusCode,
+    armCode: f.code,
+    cause,
+    op: `relayManager.${operation}`,
+  };
   const detail = `${operation} failed${f.statusCode ? ` with ${f.statusCode}` : ''}${f.code ? ` ${f.code}` : ''}: ${f.message}`;
-  if (f.code === 'QuotaExceeded' || /TooManyNamespace|quota/i.test(f.message)) return new RelayQuotaExceededError(detail, options);
+  if (f.code === 'QuotaExceeded' || /TooManyNamespace|quota/i.test(f.message))
+    return new RelayQuotaExceededError(detail, options);
   if (f.statusCode === 404) return new RelayResourceNotFoundError(detail, options);
   if (f.statusCode === 409) return new RelayConflictError(detail, options);
   return new RelayArmError(detail, options);
@@ -262,10 +283,17 @@ export class RelayManager {
     const count: ArmCallCount = { reads: 0, writes: 0 };
     const { resourceGroup: rg, name } = input;
     const hcName = input.hybridConnection ?? DEFAULT_HYBRID_CONNECTION;
-    let ns = await this.getOrUndefined(count, 'namespaces.get', (signal) => api.namespaces.get(rg, name, { abortSignal: signal }));
+    let ns = await this.getOrUndefined(count, 'namespaces.get', (signal) =>
+      api.namespaces.get(rg, name, { abortSignal: signal }),
+    );
     if (!ns) {
       await this.call(count, 'namespaces.createOrUpdate', 'write', (signal) =>
-        api.namespaces.beginCreateOrUpdate(rg, name, { location: input.location, tags: input.tags }, { abortSignal: signal }),
+        api.namespaces.beginCreateOrUpdate(
+          rg,
+          name,
+          { location: input.location, tags: input.tags },
+          { abortSignal: signal },
+        ),
       );
     }
     if (ns?.provisioningState !== 'Succeeded') ns = await this.waitUntilActive(api, count, rg, name, !ns);
@@ -277,7 +305,13 @@ export class RelayManager {
     );
     if (!hc || hc.requiresClientAuthorization === false) {
       await this.call(count, 'hybridConnections.createOrUpdate', 'write', (signal) =>
-        api.hybridConnections.createOrUpdate(rg, name, hcName, { requiresClientAuthorization: true }, { abortSignal: signal }),
+        api.hybridConnections.createOrUpdate(
+          rg,
+          name,
+          hcName,
+          { requiresClientAuthorization: true },
+          { abortSignal: signal },
+        ),
       );
     }
     const rules = hc ? await this.listHybridConnectionRules(api, count, rg, name, hcName) : [];
@@ -288,7 +322,14 @@ export class RelayManager {
       const existing = rules.find((r) => r.name?.toLowerCase() === ruleName.toLowerCase());
       if (existing && existing.rights.length === 1 && existing.rights[0] === right) continue;
       await this.call(count, 'hybridConnections.createOrUpdateAuthorizationRule', 'write', (signal) =>
-        api.hybridConnections.createOrUpdateAuthorizationRule(rg, name, hcName, ruleName, { rights: [right] }, { abortSignal: signal }),
+        api.hybridConnections.createOrUpdateAuthorizationRule(
+          rg,
+          name,
+          hcName,
+          ruleName,
+          { rights: [right] },
+          { abortSignal: signal },
+        ),
       );
     }
     return {
@@ -312,18 +353,24 @@ export class RelayManager {
     const hcName = ref.hybridConnection ?? DEFAULT_HYBRID_CONNECTION;
     const endpointPromise = ref.endpoint
       ? Promise.resolve(ref.endpoint)
-      : this.call(count, 'namespaces.get', 'read', (signal) => api.namespaces.get(ref.resourceGroup, ref.name, { abortSignal: signal })).then(
-          (ns) => ns.serviceBusEndpoint ?? '',
-        );
+      : this.call(count, 'namespaces.get', 'read', (signal) =>
+          api.namespaces.get(ref.resourceGroup, ref.name, { abortSignal: signal }),
+        ).then((ns) => ns.serviceBusEndpoint ?? '');
     const keysOf = (rule: string): Promise<SasKey> =>
       this.call(count, 'hybridConnections.listKeys', 'write', (signal) =>
         api.hybridConnections.listKeys(ref.resourceGroup, ref.name, hcName, rule, { abortSignal: signal }),
       ).then((k) => {
-        if (!k.primaryKey) throw new RelayArmError(`rule ${rule} returned no key`, { operation: 'hybridConnections.listKeys' });
+        if (!k.primaryKey)
+          throw new RelayArmError(`rule ${rule} returned no key`, { operation: 'hybridConnections.listKeys' });
         return { keyName: k.keyName ?? rule, key: k.primaryKey };
       });
-    const [endpoint, listen, send] = await Promise.all([endpointPromise, keysOf(this.listenRule), keysOf(this.sendRule)]);
-    if (!endpoint) throw new RelayArmError(`namespace ${ref.name} has no serviceBusEndpoint`, { operation: 'namespaces.get' });
+    const [endpoint, listen, send] = await Promise.all([
+      endpointPromise,
+      keysOf(this.listenRule),
+      keysOf(this.sendRule),
+    ]);
+    if (!endpoint)
+      throw new RelayArmError(`namespace ${ref.name} has no serviceBusEndpoint`, { operation: 'namespaces.get' });
     return { endpoint, hybridConnection: hcName, audience: relayAudience(endpoint, hcName), listen, send };
   }
 
@@ -354,7 +401,13 @@ export class RelayManager {
       api.hybridConnections.delete(rg, name, hcName, { abortSignal: signal }),
     );
     await this.call(count, 'hybridConnections.createOrUpdate', 'write', (signal) =>
-      api.hybridConnections.createOrUpdate(rg, name, hcName, { requiresClientAuthorization: true }, { abortSignal: signal }),
+      api.hybridConnections.createOrUpdate(
+        rg,
+        name,
+        hcName,
+        { requiresClientAuthorization: true },
+        { abortSignal: signal },
+      ),
     );
     await Promise.all(
       (
@@ -364,7 +417,14 @@ export class RelayManager {
         ] as const
       ).map(([ruleName, right]) =>
         this.call(count, 'hybridConnections.createOrUpdateAuthorizationRule', 'write', (signal) =>
-          api.hybridConnections.createOrUpdateAuthorizationRule(rg, name, hcName, ruleName, { rights: [right] }, { abortSignal: signal }),
+          api.hybridConnections.createOrUpdateAuthorizationRule(
+            rg,
+            name,
+            hcName,
+            ruleName,
+            { rights: [right] },
+            { abortSignal: signal },
+          ),
         ),
       ),
     );
@@ -392,13 +452,18 @@ export class RelayManager {
     const deadline = Date.now() + this.retry.deadlineMs;
     const poller = await this.call(count, 'namespaces.delete', 'write', () =>
       // The signal is kept by the poller for every poll, so it bounds the whole operation.
-      api.namespaces.beginDelete(ref.resourceGroup, ref.name, { abortSignal: AbortSignal.timeout(this.retry.deadlineMs) }),
+      api.namespaces.beginDelete(ref.resourceGroup, ref.name, {
+        abortSignal: AbortSignal.timeout(this.retry.deadlineMs),
+      }),
     );
     while (!poller.isDone()) {
       if (Date.now() > deadline) {
-        throw new RelayArmUnavailableError(`namespaces.delete of ${ref.name} did not finish in ${this.retry.deadlineMs} ms`, {
-          operation: 'namespaces.delete',
-        });
+        throw new RelayArmUnavailableError(
+          `namespaces.delete of ${ref.name} did not finish in ${this.retry.deadlineMs} ms`,
+          {
+            operation: 'namespaces.delete',
+          },
+        );
       }
       await this.sleep(this.pollIntervalMs);
       await this.call(count, 'namespaces.deleteOperationResult', 'read', () => poller.poll());
@@ -414,17 +479,28 @@ export class RelayManager {
   }): Promise<ManagedNamespace[]> {
     const api = this.api(filter.subscriptionId);
     const count: ArmCallCount = { reads: 0, writes: 0 };
-    const all = await this.call(count, filter.resourceGroup ? 'namespaces.listByResourceGroup' : 'namespaces.list', 'read', async (signal) => {
-      const out: RelayNamespace[] = [];
-      const pages = filter.resourceGroup
-        ? api.namespaces.listByResourceGroup(filter.resourceGroup, { abortSignal: signal })
-        : api.namespaces.list({ abortSignal: signal });
-      for await (const ns of pages) out.push(ns);
-      return out;
-    });
+    const all = await this.call(
+      count,
+      filter.resourceGroup ? 'namespaces.listByResourceGroup' : 'namespaces.list',
+      'read',
+      async (signal) => {
+        const out: RelayNamespace[] = [];
+        const pages = filter.resourceGroup
+          ? api.namespaces.listByResourceGroup(filter.resourceGroup, { abortSignal: signal })
+          : api.namespaces.list({ abortSignal: signal });
+        for await (const ns of pages) out.push(ns);
+        return out;
+      },
+    );
     const tag = filter.tag;
     return all
-      .filter((ns) => !tag || (ns.tags !== undefined && tag.name in ns.tags && (tag.value === undefined || ns.tags[tag.name] === tag.value)))
+      .filter(
+        (ns) =>
+          !tag ||
+          (ns.tags !== undefined &&
+            tag.name in ns.tags &&
+            (tag.value === undefined || ns.tags[tag.name] === tag.value)),
+      )
       .map((ns) => ({
         subscriptionId: filter.subscriptionId,
         resourceGroup: resourceGroupOf(ns.id) ?? filter.resourceGroup ?? '',
@@ -444,16 +520,29 @@ export class RelayManager {
     return client;
   }
 
-  private async listHybridConnectionRules(api: RelayAPI, count: ArmCallCount, rg: string, name: string, hc: string): Promise<AuthorizationRule[]> {
+  private async listHybridConnectionRules(
+    api: RelayAPI,
+    count: ArmCallCount,
+    rg: string,
+    name: string,
+    hc: string,
+  ): Promise<AuthorizationRule[]> {
     return this.call(count, 'hybridConnections.listAuthorizationRules', 'read', async (signal) => {
       const out: AuthorizationRule[] = [];
-      for await (const r of api.hybridConnections.listAuthorizationRules(rg, name, hc, { abortSignal: signal })) out.push(r);
+      for await (const r of api.hybridConnections.listAuthorizationRules(rg, name, hc, { abortSignal: signal }))
+        out.push(r);
       return out;
     });
   }
 
   /** GETs the namespace until `Succeeded`; `Failed` or the activation deadline is a RelayActivationTimeoutError. */
-  private async waitUntilActive(api: RelayAPI, count: ArmCallCount, rg: string, name: string, justCreated: boolean): Promise<RelayNamespace> {
+  private async waitUntilActive(
+    api: RelayAPI,
+    count: ArmCallCount,
+    rg: string,
+    name: string,
+    justCreated: boolean,
+  ): Promise<RelayNamespace> {
     const deadline = Date.now() + this.activationTimeoutMs;
     for (let first = true; ; first = false) {
       if (!first || justCreated) {
@@ -465,7 +554,9 @@ export class RelayManager {
         }
         await this.sleep(this.pollIntervalMs);
       }
-      const ns = await this.call(count, 'namespaces.get', 'read', (signal) => api.namespaces.get(rg, name, { abortSignal: signal }));
+      const ns = await this.call(count, 'namespaces.get', 'read', (signal) =>
+        api.namespaces.get(rg, name, { abortSignal: signal }),
+      );
       if (ns.provisioningState === 'Succeeded') return ns;
       if (ns.provisioningState === 'Failed') {
         throw new RelayActivationTimeoutError(`namespace ${name} failed to provision; delete it and use another name`, {
@@ -475,7 +566,11 @@ export class RelayManager {
     }
   }
 
-  private async getOrUndefined<T>(count: ArmCallCount, operation: string, fn: (signal: AbortSignal) => Promise<T>): Promise<T | undefined> {
+  private async getOrUndefined<T>(
+    count: ArmCallCount,
+    operation: string,
+    fn: (signal: AbortSignal) => Promise<T>,
+  ): Promise<T | undefined> {
     try {
       return await this.call(count, operation, 'read', fn);
     } catch (err) {
@@ -485,7 +580,12 @@ export class RelayManager {
   }
 
   /** One ARM call with bounded retries of transient faults, honouring Retry-After, within a total deadline. */
-  private async call<T>(count: ArmCallCount, operation: string, kind: 'read' | 'write', fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  private async call<T>(
+    count: ArmCallCount,
+    operation: string,
+    kind: 'read' | 'write',
+    fn: (signal: AbortSignal) => Promise<T>,
+  ): Promise<T> {
     const deadline = Date.now() + this.retry.deadlineMs;
     for (let attempt = 1; ; attempt++) {
       if (kind === 'read') count.reads++;
@@ -501,7 +601,13 @@ export class RelayManager {
         if (attempt >= this.retry.maxAttempts || Date.now() + delay > deadline) {
           throw new RelayArmUnavailableError(
             `${operation} still failing after ${attempt} attempt(s) (last: ${fault.statusCode ?? fault.code ?? fault.name}: ${fault.message})`,
-            { operation, armStatus: fault.statusCode, armCode: fault.code, cause: err, op: `relayManager.${operation}` },
+            {
+              operation,
+              armStatus: fault.statusCode,
+              armCode: fault.code,
+              cause: err,
+              op: `relayManager.${operation}`,
+            },
           );
         }
         await this.sleep(delay);

@@ -44,7 +44,9 @@ export function relayAudience(endpoint: string, hybridConnection: string): strin
 }
 
 function sign(encodedResourceUri: string, expiresAtSeconds: number, key: string): string {
-  return createHmac('sha256', Buffer.from(key, 'utf8')).update(`${encodedResourceUri}\n${expiresAtSeconds}`).digest('base64');
+  return createHmac('sha256', Buffer.from(key, 'utf8'))
+    .update(`${encodedResourceUri}\n${expiresAtSeconds}`)
+    .digest('base64');
 }
 
 export function createSasToken(input: CreateSasTokenInput): string {
@@ -99,11 +101,7 @@ export interface VerifySasOptions {
 }
 
 export type SasRejection =
-  | 'malformed'
-  | 'expired'
-  | 'audience_host_mismatch'
-  | 'audience_path_mismatch'
-  | 'invalid_signature';
+  'malformed' | 'expired' | 'audience_host_mismatch' | 'audience_path_mismatch' | 'invalid_signature';
 
 export type SasVerification =
   | { ok: true; keyName: string; /** index in `keys` of the key that matched */ keyIndex: number; expiresAt: Date }

@@ -9,7 +9,15 @@ export const sessionStatusSchema = z.enum(SESSION_STATUSES);
 export type SessionStatus = z.infer<typeof sessionStatusSchema>;
 
 /** How a session ended. `requested`/`lifetime`/`device_deleted` end it; the others fail it. */
-export const END_REASONS = ['requested', 'lifetime', 'device_deleted', 'device_not_ready', 'pool_exhausted', 'device_refused', 'error'] as const;
+export const END_REASONS = [
+  'requested',
+  'lifetime',
+  'device_deleted',
+  'device_not_ready',
+  'pool_exhausted',
+  'device_refused',
+  'error',
+] as const;
 export const endReasonSchema = z.enum(END_REASONS);
 export type EndReason = z.infer<typeof endReasonSchema>;
 
@@ -67,7 +75,13 @@ export const sessionCustomStatusSchema = z.discriminatedUnion('status', [
   z.object({
     status: z.literal('ready'),
     readyAt: z.string(),
-    relay: z.object({ namespace: z.string(), endpoint: z.string(), hybridConnection: z.string(), sealedSendToken: z.string(), expiresAt: z.string() }),
+    relay: z.object({
+      namespace: z.string(),
+      endpoint: z.string(),
+      hybridConnection: z.string(),
+      sealedSendToken: z.string(),
+      expiresAt: z.string(),
+    }),
   }),
   z.object({ status: z.literal('ending'), reason: endReasonSchema }),
   z.object({ status: z.enum(['ended', 'failed']), reason: endReasonSchema, retryAfterSeconds: z.number().optional() }),
@@ -77,5 +91,8 @@ export type SessionCustomStatus = z.infer<typeof sessionCustomStatusSchema>;
 /** Names of the events the orchestration waits for: one definition, used by HTTP and orchestrator. */
 export const SESSION_EVENTS = { deviceReady: 'DeviceReady', endSession: 'EndSession' } as const;
 
-export const endSessionEventSchema = z.object({ reason: endReasonSchema.default('requested'), by: z.string().optional() });
+export const endSessionEventSchema = z.object({
+  reason: endReasonSchema.default('requested'),
+  by: z.string().optional(),
+});
 export type EndSessionEvent = z.infer<typeof endSessionEventSchema>;

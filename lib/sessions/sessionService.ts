@@ -69,7 +69,10 @@ export class SessionService {
     let ns: Namespace;
     try {
       // The lease outlives the session by a margin so reconcile never reclaims a live one.
-      ns = await this.o.namespaces.lease(input.sessionId, { leaseExpiresAt: new Date(expiresAt.getTime() + 15 * 60_000), now: this.now() });
+      ns = await this.o.namespaces.lease(input.sessionId, {
+        leaseExpiresAt: new Date(expiresAt.getTime() + 15 * 60_000),
+        now: this.now(),
+      });
     } catch (err) {
       if (err instanceof PoolExhaustedError) return { ok: false, reason: 'pool_exhausted', retryAfterSeconds: 30 };
       throw err;
@@ -80,8 +83,18 @@ export class SessionService {
     const notify = async () => {
       const keys = await this.o.relay.keysFor(ns);
       const audience = relayAudience(endpoint, hybridConnection);
-      const listenToken = createSasToken({ resourceUri: audience, keyName: keys.listen.keyName, key: keys.listen.key, expiresAt });
-      const sendToken = createSasToken({ resourceUri: audience, keyName: keys.send.keyName, key: keys.send.key, expiresAt });
+      const listenToken = createSasToken({
+        resourceUri: audience,
+        keyName: keys.listen.keyName,
+        key: keys.listen.key,
+        expiresAt,
+      });
+      const sendToken = createSasToken({
+        resourceUri: audience,
+        keyName: keys.send.keyName,
+        key: keys.send.key,
+        expiresAt,
+      });
       const notAfter = new Date(this.now().getTime() + input.readyTimeoutMs);
       await this.o.notifier.send(
         input.deviceId,
@@ -114,7 +127,13 @@ export class SessionService {
   }
 
   /** pending → ready in the audit record, with the namespace it runs on. Second run: unchanged. */
-  async markReady(input: { deviceId: string; sessionId: string; readyAt: string; namespace: string; generation: number }): Promise<void> {
+  async markReady(input: {
+    deviceId: string;
+    sessionId: string;
+    readyAt: string;
+    namespace: string;
+    generation: number;
+  }): Promise<void> {
     await this.o.sessions.transition(input.deviceId, input.sessionId, 'ready', {
       readyAt: input.readyAt,
       namespace: input.namespace,
@@ -124,7 +143,11 @@ export class SessionService {
 
   /** Tells the agent to close its listener (best effort: the HC delete drops it anyway). Second run: a second message. */
   async closeOnDevice(input: { deviceId: string; sessionId: string; reason: EndReason }): Promise<void> {
-    await this.o.notifier.send(input.deviceId, { type: 'session.close', version: 1, sessionId: input.sessionId, deviceId: input.deviceId, reason: input.reason }, 300);
+    await this.o.notifier.send(
+      input.deviceId,
+      { type: 'session.close', version: 1, sessionId: input.sessionId, deviceId: input.deviceId, reason: input.reason },
+      300,
+    );
   }
 
   /**
@@ -135,9 +158,15 @@ export class SessionService {
    * Second run: a namespace already recycled past `generation` is left as it is; without a
    * namespace name, a session that holds none is a no-op.
    */
-  async recycle(input: { sessionId: string; namespace?: string; generation?: number }): Promise<'recycled' | 'already' | 'quarantined' | 'claimed'> {
+  async recycle(input: {
+    sessionId: string;
+    namespace?: string;
+    generation?: number;
+  }): Promise<'recycled' | 'already' | 'quarantined' | 'claimed'> {
     // Without a name (the open failed half-way), find what the session holds, if anything.
-    let ns = input.namespace ? await this.o.namespaces.get(input.namespace) : await this.o.namespaces.leaseFor(input.sessionId);
+    let ns = input.namespace
+      ? await this.o.namespaces.get(input.namespace)
+      : await this.o.namespaces.leaseFor(input.sessionId);
     if (!ns) return 'already';
     const generation = input.generation ?? ns.generation;
     if (ns.generation > generation) return 'already';
@@ -148,7 +177,10 @@ export class SessionService {
     if (ns.state === 'quarantined') return 'quarantined';
     if (ns.state !== 'recycling') return 'already';
     // Only one recycler at a time does the ARM work (this session's retries share the claim).
-    const claimed = await this.o.namespaces.claimRecycle(ns.name, `session:${input.sessionId}`, { now: this.now(), staleAfterMs: RECYCLE_CLAIM_STALE_MS });
+    const claimed = await this.o.namespaces.claimRecycle(ns.name, `session:${input.sessionId}`, {
+      now: this.now(),
+      staleAfterMs: RECYCLE_CLAIM_STALE_MS,
+    });
     if (!claimed) return 'claimed';
     if (claimed.state !== 'recycling') return claimed.state === 'quarantined' ? 'quarantined' : 'already';
     ns = claimed;
@@ -164,12 +196,23 @@ export class SessionService {
     // Sealed for the generation markRecycled is about to write; if the row moved on meanwhile,
     // they do not open for it and the next open reads the keys from ARM.
     const sealedKeys = keys ? sealNamespaceKeys(this.o.sealer, ns.name, ns.generation + 1, keys) : undefined;
-    await this.o.namespaces.markRecycled(ns.name, { now: this.now(), fromGeneration: generation, ...(sealedKeys ? { sealedKeys } : {}) });
+    await this.o.namespaces.markRecycled(ns.name, {
+      now: this.now(),
+      fromGeneration: generation,
+      ...(sealedKeys ? { sealedKeys } : {}),
+    });
     return 'recycled';
   }
 
   /** Records how the session ended (and on which namespace, if it got one). Second run: the first recorded end stays. */
-  async recordEnd(input: { deviceId: string; sessionId: string; reason: EndReason; endedAt: string; namespace?: string; generation?: number }): Promise<void> {
+  async recordEnd(input: {
+    deviceId: string;
+    sessionId: string;
+    reason: EndReason;
+    endedAt: string;
+    namespace?: string;
+    generation?: number;
+  }): Promise<void> {
     await this.o.sessions.transition(input.deviceId, input.sessionId, statusForReason(input.reason), {
       reason: input.reason,
       endedAt: input.endedAt,

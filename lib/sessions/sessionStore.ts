@@ -3,7 +3,13 @@
 import { odata, RestError, TableClient, type TableEntity } from '@azure/data-tables';
 import { z } from 'zod';
 import { ConflictError, NotFoundError } from '../errors';
-import { assertSessionTransition, endReasonSchema, sessionStatusSchema, type EndReason, type SessionStatus } from './session';
+import {
+  assertSessionTransition,
+  endReasonSchema,
+  sessionStatusSchema,
+  type EndReason,
+  type SessionStatus,
+} from './session';
 
 export const sessionRecordSchema = z.object({
   sessionId: z.string(),
@@ -25,12 +31,19 @@ export type SessionRecord = z.infer<typeof sessionRecordSchema>;
 function fromEntity(e: Record<string, unknown>): SessionRecord & { etag: string } {
   const { partitionKey, rowKey, etag, timestamp: _t, 'odata.metadata': _m, ...rest } = e;
   const clean = Object.fromEntries(Object.entries(rest).filter(([, v]) => v !== null && v !== undefined));
-  return { ...sessionRecordSchema.parse({ ...clean, deviceId: partitionKey, sessionId: rowKey }), etag: String(etag ?? '') };
+  return {
+    ...sessionRecordSchema.parse({ ...clean, deviceId: partitionKey, sessionId: rowKey }),
+    etag: String(etag ?? ''),
+  };
 }
 
 function toEntity(r: SessionRecord): TableEntity<Record<string, unknown>> {
   const { deviceId, sessionId, ...rest } = r;
-  return { partitionKey: deviceId, rowKey: sessionId, ...Object.fromEntries(Object.entries(rest).filter(([, v]) => v !== undefined)) };
+  return {
+    partitionKey: deviceId,
+    rowKey: sessionId,
+    ...Object.fromEntries(Object.entries(rest).filter(([, v]) => v !== undefined)),
+  };
 }
 
 export class SessionStore {
@@ -45,7 +58,8 @@ export class SessionStore {
     try {
       await this.table.createEntity(toEntity(r));
     } catch (err) {
-      if (err instanceof RestError && err.statusCode === 409) throw new ConflictError(`Session ${r.sessionId} exists.`, 'session_exists');
+      if (err instanceof RestError && err.statusCode === 409)
+        throw new ConflictError(`Session ${r.sessionId} exists.`, 'session_exists');
       throw err;
     }
   }
@@ -75,7 +89,8 @@ export class SessionStore {
       try {
         current = fromEntity(await this.table.getEntity<Record<string, unknown>>(deviceId, sessionId));
       } catch (err) {
-        if (err instanceof RestError && err.statusCode === 404) throw new NotFoundError(`Session ${sessionId} is not recorded.`, 'session_not_found');
+        if (err instanceof RestError && err.statusCode === 404)
+          throw new NotFoundError(`Session ${sessionId} is not recorded.`, 'session_not_found');
         throw err;
       }
       const { etag, ...record } = current;
@@ -100,7 +115,9 @@ export class SessionStore {
     if (filter.status) clauses.push(odata`status eq ${filter.status}`);
     const limit = filter.limit ?? 1000;
     const out: SessionRecord[] = [];
-    const iter = this.table.listEntities<Record<string, unknown>>({ queryOptions: clauses.length ? { filter: clauses.join(' and ') } : undefined });
+    const iter = this.table.listEntities<Record<string, unknown>>({
+      queryOptions: clauses.length ? { filter: clauses.join(' and ') } : undefined,
+    });
     for await (const e of iter) {
       const { etag: _e, ...r } = fromEntity(e);
       out.push(r);
@@ -119,7 +136,6 @@ export class SessionStore {
     }
     return out;
   }
-
 }
 
 export type { EndReason };

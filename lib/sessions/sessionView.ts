@@ -4,7 +4,13 @@ import type { Principal } from '../auth/principal';
 import { isAdmin } from '../auth/principal';
 import { DeviceNotReadyError, NotFoundError, PoolExhaustedError, UpstreamError, type BrokerError } from '../errors';
 import type { Sealer } from '../sealing';
-import { sessionCustomStatusSchema, type EndReason, type RelayCredentials, type SessionCustomStatus, type SessionStatus } from './session';
+import {
+  sessionCustomStatusSchema,
+  type EndReason,
+  type RelayCredentials,
+  type SessionCustomStatus,
+  type SessionStatus,
+} from './session';
 import type { SessionRecord } from './sessionStore';
 
 export interface SessionView {
@@ -36,7 +42,11 @@ export function publicStatus(cs: SessionCustomStatus): { status: SessionStatus; 
     case 'ready':
       return { status: 'ready' };
     case 'ending':
-      return { status: cs.reason === 'requested' || cs.reason === 'lifetime' || cs.reason === 'device_deleted' ? 'ended' : 'failed', reason: cs.reason };
+      return {
+        status:
+          cs.reason === 'requested' || cs.reason === 'lifetime' || cs.reason === 'device_deleted' ? 'ended' : 'failed',
+        reason: cs.reason,
+      };
     default:
       return { status: cs.status, reason: cs.reason };
   }
@@ -44,10 +54,16 @@ export function publicStatus(cs: SessionCustomStatus): { status: SessionStatus; 
 
 /** Who may see a session at all: its opener and admins. Others get 404 so ids do not leak. */
 export function assertCanSee(principal: Principal, openerId: string, sessionId: string): void {
-  if (principal.id !== openerId && !isAdmin(principal)) throw new NotFoundError(`Session ${sessionId} does not exist.`, 'session_not_found');
+  if (principal.id !== openerId && !isAdmin(principal))
+    throw new NotFoundError(`Session ${sessionId} does not exist.`, 'session_not_found');
 }
 
-export function buildView(record: SessionRecord, cs: SessionCustomStatus | undefined, principal: Principal, sealer: Sealer): SessionView {
+export function buildView(
+  record: SessionRecord,
+  cs: SessionCustomStatus | undefined,
+  principal: Principal,
+  sealer: Sealer,
+): SessionView {
   const live = cs ? publicStatus(cs) : undefined;
   // The audit record is written by activities; the orchestration status is fresher while running.
   const status = live && record.status !== 'ended' && record.status !== 'failed' ? live.status : record.status;
@@ -59,7 +75,9 @@ export function buildView(record: SessionRecord, cs: SessionCustomStatus | undef
     ...(reason ? { reason } : {}),
     port: record.port,
     createdAt: record.createdAt,
-    ...(record.readyAt || (cs?.status === 'ready' && cs.readyAt) ? { readyAt: record.readyAt ?? (cs?.status === 'ready' ? cs.readyAt : undefined) } : {}),
+    ...(record.readyAt || (cs?.status === 'ready' && cs.readyAt)
+      ? { readyAt: record.readyAt ?? (cs?.status === 'ready' ? cs.readyAt : undefined) }
+      : {}),
     ...(record.endedAt ? { endedAt: record.endedAt } : {}),
     expiresAt: record.expiresAt,
     ...(record.namespace ? { namespace: record.namespace } : {}),
@@ -72,7 +90,11 @@ export function buildView(record: SessionRecord, cs: SessionCustomStatus | undef
   return view;
 }
 
-export function credentialsFrom(cs: Extract<SessionCustomStatus, { status: 'ready' }>, sessionId: string, sealer: Sealer): RelayCredentials {
+export function credentialsFrom(
+  cs: Extract<SessionCustomStatus, { status: 'ready' }>,
+  sessionId: string,
+  sealer: Sealer,
+): RelayCredentials {
   return {
     namespace: cs.relay.namespace,
     endpoint: cs.relay.endpoint,
@@ -86,16 +108,27 @@ export function credentialsFrom(cs: Extract<SessionCustomStatus, { status: 'read
 export function openFailure(reason: EndReason, retryAfterSeconds = 30): BrokerError {
   switch (reason) {
     case 'pool_exhausted':
-      return new PoolExhaustedError('Every relay namespace is in use; the pool is growing. Retry after the indicated delay.', retryAfterSeconds);
+      return new PoolExhaustedError(
+        'Every relay namespace is in use; the pool is growing. Retry after the indicated delay.',
+        retryAfterSeconds,
+      );
     case 'device_not_ready':
-      return new DeviceNotReadyError('The device did not report ready in time: check that its agent is running and can reach its queue.');
+      return new DeviceNotReadyError(
+        'The device did not report ready in time: check that its agent is running and can reach its queue.',
+      );
     case 'device_refused':
-      return new UpstreamError('The device refused the session (for example, the port is not in its --allow list).', 'device_refused');
+      return new UpstreamError(
+        'The device refused the session (for example, the port is not in its --allow list).',
+        'device_refused',
+      );
     case 'device_deleted':
       return new NotFoundError('The device was deleted while the session opened.', 'device_not_found');
     case 'requested':
       return new UpstreamError('The session was ended before it became ready.', 'session_ended');
     default:
-      return new UpstreamError('The session could not be opened; the namespace was returned to the pool. Try again.', 'session_failed');
+      return new UpstreamError(
+        'The session could not be opened; the namespace was returned to the pool. Try again.',
+        'session_failed',
+      );
   }
 }

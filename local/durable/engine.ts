@@ -21,10 +21,20 @@ import {
   parseOutOfProcError,
 } from './protocol';
 import { crossCheckOpenTasks, decideEpisode, type ExecState, newExecState, type Work } from './replay';
-import { type BlobRecord, ConflictError, DurableStore, etagOf, type IndexRecord, isTransient, readBlobs, type StoredRow } from './store';
+import {
+  type BlobRecord,
+  ConflictError,
+  DurableStore,
+  etagOf,
+  type IndexRecord,
+  isTransient,
+  readBlobs,
+  type StoredRow,
+} from './store';
 import { MinHeap } from '../../lib/minHeap';
 
-export type RuntimeStatus = 'Pending' | 'Running' | 'Completed' | 'ContinuedAsNew' | 'Failed' | 'Canceled' | 'Terminated' | 'Suspended';
+export type RuntimeStatus =
+  'Pending' | 'Running' | 'Completed' | 'ContinuedAsNew' | 'Failed' | 'Canceled' | 'Terminated' | 'Suspended';
 export const TERMINAL: ReadonlySet<string> = new Set(['Completed', 'Failed', 'Terminated', 'Canceled']);
 
 /** What is persisted in an instance's `~state` row. */
@@ -61,9 +71,23 @@ interface Message {
 }
 
 type WorkItem =
-  | { key: string; type: 'activity'; ex: string; id: number; name: string; input: unknown; failImmediately?: { reason: string; details: string } }
+  | {
+      key: string;
+      type: 'activity';
+      ex: string;
+      id: number;
+      name: string;
+      input: unknown;
+      failImmediately?: { reason: string; details: string };
+    }
   | { key: string; type: 'startSub'; ex: string; id: number; name: string; childId: string; input: unknown }
-  | { key: string; type: 'notifyParent'; ex: string; parent: { instanceId: string; executionId: string; taskId: number }; completion: HistoryEvent };
+  | {
+      key: string;
+      type: 'notifyParent';
+      ex: string;
+      parent: { instanceId: string; executionId: string; taskId: number };
+      completion: HistoryEvent;
+    };
 
 class Instance {
   history?: HistoryEvent[];
@@ -181,7 +205,8 @@ export class DurableEngine {
     this.activityQueue.length = 0;
     // Let running episodes and activities finish their commits so nothing is half-written.
     const deadline = Date.now() + 10_000;
-    while (this.inFlight.size > 0 && Date.now() < deadline) await Promise.race([Promise.allSettled([...this.inFlight]), delay(100)]);
+    while (this.inFlight.size > 0 && Date.now() < deadline)
+      await Promise.race([Promise.allSettled([...this.inFlight]), delay(100)]);
     await Promise.allSettled([...this.instances.values()].map((i) => i.indexChain));
     this.instances.clear();
     this.status = 'closed';
@@ -205,7 +230,11 @@ export class DurableEngine {
 
   /** Loads every instance that is not terminal, its inbox and its pending work; repairs the index. */
   private async recover(): Promise<void> {
-    const [stateRows, pendingRows, index] = await Promise.all([this.store.scan('~state', '~state~'), this.store.scan('m-', 'x'), this.store.scanIndex()]);
+    const [stateRows, pendingRows, index] = await Promise.all([
+      this.store.scan('~state', '~state~'),
+      this.store.scan('m-', 'x'),
+      this.store.scanIndex(),
+    ]);
     const byPartition = new Map<string, StoredRow[]>();
     for (const r of [...stateRows, ...pendingRows]) {
       const list = byPartition.get(r.partitionKey) ?? [];
@@ -220,7 +249,10 @@ export class DurableEngine {
       const stateBlob = blobs.get('~state');
       if (!stateBlob) {
         // Messages for an instance that does not exist (purged, or never created): drop them.
-        await this.store.deleteRows(pk, rows.map((r) => r.rowKey));
+        await this.store.deleteRows(
+          pk,
+          rows.map((r) => r.rowKey),
+        );
         continue;
       }
       const state = JSON.parse(stateBlob.text) as InstanceState;
@@ -266,7 +298,12 @@ export class DurableEngine {
   }
 
   /** Starts an instance; `inputText` is JSON text or undefined. */
-  async startNew(name: string, instanceId: string | undefined, inputText: string | undefined, parent?: InstanceState['parent']): Promise<string> {
+  async startNew(
+    name: string,
+    instanceId: string | undefined,
+    inputText: string | undefined,
+    parent?: InstanceState['parent'],
+  ): Promise<string> {
     if (!this.accepting) throw new Error('The durable engine is not running');
     if (!this.knowsOrchestrator(name)) throw new UnknownOrchestratorError(name);
     const id = instanceId || randomUUID().replace(/-/g, '');
@@ -294,9 +331,24 @@ export class DurableEngine {
       ex: executionId,
       due: Date.now(),
       ord: nextOrd(),
-      event: { EventType: EventType.ExecutionStarted, EventId: -1, IsPlayed: false, Timestamp: now, Name: name, Input: inputText, ParentInstanceId: parent?.instanceId },
+      event: {
+        EventType: EventType.ExecutionStarted,
+        EventId: -1,
+        IsPlayed: false,
+        Timestamp: now,
+        Name: name,
+        Input: inputText,
+        ParentInstanceId: parent?.instanceId,
+      },
     };
-    const create = () => this.store.commit({ instanceId: id, etag: undefined, state: stateBlob(state), upserts: [messageBlob(start, 1)], deletes: [] });
+    const create = () =>
+      this.store.commit({
+        instanceId: id,
+        etag: undefined,
+        state: stateBlob(state),
+        upserts: [messageBlob(start, 1)],
+        deletes: [],
+      });
     let etag: string;
     try {
       etag = await create();
@@ -326,29 +378,61 @@ export class DurableEngine {
   }
 
   /** 'accepted' | 'gone' (completed) | 'notFound' */
-  async raiseEvent(instanceId: string, eventName: string, dataText: string | undefined): Promise<'accepted' | 'gone' | 'notFound'> {
+  async raiseEvent(
+    instanceId: string,
+    eventName: string,
+    dataText: string | undefined,
+  ): Promise<'accepted' | 'gone' | 'notFound'> {
     return this.enqueueControl(instanceId, (ord) => ({
       key: `m-e-${ord}-${randomBytes(3).toString('hex')}`,
       kind: 'event',
       due: Date.now(),
       ord,
-      event: { EventType: EventType.EventRaised, EventId: -1, IsPlayed: false, Timestamp: new Date().toISOString(), Name: eventName, Input: dataText },
+      event: {
+        EventType: EventType.EventRaised,
+        EventId: -1,
+        IsPlayed: false,
+        Timestamp: new Date().toISOString(),
+        Name: eventName,
+        Input: dataText,
+      },
     }));
   }
 
   async terminate(instanceId: string, reason: string | undefined): Promise<'accepted' | 'gone' | 'notFound'> {
-    return this.enqueueControl(instanceId, (ord) => ({ key: `m-x-${ord}`, kind: 'terminate', due: Date.now(), ord, reason }));
+    return this.enqueueControl(instanceId, (ord) => ({
+      key: `m-x-${ord}`,
+      kind: 'terminate',
+      due: Date.now(),
+      ord,
+      reason,
+    }));
   }
 
   async suspend(instanceId: string, reason: string | undefined): Promise<'accepted' | 'gone' | 'notFound'> {
-    return this.enqueueControl(instanceId, (ord) => ({ key: `m-p-${ord}`, kind: 'suspend', due: Date.now(), ord, reason }));
+    return this.enqueueControl(instanceId, (ord) => ({
+      key: `m-p-${ord}`,
+      kind: 'suspend',
+      due: Date.now(),
+      ord,
+      reason,
+    }));
   }
 
   async resume(instanceId: string, reason: string | undefined): Promise<'accepted' | 'gone' | 'notFound'> {
-    return this.enqueueControl(instanceId, (ord) => ({ key: `m-q-${ord}`, kind: 'resume', due: Date.now(), ord, reason }));
+    return this.enqueueControl(instanceId, (ord) => ({
+      key: `m-q-${ord}`,
+      kind: 'resume',
+      due: Date.now(),
+      ord,
+      reason,
+    }));
   }
 
-  private async enqueueControl(instanceId: string, make: (ord: number) => Message): Promise<'accepted' | 'gone' | 'notFound'> {
+  private async enqueueControl(
+    instanceId: string,
+    make: (ord: number) => Message,
+  ): Promise<'accepted' | 'gone' | 'notFound'> {
     const inst = this.instances.get(instanceId);
     if (!inst) {
       const stored = this.finished.get(instanceId) ?? (await this.readState(instanceId))?.state;
@@ -362,7 +446,10 @@ export class DurableEngine {
     return 'accepted';
   }
 
-  async getStatus(instanceId: string, opts: { showHistory?: boolean; showHistoryOutput?: boolean; showInput?: boolean } = {}): Promise<StatusSnapshot | undefined> {
+  async getStatus(
+    instanceId: string,
+    opts: { showHistory?: boolean; showHistoryOutput?: boolean; showInput?: boolean } = {},
+  ): Promise<StatusSnapshot | undefined> {
     const live = this.instances.get(instanceId);
     let state = live?.state ?? this.finished.get(instanceId);
     if (!state) {
@@ -381,21 +468,31 @@ export class DurableEngine {
   }
 
   async list(
-    q: { runtimeStatus?: string[]; createdTimeFrom?: Date; createdTimeTo?: Date; instanceIdPrefix?: string; showInput?: boolean },
+    q: {
+      runtimeStatus?: string[];
+      createdTimeFrom?: Date;
+      createdTimeTo?: Date;
+      instanceIdPrefix?: string;
+      showInput?: boolean;
+    },
     top: number,
     continuationToken?: string,
   ): Promise<{ items: StatusSnapshot[]; continuationToken?: string }> {
     // The index is written at creation and at the end (not on every episode), so a live
     // instance may still be indexed as Pending: widen the query, then filter on the live status.
     const wanted = q.runtimeStatus;
-    const widened = wanted?.length && wanted.some((s) => !TERMINAL.has(s)) ? [...new Set([...wanted, 'Pending', 'Running', 'ContinuedAsNew', 'Suspended'])] : wanted;
+    const widened =
+      wanted?.length && wanted.some((s) => !TERMINAL.has(s))
+        ? [...new Set([...wanted, 'Pending', 'Running', 'ContinuedAsNew', 'Suspended'])]
+        : wanted;
     const page = await this.store.queryIndex({ ...q, runtimeStatus: widened }, top, continuationToken);
     const items: StatusSnapshot[] = [];
     for (const r of page.records) {
       // Prefer live state (the index lags for fields that change without a status change).
       const live = this.instances.get(r.instanceId)?.state ?? this.finished.get(r.instanceId);
       if (live && (!wanted?.length || wanted.includes(live.status))) items.push(snapshot(live, q.showInput === true));
-      else if (!live && (!wanted?.length || wanted.includes(r.runtimeStatus))) items.push(snapshotFromIndex(r, q.showInput === true));
+      else if (!live && (!wanted?.length || wanted.includes(r.runtimeStatus)))
+        items.push(snapshotFromIndex(r, q.showInput === true));
     }
     return { items, continuationToken: page.continuationToken };
   }
@@ -417,7 +514,11 @@ export class DurableEngine {
     let purged = 0;
     let token: string | undefined;
     for (let page = 0; page < 10_000; page++) {
-      const res = await this.store.queryIndex({ runtimeStatus: statuses, createdTimeFrom: q.createdTimeFrom, createdTimeTo: q.createdTimeTo ?? new Date() }, 100, token);
+      const res = await this.store.queryIndex(
+        { runtimeStatus: statuses, createdTimeFrom: q.createdTimeFrom, createdTimeTo: q.createdTimeTo ?? new Date() },
+        100,
+        token,
+      );
       for (const r of res.records) purged += await this.purge(r.instanceId);
       token = res.continuationToken;
       if (!token) break;
@@ -550,7 +651,11 @@ export class DurableEngine {
       if (attempts >= 3) {
         this.permanentFailures.delete(inst.id);
         await this.reload(inst);
-        if (!TERMINAL.has(inst.state.status)) await this.failWithoutCode(inst, `The local durable engine could not persist an episode: ${errorMessage(err)}`);
+        if (!TERMINAL.has(inst.state.status))
+          await this.failWithoutCode(
+            inst,
+            `The local durable engine could not persist an episode: ${errorMessage(err)}`,
+          );
         return;
       }
       msg.due = Date.now() + 500 * attempts;
@@ -564,10 +669,24 @@ export class DurableEngine {
   private async failWithoutCode(inst: Instance, message: string): Promise<void> {
     const state = inst.state;
     const timestamp = new Date().toISOString();
-    const next: InstanceState = { ...state, status: 'Failed', lastUpdatedTime: timestamp, episode: state.episode + 1, output: JSON.stringify(`Orchestrator function '${state.name}' failed: ${message}`) };
+    const next: InstanceState = {
+      ...state,
+      status: 'Failed',
+      lastUpdatedTime: timestamp,
+      episode: state.episode + 1,
+      output: JSON.stringify(`Orchestrator function '${state.name}' failed: ${message}`),
+    };
     const notify = state.parent ? this.parentNotification(next, { kind: 'failed', message }) : undefined;
-    const upserts: BlobRecord[] = notify ? [{ rowKey: notify.key, text: JSON.stringify(notify), ep: next.episode, props: {} }] : [];
-    inst.etag = await this.store.commit({ instanceId: state.instanceId, etag: inst.etag, state: stateBlob(next), upserts, deletes: [] });
+    const upserts: BlobRecord[] = notify
+      ? [{ rowKey: notify.key, text: JSON.stringify(notify), ep: next.episode, props: {} }]
+      : [];
+    inst.etag = await this.store.commit({
+      instanceId: state.instanceId,
+      etag: inst.etag,
+      state: stateBlob(next),
+      upserts,
+      deletes: [],
+    });
     inst.state = next;
     if (notify) this.dispatchWork(inst.id, notify, true);
     await this.writeIndex(inst);
@@ -578,7 +697,12 @@ export class DurableEngine {
     const state = inst.state;
     const history = inst.history!;
     const timestamp = new Date(Math.max(nowMs, Date.parse(state.lastUpdatedTime) || 0)).toISOString();
-    const started: HistoryEvent = { EventType: EventType.OrchestratorStarted, EventId: -1, IsPlayed: false, Timestamp: timestamp };
+    const started: HistoryEvent = {
+      EventType: EventType.OrchestratorStarted,
+      EventId: -1,
+      IsPlayed: false,
+      Timestamp: timestamp,
+    };
     const newEvent: HistoryEvent = { ...msg.event!, IsPlayed: false };
     const payload = buildTriggerPayload({
       history: [...history, started, newEvent],
@@ -592,22 +716,41 @@ export class DurableEngine {
     const sdkKey = `${state.instanceId}`;
     this.options.sdkOpenTasks?.delete(sdkKey);
     try {
-      const response = await this.host.invoke(state.name, { string: JSON.stringify(payload) }, { instanceId: { string: state.instanceId } });
+      const response = await this.host.invoke(
+        state.name,
+        { string: JSON.stringify(payload) },
+        { instanceId: { string: state.instanceId } },
+      );
       result = parseOrchestratorState(decodeReturnValue(response.returnValue));
     } catch (err) {
       const embedded = parseOutOfProcError(errorMessage(err));
       result = embedded ?? { isDone: false, actions: [], error: errorMessage(err), hasCustomStatus: false };
     }
-    const decision = decideEpisode({ exec: state.exec, instanceId: state.instanceId, newEvent, result, nowMs, timestamp });
+    const decision = decideEpisode({
+      exec: state.exec,
+      instanceId: state.instanceId,
+      newEvent,
+      result,
+      nowMs,
+      timestamp,
+    });
     if (this.options.crossCheck && decision.outcome.kind === 'running') {
       const sdk = this.options.sdkOpenTasks?.get(sdkKey);
       const mismatch = sdk ? crossCheckOpenTasks(decision.exec, sdk) : 'the SDK bookkeeping was not captured';
       if (mismatch) {
-        decision.outcome = { kind: 'failed', message: `Local durable engine cross-check failed after ${EventTypeName[newEvent.EventType]}: ${mismatch}` };
+        decision.outcome = {
+          kind: 'failed',
+          message: `Local durable engine cross-check failed after ${EventTypeName[newEvent.EventType]}: ${mismatch}`,
+        };
         this.log('error', `${state.instanceId}: ${decision.outcome.message}`);
       }
     }
-    const next: InstanceState = { ...state, exec: decision.exec, lastUpdatedTime: timestamp, episode: state.episode + 1 };
+    const next: InstanceState = {
+      ...state,
+      exec: decision.exec,
+      lastUpdatedTime: timestamp,
+      episode: state.episode + 1,
+    };
     if (decision.customStatus) next.customStatus = JSON.stringify(decision.customStatus.value);
     const appended: HistoryEvent[] = [started, newEvent, ...decision.appended];
     const upserts: BlobRecord[] = [];
@@ -638,12 +781,22 @@ export class DurableEngine {
         ex: executionId,
         due: nowMs,
         ord: nextOrd(nowMs),
-        event: { EventType: EventType.ExecutionStarted, EventId: -1, IsPlayed: false, Timestamp: timestamp, Name: state.name, Input: inputText, ParentInstanceId: state.parent?.instanceId },
+        event: {
+          EventType: EventType.ExecutionStarted,
+          EventId: -1,
+          IsPlayed: false,
+          Timestamp: timestamp,
+          Name: state.name,
+          Input: inputText,
+          ParentInstanceId: state.parent?.instanceId,
+        },
       });
     } else {
       const completed = outcome.kind === 'completed';
       next.status = completed ? 'Completed' : 'Failed';
-      next.output = completed ? encodeResult(outcome.output) : JSON.stringify(`Orchestrator function '${state.name}' failed: ${outcome.message}`);
+      next.output = completed
+        ? encodeResult(outcome.output)
+        : JSON.stringify(`Orchestrator function '${state.name}' failed: ${outcome.message}`);
       appended.push({ EventType: EventType.OrchestratorCompleted, EventId: -1, IsPlayed: false, Timestamp: timestamp });
       appended.push({
         EventType: EventType.ExecutionCompleted,
@@ -656,13 +809,21 @@ export class DurableEngine {
       if (state.parent) newWork.push(this.parentNotification(next, outcome));
     }
     if (!newHistory) {
-      appended.forEach((e, i) => upserts.push({ rowKey: historyKey(state.gen, state.historyCount + i), text: JSON.stringify(e), ep, props: {} }));
+      appended.forEach((e, i) =>
+        upserts.push({ rowKey: historyKey(state.gen, state.historyCount + i), text: JSON.stringify(e), ep, props: {} }),
+      );
       next.historyCount = state.historyCount + appended.length;
     }
     for (const m of newMessages) upserts.push(messageBlob(m, ep));
     for (const w of newWork) upserts.push({ rowKey: w.key, text: JSON.stringify(w), ep, props: {} });
     const deletes = inst.rowKeys.get(msg.key) ?? [msg.key];
-    const etag = await this.store.commit({ instanceId: state.instanceId, etag: inst.etag, state: stateBlob(next), upserts, deletes });
+    const etag = await this.store.commit({
+      instanceId: state.instanceId,
+      etag: inst.etag,
+      state: stateBlob(next),
+      upserts,
+      deletes,
+    });
     this.stats.commits++;
 
     // Committed: apply to memory, then start what the episode scheduled.
@@ -698,21 +859,54 @@ export class DurableEngine {
         ex,
         due: Number.isFinite(due) ? due : Date.now(),
         ord: nextOrd(Number.isFinite(due) ? Math.max(due, Date.now()) : Date.now()),
-        event: { EventType: EventType.TimerFired, EventId: -1, IsPlayed: false, Timestamp: w.fireAt, TimerId: w.id, FireAt: w.fireAt },
+        event: {
+          EventType: EventType.TimerFired,
+          EventId: -1,
+          IsPlayed: false,
+          Timestamp: w.fireAt,
+          TimerId: w.id,
+          FireAt: w.fireAt,
+        },
       });
     } else if (w.type === 'activity') {
-      work.push({ key: `w-a-${ex}-${w.id}`, type: 'activity', ex, id: w.id, name: w.name, input: w.input, failImmediately: w.failImmediately });
+      work.push({
+        key: `w-a-${ex}-${w.id}`,
+        type: 'activity',
+        ex,
+        id: w.id,
+        name: w.name,
+        input: w.input,
+        failImmediately: w.failImmediately,
+      });
     } else {
-      work.push({ key: `w-s-${ex}-${w.id}`, type: 'startSub', ex, id: w.id, name: w.name, childId: w.instanceId, input: w.input });
+      work.push({
+        key: `w-s-${ex}-${w.id}`,
+        type: 'startSub',
+        ex,
+        id: w.id,
+        name: w.name,
+        childId: w.instanceId,
+        input: w.input,
+      });
     }
   }
 
-  private parentNotification(state: InstanceState, outcome: { kind: 'completed'; output: unknown } | { kind: 'failed'; message: string; details?: string }): WorkItem {
+  private parentNotification(
+    state: InstanceState,
+    outcome: { kind: 'completed'; output: unknown } | { kind: 'failed'; message: string; details?: string },
+  ): WorkItem {
     const parent = state.parent!;
     const ts = state.lastUpdatedTime;
     const completion: HistoryEvent =
       outcome.kind === 'completed'
-        ? { EventType: EventType.SubOrchestrationInstanceCompleted, EventId: -1, IsPlayed: false, Timestamp: ts, TaskScheduledId: parent.taskId, Result: encodeResult(outcome.output) }
+        ? {
+            EventType: EventType.SubOrchestrationInstanceCompleted,
+            EventId: -1,
+            IsPlayed: false,
+            Timestamp: ts,
+            TaskScheduledId: parent.taskId,
+            Result: encodeResult(outcome.output),
+          }
         : {
             EventType: EventType.SubOrchestrationInstanceFailed,
             EventId: -1,
@@ -722,17 +916,43 @@ export class DurableEngine {
             Reason: `Orchestrator function '${state.name}' failed: ${outcome.message}`,
             Details: outcome.details ?? JSON.stringify({ message: outcome.message }),
           };
-    return { key: `w-n-${state.exec.executionId}`, type: 'notifyParent', ex: state.exec.executionId, parent, completion };
+    return {
+      key: `w-n-${state.exec.executionId}`,
+      type: 'notifyParent',
+      ex: state.exec.executionId,
+      parent,
+      completion,
+    };
   }
 
   private async finishWithoutCode(inst: Instance, msg: Message, status: 'Terminated'): Promise<void> {
     const state = inst.state;
     const timestamp = new Date().toISOString();
-    const next: InstanceState = { ...state, status, lastUpdatedTime: timestamp, episode: state.episode + 1, output: JSON.stringify(msg.reason ?? '') };
-    const ev: HistoryEvent = { EventType: EventType.ExecutionTerminated, EventId: -1, IsPlayed: false, Timestamp: timestamp, Input: msg.reason };
-    const upserts: BlobRecord[] = [{ rowKey: historyKey(state.gen, state.historyCount), text: JSON.stringify(ev), ep: next.episode, props: {} }];
+    const next: InstanceState = {
+      ...state,
+      status,
+      lastUpdatedTime: timestamp,
+      episode: state.episode + 1,
+      output: JSON.stringify(msg.reason ?? ''),
+    };
+    const ev: HistoryEvent = {
+      EventType: EventType.ExecutionTerminated,
+      EventId: -1,
+      IsPlayed: false,
+      Timestamp: timestamp,
+      Input: msg.reason,
+    };
+    const upserts: BlobRecord[] = [
+      { rowKey: historyKey(state.gen, state.historyCount), text: JSON.stringify(ev), ep: next.episode, props: {} },
+    ];
     next.historyCount = state.historyCount + 1;
-    const etag = await this.store.commit({ instanceId: state.instanceId, etag: inst.etag, state: stateBlob(next), upserts, deletes: inst.rowKeys.get(msg.key) ?? [msg.key] });
+    const etag = await this.store.commit({
+      instanceId: state.instanceId,
+      etag: inst.etag,
+      state: stateBlob(next),
+      upserts,
+      deletes: inst.rowKeys.get(msg.key) ?? [msg.key],
+    });
     inst.state = next;
     inst.etag = etag;
     inst.messages.delete(msg.key);
@@ -747,11 +967,30 @@ export class DurableEngine {
     const suspend = msg.kind === 'suspend';
     if (suspend === (state.status === 'Suspended')) return this.discardMessage(inst, msg);
     const timestamp = new Date().toISOString();
-    const next: InstanceState = { ...state, status: suspend ? 'Suspended' : 'Running', lastUpdatedTime: timestamp, episode: state.episode + 1 };
-    const ev: HistoryEvent = { EventType: suspend ? EventType.ExecutionSuspended : EventType.ExecutionResumed, EventId: -1, IsPlayed: false, Timestamp: timestamp, Reason: msg.reason };
-    const upserts: BlobRecord[] = [{ rowKey: historyKey(state.gen, state.historyCount), text: JSON.stringify(ev), ep: next.episode, props: {} }];
+    const next: InstanceState = {
+      ...state,
+      status: suspend ? 'Suspended' : 'Running',
+      lastUpdatedTime: timestamp,
+      episode: state.episode + 1,
+    };
+    const ev: HistoryEvent = {
+      EventType: suspend ? EventType.ExecutionSuspended : EventType.ExecutionResumed,
+      EventId: -1,
+      IsPlayed: false,
+      Timestamp: timestamp,
+      Reason: msg.reason,
+    };
+    const upserts: BlobRecord[] = [
+      { rowKey: historyKey(state.gen, state.historyCount), text: JSON.stringify(ev), ep: next.episode, props: {} },
+    ];
     next.historyCount = state.historyCount + 1;
-    inst.etag = await this.store.commit({ instanceId: state.instanceId, etag: inst.etag, state: stateBlob(next), upserts, deletes: inst.rowKeys.get(msg.key) ?? [msg.key] });
+    inst.etag = await this.store.commit({
+      instanceId: state.instanceId,
+      etag: inst.etag,
+      state: stateBlob(next),
+      upserts,
+      deletes: inst.rowKeys.get(msg.key) ?? [msg.key],
+    });
     inst.state = next;
     inst.messages.delete(msg.key);
     inst.rowKeys.delete(msg.key);
@@ -794,7 +1033,10 @@ export class DurableEngine {
     for (const [key, blob] of blobs) {
       const ep = typeof blob.row.ep === 'number' ? blob.row.ep : 0;
       if (ep > state.episode) continue;
-      inst.rowKeys.set(key, rows.filter((r) => r.rowKey === key || r.rowKey.startsWith(`${key}.`)).map((r) => r.rowKey));
+      inst.rowKeys.set(
+        key,
+        rows.filter((r) => r.rowKey === key || r.rowKey.startsWith(`${key}.`)).map((r) => r.rowKey),
+      );
       if (key.startsWith('m-')) inst.messages.set(key, JSON.parse(blob.text) as Message);
     }
     if (TERMINAL.has(state.status)) this.retire(inst);
@@ -808,7 +1050,9 @@ export class DurableEngine {
       this.activityQueue.push({ instanceId, work: w });
       this.pumpActivities();
     } else if (w.type === 'startSub') {
-      void this.track(this.withRetry(`start sub-orchestration ${w.childId}`, () => this.startSubOrchestration(instanceId, w)));
+      void this.track(
+        this.withRetry(`start sub-orchestration ${w.childId}`, () => this.startSubOrchestration(instanceId, w)),
+      );
     } else {
       void this.track(this.withRetry(`notify parent ${w.parent.instanceId}`, () => this.notifyParent(instanceId, w)));
     }
@@ -821,7 +1065,9 @@ export class DurableEngine {
       this.activitiesRunning++;
       void this.track(
         this.runActivity(item.instanceId, item.work)
-          .catch((err: unknown) => this.log('error', `activity ${item.work.name} of ${item.instanceId} failed to record: ${errorStack(err)}`))
+          .catch((err: unknown) =>
+            this.log('error', `activity ${item.work.name} of ${item.instanceId} failed to record: ${errorStack(err)}`),
+          )
           .finally(() => {
             this.activitiesRunning--;
             this.pumpActivities();
@@ -839,14 +1085,29 @@ export class DurableEngine {
     let event: HistoryEvent;
     const ts = () => new Date().toISOString();
     if (w.failImmediately) {
-      event = { EventType: EventType.TaskFailed, EventId: -1, IsPlayed: false, Timestamp: ts(), TaskScheduledId: w.id, Reason: w.failImmediately.reason, Details: w.failImmediately.details };
+      event = {
+        EventType: EventType.TaskFailed,
+        EventId: -1,
+        IsPlayed: false,
+        Timestamp: ts(),
+        TaskScheduledId: w.id,
+        Reason: w.failImmediately.reason,
+        Details: w.failImmediately.details,
+      };
     } else {
       this.stats.activityRuns++;
       this.activityRunsByName.set(w.name, (this.activityRunsByName.get(w.name) ?? 0) + 1);
       try {
         const meta: Record<string, RpcTypedData> = { instanceId: { string: instanceId } };
         const response = await this.host.invoke(w.name, activityInputData(w.input), meta);
-        event = { EventType: EventType.TaskCompleted, EventId: -1, IsPlayed: false, Timestamp: ts(), TaskScheduledId: w.id, Result: encodeResult(decodeReturnValue(response.returnValue)) };
+        event = {
+          EventType: EventType.TaskCompleted,
+          EventId: -1,
+          IsPlayed: false,
+          Timestamp: ts(),
+          TaskScheduledId: w.id,
+          Result: encodeResult(decodeReturnValue(response.returnValue)),
+        };
       } catch (err) {
         event = {
           EventType: EventType.TaskFailed,
@@ -859,7 +1120,14 @@ export class DurableEngine {
         };
       }
     }
-    const msg: Message = { key: `m-r-${w.ex}-${w.id}`, kind: 'result', ex: w.ex, due: Date.now(), ord: nextOrd(), event };
+    const msg: Message = {
+      key: `m-r-${w.ex}-${w.id}`,
+      kind: 'result',
+      ex: w.ex,
+      due: Date.now(),
+      ord: nextOrd(),
+      event,
+    };
     if (this.status === 'closing' || this.status === 'closed') return; // the work row stays: it runs again after a restart
     const owner = this.instances.get(instanceId);
     if (!owner || owner.state.exec.executionId !== w.ex) {
@@ -882,7 +1150,8 @@ export class DurableEngine {
       try {
         const live = this.instances.get(w.childId);
         const sameChild = live?.state.parent?.executionId === w.ex && live.state.parent.taskId === w.id;
-        if (!sameChild) await this.startNew(w.name, w.childId, w.input === undefined ? undefined : JSON.stringify(w.input), info);
+        if (!sameChild)
+          await this.startNew(w.name, w.childId, w.input === undefined ? undefined : JSON.stringify(w.input), info);
       } catch (err) {
         const existing = err instanceof InstanceExistsError ? await this.readState(w.childId) : undefined;
         const ours = existing?.state.parent?.executionId === w.ex && existing.state.parent.taskId === w.id;
@@ -900,7 +1169,14 @@ export class DurableEngine {
           Reason: errorMessage(err),
           Details: JSON.stringify({ message: errorMessage(err) }),
         };
-        await this.deliver(parentId, { key: `m-s-${w.ex}-${w.id}`, kind: 'result', ex: w.ex, due: Date.now(), ord: nextOrd(), event: failure });
+        await this.deliver(parentId, {
+          key: `m-s-${w.ex}-${w.id}`,
+          kind: 'result',
+          ex: w.ex,
+          due: Date.now(),
+          ord: nextOrd(),
+          event: failure,
+        });
       }
     }
     await this.store.deleteRows(parentId, [w.key]);
@@ -910,7 +1186,14 @@ export class DurableEngine {
     const p = w.parent;
     const parent = this.instances.get(p.instanceId);
     if (parent && parent.state.exec.executionId === p.executionId) {
-      await this.deliver(p.instanceId, { key: `m-s-${p.executionId}-${p.taskId}`, kind: 'result', ex: p.executionId, due: Date.now(), ord: nextOrd(), event: w.completion });
+      await this.deliver(p.instanceId, {
+        key: `m-s-${p.executionId}-${p.taskId}`,
+        kind: 'result',
+        ex: p.executionId,
+        due: Date.now(),
+        ord: nextOrd(),
+        event: w.completion,
+      });
     }
     await this.store.deleteRows(childId, [w.key]);
   }
@@ -999,10 +1282,17 @@ function newExecutionId(): string {
 
 /** The real client's rules (DurableClient.StartNewAsync), plus what a table key cannot hold. */
 export function validateInstanceId(id: string): void {
-  if (id.startsWith('@')) throw Object.assign(new Error('Orchestration instance ids must not start with @.'), { name: 'ArgumentException' });
+  if (id.startsWith('@'))
+    throw Object.assign(new Error('Orchestration instance ids must not start with @.'), { name: 'ArgumentException' });
   // eslint-disable-next-line no-control-regex
-  if (/[/\\#?\u0000-\u001f\u007f-\u009f]/.test(id)) throw Object.assign(new Error('Orchestration instance ids must not contain /, \\, #, ?, or control characters.'), { name: 'ArgumentException' });
-  if (id.length > 256) throw Object.assign(new Error('Instance ID lengths must not exceed 256 characters.'), { name: 'ArgumentException' });
+  if (/[/\\#?\u0000-\u001f\u007f-\u009f]/.test(id))
+    throw Object.assign(new Error('Orchestration instance ids must not contain /, \\, #, ?, or control characters.'), {
+      name: 'ArgumentException',
+    });
+  if (id.length > 256)
+    throw Object.assign(new Error('Instance ID lengths must not exceed 256 characters.'), {
+      name: 'ArgumentException',
+    });
 }
 
 function stateBlob(state: InstanceState): BlobRecord {
@@ -1046,7 +1336,10 @@ function toSeconds(iso: string): string {
 
 /** The history shape of the status API: event type names, no internal bookkeeping. */
 function historyForStatus(e: HistoryEvent, withOutput: boolean): Record<string, unknown> {
-  const out: Record<string, unknown> = { EventType: EventTypeName[e.EventType] ?? String(e.EventType), Timestamp: e.Timestamp };
+  const out: Record<string, unknown> = {
+    EventType: EventTypeName[e.EventType] ?? String(e.EventType),
+    Timestamp: e.Timestamp,
+  };
   if (e.Name !== undefined) out.FunctionName = e.Name;
   if (e.EventId >= 0) out.EventId = e.EventId;
   if (e.TaskScheduledId !== undefined) out.TaskScheduledId = e.TaskScheduledId;
@@ -1055,7 +1348,8 @@ function historyForStatus(e: HistoryEvent, withOutput: boolean): Record<string, 
   if (e.InstanceId !== undefined) out.InstanceId = e.InstanceId;
   if (e.Reason !== undefined) out.Reason = e.Reason;
   if (withOutput && e.Result !== undefined) out.Result = parseJsonOrUndefined(e.Result);
-  if (withOutput && e.Input !== undefined && e.EventType === EventType.EventRaised) out.Input = parseJsonOrUndefined(e.Input);
+  if (withOutput && e.Input !== undefined && e.EventType === EventType.EventRaised)
+    out.Input = parseJsonOrUndefined(e.Input);
   return out;
 }
 

@@ -89,22 +89,30 @@ export function createDurableExtension(options: DurableExtensionOptions): Durabl
         );
       }
       hubName = options.hubName ?? h.hostJson.hubName ?? 'TestHubName';
-      if (!HUB_NAME.test(hubName)) throw new Error(`Task hub name "${hubName}" must be 3-45 letters and digits, starting with a letter`);
-      const durableTask = ((h.hostJson.raw.extensions as Record<string, unknown> | undefined)?.durableTask ?? {}) as Record<string, unknown>;
+      if (!HUB_NAME.test(hubName))
+        throw new Error(`Task hub name "${hubName}" must be 3-45 letters and digits, starting with a letter`);
+      const durableTask = ((h.hostJson.raw.extensions as Record<string, unknown> | undefined)?.durableTask ??
+        {}) as Record<string, unknown>;
       const fallback = Math.max(20, 10 * os.cpus().length);
       if (options.crossCheck) {
         // The SDK's own bookkeeping, read after each orchestrator invocation (research 2.4 rule 5).
         // eslint-disable-next-line @typescript-eslint/no-require-imports
         const { app } = require('@azure/functions') as typeof import('@azure/functions');
         hookDisposable = app.hook.postInvocation((ctx) => {
-          const inv = ctx.invocationContext as unknown as { triggerMetadata?: Record<string, unknown>; df?: { taskOrchestratorExecutor?: { openTasks?: Record<string, { actionObj?: unknown }> } } };
+          const inv = ctx.invocationContext as unknown as {
+            triggerMetadata?: Record<string, unknown>;
+            df?: { taskOrchestratorExecutor?: { openTasks?: Record<string, { actionObj?: unknown }> } };
+          };
           const id = inv.triggerMetadata?.instanceId;
           const open = inv.df?.taskOrchestratorExecutor?.openTasks;
           if (typeof id !== 'string' || !open) return;
           const map = new Map<number, string>();
           for (const [k, t] of Object.entries(open)) {
             const a = t.actionObj;
-            map.set(Number(k), typeof a === 'string' ? a : String((a as { actionType?: unknown } | undefined)?.actionType));
+            map.set(
+              Number(k),
+              typeof a === 'string' ? a : String((a as { actionType?: unknown } | undefined)?.actionType),
+            );
           }
           sdkOpenTasks.set(id, map);
         });
@@ -112,8 +120,12 @@ export function createDurableExtension(options: DurableExtensionOptions): Durabl
       engine = new DurableEngine({
         store: new DurableStore(options.connectionString, hubName),
         host: h,
-        maxConcurrentActivityFunctions: options.maxConcurrentActivityFunctions ?? positiveInt(durableTask.maxConcurrentActivityFunctions) ?? fallback,
-        maxConcurrentOrchestratorFunctions: options.maxConcurrentOrchestratorFunctions ?? positiveInt(durableTask.maxConcurrentOrchestratorFunctions) ?? fallback,
+        maxConcurrentActivityFunctions:
+          options.maxConcurrentActivityFunctions ?? positiveInt(durableTask.maxConcurrentActivityFunctions) ?? fallback,
+        maxConcurrentOrchestratorFunctions:
+          options.maxConcurrentOrchestratorFunctions ??
+          positiveInt(durableTask.maxConcurrentOrchestratorFunctions) ??
+          fallback,
         crossCheck: options.crossCheck === true,
         sdkOpenTasks: options.crossCheck ? sdkOpenTasks : undefined,
       });

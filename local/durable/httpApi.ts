@@ -96,7 +96,7 @@ export class DurableHttpApi {
     const q = url.searchParams;
     try {
       if (segments[0] === 'orchestrators' && segments.length >= 2 && segments.length <= 3) {
-        if (method !== 'POST') return send(res, 404), true;
+        if (method !== 'POST') return (send(res, 404), true);
         await this.start(res, segments[1], segments[2], body, req);
         return true;
       }
@@ -124,27 +124,28 @@ export class DurableHttpApi {
         } else send(res, 404);
         return true;
       }
-      if (method !== 'POST') return send(res, 404), true;
+      if (method !== 'POST') return (send(res, 404), true);
       const op = segments[2].toLowerCase();
       const reason = q.get('reason') ?? undefined;
       if (op === 'raiseevent' && segments.length === 4) {
         let data: string | undefined;
         if (body.length > 0) {
           const ct = req.headers['content-type'];
-          if (ct && !/json/i.test(ct)) return sendError(res, 400, 'Only application/json request content is supported'), true;
+          if (ct && !/json/i.test(ct))
+            return (sendError(res, 400, 'Only application/json request content is supported'), true);
           try {
             JSON.parse(body.toString('utf8'));
           } catch (e) {
-            return sendError(res, 400, 'Invalid JSON content', e), true;
+            return (sendError(res, 400, 'Invalid JSON content', e), true);
           }
           data = body.toString('utf8');
         }
-        return this.answer(res, await this.engine.raiseEvent(id, segments[3], data)), true;
+        return (this.answer(res, await this.engine.raiseEvent(id, segments[3], data)), true);
       }
-      if (segments.length !== 3) return send(res, 404), true;
-      if (op === 'terminate') return this.answer(res, await this.engine.terminate(id, reason)), true;
-      if (op === 'suspend') return this.answer(res, await this.engine.suspend(id, reason)), true;
-      if (op === 'resume') return this.answer(res, await this.engine.resume(id, reason)), true;
+      if (segments.length !== 3) return (send(res, 404), true);
+      if (op === 'terminate') return (this.answer(res, await this.engine.terminate(id, reason)), true);
+      if (op === 'suspend') return (this.answer(res, await this.engine.suspend(id, reason)), true);
+      if (op === 'resume') return (this.answer(res, await this.engine.resume(id, reason)), true);
       if (op === 'rewind' || op === 'restart') {
         sendError(res, 501, `The ${op} operation is not supported by the local durable engine.`);
         return true;
@@ -170,7 +171,13 @@ export class DurableHttpApi {
     return req.headers.host ? `http://${req.headers.host}` : this.baseUrl();
   }
 
-  private async start(res: ServerResponse, name: string, instanceId: string | undefined, body: Buffer, req: IncomingMessage): Promise<void> {
+  private async start(
+    res: ServerResponse,
+    name: string,
+    instanceId: string | undefined,
+    body: Buffer,
+    req: IncomingMessage,
+  ): Promise<void> {
     let inputText: string | undefined;
     if (body.length > 0) {
       const text = body.toString('utf8');
@@ -186,7 +193,8 @@ export class DurableHttpApi {
       const links = managementLinks(this.origin(req), this.hubName, id);
       send(res, 202, links, { location: links.statusQueryGetUri, 'retry-after': '10' });
     } catch (err) {
-      if (err instanceof InstanceExistsError) return sendError(res, 500, 'Something went wrong while processing your request', err);
+      if (err instanceof InstanceExistsError)
+        return sendError(res, 500, 'Something went wrong while processing your request', err);
       throw err;
     }
   }
@@ -201,7 +209,12 @@ export class DurableHttpApi {
     const running = ['Running', 'Pending', 'ContinuedAsNew', 'Suspended'].includes(snap.runtimeStatus);
     const failed500 = snap.runtimeStatus === 'Failed' && bool(q.get('returnInternalServerErrorOnFailure')) === true;
     const code = running ? 202 : failed500 ? 500 : 200;
-    send(res, code, snap, running ? { location: url.href.replace(/^http:\/\/127\.0\.0\.1/, this.baseUrl()), 'retry-after': '5' } : {});
+    send(
+      res,
+      code,
+      snap,
+      running ? { location: url.href.replace(/^http:\/\/127\.0\.0\.1/, this.baseUrl()), 'retry-after': '5' } : {},
+    );
   }
 
   private async list(res: ServerResponse, q: URLSearchParams, req: IncomingMessage): Promise<void> {
@@ -225,7 +238,11 @@ export class DurableHttpApi {
   private async purgeBy(res: ServerResponse, q: URLSearchParams): Promise<void> {
     const from = date(q.get('createdTimeFrom'));
     if (!from) return send(res, 400, "Please provide value for 'createdTimeFrom' parameter.");
-    const n = await this.engine.purgeBy({ createdTimeFrom: from, createdTimeTo: date(q.get('createdTimeTo')), runtimeStatus: statuses(q.get('runtimeStatus')) });
+    const n = await this.engine.purgeBy({
+      createdTimeFrom: from,
+      createdTimeTo: date(q.get('createdTimeTo')),
+      runtimeStatus: statuses(q.get('runtimeStatus')),
+    });
     if (n === 0) return send(res, 404);
     send(res, 200, { instancesDeleted: n });
   }

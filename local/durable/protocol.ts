@@ -27,7 +27,9 @@ export const EventType = {
   ExecutionResumed: 20,
 } as const;
 export type EventTypeNumber = (typeof EventType)[keyof typeof EventType];
-export const EventTypeName: Record<number, string> = Object.fromEntries(Object.entries(EventType).map(([k, v]) => [v, k]));
+export const EventTypeName: Record<number, string> = Object.fromEntries(
+  Object.entries(EventType).map(([k, v]) => [v, k]),
+);
 
 /** A history event as the extension serializes it (PascalCase, Newtonsoft defaults). */
 export interface HistoryEvent {

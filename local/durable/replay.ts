@@ -56,7 +56,14 @@ export function newExecState(executionId: string): ExecState {
 }
 
 export type Work =
-  | { type: 'activity'; id: number; name: string; input: unknown; group?: number; failImmediately?: { reason: string; details: string } }
+  | {
+      type: 'activity';
+      id: number;
+      name: string;
+      input: unknown;
+      group?: number;
+      failImmediately?: { reason: string; details: string };
+    }
   | { type: 'timer'; id: number; fireAt: string }
   | { type: 'subOrchestration'; id: number; name: string; instanceId: string; input: unknown };
 
@@ -88,7 +95,8 @@ const UNSUPPORTED: Record<number, string> = {
 export function retryDelayMs(options: RetryOptions, failures: number): number {
   const coefficient = options.backoffCoefficient && options.backoffCoefficient > 0 ? options.backoffCoefficient : 1;
   let delay = options.firstRetryIntervalInMilliseconds * Math.pow(coefficient, Math.max(0, failures - 1));
-  if (options.maxRetryIntervalInMilliseconds && options.maxRetryIntervalInMilliseconds > 0) delay = Math.min(delay, options.maxRetryIntervalInMilliseconds);
+  if (options.maxRetryIntervalInMilliseconds && options.maxRetryIntervalInMilliseconds > 0)
+    delay = Math.min(delay, options.maxRetryIntervalInMilliseconds);
   return Math.max(0, Math.round(delay));
 }
 
@@ -129,8 +137,10 @@ export function decideEpisode(args: {
 
   // 1. What the new event resolves, and the retry-internal id it makes the SDK allocate.
   const resolvedId =
-    newEvent.EventType === EventType.TaskCompleted || newEvent.EventType === EventType.TaskFailed ||
-    newEvent.EventType === EventType.SubOrchestrationInstanceCompleted || newEvent.EventType === EventType.SubOrchestrationInstanceFailed
+    newEvent.EventType === EventType.TaskCompleted ||
+    newEvent.EventType === EventType.TaskFailed ||
+    newEvent.EventType === EventType.SubOrchestrationInstanceCompleted ||
+    newEvent.EventType === EventType.SubOrchestrationInstanceFailed
       ? newEvent.TaskScheduledId
       : newEvent.EventType === EventType.TimerFired
         ? newEvent.TimerId
@@ -140,7 +150,8 @@ export function decideEpisode(args: {
     delete exec.open[String(resolvedId)];
     const group = task?.group !== undefined ? exec.retries[String(task.group)] : undefined;
     if (task && group) {
-      const failed = newEvent.EventType === EventType.TaskFailed || newEvent.EventType === EventType.SubOrchestrationInstanceFailed;
+      const failed =
+        newEvent.EventType === EventType.TaskFailed || newEvent.EventType === EventType.SubOrchestrationInstanceFailed;
       if (failed && task.kind !== 'retryTimer') {
         // RetryableTask: on a failed attempt the SDK always opens a timer with the next id.
         group.attempt += 1;
@@ -151,18 +162,35 @@ export function decideEpisode(args: {
         const exhausted = group.attempt > group.options.maxNumberOfAttempts;
         const delay = exhausted ? 0 : retryDelayMs(group.options, group.attempt - 1);
         const fireAt = new Date(Math.max(nowMs, Date.parse(timestamp)) + delay).toISOString();
-        appended.push({ EventType: EventType.TimerCreated, EventId: timerId, IsPlayed: false, Timestamp: timestamp, FireAt: fireAt });
+        appended.push({
+          EventType: EventType.TimerCreated,
+          EventId: timerId,
+          IsPlayed: false,
+          Timestamp: timestamp,
+          FireAt: fireAt,
+        });
         work.push({ type: 'timer', id: timerId, fireAt });
       } else if (task.kind === 'retryTimer' && group.attempt <= group.options.maxNumberOfAttempts) {
         // ...and when that timer fires with attempts left, a rescheduled task with the next id.
         const retryId = exec.nextId++;
-        exec.open[String(retryId)] = { kind: group.target === 'activity' ? 'activity' : 'sub', name: group.name, group: task.group };
+        exec.open[String(retryId)] = {
+          kind: group.target === 'activity' ? 'activity' : 'sub',
+          name: group.name,
+          group: task.group,
+        };
         const timedOut =
           group.options.retryTimeoutInMilliseconds !== undefined &&
           group.options.retryTimeoutInMilliseconds > 0 &&
           nowMs - group.firstAttemptAtMs > group.options.retryTimeoutInMilliseconds;
         if (group.target === 'activity') {
-          appended.push({ EventType: EventType.TaskScheduled, EventId: retryId, IsPlayed: false, Timestamp: timestamp, Name: group.name, Input: encodeActionInput(group.input) });
+          appended.push({
+            EventType: EventType.TaskScheduled,
+            EventId: retryId,
+            IsPlayed: false,
+            Timestamp: timestamp,
+            Name: group.name,
+            Input: encodeActionInput(group.input),
+          });
           work.push({
             type: 'activity',
             id: retryId,
@@ -170,12 +198,28 @@ export function decideEpisode(args: {
             input: group.input,
             group: task.group,
             // Past the retry timeout the attempt fails at once with the last error (no run).
-            failImmediately: timedOut ? { reason: group.lastReason ?? 'Retry timeout exceeded', details: group.lastDetails ?? '' } : undefined,
+            failImmediately: timedOut
+              ? { reason: group.lastReason ?? 'Retry timeout exceeded', details: group.lastDetails ?? '' }
+              : undefined,
           });
         } else {
           const childId = group.instanceId ?? subOrchestrationInstanceId(args.instanceId, exec.executionId, retryId);
-          appended.push({ EventType: EventType.SubOrchestrationInstanceCreated, EventId: retryId, IsPlayed: false, Timestamp: timestamp, Name: group.name, InstanceId: childId, Input: encodeRawInput(group.input) });
-          work.push({ type: 'subOrchestration', id: retryId, name: group.name, instanceId: childId, input: group.input });
+          appended.push({
+            EventType: EventType.SubOrchestrationInstanceCreated,
+            EventId: retryId,
+            IsPlayed: false,
+            Timestamp: timestamp,
+            Name: group.name,
+            InstanceId: childId,
+            Input: encodeRawInput(group.input),
+          });
+          work.push({
+            type: 'subOrchestration',
+            id: retryId,
+            name: group.name,
+            instanceId: childId,
+            input: group.input,
+          });
         }
       } else if (task.kind === 'retryTimer' || !failed) {
         // Attempts exhausted (the SDK now fails the task) or the attempt succeeded: the group is done.
@@ -196,7 +240,9 @@ export function decideEpisode(args: {
     }
   }
   if (actions.length < known && !result.error) {
-    return fail(`Non-deterministic workflow detected: the orchestrator yielded ${actions.length} actions but the history recorded ${known}.`);
+    return fail(
+      `Non-deterministic workflow detected: the orchestrator yielded ${actions.length} actions but the history recorded ${known}.`,
+    );
   }
 
   // 3. New actions, in the order the SDK numbered them.
@@ -205,7 +251,9 @@ export function decideEpisode(args: {
     exec.sigs.push(actionSignature(action));
     const unsupported = UNSUPPORTED[action.actionType];
     if (unsupported) {
-      return fail(`The local durable engine does not support ${unsupported}: ${describeAction(action)} cannot run here.`);
+      return fail(
+        `The local durable engine does not support ${unsupported}: ${describeAction(action)} cannot run here.`,
+      );
     }
     switch (action.actionType) {
       case ActionType.CallActivity:
@@ -216,10 +264,24 @@ export function decideEpisode(args: {
         if (action.actionType === ActionType.CallActivityWithRetry) {
           if (!action.retryOptions) return fail(`${describeAction(action)} has no valid retryOptions`);
           group = id;
-          exec.retries[String(id)] = { target: 'activity', name, input: action.input, options: action.retryOptions, attempt: 1, firstAttemptAtMs: nowMs };
+          exec.retries[String(id)] = {
+            target: 'activity',
+            name,
+            input: action.input,
+            options: action.retryOptions,
+            attempt: 1,
+            firstAttemptAtMs: nowMs,
+          };
         }
         exec.open[String(id)] = { kind: 'activity', name, group };
-        appended.push({ EventType: EventType.TaskScheduled, EventId: id, IsPlayed: false, Timestamp: timestamp, Name: name, Input: encodeActionInput(action.input) });
+        appended.push({
+          EventType: EventType.TaskScheduled,
+          EventId: id,
+          IsPlayed: false,
+          Timestamp: timestamp,
+          Name: name,
+          Input: encodeActionInput(action.input),
+        });
         work.push({ type: 'activity', id, name, input: action.input, group });
         break;
       }
@@ -231,11 +293,27 @@ export function decideEpisode(args: {
         if (action.actionType === ActionType.CallSubOrchestratorWithRetry) {
           if (!action.retryOptions) return fail(`${describeAction(action)} has no valid retryOptions`);
           group = id;
-          exec.retries[String(id)] = { target: 'sub', name, input: action.input, instanceId: action.instanceId, options: action.retryOptions, attempt: 1, firstAttemptAtMs: nowMs };
+          exec.retries[String(id)] = {
+            target: 'sub',
+            name,
+            input: action.input,
+            instanceId: action.instanceId,
+            options: action.retryOptions,
+            attempt: 1,
+            firstAttemptAtMs: nowMs,
+          };
         }
         const childId = action.instanceId ?? subOrchestrationInstanceId(args.instanceId, exec.executionId, id);
         exec.open[String(id)] = { kind: 'sub', name, group };
-        appended.push({ EventType: EventType.SubOrchestrationInstanceCreated, EventId: id, IsPlayed: false, Timestamp: timestamp, Name: name, InstanceId: childId, Input: encodeRawInput(action.input) });
+        appended.push({
+          EventType: EventType.SubOrchestrationInstanceCreated,
+          EventId: id,
+          IsPlayed: false,
+          Timestamp: timestamp,
+          Name: name,
+          InstanceId: childId,
+          Input: encodeRawInput(action.input),
+        });
         work.push({ type: 'subOrchestration', id, name, instanceId: childId, input: action.input });
         break;
       }
@@ -243,7 +321,13 @@ export function decideEpisode(args: {
         const id = exec.nextId++;
         const fireAt = action.fireAt ?? timestamp;
         exec.open[String(id)] = { kind: 'timer' };
-        appended.push({ EventType: EventType.TimerCreated, EventId: id, IsPlayed: false, Timestamp: timestamp, FireAt: fireAt });
+        appended.push({
+          EventType: EventType.TimerCreated,
+          EventId: id,
+          IsPlayed: false,
+          Timestamp: timestamp,
+          FireAt: fireAt,
+        });
         work.push({ type: 'timer', id, fireAt });
         break;
       }
@@ -257,15 +341,20 @@ export function decideEpisode(args: {
     }
   }
 
-  if (result.error !== undefined) return { exec, appended, work, outcome: { kind: 'failed', message: result.error }, customStatus };
-  if (result.isDone && continueAsNew) return { exec, appended, work: [], outcome: { kind: 'continuedAsNew', input: continueAsNew.input }, customStatus };
-  if (result.isDone) return { exec, appended, work: [], outcome: { kind: 'completed', output: result.output }, customStatus };
+  if (result.error !== undefined)
+    return { exec, appended, work, outcome: { kind: 'failed', message: result.error }, customStatus };
+  if (result.isDone && continueAsNew)
+    return { exec, appended, work: [], outcome: { kind: 'continuedAsNew', input: continueAsNew.input }, customStatus };
+  if (result.isDone)
+    return { exec, appended, work: [], outcome: { kind: 'completed', output: result.output }, customStatus };
   return { exec, appended, work, outcome: { kind: 'running' }, customStatus };
 }
 
 /** Compares the engine's open ids with the SDK's own `openTasks` (test-mode cross-check). */
 export function crossCheckOpenTasks(exec: ExecState, sdkOpen: Map<number, string>): string | undefined {
-  const mine = Object.keys(exec.open).map(Number).sort((a, b) => a - b);
+  const mine = Object.keys(exec.open)
+    .map(Number)
+    .sort((a, b) => a - b);
   const theirs = [...sdkOpen.keys()].sort((a, b) => a - b);
   if (mine.join(',') !== theirs.join(',')) {
     return `task id mismatch: engine has open ids [${mine.join(',')}], the SDK has [${theirs.join(',')}]`;
@@ -273,14 +362,25 @@ export function crossCheckOpenTasks(exec: ExecState, sdkOpen: Map<number, string
   for (const id of mine) {
     const kind = exec.open[String(id)].kind;
     const sdk = sdkOpen.get(id) ?? '';
-    const expected = kind === 'retryTimer' ? 'noOp' : kind === 'timer' ? `${ActionType.CreateTimer}` : kind === 'activity' ? 'activity' : 'sub';
+    const expected =
+      kind === 'retryTimer'
+        ? 'noOp'
+        : kind === 'timer'
+          ? `${ActionType.CreateTimer}`
+          : kind === 'activity'
+            ? 'activity'
+            : 'sub';
     const ok =
       expected === 'noOp'
         ? sdk === 'noOp'
         : expected === 'activity'
-          ? sdk === `${ActionType.CallActivity}` || sdk === `${ActionType.CallActivityWithRetry}` || (sdk === 'noOp' && exec.open[String(id)].group !== undefined)
+          ? sdk === `${ActionType.CallActivity}` ||
+            sdk === `${ActionType.CallActivityWithRetry}` ||
+            (sdk === 'noOp' && exec.open[String(id)].group !== undefined)
           : expected === 'sub'
-            ? sdk === `${ActionType.CallSubOrchestrator}` || sdk === `${ActionType.CallSubOrchestratorWithRetry}` || (sdk === 'noOp' && exec.open[String(id)].group !== undefined)
+            ? sdk === `${ActionType.CallSubOrchestrator}` ||
+              sdk === `${ActionType.CallSubOrchestratorWithRetry}` ||
+              (sdk === 'noOp' && exec.open[String(id)].group !== undefined)
             : sdk === expected;
     if (!ok) return `task ${id}: engine expects ${kind}, the SDK has ${sdk}`;
   }

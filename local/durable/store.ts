@@ -3,7 +3,14 @@
 // guarded by its ETag), the history rows, the inbox messages and the pending work items; so an
 // episode commits in one entity-group transaction. `<hub>Instances` is a query index derived
 // from the state rows and repaired at startup. See README.md "Storage layout".
-import { odata, RestError, TableClient, TableServiceClient, type TableEntity, type TransactionAction } from '@azure/data-tables';
+import {
+  odata,
+  RestError,
+  TableClient,
+  TableServiceClient,
+  type TableEntity,
+  type TransactionAction,
+} from '@azure/data-tables';
 
 /** 64 KiB per string property = 32K UTF-16 code units; stay well below. */
 const CHUNK_CHARS = 30_000;
@@ -133,8 +140,14 @@ export class DurableStore {
   readonly index: TableClient;
   private readonly service: TableServiceClient;
 
-  constructor(connectionString: string, readonly hubName: string) {
-    const opts = { allowInsecureConnection: true, retryOptions: { maxRetries: 4, retryDelayInMs: 50, maxRetryDelayInMs: 1000 } };
+  constructor(
+    connectionString: string,
+    readonly hubName: string,
+  ) {
+    const opts = {
+      allowInsecureConnection: true,
+      retryOptions: { maxRetries: 4, retryDelayInMs: 50, maxRetryDelayInMs: 1000 },
+    };
     this.service = TableServiceClient.fromConnectionString(connectionString, opts);
     this.history = TableClient.fromConnectionString(connectionString, `${hubName}History`, opts);
     this.index = TableClient.fromConnectionString(connectionString, `${hubName}Instances`, opts);
@@ -157,7 +170,8 @@ export class DurableStore {
         ? odata`PartitionKey eq ${instanceId} and RowKey ge ${rowKeyFrom} and RowKey lt ${rowKeyTo}`
         : odata`PartitionKey eq ${instanceId}`;
     const rows: StoredRow[] = [];
-    for await (const e of this.history.listEntities<Record<string, unknown>>({ queryOptions: { filter } })) rows.push(e as StoredRow);
+    for await (const e of this.history.listEntities<Record<string, unknown>>({ queryOptions: { filter } }))
+      rows.push(e as StoredRow);
     return rows;
   }
 
@@ -165,7 +179,8 @@ export class DurableStore {
   async scan(rowKeyFrom: string, rowKeyTo: string): Promise<StoredRow[]> {
     const rows: StoredRow[] = [];
     const filter = odata`RowKey ge ${rowKeyFrom} and RowKey lt ${rowKeyTo}`;
-    for await (const e of this.history.listEntities<Record<string, unknown>>({ queryOptions: { filter } })) rows.push(e as StoredRow);
+    for await (const e of this.history.listEntities<Record<string, unknown>>({ queryOptions: { filter } }))
+      rows.push(e as StoredRow);
     return rows;
   }
 
@@ -193,10 +208,17 @@ export class DurableStore {
         finalBytes += b;
       } else early.push(r);
     }
-    for (const batch of batches(early)) await this.history.submitTransaction(batch.map((r) => ['upsert', r, 'Replace'] as TransactionAction));
+    for (const batch of batches(early))
+      await this.history.submitTransaction(batch.map((r) => ['upsert', r, 'Replace'] as TransactionAction));
     const [base, ...rest] = stateRows;
-    const stateOp: TransactionAction = c.etag === undefined ? ['create', base] : ['update', base, 'Replace', { etag: c.etag }];
-    const ops: TransactionAction[] = [stateOp, ...rest.map((r) => ['upsert', r, 'Replace'] as TransactionAction), ...finalOps, ...deletes];
+    const stateOp: TransactionAction =
+      c.etag === undefined ? ['create', base] : ['update', base, 'Replace', { etag: c.etag }];
+    const ops: TransactionAction[] = [
+      stateOp,
+      ...rest.map((r) => ['upsert', r, 'Replace'] as TransactionAction),
+      ...finalOps,
+      ...deletes,
+    ];
     try {
       const res = await this.history.submitTransaction(ops);
       const etag = res.subResponses[0]?.etag;
@@ -205,7 +227,8 @@ export class DurableStore {
       return fresh.etag;
     } catch (err) {
       const s = statusOf(err);
-      if (s === 412 || s === 409 || s === 404) throw new ConflictError(`commit of ${pk} conflicted (${s}): ${(err as Error).message}`);
+      if (s === 412 || s === 409 || s === 404)
+        throw new ConflictError(`commit of ${pk} conflicted (${s}): ${(err as Error).message}`);
       throw err;
     }
   }
@@ -221,9 +244,14 @@ export class DurableStore {
       await this.history.submitTransaction(ops);
       return;
     }
-    for (const batch of batches(rows)) await this.history.submitTransaction(batch.map((r) => ['upsert', r, 'Replace'] as TransactionAction));
+    for (const batch of batches(rows))
+      await this.history.submitTransaction(batch.map((r) => ['upsert', r, 'Replace'] as TransactionAction));
     for (let i = 0; i < deletes.length; i += MAX_BATCH_OPS) {
-      await this.history.submitTransaction(deletes.slice(i, i + MAX_BATCH_OPS).map((rk) => ['delete', { partitionKey: instanceId, rowKey: rk }] as TransactionAction));
+      await this.history.submitTransaction(
+        deletes
+          .slice(i, i + MAX_BATCH_OPS)
+          .map((rk) => ['delete', { partitionKey: instanceId, rowKey: rk }] as TransactionAction),
+      );
     }
   }
 
@@ -232,7 +260,9 @@ export class DurableStore {
     for (let i = 0; i < rowKeys.length; i += MAX_BATCH_OPS) {
       const chunk = rowKeys.slice(i, i + MAX_BATCH_OPS);
       try {
-        await this.history.submitTransaction(chunk.map((rk) => ['delete', { partitionKey: instanceId, rowKey: rk }] as TransactionAction));
+        await this.history.submitTransaction(
+          chunk.map((rk) => ['delete', { partitionKey: instanceId, rowKey: rk }] as TransactionAction),
+        );
       } catch {
         for (const rk of chunk) await this.history.deleteEntity(instanceId, rk).catch(() => undefined);
       }
@@ -242,7 +272,10 @@ export class DurableStore {
   /** Deletes a whole partition and its index row. */
   async purge(instanceId: string): Promise<void> {
     const rows = await this.loadPartition(instanceId);
-    await this.deleteRows(instanceId, rows.map((r) => r.rowKey));
+    await this.deleteRows(
+      instanceId,
+      rows.map((r) => r.rowKey),
+    );
     await this.index.deleteEntity(instanceId, '').catch((err: unknown) => {
       if (statusOf(err) !== 404) throw err;
     });
@@ -276,9 +309,15 @@ export class DurableStore {
     }
   }
 
-  async queryIndex(q: IndexQuery, top: number, continuationToken?: string): Promise<{ records: IndexRecord[]; continuationToken?: string }> {
+  async queryIndex(
+    q: IndexQuery,
+    top: number,
+    continuationToken?: string,
+  ): Promise<{ records: IndexRecord[]; continuationToken?: string }> {
     const filter = indexFilter(q);
-    const iter = this.index.listEntities<Record<string, unknown>>({ queryOptions: filter ? { filter } : undefined }).byPage({ maxPageSize: top, continuationToken });
+    const iter = this.index
+      .listEntities<Record<string, unknown>>({ queryOptions: filter ? { filter } : undefined })
+      .byPage({ maxPageSize: top, continuationToken });
     const next = await iter.next();
     if (next.done || !next.value) return { records: [] };
     const page = next.value;

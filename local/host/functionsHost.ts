@@ -53,7 +53,11 @@ export interface ExtensionHostApi {
   readonly baseUrl: string;
   functionsWithTrigger(type: string): TriggeredFunction[];
   /** Invokes a function with the trigger's data; other inputs come from their extensions. */
-  invoke(name: string, triggerData: RpcTypedData, triggerMetadata?: Record<string, RpcTypedData>): Promise<RpcInvocationResponse>;
+  invoke(
+    name: string,
+    triggerData: RpcTypedData,
+    triggerMetadata?: Record<string, RpcTypedData>,
+  ): Promise<RpcInvocationResponse>;
   log(level: LogLevel, message: string): void;
 }
 
@@ -168,7 +172,11 @@ export class FunctionsHost implements ExtensionHostApi {
       for (const ext of this.extensions) await ext.start(this);
       if (!this.options.disableTimers) this.armTimers();
       this.status = 'running';
-      this.emit({ level: 'information', category: 'host', message: `host started on ${this.baseUrl} with ${this.registry.functions.size} functions` });
+      this.emit({
+        level: 'information',
+        category: 'host',
+        message: `host started on ${this.baseUrl} with ${this.registry.functions.size} functions`,
+      });
       return this;
     } catch (err) {
       this.status = 'running';
@@ -181,7 +189,8 @@ export class FunctionsHost implements ExtensionHostApi {
     if (this.status !== 'running') return;
     this.status = 'closing';
     for (const t of this.timers) clearTimeout(t.timer);
-    for (const ext of [...this.extensions].reverse()) await ext.close().catch((e: unknown) => this.log('error', `extension ${ext.name} failed to close: ${String(e)}`));
+    for (const ext of [...this.extensions].reverse())
+      await ext.close().catch((e: unknown) => this.log('error', `extension ${ext.name} failed to close: ${String(e)}`));
     await Promise.race([Promise.allSettled([...this.inFlight]), delay(10_000)]);
     await this.runHooks('appTerminate', {}).catch(() => undefined);
     if (this.server) {
@@ -210,7 +219,8 @@ export class FunctionsHost implements ExtensionHostApi {
     const out: TriggeredFunction[] = [];
     for (const fn of this.registry.functions.values()) {
       const t = triggerOf(fn);
-      if (t && t.binding.type?.toLowerCase() === type.toLowerCase()) out.push({ fn, triggerName: t.name, trigger: t.binding });
+      if (t && t.binding.type?.toLowerCase() === type.toLowerCase())
+        out.push({ fn, triggerName: t.name, trigger: t.binding });
     }
     return out;
   }
@@ -230,8 +240,13 @@ export class FunctionsHost implements ExtensionHostApi {
     const inputData: RpcParameterBinding[] = [{ name: trigger.name, data: triggerData }];
     for (const [bindingName, binding] of Object.entries(fn.metadata.bindings)) {
       if (bindingName === trigger.name || binding.direction !== 'in') continue;
-      const ext = this.extensions.find((e) => e.inputTypes.some((t) => t.toLowerCase() === binding.type?.toLowerCase()));
-      if (!ext?.inputData) throw new Error(`Input binding type "${binding.type}" of function "${name}" is not supported by the local host`);
+      const ext = this.extensions.find((e) =>
+        e.inputTypes.some((t) => t.toLowerCase() === binding.type?.toLowerCase()),
+      );
+      if (!ext?.inputData)
+        throw new Error(
+          `Input binding type "${binding.type}" of function "${name}" is not supported by the local host`,
+        );
       inputData.push({ name: bindingName, data: await ext.inputData(binding, fn) });
     }
     const invocationId = randomUUID();
@@ -245,19 +260,36 @@ export class FunctionsHost implements ExtensionHostApi {
       const model = await pm.getInvocationModel(coreContext);
       const { context, inputs } = await model.getArguments();
       const hookData: Record<string, unknown> = {};
-      const pre: HookContext = { hookData, appHookData: this.appHookData, invocationContext: context, functionCallback: fn.callback, inputs };
+      const pre: HookContext = {
+        hookData,
+        appHookData: this.appHookData,
+        invocationContext: context,
+        functionCallback: fn.callback,
+        inputs,
+      };
       coreContext.state = 'preInvocationHooks';
       await this.runHookList('preInvocation', pre);
       coreContext.state = 'invocation';
       let result: unknown;
       let error: unknown;
       try {
-        result = await model.invokeFunction(context, pre.inputs as unknown[], pre.functionCallback as RegisteredFunction['callback']);
+        result = await model.invokeFunction(
+          context,
+          pre.inputs as unknown[],
+          pre.functionCallback as RegisteredFunction['callback'],
+        );
       } catch (e) {
         error = e;
       }
       coreContext.state = 'postInvocationHooks';
-      const post: HookContext = { hookData, appHookData: this.appHookData, invocationContext: context, inputs: pre.inputs, result, error };
+      const post: HookContext = {
+        hookData,
+        appHookData: this.appHookData,
+        invocationContext: context,
+        inputs: pre.inputs,
+        result,
+        error,
+      };
       await this.runHookList('postInvocation', post);
       if (post.error) throw post.error;
       return model.getResponse(context, post.result);
@@ -278,12 +310,18 @@ export class FunctionsHost implements ExtensionHostApi {
     await this.runHookList(name, { hookData: {}, appHookData: this.appHookData, ...extra });
   }
 
-  private async runHookList(name: 'appStart' | 'appTerminate' | 'preInvocation' | 'postInvocation', ctx: HookContext): Promise<void> {
+  private async runHookList(
+    name: 'appStart' | 'appTerminate' | 'preInvocation' | 'postInvocation',
+    ctx: HookContext,
+  ): Promise<void> {
     for (const cb of this.registry.hooksOf(name)) await cb(ctx);
   }
 
   private indexFunctions(): void {
-    const known = new Set([...SUPPORTED_TRIGGERS.map((t) => t.toLowerCase()), ...this.extensions.flatMap((e) => e.triggerTypes.map((t) => t.toLowerCase()))]);
+    const known = new Set([
+      ...SUPPORTED_TRIGGERS.map((t) => t.toLowerCase()),
+      ...this.extensions.flatMap((e) => e.triggerTypes.map((t) => t.toLowerCase())),
+    ]);
     this.routes = [];
     this.timers = [];
     for (const fn of this.registry.functions.values()) {
@@ -291,10 +329,15 @@ export class FunctionsHost implements ExtensionHostApi {
       const trigger = triggerOf(fn);
       if (!trigger) throw new Error(`Function "${fn.name}" has no trigger`);
       const type = trigger.binding.type?.toLowerCase() ?? '';
-      if (!known.has(type)) throw new Error(`Function "${fn.name}" uses trigger type "${trigger.binding.type}", which the local host does not support`);
+      if (!known.has(type))
+        throw new Error(
+          `Function "${fn.name}" uses trigger type "${trigger.binding.type}", which the local host does not support`,
+        );
       for (const [bName, b] of Object.entries(fn.metadata.bindings)) {
         if (b.direction === 'out' && bName !== '$return' && b.type?.toLowerCase() !== 'http') {
-          throw new Error(`Function "${fn.name}" uses output binding type "${b.type}", which the local host does not support`);
+          throw new Error(
+            `Function "${fn.name}" uses output binding type "${b.type}", which the local host does not support`,
+          );
         }
       }
       if (fn.metadata.retryOptions && type !== 'httptrigger') {
@@ -345,7 +388,8 @@ export class FunctionsHost implements ExtensionHostApi {
     await this.fireTimer(t, due, late);
     // Occurrences missed while it ran collapse into one past-due run, as in the real host.
     let missed: Date | undefined;
-    for (let n = t.schedule.next(due), i = 0; n.getTime() <= Date.now() && i < 10_000; n = t.schedule.next(n), i++) missed = n;
+    for (let n = t.schedule.next(due), i = 0; n.getTime() <= Date.now() && i < 10_000; n = t.schedule.next(n), i++)
+      missed = n;
     if (missed && this.status === 'running') await this.fireTimer(t, missed, true);
     this.scheduleNext(t, new Date(Math.max(Date.now(), due.getTime())));
   }
@@ -353,13 +397,24 @@ export class FunctionsHost implements ExtensionHostApi {
   private fireTimer(t: TimerState, scheduled: Date, isPastDue: boolean): Promise<void> {
     const payload = {
       Schedule: { AdjustForDST: true },
-      ScheduleStatus: { Last: (t.last ?? new Date(0)).toISOString(), Next: t.schedule.next(scheduled).toISOString(), LastUpdated: new Date().toISOString() },
+      ScheduleStatus: {
+        Last: (t.last ?? new Date(0)).toISOString(),
+        Next: t.schedule.next(scheduled).toISOString(),
+        LastUpdated: new Date().toISOString(),
+      },
       IsPastDue: isPastDue,
     };
     t.last = scheduled;
     const run = this.invoke(t.fn.name, { json: JSON.stringify(payload) })
       .then(() => undefined)
-      .catch((err: unknown) => this.emit({ level: 'error', category: 'host', functionName: t.fn.name, message: `timer invocation failed: ${errorText(err)}` }))
+      .catch((err: unknown) =>
+        this.emit({
+          level: 'error',
+          category: 'host',
+          functionName: t.fn.name,
+          message: `timer invocation failed: ${errorText(err)}`,
+        }),
+      )
       .finally(() => {
         if (t.running === run) t.running = undefined;
       });
@@ -375,20 +430,31 @@ export class FunctionsHost implements ExtensionHostApi {
       if (body === undefined) return sendPlain(res, 413, 'Request body too large');
       const url = new URL(req.url ?? '/', 'http://127.0.0.1');
       const prefix = this.hostJson.routePrefix ? `/${this.hostJson.routePrefix}` : '';
-      if (url.pathname.startsWith('/admin/functions/') && req.method === 'POST') return await this.adminInvoke(url, body, res);
+      if (url.pathname.startsWith('/admin/functions/') && req.method === 'POST')
+        return await this.adminInvoke(url, body, res);
       if (prefix === '' || url.pathname === prefix || url.pathname.startsWith(prefix + '/')) {
         if (await this.dispatchFunction(req, res, url, url.pathname.slice(prefix.length), body)) return;
       }
       for (const ext of this.extensions) if (ext.handleHttp && (await ext.handleHttp(req, res, body))) return;
       sendPlain(res, 404, 'Not Found');
     } catch (err) {
-      this.emit({ level: 'error', category: 'host', message: `request ${req.method} ${req.url?.split('?')[0]} failed: ${errorText(err)}` });
+      this.emit({
+        level: 'error',
+        category: 'host',
+        message: `request ${req.method} ${req.url?.split('?')[0]} failed: ${errorText(err)}`,
+      });
       if (!res.headersSent) sendPlain(res, 500, 'Internal Server Error');
       else res.destroy();
     }
   }
 
-  private async dispatchFunction(req: IncomingMessage, res: ServerResponse, url: URL, path: string, body: Buffer): Promise<boolean> {
+  private async dispatchFunction(
+    req: IncomingMessage,
+    res: ServerResponse,
+    url: URL,
+    path: string,
+    body: Buffer,
+  ): Promise<boolean> {
     const method = (req.method ?? 'GET').toUpperCase();
     let methodMismatch = false;
     for (const r of this.routes) {
@@ -399,7 +465,8 @@ export class FunctionsHost implements ExtensionHostApi {
         continue;
       }
       const headers: Record<string, string> = {};
-      for (const [k, v] of Object.entries(req.headers)) if (v !== undefined) headers[k] = Array.isArray(v) ? v.join(', ') : v;
+      for (const [k, v] of Object.entries(req.headers))
+        if (v !== undefined) headers[k] = Array.isArray(v) ? v.join(', ') : v;
       const query: Record<string, string> = {};
       for (const key of new Set(url.searchParams.keys())) query[key] = url.searchParams.getAll(key).join(',');
       const httpData = {
@@ -448,7 +515,11 @@ function triggerOf(fn: RegisteredFunction): { name: string; binding: RpcBindingI
   return undefined;
 }
 
-function writeHttpResponse(res: ServerResponse, response: RpcInvocationResponse, bindings: Record<string, RpcBindingInfo>): void {
+function writeHttpResponse(
+  res: ServerResponse,
+  response: RpcInvocationResponse,
+  bindings: Record<string, RpcBindingInfo>,
+): void {
   const returnsHttp = bindings.$return?.type?.toLowerCase() === 'http';
   let httpData = returnsHttp ? response.returnValue?.http : undefined;
   if (!httpData) {
@@ -463,8 +534,13 @@ function writeHttpResponse(res: ServerResponse, response: RpcInvocationResponse,
   const headers: Record<string, string | string[]> = { ...(httpData.headers ?? {}) };
   const cookies = (httpData.cookies ?? []).map(serializeCookie);
   if (cookies.length) headers['set-cookie'] = cookies;
-  const body = httpData.body?.bytes ? Buffer.from(httpData.body.bytes) : httpData.body?.string ? Buffer.from(httpData.body.string) : Buffer.alloc(0);
-  if (body.length && !Object.keys(headers).some((h) => h.toLowerCase() === 'content-type')) headers['content-type'] = 'text/plain;charset=UTF-8';
+  const body = httpData.body?.bytes
+    ? Buffer.from(httpData.body.bytes)
+    : httpData.body?.string
+      ? Buffer.from(httpData.body.string)
+      : Buffer.alloc(0);
+  if (body.length && !Object.keys(headers).some((h) => h.toLowerCase() === 'content-type'))
+    headers['content-type'] = 'text/plain;charset=UTF-8';
   headers['content-length'] = String(body.length);
   res.writeHead(status, headers);
   res.end(body);
@@ -475,7 +551,8 @@ function serializeCookie(c: RpcHttpCookie): string {
   if (c.domain?.value) parts.push(`Domain=${c.domain.value}`);
   if (c.path?.value) parts.push(`Path=${c.path.value}`);
   const secs = c.expires?.value?.seconds;
-  if (secs !== undefined && secs !== null) parts.push(`Expires=${new Date(Number(typeof secs === 'object' ? secs.toNumber() : secs) * 1000).toUTCString()}`);
+  if (secs !== undefined && secs !== null)
+    parts.push(`Expires=${new Date(Number(typeof secs === 'object' ? secs.toNumber() : secs) * 1000).toUTCString()}`);
   if (c.maxAge?.value !== undefined && c.maxAge?.value !== null) parts.push(`Max-Age=${c.maxAge.value}`);
   if (c.secure?.value) parts.push('Secure');
   if (c.httpOnly?.value) parts.push('HttpOnly');
@@ -501,7 +578,9 @@ function readBody(req: IncomingMessage, limit: number): Promise<Buffer | undefin
 }
 
 function sendPlain(res: ServerResponse, status: number, text: string): void {
-  res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(text) }).end(text);
+  res
+    .writeHead(status, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(text) })
+    .end(text);
 }
 
 function errorText(err: unknown): string {

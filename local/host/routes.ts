@@ -46,7 +46,10 @@ function parseSegment(raw: string): Segment {
 
 /** Matches a path (below the route prefix, no query) and returns the route values, or undefined. */
 export function matchRoute(route: RouteTemplate, path: string): Record<string, string> | undefined {
-  const parts = path.replace(/^\/+|\/+$/g, '').split('/').filter((p) => p !== '');
+  const parts = path
+    .replace(/^\/+|\/+$/g, '')
+    .split('/')
+    .filter((p) => p !== '');
   const params: Record<string, string> = {};
   let i = 0;
   for (const seg of route.segments) {

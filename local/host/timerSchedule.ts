@@ -19,7 +19,9 @@ export function parseSchedule(expression: string, timeZone = process.env.WEBSITE
   }
   const fields = trimmed.split(/\s+/);
   if (fields.length !== 6) {
-    throw new Error(`Timer schedule "${expression}" must have six fields (NCRONTAB: second minute hour day month day-of-week)`);
+    throw new Error(
+      `Timer schedule "${expression}" must have six fields (NCRONTAB: second minute hour day month day-of-week)`,
+    );
   }
   const cron = new Cron(trimmed, { timezone: timeZone ?? 'Etc/UTC', paused: true });
   return {

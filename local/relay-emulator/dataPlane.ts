@@ -55,7 +55,9 @@ const HIGH_WATER_BYTES = 1024 * 1024;
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
 function canSendCloseCode(code: number): boolean {
-  return (code >= 1000 && code <= 1014 && code !== 1004 && code !== 1005 && code !== 1006) || (code >= 3000 && code <= 4999);
+  return (
+    (code >= 1000 && code <= 1014 && code !== 1004 && code !== 1005 && code !== 1006) || (code >= 3000 && code <= 4999)
+  );
 }
 
 function rejectHandshake(socket: Duplex, status: number, description: string): void {
@@ -157,7 +159,11 @@ export class NamespaceDataPlane {
   async close(code = CLOSE_ENTITY_DELETED, reason = 'Entity deleted'): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    for (const hc of new Set([...this.controlChannels.keys(), ...[...this.pending.values()].map((p) => p.hybridConnection), ...[...this.live].map((r) => r.hybridConnection)])) {
+    for (const hc of new Set([
+      ...this.controlChannels.keys(),
+      ...[...this.pending.values()].map((p) => p.hybridConnection),
+      ...[...this.live].map((r) => r.hybridConnection),
+    ])) {
       this.closeHybridConnection(hc, code, reason);
     }
     const server = this.server;
@@ -209,7 +215,8 @@ export class NamespaceDataPlane {
     }
     const ns = this.namespace();
     if (!ns || ns.deletingSince) return rejectHandshake(socket, 404, 'Namespace not found');
-    if (ns.activeAt === null || ns.activeAt > this.options.now()) return rejectHandshake(socket, 404, 'Namespace is activating');
+    if (ns.activeAt === null || ns.activeAt > this.options.now())
+      return rejectHandshake(socket, 404, 'Namespace is activating');
     const action = url.searchParams.get('sb-hc-action');
     if (action === 'accept') return this.onAccept(url, req, socket, head);
     const hc = this.options.store.getHybridConnection(ns.name, hcName);
@@ -285,7 +292,8 @@ export class NamespaceDataPlane {
       }
       const renew = (message as { renewToken?: { token?: unknown } } | null)?.renewToken;
       if (!renew) return;
-      const auth = typeof renew.token === 'string' ? this.authorize(renew.token, hybridConnection, 'Listen') : undefined;
+      const auth =
+        typeof renew.token === 'string' ? this.authorize(renew.token, hybridConnection, 'Listen') : undefined;
       if (!auth || !auth.ok) return this.closeControlChannel(channel, CLOSE_POLICY_VIOLATION, 'Token renewal failed');
       channel.expiresAt = auth.expiresAt;
       this.armExpiry(channel);
@@ -373,8 +381,13 @@ export class NamespaceDataPlane {
     const statusText = url.searchParams.get('sb-hc-statusCode') ?? url.searchParams.get('statusCode');
     if (statusText !== null) {
       const status = Number(statusText);
-      const description = url.searchParams.get('sb-hc-statusDescription') ?? url.searchParams.get('statusDescription') ?? 'Rejected';
-      rejectHandshake(pending.socket, Number.isInteger(status) && status >= 400 && status <= 599 ? status : 400, description);
+      const description =
+        url.searchParams.get('sb-hc-statusDescription') ?? url.searchParams.get('statusDescription') ?? 'Rejected';
+      rejectHandshake(
+        pending.socket,
+        Number.isInteger(status) && status >= 400 && status <= 599 ? status : 400,
+        description,
+      );
       return rejectHandshake(socket, 410, 'Gone');
     }
     if (pending.socket.destroyed) return rejectHandshake(socket, 410, 'The sender went away');
@@ -382,7 +395,11 @@ export class NamespaceDataPlane {
       this.chosenProtocol.set(pending.req, listenerWs.protocol || false);
       if (pending.socket.destroyed) return closeSocket(listenerWs, 1000, 'The sender went away');
       this.wss.handleUpgrade(pending.req, pending.socket, pending.head, (senderWs) => {
-        const rendezvous: LiveRendezvous = { hybridConnection: pending.hybridConnection, sender: senderWs, listener: listenerWs };
+        const rendezvous: LiveRendezvous = {
+          hybridConnection: pending.hybridConnection,
+          sender: senderWs,
+          listener: listenerWs,
+        };
         this.live.add(rendezvous);
         const done = (): void => {
           this.live.delete(rendezvous);

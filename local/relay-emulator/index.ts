@@ -53,7 +53,8 @@ function envCreateDelayMs(): number | undefined {
   const raw = process.env.RELAY_EMULATOR_CREATE_DELAY_MS;
   if (raw === undefined || raw === '') return undefined;
   const value = Number(raw);
-  if (!Number.isFinite(value) || value < 0) throw new Error(`RELAY_EMULATOR_CREATE_DELAY_MS must be a number of ms >= 0, got ${raw}`);
+  if (!Number.isFinite(value) || value < 0)
+    throw new Error(`RELAY_EMULATOR_CREATE_DELAY_MS must be a number of ms >= 0, got ${raw}`);
   return value;
 }
 
@@ -197,8 +198,14 @@ export class RelayEmulator {
         throw new ArmError(401, 'AuthenticationFailed', 'Authentication failed. The Authorization header is missing.');
       }
       const apiVersion = url.searchParams.get('api-version');
-      if (!apiVersion) throw new ArmError(400, 'MissingApiVersionParameter', "The api-version query parameter (?api-version=) is required for all requests.");
-      if (!API_VERSIONS.has(apiVersion)) throw new ArmError(400, 'InvalidApiVersionParameter', `The api-version '${apiVersion}' is invalid.`);
+      if (!apiVersion)
+        throw new ArmError(
+          400,
+          'MissingApiVersionParameter',
+          'The api-version query parameter (?api-version=) is required for all requests.',
+        );
+      if (!API_VERSIONS.has(apiVersion))
+        throw new ArmError(400, 'InvalidApiVersionParameter', `The api-version '${apiVersion}' is invalid.`);
       const body = await readJsonBody(req);
       const name = resolved.route.namespace;
       const slow = this.faults.take(resolved.op, name, ['slow']);

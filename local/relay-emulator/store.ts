@@ -148,7 +148,10 @@ export class InMemoryRelayStore implements IRelayStore {
     return entry;
   }
 
-  private ruleMap(namespace: string, hybridConnection: string | undefined): Map<string, AuthorizationRuleRecord> | undefined {
+  private ruleMap(
+    namespace: string,
+    hybridConnection: string | undefined,
+  ): Map<string, AuthorizationRuleRecord> | undefined {
     const entry = this.namespaces.get(k(namespace));
     if (!entry) return undefined;
     if (hybridConnection === undefined) return entry.rules;

@@ -15,7 +15,13 @@ import { SimulatedDevice, type Enrollment } from '../support/simulatedDevice';
 describe('no secret in any log line', () => {
   const records: LogRecord[] = [];
   const consoleLines: string[] = [];
-  const originals = { log: console.log, info: console.info, warn: console.warn, error: console.error, debug: console.debug };
+  const originals = {
+    log: console.log,
+    info: console.info,
+    warn: console.warn,
+    error: console.error,
+    debug: console.debug,
+  };
   const rt = new LocalRuntime({ disableTimers: true, prefillNamespaces: 2, logSink: (r) => records.push(r) });
   let device: SimulatedDevice | undefined;
 
@@ -35,18 +41,29 @@ describe('no secret in any log line', () => {
 
   it('runs a whole session life and finds no JWT, SAS signature or key in the logs', async () => {
     const admin = await rt.token('admin');
-    const reg = await call<Enrollment>('POST', `${rt.apiUrl}/devices`, { token: admin, body: { deviceId: 'scan-dev' } });
+    const reg = await call<Enrollment>('POST', `${rt.apiUrl}/devices`, {
+      token: admin,
+      body: { deviceId: 'scan-dev' },
+    });
     assert.equal(reg.status, 201);
     device = new SimulatedDevice(reg.body, { pollMs: 200, ca: rt.relay!.caCertPem }).start();
     // Failed authentication attempts carry tokens too: they must not be echoed into logs.
     await call('GET', `${rt.apiUrl}/devices`, { token: admin.slice(0, -4) + 'AAAA' });
     await call('GET', `${rt.apiUrl}/devices`, { headers: { authorization: 'Bearer not-a-jwt' } });
-    const r = await call<{ sessionId: string; relay: { endpoint: string; hybridConnection: string; sendToken: string } }>('POST', `${rt.apiUrl}/sessions`, {
+    const r = await call<{
+      sessionId: string;
+      relay: { endpoint: string; hybridConnection: string; sendToken: string };
+    }>('POST', `${rt.apiUrl}/sessions`, {
       token: admin,
       body: { deviceId: 'scan-dev', port: 22 },
     });
     assert.equal(r.status, 201, r.text);
-    const s = await connectHybridConnection(r.body.relay.endpoint, r.body.relay.hybridConnection, r.body.relay.sendToken, { ca: rt.relay!.caCertPem });
+    const s = await connectHybridConnection(
+      r.body.relay.endpoint,
+      r.body.relay.hybridConnection,
+      r.body.relay.sendToken,
+      { ca: rt.relay!.caCertPem },
+    );
     s.write('ping');
     await once(s, 'data');
     // A ready call with a wrong token, and a replayed one.
@@ -64,14 +81,27 @@ describe('no secret in any log line', () => {
     await call('DELETE', `${rt.apiUrl}/devices/scan-dev`, { token: admin });
 
     const lines = [...records.map((l) => l.message), ...consoleLines];
-    assert.ok(lines.some((l) => l.includes(r.body.sessionId)), 'the scenario logged its session');
+    assert.ok(
+      lines.some((l) => l.includes(r.body.sessionId)),
+      'the scenario logged its session',
+    );
     const leaks = lines.filter(containsSecret).map((l) => `${findSecretKinds(l).join(',')}: ${l.slice(0, 80)}…`);
     assert.deepEqual(leaks, []);
     // And none of the actual secrets of this run appears verbatim.
-    const secrets = [admin, r.body.relay.sendToken, reg.body.queueSas, ...device.opened.map((m) => m.relay.listenToken), ...device.opened.map((m) => m.readyToken)];
+    const secrets = [
+      admin,
+      r.body.relay.sendToken,
+      reg.body.queueSas,
+      ...device.opened.map((m) => m.relay.listenToken),
+      ...device.opened.map((m) => m.readyToken),
+    ];
     for (const secret of secrets) {
       const needle = secret.length > 40 ? secret.slice(-40) : secret;
-      assert.equal(lines.some((l) => l.includes(needle)), false, 'a secret of this run appears in a log line');
+      assert.equal(
+        lines.some((l) => l.includes(needle)),
+        false,
+        'a secret of this run appears in a log line',
+      );
     }
   });
 });

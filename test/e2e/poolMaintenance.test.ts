@@ -23,7 +23,13 @@ interface PoolBody {
   byState: Record<string, number>;
   bySubscription: Array<{ subscriptionId: string; quota?: number; total: number; byState: Record<string, number> }>;
   target: { value: number; usable: number; reasons: string[] };
-  lastRun: null | { runId: string; outcome: string; steps: Record<string, Record<string, number>>; target?: number; durationMs: number };
+  lastRun: null | {
+    runId: string;
+    outcome: string;
+    steps: Record<string, Record<string, number>>;
+    target?: number;
+    durationMs: number;
+  };
   maintenance: { instanceId: string; runtimeStatus: string | null; running: boolean };
 }
 
@@ -46,7 +52,10 @@ async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeou
 function appDirForThisBuild(): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'relay-broker-app-'));
   const functionsDir = path.resolve(__dirname, '..', '..', 'functions');
-  fs.writeFileSync(path.join(dir, 'package.json'), JSON.stringify({ name: 'relay-broker-e2e', main: `${functionsDir.replace(/\\/g, '/')}/*.js` }));
+  fs.writeFileSync(
+    path.join(dir, 'package.json'),
+    JSON.stringify({ name: 'relay-broker-e2e', main: `${functionsDir.replace(/\\/g, '/')}/*.js` }),
+  );
   fs.copyFileSync(path.join(REPO_ROOT, 'host.json'), path.join(dir, 'host.json'));
   return dir;
 }
@@ -73,7 +82,10 @@ describe('pool maintenance end to end', () => {
   before(async () => {
     await rt.start();
     admin = await rt.token('admin');
-    store = new NamespaceStore(TableClient.fromConnectionString(rt.azurite!.connectionString, 'namespaces', { allowInsecureConnection: true }), 'default');
+    store = new NamespaceStore(
+      TableClient.fromConnectionString(rt.azurite!.connectionString, 'namespaces', { allowInsecureConnection: true }),
+      'default',
+    );
   });
   after(async () => {
     await rt.close();
@@ -106,7 +118,10 @@ describe('pool maintenance end to end', () => {
       logs.some((l) => /is (Running|Pending); this tick is skipped/.test(l.message)),
       'the second tick found the run under way',
     );
-    assert.ok(logs.some((l) => /provision: available 2/.test(l.message)), 'the orchestration logs its counts');
+    assert.ok(
+      logs.some((l) => /provision: available 2/.test(l.message)),
+      'the orchestration logs its counts',
+    );
     for (const row of await store.list()) assert.ok(row.sealedKeys, `${row.name} has sealed keys`);
 
     // The next tick replaces the completed instance with a fresh run, which has nothing to create.
@@ -129,10 +144,20 @@ describe('pool maintenance end to end', () => {
     const device = await call('POST', `${rt.apiUrl}/devices`, { token: admin, body: { deviceId: 'dev-pool-e2e' } });
     assert.equal(device.status, 201, device.text);
     rt.relay!.resetStats();
-    const opened = await call<{ sessionId: string; status: string }>('POST', `${rt.apiUrl}/sessions`, { token: admin, body: { deviceId: 'dev-pool-e2e' } });
+    const opened = await call<{ sessionId: string; status: string }>('POST', `${rt.apiUrl}/sessions`, {
+      token: admin,
+      body: { deviceId: 'dev-pool-e2e' },
+    });
     assert.equal(opened.status, 202, opened.text); // no agent on the device: pending, then device_not_ready
-    const leased = await waitFor('the namespace leased', async () => (await store.list({ sessionId: opened.body.sessionId }))[0]);
-    assert.equal(rt.relay!.stats().byOperation['hybridConnections.listKeys'] ?? 0, 0, 'the open read its keys from the row');
+    const leased = await waitFor(
+      'the namespace leased',
+      async () => (await store.list({ sessionId: opened.body.sessionId }))[0],
+    );
+    assert.equal(
+      rt.relay!.stats().byOperation['hybridConnections.listKeys'] ?? 0,
+      0,
+      'the open read its keys from the row',
+    );
 
     const recycled = await waitFor('the namespace recycled', async () => {
       const row = await store.get(leased.name);
@@ -143,11 +168,18 @@ describe('pool maintenance end to end', () => {
     // The app's sealing key (derived locally from the storage key) opens them, and they are live keys.
     const keys = openNamespaceKeys(new Sealer(loadConfig(process.env).sealingKey), recycled);
     assert.ok(keys, 'the new sealed keys open for the new generation');
-    const token = createSasToken({ resourceUri: relayAudience(recycled.endpoint!, recycled.hybridConnection!), ...keys.send, expiresAt: new Date(Date.now() + 60_000) });
-    await assert.rejects(connectHybridConnection(recycled.endpoint!, recycled.hybridConnection!, token, { ca: rt.relay!.caCertPem }), (err: unknown) => {
-      assert.ok(err instanceof RelayHandshakeError);
-      assert.equal(err.statusCode, 404, 'accepted by the relay (no listener), not 401');
-      return true;
+    const token = createSasToken({
+      resourceUri: relayAudience(recycled.endpoint!, recycled.hybridConnection!),
+      ...keys.send,
+      expiresAt: new Date(Date.now() + 60_000),
     });
+    await assert.rejects(
+      connectHybridConnection(recycled.endpoint!, recycled.hybridConnection!, token, { ca: rt.relay!.caCertPem }),
+      (err: unknown) => {
+        assert.ok(err instanceof RelayHandshakeError);
+        assert.equal(err.statusCode, 404, 'accepted by the relay (no listener), not 401');
+        return true;
+      },
+    );
   });
 });

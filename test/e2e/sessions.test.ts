@@ -5,7 +5,11 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { TableClient } from '@azure/data-tables';
 import { NamespaceStore } from '../../lib/pool/namespaceStore';
-import { connectHybridConnection, HybridConnectionListener, RelayHandshakeError } from '../../lib/relay/hybridConnection';
+import {
+  connectHybridConnection,
+  HybridConnectionListener,
+  RelayHandshakeError,
+} from '../../lib/relay/hybridConnection';
 import { LocalRuntime } from '../../local/runtime';
 import { assertProblem, call } from '../support/http';
 import { SimulatedDevice, type Enrollment } from '../support/simulatedDevice';
@@ -58,7 +62,10 @@ describe('sessions end to end', () => {
     await rt.start();
     admin = await rt.token('admin');
     ca = rt.relay!.caCertPem;
-    store = new NamespaceStore(TableClient.fromConnectionString(rt.azurite!.connectionString, 'namespaces', { allowInsecureConnection: true }), 'default');
+    store = new NamespaceStore(
+      TableClient.fromConnectionString(rt.azurite!.connectionString, 'namespaces', { allowInsecureConnection: true }),
+      'default',
+    );
   });
   after(async () => {
     await Promise.all(devices.map((d) => d.stop()));
@@ -95,19 +102,31 @@ describe('sessions end to end', () => {
     assert.equal(after.generation, before!.generation + 1);
     assert.equal(after.sessionId, undefined);
     // Both tokens of the ended session are refused now.
-    assert.equal(await handshakeStatus(connectHybridConnection(relay.endpoint, relay.hybridConnection, relay.sendToken, { ca })), 401);
-    const l = new HybridConnectionListener({ endpoint: relay.endpoint, hybridConnection: relay.hybridConnection, token: listenToken, ca });
+    assert.equal(
+      await handshakeStatus(connectHybridConnection(relay.endpoint, relay.hybridConnection, relay.sendToken, { ca })),
+      401,
+    );
+    const l = new HybridConnectionListener({
+      endpoint: relay.endpoint,
+      hybridConnection: relay.hybridConnection,
+      token: listenToken,
+      ca,
+    });
     l.on('error', () => undefined);
     await assert.rejects(l.start());
     await l.close();
 
     const shown = await waitFor('the session to be recorded ended', async () => {
-      const s = await call<Record<string, unknown>>('GET', `${rt.apiUrl}/sessions/${r.body.sessionId}`, { token: admin });
+      const s = await call<Record<string, unknown>>('GET', `${rt.apiUrl}/sessions/${r.body.sessionId}`, {
+        token: admin,
+      });
       return s.body.status === 'ended' ? s : undefined;
     });
     assert.equal(shown.body.reason, 'requested');
     assert.equal(shown.body.relay, undefined);
-    await waitFor('the device to be told to close', async () => (device.closed.includes(r.body.sessionId) ? true : undefined));
+    await waitFor('the device to be told to close', async () =>
+      device.closed.includes(r.body.sessionId) ? true : undefined,
+    );
   });
 
   it('answers 504 device_not_ready when the device never answers, and the namespace returns to the pool', async () => {
@@ -116,12 +135,20 @@ describe('sessions end to end', () => {
     const r = await open('dev-silent');
     assertProblem(r, 504, 'device_not_ready');
     assert.ok(Date.now() - started < 8_500, 'answered within the budget');
-    const list = await call<{ sessions: Array<{ sessionId: string; namespace?: string }> }>('GET', `${rt.apiUrl}/sessions?deviceId=dev-silent`, { token: admin });
+    const list = await call<{ sessions: Array<{ sessionId: string; namespace?: string }> }>(
+      'GET',
+      `${rt.apiUrl}/sessions?deviceId=dev-silent`,
+      { token: admin },
+    );
     const ns = list.body.sessions[0]?.namespace;
     assert.ok(ns, 'the session recorded its namespace');
-    await waitFor('the namespace to return', async () => ((await store.get(ns))?.state === 'available' ? true : undefined));
+    await waitFor('the namespace to return', async () =>
+      (await store.get(ns))?.state === 'available' ? true : undefined,
+    );
     const s = await waitFor('the session to be recorded failed', async () => {
-      const x = await call<Record<string, unknown>>('GET', `${rt.apiUrl}/sessions?deviceId=dev-silent&status=failed`, { token: admin });
+      const x = await call<Record<string, unknown>>('GET', `${rt.apiUrl}/sessions?deviceId=dev-silent&status=failed`, {
+        token: admin,
+      });
       return (x.body.sessions as unknown[]).length ? x : undefined;
     });
     assert.equal((s.body.sessions as Array<Record<string, unknown>>)[0].reason, 'device_not_ready');
@@ -131,11 +158,15 @@ describe('sessions end to end', () => {
     await addDevice('dev-ready');
     const r = await open('dev-ready');
     assert.equal(r.status, 201);
-    const wrong = await call('POST', `${rt.apiUrl}/sessions/${r.body.sessionId}/ready`, { body: { readyToken: 'x'.repeat(43) } });
+    const wrong = await call('POST', `${rt.apiUrl}/sessions/${r.body.sessionId}/ready`, {
+      body: { readyToken: 'x'.repeat(43) },
+    });
     assertProblem(wrong, 403, 'invalid_ready_token');
     const device = devices.find((d) => d.enrollment.deviceId === 'dev-ready')!;
     const token = device.opened.find((m) => m.sessionId === r.body.sessionId)!.readyToken;
-    const again = await call('POST', `${rt.apiUrl}/sessions/${r.body.sessionId}/ready`, { body: { readyToken: token } });
+    const again = await call('POST', `${rt.apiUrl}/sessions/${r.body.sessionId}/ready`, {
+      body: { readyToken: token },
+    });
     assertProblem(again, 409, 'session_not_pending');
     assert.equal((await call('DELETE', `${rt.apiUrl}/sessions/${r.body.sessionId}`, { token: admin })).status, 202);
   });
@@ -147,24 +178,47 @@ describe('sessions end to end', () => {
     const bob = await rt.token('operator', 'bob');
     const r = await open('dev-owner', {}, alice);
     assert.equal(r.status, 201, r.text);
-    const mine = await call<Record<string, unknown>>('GET', `${rt.apiUrl}/sessions/${r.body.sessionId}`, { token: alice });
+    const mine = await call<Record<string, unknown>>('GET', `${rt.apiUrl}/sessions/${r.body.sessionId}`, {
+      token: alice,
+    });
     assert.equal(mine.status, 200);
     assert.ok(mine.body.relay, 'the opener gets the relay credentials');
-    const asAdmin = await call<Record<string, unknown>>('GET', `${rt.apiUrl}/sessions/${r.body.sessionId}`, { token: admin });
+    const asAdmin = await call<Record<string, unknown>>('GET', `${rt.apiUrl}/sessions/${r.body.sessionId}`, {
+      token: admin,
+    });
     assert.equal(asAdmin.status, 200);
     assert.equal(asAdmin.body.relay, undefined, 'an admin is never shown the tokens');
-    assertProblem(await call('GET', `${rt.apiUrl}/sessions/${r.body.sessionId}`, { token: bob }), 404, 'session_not_found');
-    assertProblem(await call('DELETE', `${rt.apiUrl}/sessions/${r.body.sessionId}`, { token: bob }), 404, 'session_not_found');
+    assertProblem(
+      await call('GET', `${rt.apiUrl}/sessions/${r.body.sessionId}`, { token: bob }),
+      404,
+      'session_not_found',
+    );
+    assertProblem(
+      await call('DELETE', `${rt.apiUrl}/sessions/${r.body.sessionId}`, { token: bob }),
+      404,
+      'session_not_found',
+    );
     assertProblem(await open('dev-owner', {}, bob), 403, 'device_not_granted');
     assert.equal((await call('DELETE', `${rt.apiUrl}/sessions/${r.body.sessionId}`, { token: alice })).status, 202);
   });
 
   it('answers 404 for an unknown device and 400 for a bad request', async () => {
     assertProblem(await open('no-such-device'), 404, 'device_not_found');
-    assertProblem(await call('POST', `${rt.apiUrl}/sessions`, { token: admin, body: { deviceId: 'x' } }), 400, 'validation_failed');
-    assertProblem(await call('POST', `${rt.apiUrl}/sessions`, { token: admin, body: { deviceId: 'abc', port: 70000 } }), 400);
+    assertProblem(
+      await call('POST', `${rt.apiUrl}/sessions`, { token: admin, body: { deviceId: 'x' } }),
+      400,
+      'validation_failed',
+    );
+    assertProblem(
+      await call('POST', `${rt.apiUrl}/sessions`, { token: admin, body: { deviceId: 'abc', port: 70000 } }),
+      400,
+    );
     assertProblem(await call('GET', `${rt.apiUrl}/sessions/not-a-uuid`, { token: admin }), 400);
-    assertProblem(await call('POST', `${rt.apiUrl}/sessions`, { token: admin, body: { deviceId: 'abc', maxLifetimeMinutes: 721 } }), 400, 'validation_failed');
+    assertProblem(
+      await call('POST', `${rt.apiUrl}/sessions`, { token: admin, body: { deviceId: 'abc', maxLifetimeMinutes: 721 } }),
+      400,
+      'validation_failed',
+    );
   });
 
   it('answers 404, never 500, for a session id that does not exist, whoever asks', async () => {
@@ -181,7 +235,9 @@ describe('sessions end to end', () => {
     assert.equal(r.status, 201);
     assert.equal((await call('DELETE', `${rt.apiUrl}/devices/dev-doomed`, { token: admin })).status, 204);
     const ns = r.body.relay.namespace;
-    await waitFor('the namespace to be recycled', async () => ((await store.get(ns))?.state === 'available' ? true : undefined));
+    await waitFor('the namespace to be recycled', async () =>
+      (await store.get(ns))?.state === 'available' ? true : undefined,
+    );
   });
 });
 
@@ -195,7 +251,10 @@ describe('an empty pool', () => {
   });
   it('answers 503 pool_exhausted with Retry-After', async () => {
     const admin = await rt.token('admin');
-    assert.equal((await call('POST', `${rt.apiUrl}/devices`, { token: admin, body: { deviceId: 'lonely' } })).status, 201);
+    assert.equal(
+      (await call('POST', `${rt.apiUrl}/devices`, { token: admin, body: { deviceId: 'lonely' } })).status,
+      201,
+    );
     const r = await call('POST', `${rt.apiUrl}/sessions`, { token: admin, body: { deviceId: 'lonely' } });
     assertProblem(r, 503, 'pool_exhausted');
     assert.ok(Number(r.headers.get('retry-after')) >= 1);
@@ -205,11 +264,18 @@ describe('an empty pool', () => {
     const flood = await rt.token('operator', 'flooder');
     const other = await rt.token('operator', 'patient');
     const answers: number[] = [];
-    for (let i = 0; i < 30; i++) answers.push((await call('POST', `${rt.apiUrl}/sessions`, { token: flood, body: { deviceId: 'lonely' } })).status);
+    for (let i = 0; i < 30; i++)
+      answers.push(
+        (await call('POST', `${rt.apiUrl}/sessions`, { token: flood, body: { deviceId: 'lonely' } })).status,
+      );
     assert.deepEqual([...new Set(answers)], [403], 'the first 30 reach the grant check');
     const limited = await call('POST', `${rt.apiUrl}/sessions`, { token: flood, body: { deviceId: 'lonely' } });
     assertProblem(limited, 429, 'rate_limited');
     assert.ok(Number(limited.headers.get('retry-after')) >= 1);
-    assertProblem(await call('POST', `${rt.apiUrl}/sessions`, { token: other, body: { deviceId: 'lonely' } }), 403, 'device_not_granted');
+    assertProblem(
+      await call('POST', `${rt.apiUrl}/sessions`, { token: other, body: { deviceId: 'lonely' } }),
+      403,
+      'device_not_granted',
+    );
   });
 });

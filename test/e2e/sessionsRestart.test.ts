@@ -31,7 +31,10 @@ describe('sessions survive a host crash', () => {
   it('ends and recycles every session after a SIGKILL and restart', async () => {
     const admin = await rt.token('admin');
     for (let i = 0; i < 4; i++) {
-      const r = await call<Enrollment>('POST', `${rt.apiUrl}/devices`, { token: admin, body: { deviceId: `crash-${i}` } });
+      const r = await call<Enrollment>('POST', `${rt.apiUrl}/devices`, {
+        token: admin,
+        body: { deviceId: `crash-${i}` },
+      });
       assert.equal(r.status, 201, r.text);
       devices.push(new SimulatedDevice(r.body, { pollMs: 250, ca: rt.relay!.caCertPem }).start());
     }
@@ -57,8 +60,16 @@ describe('sessions survive a host crash', () => {
       const del = await call('DELETE', `${rt.apiUrl}/sessions/${s.sessionId}`, { token: admin });
       assert.equal(del.status, 202, del.text);
     }
-    const store = new NamespaceStore(TableClient.fromConnectionString(rt.azurite!.connectionString, 'namespaces', { allowInsecureConnection: true }), 'default');
-    const statusOf = async (id: string) => (await call<{ status: string; reason?: string; endedAt?: string }>('GET', `${rt.apiUrl}/sessions/${id}`, { token: admin })).body;
+    const store = new NamespaceStore(
+      TableClient.fromConnectionString(rt.azurite!.connectionString, 'namespaces', { allowInsecureConnection: true }),
+      'default',
+    );
+    const statusOf = async (id: string) =>
+      (
+        await call<{ status: string; reason?: string; endedAt?: string }>('GET', `${rt.apiUrl}/sessions/${id}`, {
+          token: admin,
+        })
+      ).body;
     const deadline = Date.now() + 110_000;
     let pending = [...byLifetime, ...byRequest].map((s) => s.sessionId);
     while (pending.length && Date.now() < deadline) {
@@ -83,6 +94,10 @@ describe('sessions survive a host crash', () => {
       assert.equal(ns.generation, 1, `${ns.name} was recycled exactly once`);
     }
     const leased = await store.list({ states: ['leased', 'recycling'] });
-    assert.deepEqual(leased.map((n) => n.name), [], 'no namespace is left leased');
+    assert.deepEqual(
+      leased.map((n) => n.name),
+      [],
+      'no namespace is left leased',
+    );
   });
 });

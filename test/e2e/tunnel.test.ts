@@ -14,7 +14,8 @@ import { CliProcess, runCli } from '../integration/agent/cliProcess';
 
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 /** Resolves on 'close' whatever happened before (events.once would reject on 'error'). */
-const closed = (s: net.Socket): Promise<void> => new Promise((resolve) => (s.destroyed ? resolve() : s.once('close', () => resolve())));
+const closed = (s: net.Socket): Promise<void> =>
+  new Promise((resolve) => (s.destroyed ? resolve() : s.once('close', () => resolve())));
 const STREAM_BLOCK = randomBytes(1024 * 1024);
 const STREAM_BLOCKS = 100;
 
@@ -31,7 +32,11 @@ async function echoThrough(port: number, payload: Buffer): Promise<Buffer> {
       got += c.length;
       if (got >= payload.length) resolve(Buffer.concat(chunks));
     });
-    socket.once('close', () => (got >= payload.length ? resolve(Buffer.concat(chunks)) : reject(new Error(`closed after ${got} of ${payload.length} bytes`))));
+    socket.once('close', () =>
+      got >= payload.length
+        ? resolve(Buffer.concat(chunks))
+        : reject(new Error(`closed after ${got} of ${payload.length} bytes`)),
+    );
   });
   socket.write(payload);
   try {
@@ -64,8 +69,14 @@ describe('the tunnel end to end (relay-broker agent + connect on the local stack
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     return (server.address() as net.AddressInfo).port;
   };
-  const connect = async (port: number, extra: string[] = []): Promise<{ proc: CliProcess; localPort: number; sessionId: string }> => {
-    const proc = new CliProcess(['--json', 'connect', 'tunnel-e2e', '--port', String(port), '--status-poll-ms', '500', ...extra], { env });
+  const connect = async (
+    port: number,
+    extra: string[] = [],
+  ): Promise<{ proc: CliProcess; localPort: number; sessionId: string }> => {
+    const proc = new CliProcess(
+      ['--json', 'connect', 'tunnel-e2e', '--port', String(port), '--status-poll-ms', '500', ...extra],
+      { env },
+    );
     connects.push(proc);
     const ready = await proc.waitForEvent('session.ready', () => true, 30_000);
     const listen = ready.listen as { host: string; port: number };
@@ -74,7 +85,13 @@ describe('the tunnel end to end (relay-broker agent + connect on the local stack
 
   before(async () => {
     stateDir = await fs.mkdtemp(path.join(os.tmpdir(), 'rb-tunnel-e2e-'));
-    rt = new LocalRuntime({ disableTimers: true, prefillNamespaces: 5, logSink: () => {}, stateDir, relayOptions: { createDelayMs: 0 } });
+    rt = new LocalRuntime({
+      disableTimers: true,
+      prefillNamespaces: 5,
+      logSink: () => {},
+      stateDir,
+      relayOptions: { createDelayMs: 0 },
+    });
     await rt.start();
     await fs.writeFile(path.join(stateDir, 'local.json'), JSON.stringify(rt.localState()), { mode: 0o600 });
     env = { RELAY_BROKER_STATE_DIR: stateDir };
@@ -95,7 +112,10 @@ describe('the tunnel end to end (relay-broker agent + connect on the local stack
     const add = await runCli(['devices', 'add', 'tunnel-e2e', '--out', enrollmentFile], { env });
     assert.equal(add.code, 0, add.stderr);
     assert.equal((await fs.stat(enrollmentFile)).mode & 0o777, 0o600);
-    agent = new CliProcess(['--json', 'agent', '--enrollment', enrollmentFile, '--allow', `${echoPort},${streamPort}`, '--poll-ms', '200'], { env });
+    agent = new CliProcess(
+      ['--json', 'agent', '--enrollment', enrollmentFile, '--allow', `${echoPort},${streamPort}`, '--poll-ms', '200'],
+      { env },
+    );
     await agent.waitForEvent('agent.started');
   });
 

@@ -35,7 +35,10 @@ export class SimulatedDevice {
   /** The HTTP status of each ready call (or 0 when it failed on the network). */
   readonly readyStatus = new Map<string, number>();
 
-  constructor(readonly enrollment: Enrollment, private readonly options: SimulatedDeviceOptions = {}) {
+  constructor(
+    readonly enrollment: Enrollment,
+    private readonly options: SimulatedDeviceOptions = {},
+  ) {
     this.queue = new QueueClient(`${enrollment.queueUrl}?${enrollment.queueSas}`);
   }
 

@@ -27,7 +27,11 @@ describe('config', () => {
     ['a negative floor', { POOL_FLOOR: '-1' }, 'POOL_FLOOR'],
     ['a floor above the cap', { POOL_FLOOR: '10', POOL_CAP: '5' }, 'POOL_FLOOR'],
     ['subscriptions that are not JSON', { POOL_SUBSCRIPTIONS: '[{' }, 'POOL_SUBSCRIPTIONS'],
-    ['subscriptions with an unknown field', { POOL_SUBSCRIPTIONS: '[{"subscriptionId":"s","resourceGroup":"g","location":"l","x":1}]' }, 'POOL_SUBSCRIPTIONS'],
+    [
+      'subscriptions with an unknown field',
+      { POOL_SUBSCRIPTIONS: '[{"subscriptionId":"s","resourceGroup":"g","location":"l","x":1}]' },
+      'POOL_SUBSCRIPTIONS',
+    ],
     ['an hour profile of 23 hours', { POOL_HOUR_PROFILE: JSON.stringify(new Array(23).fill(1)) }, 'POOL_HOUR_PROFILE'],
     ['an unknown mode', { RELAY_BROKER_MODE: 'cloud' }, 'RELAY_BROKER_MODE'],
     ['entra auth without an issuer', { AUTH_MODE: 'entra', AUTH_ISSUER: '' }, 'AUTH_ISSUER'],
@@ -35,30 +39,46 @@ describe('config', () => {
   ];
   for (const [what, overrides, setting] of bad) {
     it(`refuses ${what}, naming ${setting}`, () => {
-      assert.throws(() => loadConfig({ ...localEnv, ...overrides }), (err: unknown) => {
-        assert.ok(err instanceof ConfigError);
-        assert.match(err.message, new RegExp(`\\b${setting}\\b`));
-        return true;
-      });
+      assert.throws(
+        () => loadConfig({ ...localEnv, ...overrides }),
+        (err: unknown) => {
+          assert.ok(err instanceof ConfigError);
+          assert.match(err.message, new RegExp(`\\b${setting}\\b`));
+          return true;
+        },
+      );
     });
   }
 
   it('never echoes a secret value in its message', () => {
     assert.throws(
-      () => loadConfig({ ...localEnv, AzureWebJobsStorage: undefined as unknown as string, AzureWebJobsStorage__accountName: 'acct' }),
+      () =>
+        loadConfig({
+          ...localEnv,
+          AzureWebJobsStorage: undefined as unknown as string,
+          AzureWebJobsStorage__accountName: 'acct',
+        }),
       (err: unknown) => err instanceof ConfigError && /STORAGE_ACCOUNT_KEY/.test(err.message),
     );
   });
 
   it('refuses an unresolved Key Vault reference, naming the setting', () => {
     assert.throws(
-      () => loadConfig({ ...localEnv, SEALING_KEY: '@Microsoft.KeyVault(SecretUri=https://kv.vault.azure.net/secrets/sealing)' }),
-      (err: unknown) => err instanceof ConfigError && /SEALING_KEY: is an unresolved Key Vault reference/.test(err.message),
+      () =>
+        loadConfig({
+          ...localEnv,
+          SEALING_KEY: '@Microsoft.KeyVault(SecretUri=https://kv.vault.azure.net/secrets/sealing)',
+        }),
+      (err: unknown) =>
+        err instanceof ConfigError && /SEALING_KEY: is an unresolved Key Vault reference/.test(err.message),
     );
   });
 
   it('requires the azure settings in azure mode', () => {
-    assert.throws(() => loadConfig({ RELAY_BROKER_MODE: 'azure', AUTH_MODE: 'entra' }), /AzureWebJobsStorage__accountName[\s\S]*AUTH_ISSUER|AUTH_ISSUER/);
+    assert.throws(
+      () => loadConfig({ RELAY_BROKER_MODE: 'azure', AUTH_MODE: 'entra' }),
+      /AzureWebJobsStorage__accountName[\s\S]*AUTH_ISSUER|AUTH_ISSUER/,
+    );
   });
 
   it('documents every setting', () => {

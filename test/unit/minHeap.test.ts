@@ -10,7 +10,10 @@ describe('MinHeap', () => {
     assert.equal(h.size, 200);
     const out: number[] = [];
     while (h.size) out.push(h.pop()!);
-    assert.deepEqual(out, [...values].sort((a, b) => a - b));
+    assert.deepEqual(
+      out,
+      [...values].sort((a, b) => a - b),
+    );
     assert.equal(h.pop(), undefined);
     assert.equal(h.peek(), undefined);
   });

@@ -21,7 +21,10 @@ const eq = (a: string | undefined, b: string): boolean => a !== undefined && a.t
 export function resolveArmRoute(method: string, pathname: string): ResolvedRoute {
   let segments: string[];
   try {
-    segments = pathname.split('/').filter((s) => s.length > 0).map(decodeURIComponent);
+    segments = pathname
+      .split('/')
+      .filter((s) => s.length > 0)
+      .map(decodeURIComponent);
   } catch {
     throw new ArmError(400, 'BadRequest', 'The request path is not valid.');
   }
@@ -36,7 +39,13 @@ export function resolveArmRoute(method: string, pathname: string): ResolvedRoute
     else if (eq(rest[2], 'checkNameAvailability')) {
       table = { POST: ['namespaces.checkNameAvailability', namespaces.checkNameAvailability] };
     }
-  } else if (eq(rest[0], 'resourceGroups') && rest[1] && eq(rest[2], 'providers') && eq(rest[3], 'Microsoft.Relay') && eq(rest[4], 'namespaces')) {
+  } else if (
+    eq(rest[0], 'resourceGroups') &&
+    rest[1] &&
+    eq(rest[2], 'providers') &&
+    eq(rest[3], 'Microsoft.Relay') &&
+    eq(rest[4], 'namespaces')
+  ) {
     route.resourceGroup = rest[1];
     rest = rest.slice(5);
     if (rest.length === 0) table = { GET: ['namespaces.listByResourceGroup', namespaces.listNamespaces] };
@@ -56,7 +65,8 @@ export function resolveArmRoute(method: string, pathname: string): ResolvedRoute
         table = ruleTable('namespaces', rest.slice(1), route);
       } else if (eq(rest[0], 'hybridConnections')) {
         rest = rest.slice(1);
-        if (rest.length === 0) table = { GET: ['hybridConnections.listByNamespace', hybridConnections.listHybridConnections] };
+        if (rest.length === 0)
+          table = { GET: ['hybridConnections.listByNamespace', hybridConnections.listHybridConnections] };
         else {
           route.hybridConnection = rest[0];
           rest = rest.slice(1);
@@ -79,7 +89,11 @@ export function resolveArmRoute(method: string, pathname: string): ResolvedRoute
   return { op: entry[0], route, handler: entry[1] };
 }
 
-function ruleTable(level: 'namespaces' | 'hybridConnections', rest: string[], route: ArmRoute): MethodTable | undefined {
+function ruleTable(
+  level: 'namespaces' | 'hybridConnections',
+  rest: string[],
+  route: ArmRoute,
+): MethodTable | undefined {
   if (rest.length === 0) return { GET: [`${level}.listAuthorizationRules`, rules.listRules] };
   route.rule = rest[0];
   if (rest.length === 1) {
@@ -90,6 +104,7 @@ function ruleTable(level: 'namespaces' | 'hybridConnections', rest: string[], ro
     };
   }
   if (rest.length === 2 && eq(rest[1], 'listKeys')) return { POST: [`${level}.listKeys`, rules.listKeys] };
-  if (rest.length === 2 && eq(rest[1], 'regenerateKeys')) return { POST: [`${level}.regenerateKeys`, rules.regenerateKeys] };
+  if (rest.length === 2 && eq(rest[1], 'regenerateKeys'))
+    return { POST: [`${level}.regenerateKeys`, rules.regenerateKeys] };
   return undefined;
 }

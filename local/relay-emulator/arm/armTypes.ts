@@ -107,8 +107,13 @@ export function hybridConnectionJson(ctx: ArmContext, ns: NamespaceRecord, hc: H
   };
 }
 
-export function ruleJson(ns: NamespaceRecord, hybridConnection: string | undefined, rule: AuthorizationRuleRecord): unknown {
-  const parent = hybridConnection === undefined ? namespaceId(ns) : `${namespaceId(ns)}/hybridConnections/${hybridConnection}`;
+export function ruleJson(
+  ns: NamespaceRecord,
+  hybridConnection: string | undefined,
+  rule: AuthorizationRuleRecord,
+): unknown {
+  const parent =
+    hybridConnection === undefined ? namespaceId(ns) : `${namespaceId(ns)}/hybridConnections/${hybridConnection}`;
   return {
     id: `${parent}/authorizationRules/${rule.name}`,
     name: rule.name,

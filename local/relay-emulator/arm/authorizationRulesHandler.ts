@@ -20,7 +20,11 @@ const RIGHTS: readonly AccessRight[] = ['Manage', 'Send', 'Listen'];
 const MAX_RULES_PER_ENTITY = 12;
 
 /** The namespace and (for entity-level rules) the hybrid connection the route names; 404 when missing. */
-function parentOf(ctx: ArmContext, req: ArmRequest, forWrite: boolean): { ns: NamespaceRecord; hc: string | undefined } {
+function parentOf(
+  ctx: ArmContext,
+  req: ArmRequest,
+  forWrite: boolean,
+): { ns: NamespaceRecord; hc: string | undefined } {
   const ns = forWrite ? requireActiveNamespace(ctx, req.route) : requireNamespace(ctx, req.route);
   const hcName = req.route.hybridConnection;
   if (hcName === undefined) return { ns, hc: undefined };
@@ -29,7 +33,12 @@ function parentOf(ctx: ArmContext, req: ArmRequest, forWrite: boolean): { ns: Na
   return { ns, hc: hc.name };
 }
 
-function requireRule(ctx: ArmContext, ns: NamespaceRecord, hc: string | undefined, name: string): AuthorizationRuleRecord {
+function requireRule(
+  ctx: ArmContext,
+  ns: NamespaceRecord,
+  hc: string | undefined,
+  name: string,
+): AuthorizationRuleRecord {
   const rule = ctx.store.getRule(ns.name, hc, name);
   if (!rule) throw notFound('authorizationRules', name, ns.resourceGroup);
   return rule;
@@ -59,7 +68,11 @@ export function createOrUpdateRule(ctx: ArmContext, req: ArmRequest): ArmRespons
     !rights.every((r): r is AccessRight => typeof r === 'string' && (RIGHTS as readonly string[]).includes(r)) ||
     new Set(rights).size !== rights.length
   ) {
-    throw new ArmError(400, 'BadRequest', 'properties.rights must be a non-empty list of distinct Manage, Send, Listen.');
+    throw new ArmError(
+      400,
+      'BadRequest',
+      'properties.rights must be a non-empty list of distinct Manage, Send, Listen.',
+    );
   }
   const existing = ctx.store.getRule(ns.name, hc, name);
   if (!existing && ctx.store.listRules(ns.name, hc).length >= MAX_RULES_PER_ENTITY) {

@@ -37,7 +37,11 @@ function parseTags(value: unknown): Record<string, string> | undefined {
   return tags;
 }
 
-export async function createOrUpdateNamespace(ctx: ArmContext, req: ArmRequest, op: ArmOperation): Promise<ArmResponse> {
+export async function createOrUpdateNamespace(
+  ctx: ArmContext,
+  req: ArmRequest,
+  op: ArmOperation,
+): Promise<ArmResponse> {
   const { subscriptionId } = req.route;
   const resourceGroup = req.route.resourceGroup ?? '';
   const name = req.route.namespace ?? '';
@@ -149,7 +153,8 @@ export async function deleteNamespace(ctx: ArmContext, req: ArmRequest): Promise
 
 export function deleteOperationResult(ctx: ArmContext, req: ArmRequest): ArmResponse {
   const ns = ctx.store.getNamespace(req.route.namespace ?? '');
-  if (ns?.deletingSince) return { status: 202, body: namespaceJson(ctx, ns), headers: { location: operationResultUrl(ctx, ns) } };
+  if (ns?.deletingSince)
+    return { status: 202, body: namespaceJson(ctx, ns), headers: { location: operationResultUrl(ctx, ns) } };
   return { status: 200 };
 }
 

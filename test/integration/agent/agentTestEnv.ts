@@ -3,7 +3,12 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import http from 'node:http';
 import net from 'node:net';
-import { QueueServiceClient, StorageSharedKeyCredential, generateQueueSASQueryParameters, QueueSASPermissions } from '@azure/storage-queue';
+import {
+  QueueServiceClient,
+  StorageSharedKeyCredential,
+  generateQueueSASQueryParameters,
+  QueueSASPermissions,
+} from '@azure/storage-queue';
 import { type Azurite, DEV_ACCOUNT_KEY, DEV_ACCOUNT_NAME, startAzurite } from '../../../local/azurite';
 import { RelayEmulator } from '../../../local/relay-emulator';
 import { encodeDeviceMessage, type SessionOpenMessage } from '../../../lib/devices/deviceNotifier';
@@ -32,12 +37,19 @@ export interface AgentTestEnv {
 }
 
 let counter = 0;
-export const uniqueName = (prefix: string): string => `${prefix}-${process.pid}-${++counter}-${randomBytes(3).toString('hex')}`;
+export const uniqueName = (prefix: string): string =>
+  `${prefix}-${process.pid}-${++counter}-${randomBytes(3).toString('hex')}`;
 
 export async function startAgentTestEnv(): Promise<AgentTestEnv> {
   const azurite = await startAzurite();
   const emulator = await new RelayEmulator({ createDelayMs: 0, deleteDelayMs: 10 }).start();
-  const manager = new RelayManager({ apiFactory: createRelayApiFactory({ endpoint: emulator.armEndpoint, caPem: emulator.caCertPem, lroPollIntervalMs: 20 }) });
+  const manager = new RelayManager({
+    apiFactory: createRelayApiFactory({
+      endpoint: emulator.armEndpoint,
+      caPem: emulator.caCertPem,
+      lroPollIntervalMs: 20,
+    }),
+  });
   const queues = QueueServiceClient.fromConnectionString(azurite.connectionString);
   const sockets = new Set<net.Socket>();
   const echo = net.createServer({ allowHalfOpen: true }, (s) => {
@@ -64,7 +76,11 @@ export async function startAgentTestEnv(): Promise<AgentTestEnv> {
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
       const m = /\/sessions\/([^/]+)\/ready$/.exec(req.url ?? '');
-      const post: ReadyPost = { sessionId: m?.[1] ?? '', body: JSON.parse(Buffer.concat(chunks).toString() || '{}') as ReadyPost['body'], at: Date.now() };
+      const post: ReadyPost = {
+        sessionId: m?.[1] ?? '',
+        body: JSON.parse(Buffer.concat(chunks).toString() || '{}') as ReadyPost['body'],
+        at: Date.now(),
+      };
       env.posts.push(post);
       void Promise.resolve(env.onReady(post))
         .catch(() => undefined)
@@ -93,7 +109,13 @@ export async function createDevice(env: AgentTestEnv, deviceId = uniqueName('dev
     { queueName, permissions: QueueSASPermissions.parse('rp'), expiresOn: new Date(Date.now() + 3600_000) },
     new StorageSharedKeyCredential(DEV_ACCOUNT_NAME, DEV_ACCOUNT_KEY),
   ).toString();
-  return { deviceId, apiUrl: 'http://127.0.0.1:1/api', queueUrl: queue.url, queueSas: sas, expiresAt: new Date(Date.now() + 3600_000).toISOString() };
+  return {
+    deviceId,
+    apiUrl: 'http://127.0.0.1:1/api',
+    queueUrl: queue.url,
+    queueSas: sas,
+    expiresAt: new Date(Date.now() + 3600_000).toISOString(),
+  };
 }
 
 export interface PreparedSession {
@@ -110,9 +132,16 @@ export async function prepareSession(
   options: { port: number; notAfterMs?: number; lifetimeMs?: number },
 ): Promise<PreparedSession> {
   const name = uniqueName('ag');
-  const prepared = await env.manager.prepareNamespace({ subscriptionId: 'sub-agent', resourceGroup: 'rg', location: 'local', name });
+  const prepared = await env.manager.prepareNamespace({
+    subscriptionId: 'sub-agent',
+    resourceGroup: 'rg',
+    location: 'local',
+    name,
+  });
   const ref = { subscriptionId: 'sub-agent', resourceGroup: 'rg', name, endpoint: prepared.endpoint };
-  const tokens = await env.manager.issueSessionTokens(ref, { expiresAt: new Date(Date.now() + (options.lifetimeMs ?? 3600_000)) });
+  const tokens = await env.manager.issueSessionTokens(ref, {
+    expiresAt: new Date(Date.now() + (options.lifetimeMs ?? 3600_000)),
+  });
   const sessionId = randomUUID();
   const message: SessionOpenMessage = {
     type: 'session.open',
@@ -120,7 +149,13 @@ export async function prepareSession(
     sessionId,
     deviceId,
     port: options.port,
-    relay: { namespace: name, endpoint: tokens.endpoint, hybridConnection: tokens.hybridConnection, listenToken: tokens.listenToken, expiresAt: tokens.expiresAt.toISOString() },
+    relay: {
+      namespace: name,
+      endpoint: tokens.endpoint,
+      hybridConnection: tokens.hybridConnection,
+      listenToken: tokens.listenToken,
+      expiresAt: tokens.expiresAt.toISOString(),
+    },
     readyUrl: `${env.readyUrlBase}/${sessionId}/ready`,
     readyToken: randomBytes(32).toString('base64url'),
     notAfter: new Date(Date.now() + (options.notAfterMs ?? 30_000)).toISOString(),

@@ -50,7 +50,12 @@ describe('relay-broker CLI (built binary)', () => {
       req.on('end', () => {
         const url = new URL(req.url ?? '/', 'http://x');
         const text = Buffer.concat(chunks).toString();
-        const rec: Recorded = { method: req.method ?? '', path: url.pathname + url.search, authorization: req.headers.authorization, body: text ? (JSON.parse(text) as unknown) : undefined };
+        const rec: Recorded = {
+          method: req.method ?? '',
+          path: url.pathname + url.search,
+          authorization: req.headers.authorization,
+          body: text ? (JSON.parse(text) as unknown) : undefined,
+        };
         requests.push(rec);
         const handler = routes.get(`${rec.method} ${url.pathname}`);
         const answer = handler ? handler(rec) : problem(404, 'not_found', 'Not found', `No route ${url.pathname}.`);
@@ -99,7 +104,9 @@ describe('relay-broker CLI (built binary)', () => {
 
   describe('API problems', () => {
     it('print the title, the detail and a hint, and exit 1', async () => {
-      routes.set('GET /api/devices/plc-7', () => problem(404, 'device_not_found', 'Not found', 'Device plc-7 is not registered.'));
+      routes.set('GET /api/devices/plc-7', () =>
+        problem(404, 'device_not_found', 'Not found', 'Device plc-7 is not registered.'),
+      );
       const r = await runCli(['devices', 'show', 'plc-7', ...api()]);
       assert.equal(r.code, 1);
       assert.match(r.stderr, /error: Not found/);
@@ -110,7 +117,9 @@ describe('relay-broker CLI (built binary)', () => {
       assert.equal(requests.at(-1)?.authorization, 'Bearer test-token');
     });
     it('are one JSON document on stdout with --json', async () => {
-      routes.set('GET /api/pool', () => problem(503, 'pool_exhausted', 'Pool exhausted', 'Every namespace is in use.', { 'retry-after': '30' }));
+      routes.set('GET /api/pool', () =>
+        problem(503, 'pool_exhausted', 'Pool exhausted', 'Every namespace is in use.', { 'retry-after': '30' }),
+      );
       const r = await runCli(['--json', 'pool', ...api()]);
       assert.equal(r.code, 1);
       const doc = JSON.parse(r.stdout) as { error: Record<string, unknown> };
@@ -121,7 +130,16 @@ describe('relay-broker CLI (built binary)', () => {
       assert.match(String(doc.error.hint), /Retry in 30 s/);
     });
     it('a 500 shows its correlation id; an unreachable API says where it looked', async () => {
-      routes.set('GET /api/devices', () => ({ status: 500, body: { title: 'Internal error', status: 500, detail: 'Something failed.', code: 'internal_error', correlationId: 'corr-123' } }));
+      routes.set('GET /api/devices', () => ({
+        status: 500,
+        body: {
+          title: 'Internal error',
+          status: 500,
+          detail: 'Something failed.',
+          code: 'internal_error',
+          correlationId: 'corr-123',
+        },
+      }));
       const r = await runCli(['devices', 'list', ...api()]);
       assert.equal(r.code, 1);
       assert.match(r.stderr, /correlation id: corr-123/);
@@ -143,12 +161,35 @@ describe('relay-broker CLI (built binary)', () => {
     it('devices add writes the enrollment with mode 0600, never prints its SAS, and refuses to overwrite', async () => {
       routes.set('POST /api/devices', (req) => ({
         status: 201,
-        body: { deviceId: (req.body as { deviceId: string }).deviceId, apiUrl, queueUrl: 'http://127.0.0.1:10001/devstoreaccount1/dev-plc-7', queueSas: SECRET_SAS, expiresAt: '2031-01-01T00:00:00.000Z' },
+        body: {
+          deviceId: (req.body as { deviceId: string }).deviceId,
+          apiUrl,
+          queueUrl: 'http://127.0.0.1:10001/devstoreaccount1/dev-plc-7',
+          queueSas: SECRET_SAS,
+          expiresAt: '2031-01-01T00:00:00.000Z',
+        },
       }));
       const out = path.join(tmp, 'plc-7.json');
-      const r = await runCli(['devices', 'add', 'plc-7', '--name', 'Line 3 PLC', '--tag', 'site=lyon', '--tag', 'line=3', '--out', out, ...api()]);
+      const r = await runCli([
+        'devices',
+        'add',
+        'plc-7',
+        '--name',
+        'Line 3 PLC',
+        '--tag',
+        'site=lyon',
+        '--tag',
+        'line=3',
+        '--out',
+        out,
+        ...api(),
+      ]);
       assert.equal(r.code, 0, r.stderr);
-      assert.deepEqual(requests.at(-1)?.body, { deviceId: 'plc-7', displayName: 'Line 3 PLC', tags: { site: 'lyon', line: '3' } });
+      assert.deepEqual(requests.at(-1)?.body, {
+        deviceId: 'plc-7',
+        displayName: 'Line 3 PLC',
+        tags: { site: 'lyon', line: '3' },
+      });
       const stat = await fs.stat(out);
       assert.equal(stat.mode & 0o777, 0o600);
       const written = JSON.parse(await fs.readFile(out, 'utf8')) as { queueSas: string };
@@ -165,13 +206,29 @@ describe('relay-broker CLI (built binary)', () => {
 
       const forced = await runCli(['--json', 'devices', 'add', 'plc-7', '--out', out, '--force', ...api()]);
       assert.equal(forced.code, 0);
-      assert.deepEqual(JSON.parse(forced.stdout), { deviceId: 'plc-7', enrollmentFile: out, expiresAt: '2031-01-01T00:00:00.000Z' });
+      assert.deepEqual(JSON.parse(forced.stdout), {
+        deviceId: 'plc-7',
+        enrollmentFile: out,
+        expiresAt: '2031-01-01T00:00:00.000Z',
+      });
       assert.equal((await fs.stat(out)).mode & 0o777, 0o600);
       noStack(forced);
     });
 
     it('devices list prints a table, or the API document with --json', async () => {
-      const doc = { devices: [{ deviceId: 'plc-7', displayName: 'Line 3', tags: { site: 'lyon' }, queueName: 'dev-plc-7', createdAt: '2030-01-01T00:00:00Z', createdBy: 'admin', enrollmentExpiresAt: '2031-01-01T00:00:00Z' }] };
+      const doc = {
+        devices: [
+          {
+            deviceId: 'plc-7',
+            displayName: 'Line 3',
+            tags: { site: 'lyon' },
+            queueName: 'dev-plc-7',
+            createdAt: '2030-01-01T00:00:00Z',
+            createdBy: 'admin',
+            enrollmentExpiresAt: '2031-01-01T00:00:00Z',
+          },
+        ],
+      };
       routes.set('GET /api/devices', () => ({ status: 200, body: doc }));
       const human = await runCli(['devices', 'list', ...api()]);
       assert.equal(human.code, 0);
@@ -184,7 +241,21 @@ describe('relay-broker CLI (built binary)', () => {
     it('sessions show never prints the send token, in either output', async () => {
       routes.set(`GET /api/sessions/${SESSION_ID}`, () => ({
         status: 200,
-        body: { sessionId: SESSION_ID, deviceId: 'plc-7', status: 'ready', port: 3389, createdAt: '2030-01-01T00:00:00Z', expiresAt: '2030-01-01T01:00:00Z', relay: { namespace: 'ns', endpoint: 'https://ns/', hybridConnection: 'tunnel', sendToken: SECRET_SEND, expiresAt: '2030-01-01T01:00:00Z' } },
+        body: {
+          sessionId: SESSION_ID,
+          deviceId: 'plc-7',
+          status: 'ready',
+          port: 3389,
+          createdAt: '2030-01-01T00:00:00Z',
+          expiresAt: '2030-01-01T01:00:00Z',
+          relay: {
+            namespace: 'ns',
+            endpoint: 'https://ns/',
+            hybridConnection: 'tunnel',
+            sendToken: SECRET_SEND,
+            expiresAt: '2030-01-01T01:00:00Z',
+          },
+        },
       }));
       const human = await runCli(['sessions', 'show', SESSION_ID, ...api()]);
       assert.equal(human.code, 0);
@@ -202,7 +273,10 @@ describe('relay-broker CLI (built binary)', () => {
       const list = await runCli(['sessions', 'list', '--device', 'plc-7', '--status', 'ready', ...api()]);
       assert.equal(list.code, 0);
       assert.equal(requests.at(-1)?.path, '/api/sessions?deviceId=plc-7&status=ready');
-      routes.set(`DELETE /api/sessions/${SESSION_ID}`, () => ({ status: 202, body: { sessionId: SESSION_ID, status: 'ending' } }));
+      routes.set(`DELETE /api/sessions/${SESSION_ID}`, () => ({
+        status: 202,
+        body: { sessionId: SESSION_ID, status: 'ending' },
+      }));
       const end = await runCli(['sessions', 'end', SESSION_ID, ...api()]);
       assert.equal(end.code, 0);
       assert.match(end.stdout, /is ending/);
@@ -215,11 +289,26 @@ describe('relay-broker CLI (built binary)', () => {
 
   describe('connect', () => {
     it('shows progress while it waits, then explains a refused session and exits 1', async () => {
-      routes.set('POST /api/sessions', () => ({ status: 202, body: { sessionId: SESSION_ID, status: 'pending' }, headers: { location: `${apiUrl}/sessions/${SESSION_ID}` } }));
+      routes.set('POST /api/sessions', () => ({
+        status: 202,
+        body: { sessionId: SESSION_ID, status: 'pending' },
+        headers: { location: `${apiUrl}/sessions/${SESSION_ID}` },
+      }));
       let polls = 0;
       routes.set(`GET /api/sessions/${SESSION_ID}`, () => {
         polls++;
-        return { status: 200, body: { sessionId: SESSION_ID, deviceId: 'plc-7', status: polls < 2 ? 'pending' : 'failed', ...(polls < 2 ? {} : { reason: 'device_refused' }), port: 5900, createdAt: '2030-01-01T00:00:00Z', expiresAt: '2030-01-01T01:00:00Z' } };
+        return {
+          status: 200,
+          body: {
+            sessionId: SESSION_ID,
+            deviceId: 'plc-7',
+            status: polls < 2 ? 'pending' : 'failed',
+            ...(polls < 2 ? {} : { reason: 'device_refused' }),
+            port: 5900,
+            createdAt: '2030-01-01T00:00:00Z',
+            expiresAt: '2030-01-01T01:00:00Z',
+          },
+        };
       });
       const r = await runCli(['connect', 'plc-7', '--port', '5900', ...api()]);
       assert.equal(r.code, 1);
@@ -227,14 +316,23 @@ describe('relay-broker CLI (built binary)', () => {
       assert.match(r.stderr, /The session could not be opened/);
       assert.match(r.stderr, /the device refused it/);
       assert.match(r.stderr, /hint: .*--allow/);
-      assert.deepEqual(requests.find((q) => q.method === 'POST' && q.path === '/api/sessions')?.body, { deviceId: 'plc-7', port: 5900, maxLifetimeMinutes: 60 });
+      assert.deepEqual(requests.find((q) => q.method === 'POST' && q.path === '/api/sessions')?.body, {
+        deviceId: 'plc-7',
+        port: 5900,
+        maxLifetimeMinutes: 60,
+      });
       noStack(r);
     });
     it('with --json, waits with progress events and ends with an error document', async () => {
-      routes.set('POST /api/sessions', () => problem(504, 'device_not_ready', 'Device not ready', 'The device did not report ready in time.'));
+      routes.set('POST /api/sessions', () =>
+        problem(504, 'device_not_ready', 'Device not ready', 'The device did not report ready in time.'),
+      );
       const r = await runCli(['--json', 'connect', 'plc-7', ...api()]);
       assert.equal(r.code, 1);
-      const lines = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+      const lines = r.stdout
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l) as Record<string, unknown>);
       assert.equal(lines[0].event, 'progress');
       const last = lines.at(-1) as { error: { code: string; hint: string } };
       assert.equal(last.error.code, 'device_not_ready');
@@ -248,7 +346,15 @@ describe('relay-broker CLI (built binary)', () => {
       stateDir = path.join(tmp, 'state');
       const issuer = await LocalIssuer.create();
       await issuer.save(path.join(stateDir, 'issuer'));
-      await fs.writeFile(path.join(stateDir, 'local.json'), JSON.stringify({ apiUrl, issuerDir: path.join(stateDir, 'issuer'), relayCaFile: path.join(stateDir, 'relay-ca.pem'), pid: 1 }));
+      await fs.writeFile(
+        path.join(stateDir, 'local.json'),
+        JSON.stringify({
+          apiUrl,
+          issuerDir: path.join(stateDir, 'issuer'),
+          relayCaFile: path.join(stateDir, 'relay-ca.pem'),
+          pid: 1,
+        }),
+      );
     });
     it('takes the API from the state file and mints an admin token, saying so', async () => {
       routes.set('GET /api/devices', () => ({ status: 200, body: { devices: [] } }));
@@ -256,19 +362,31 @@ describe('relay-broker CLI (built binary)', () => {
       assert.equal(r.code, 0, r.stderr);
       assert.match(r.stderr, /local mode: API http:\/\/127\.0\.0\.1:\d+\/api, admin token from the local issuer/);
       const auth = requests.at(-1)?.authorization ?? '';
-      const payload = JSON.parse(Buffer.from(auth.replace('Bearer ', '').split('.')[1], 'base64url').toString()) as { roles: string[]; sub: string };
+      const payload = JSON.parse(Buffer.from(auth.replace('Bearer ', '').split('.')[1], 'base64url').toString()) as {
+        roles: string[];
+        sub: string;
+      };
       assert.deepEqual(payload.roles, ['admin']);
       assert.doesNotMatch(r.stdout + r.stderr, /eyJ/);
     });
     it('env configuration wins over the state file', async () => {
-      await runCli(['devices', 'list'], { env: { RELAY_BROKER_STATE_DIR: stateDir, RELAY_BROKER_URL: apiUrl, RELAY_BROKER_TOKEN: 'env-token' } });
+      await runCli(['devices', 'list'], {
+        env: { RELAY_BROKER_STATE_DIR: stateDir, RELAY_BROKER_URL: apiUrl, RELAY_BROKER_TOKEN: 'env-token' },
+      });
       assert.equal(requests.at(-1)?.authorization, 'Bearer env-token');
     });
     it('local token mints a token for the given role and subject', async () => {
-      const r = await runCli(['local', 'token', '--role', 'operator', '--sub', 'alice', '--ttl', '600'], { env: { RELAY_BROKER_STATE_DIR: stateDir } });
+      const r = await runCli(['local', 'token', '--role', 'operator', '--sub', 'alice', '--ttl', '600'], {
+        env: { RELAY_BROKER_STATE_DIR: stateDir },
+      });
       assert.equal(r.code, 0, r.stderr);
       const token = r.stdout.trim();
-      const payload = JSON.parse(Buffer.from(token.split('.')[1], 'base64url').toString()) as { roles: string[]; sub: string; exp: number; iat: number };
+      const payload = JSON.parse(Buffer.from(token.split('.')[1], 'base64url').toString()) as {
+        roles: string[];
+        sub: string;
+        exp: number;
+        iat: number;
+      };
       assert.equal(payload.sub, 'alice');
       assert.deepEqual(payload.roles, ['operator']);
       assert.equal(payload.exp - payload.iat, 600);

@@ -19,7 +19,13 @@ export interface CliOptions {
 
 function childEnv(extra: Record<string, string | undefined> = {}): NodeJS.ProcessEnv {
   // A clean slate: no ambient broker configuration leaks into the tests.
-  const env: NodeJS.ProcessEnv = { ...process.env, RELAY_BROKER_URL: undefined, RELAY_BROKER_TOKEN: undefined, RELAY_BROKER_RELAY_CA: undefined, NO_COLOR: '1' };
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    RELAY_BROKER_URL: undefined,
+    RELAY_BROKER_TOKEN: undefined,
+    RELAY_BROKER_RELAY_CA: undefined,
+    NO_COLOR: '1',
+  };
   for (const [k, v] of Object.entries(extra)) env[k] = v;
   for (const k of Object.keys(env)) if (env[k] === undefined) delete env[k];
   return env;
@@ -28,7 +34,11 @@ function childEnv(extra: Record<string, string | undefined> = {}): NodeJS.Proces
 /** Runs to completion (killed after `timeoutMs`, default 20 s). */
 export function runCli(args: string[], options: CliOptions = {}): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI_PATH, ...args], { env: childEnv(options.env), cwd: options.cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [CLI_PATH, ...args], {
+      env: childEnv(options.env),
+      cwd: options.cwd,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
@@ -52,7 +62,11 @@ export class CliProcess {
   readonly exited: Promise<number | null>;
 
   constructor(args: string[], options: CliOptions = {}) {
-    this.child = spawn(process.execPath, [CLI_PATH, ...args], { env: childEnv(options.env), cwd: options.cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+    this.child = spawn(process.execPath, [CLI_PATH, ...args], {
+      env: childEnv(options.env),
+      cwd: options.cwd,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let partial = '';
     this.child.stdout!.on('data', (c: Buffer) => {
       this.stdout += c.toString();
@@ -83,7 +97,11 @@ export class CliProcess {
       const timer = setTimeout(() => {
         const i = this.waiters.indexOf(waiter);
         if (i >= 0) this.waiters.splice(i, 1);
-        reject(new Error(`timed out waiting for ${what}; stdout so far:\n${this.stdout.slice(-2000)}\nstderr:\n${this.stderr.slice(-2000)}`));
+        reject(
+          new Error(
+            `timed out waiting for ${what}; stdout so far:\n${this.stdout.slice(-2000)}\nstderr:\n${this.stderr.slice(-2000)}`,
+          ),
+        );
       }, timeoutMs);
       const waiter = {
         test,
@@ -97,7 +115,11 @@ export class CliProcess {
   }
 
   /** JSON events (for --json runs) that pass `test`. */
-  waitForEvent(event: string, test: (e: Record<string, unknown>) => boolean = () => true, timeoutMs?: number): Promise<Record<string, unknown>> {
+  waitForEvent(
+    event: string,
+    test: (e: Record<string, unknown>) => boolean = () => true,
+    timeoutMs?: number,
+  ): Promise<Record<string, unknown>> {
     return this.waitForLine(
       (line) => {
         const e = parseJsonLine(line);

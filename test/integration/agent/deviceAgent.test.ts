@@ -6,8 +6,21 @@ import { after, before, describe, it } from 'node:test';
 import type { Readable } from 'node:stream';
 import { DeviceAgent } from '../../../agent/deviceAgent';
 import type { Enrollment } from '../../../lib/devices/deviceRegistry';
-import { connectHybridConnection, RelayHandshakeError, type HybridConnectionStream } from '../../../lib/relay/hybridConnection';
-import { createDevice, encode, prepareSession, sendToDevice, startAgentTestEnv, waitFor, type AgentTestEnv, type PreparedSession } from './agentTestEnv';
+import {
+  connectHybridConnection,
+  RelayHandshakeError,
+  type HybridConnectionStream,
+} from '../../../lib/relay/hybridConnection';
+import {
+  createDevice,
+  encode,
+  prepareSession,
+  sendToDevice,
+  startAgentTestEnv,
+  waitFor,
+  type AgentTestEnv,
+  type PreparedSession,
+} from './agentTestEnv';
 import { readBytes, sha256Hex as sha } from '../../support/streams';
 
 interface LogLine {
@@ -16,8 +29,6 @@ interface LogLine {
   human: string;
 }
 
-
-
 describe('relay-broker agent (DeviceAgent) on Azurite and the relay emulator', () => {
   let env: AgentTestEnv;
   let enrollment: Enrollment;
@@ -25,10 +36,16 @@ describe('relay-broker agent (DeviceAgent) on Azurite and the relay emulator', (
   const logs: LogLine[] = [];
   const streams: HybridConnectionStream[] = [];
 
-  const logged = (event: string, sessionId?: string, extra: (l: LogLine) => boolean = () => true): LogLine | undefined =>
+  const logged = (
+    event: string,
+    sessionId?: string,
+    extra: (l: LogLine) => boolean = () => true,
+  ): LogLine | undefined =>
     logs.find((l) => l.event === event && (sessionId === undefined || l.fields.sessionId === sessionId) && extra(l));
   const send = async (s: PreparedSession): Promise<HybridConnectionStream> => {
-    const stream = await connectHybridConnection(s.tokens.endpoint, s.tokens.hybridConnection, s.tokens.sendToken, { ca: env.emulator.caCertPem });
+    const stream = await connectHybridConnection(s.tokens.endpoint, s.tokens.hybridConnection, s.tokens.sendToken, {
+      ca: env.emulator.caCertPem,
+    });
     stream.on('error', () => undefined);
     streams.push(stream);
     return stream;
@@ -82,7 +99,9 @@ describe('relay-broker agent (DeviceAgent) on Azurite and the relay emulator', (
     assert.equal(connectedAtReady, true);
     env.onReady = () => undefined;
     await echoes(s, 512 * 1024 + 3);
-    await waitFor('connection logs', () => logged('connection.closed', s.message.sessionId, (l) => l.fields.bytesToTarget === 512 * 1024 + 3));
+    await waitFor('connection logs', () =>
+      logged('connection.closed', s.message.sessionId, (l) => l.fields.bytesToTarget === 512 * 1024 + 3),
+    );
     assert.ok(logged('listener.online', s.message.sessionId));
     assert.ok(logged('session.ready', s.message.sessionId));
   });
@@ -105,15 +124,24 @@ describe('relay-broker agent (DeviceAgent) on Azurite and the relay emulator', (
     await sendToDevice(env, enrollment.deviceId, encode(stale.message));
     await sendToDevice(env, enrollment.deviceId, encode(fresh.message));
     await waitFor('the fresh session ready', () => env.posts.find((p) => p.sessionId === fresh.message.sessionId));
-    const ignored = await waitFor('the stale message ignored', () => logged('message.ignored', stale.message.sessionId));
+    const ignored = await waitFor('the stale message ignored', () =>
+      logged('message.ignored', stale.message.sessionId),
+    );
     assert.equal(ignored.fields.reason, 'expired');
-    assert.equal(env.posts.find((p) => p.sessionId === stale.message.sessionId), undefined);
+    assert.equal(
+      env.posts.find((p) => p.sessionId === stale.message.sessionId),
+      undefined,
+    );
     assert.equal(logged('session.opening', stale.message.sessionId), undefined);
   });
 
   it('deletes and logs a message that does not parse, and keeps serving', async () => {
     await sendToDevice(env, enrollment.deviceId, 'bm90IGpzb24=');
-    await sendToDevice(env, enrollment.deviceId, Buffer.from(JSON.stringify({ type: 'session.open', version: 2 })).toString('base64'));
+    await sendToDevice(
+      env,
+      enrollment.deviceId,
+      Buffer.from(JSON.stringify({ type: 'session.open', version: 2 })).toString('base64'),
+    );
     await waitFor('two drops', () => logs.filter((l) => l.event === 'message.dropped').length >= 2);
     const s = await prepareSession(env, enrollment.deviceId, { port: env.echoPort });
     await sendToDevice(env, enrollment.deviceId, encode(s.message));
@@ -143,7 +171,17 @@ describe('relay-broker agent (DeviceAgent) on Azurite and the relay emulator', (
     await readBytes(live, 5);
     const liveClosed = new Promise<void>((resolve) => live.once('close', () => resolve()));
     live.resume();
-    await sendToDevice(env, enrollment.deviceId, encode({ type: 'session.close', version: 1, sessionId: s.message.sessionId, deviceId: enrollment.deviceId, reason: 'requested' }));
+    await sendToDevice(
+      env,
+      enrollment.deviceId,
+      encode({
+        type: 'session.close',
+        version: 1,
+        sessionId: s.message.sessionId,
+        deviceId: enrollment.deviceId,
+        reason: 'requested',
+      }),
+    );
     const closed = await waitFor('session closed', () => logged('session.closed', s.message.sessionId));
     assert.match(String(closed.fields.reason), /requested/);
     await liveClosed;

@@ -52,7 +52,10 @@ describe('GrantStore on Azurite', () => {
     await grants.put('op-4', 'dev-e', 'admin-1');
     await grants.put('op-4', 'dev-f', 'admin-1');
     const mine = await grants.list({ principalId: 'op-4' });
-    assert.deepEqual(mine.map((g) => g.deviceId), ['dev-e', 'dev-f']);
+    assert.deepEqual(
+      mine.map((g) => g.deviceId),
+      ['dev-e', 'dev-f'],
+    );
     const all = await grants.list();
     assert.ok(all.some((g) => g.principalId === 'op-1') && all.some((g) => g.principalId === 'op-4'));
     assert.equal((await grants.list({ limit: 2 })).length, 2);
@@ -83,7 +86,10 @@ describe('GrantStore on Azurite', () => {
       await assert.rejects(grants.put(c.principalId, c.deviceId, 'admin-1'), (err: unknown) => {
         assert.ok(err instanceof ValidationError);
         assert.equal(toProblem(err).status, 400);
-        assert.deepEqual(err.fieldErrors.map((f) => f.path), [c.path]);
+        assert.deepEqual(
+          err.fieldErrors.map((f) => f.path),
+          [c.path],
+        );
         return true;
       });
     });

@@ -66,7 +66,11 @@ describe('device registry over HTTP', () => {
     assert.equal(await refused(deviceQueue(e).sendMessage('forged')), 403, 'the SAS cannot send');
     const other = await register('plc-0002');
     const otherQueueUrl = other.body.queueUrl;
-    assert.equal(await refused(deviceQueue(e, otherQueueUrl).receiveMessages()), 403, "cannot read another device's queue");
+    assert.equal(
+      await refused(deviceQueue(e, otherQueueUrl).receiveMessages()),
+      403,
+      "cannot read another device's queue",
+    );
   });
 
   it('refuses a second registration of the same id with 409', async () => {
@@ -74,7 +78,9 @@ describe('device registry over HTTP', () => {
   });
 
   it('lists and shows devices without any credential', async () => {
-    const list = await call<{ devices: Array<Record<string, unknown>> }>('GET', `${rt.apiUrl}/devices`, { token: admin });
+    const list = await call<{ devices: Array<Record<string, unknown>> }>('GET', `${rt.apiUrl}/devices`, {
+      token: admin,
+    });
     assert.equal(list.status, 200);
     const ids = list.body.devices.map((d) => d.deviceId);
     assert.ok(ids.includes('plc-0001') && ids.includes('plc-0002'));
@@ -123,43 +129,255 @@ describe('device registry over HTTP', () => {
 
   describe('malformed requests get 4xx problem+json with a stable code', () => {
     const long = 'a'.repeat(60);
-    const cases: Array<{ name: string; method: string; path: string; body?: unknown; raw?: string; headers?: Record<string, string>; status: number; code: string }> = [
+    const cases: Array<{
+      name: string;
+      method: string;
+      path: string;
+      body?: unknown;
+      raw?: string;
+      headers?: Record<string, string>;
+      status: number;
+      code: string;
+    }> = [
       { name: 'no body', method: 'POST', path: 'devices', status: 400, code: 'validation_failed' },
       { name: 'empty object', method: 'POST', path: 'devices', body: {}, status: 400, code: 'validation_failed' },
-      { name: 'array body', method: 'POST', path: 'devices', body: [{ deviceId: 'abc' }], status: 400, code: 'validation_failed' },
+      {
+        name: 'array body',
+        method: 'POST',
+        path: 'devices',
+        body: [{ deviceId: 'abc' }],
+        status: 400,
+        code: 'validation_failed',
+      },
       { name: 'string body', method: 'POST', path: 'devices', body: 'abc', status: 400, code: 'validation_failed' },
       { name: 'null body', method: 'POST', path: 'devices', raw: 'null', status: 400, code: 'validation_failed' },
-      { name: 'truncated JSON', method: 'POST', path: 'devices', raw: '{"deviceId": "ab', status: 400, code: 'malformed_json' },
-      { name: 'not JSON at all', method: 'POST', path: 'devices', raw: 'deviceId=abc', status: 400, code: 'malformed_json' },
-      { name: 'invalid UTF-8', method: 'POST', path: 'devices', raw: 'x', headers: { 'content-type': 'application/json' }, status: 400, code: 'malformed_json' },
-      { name: 'text/plain', method: 'POST', path: 'devices', raw: '{"deviceId":"abc"}', headers: { 'content-type': 'text/plain' }, status: 415, code: 'unsupported_media_type' },
-      { name: 'no content type', method: 'POST', path: 'devices', raw: '{"deviceId":"abc"}', headers: { 'content-type': '' }, status: 415, code: 'unsupported_media_type' },
-      { name: 'oversize body', method: 'POST', path: 'devices', body: { deviceId: 'abc', displayName: 'x'.repeat(20_000) }, status: 413, code: 'payload_too_large' },
-      { name: 'unknown field', method: 'POST', path: 'devices', body: { deviceId: 'abc', owner: 'me' }, status: 400, code: 'validation_failed' },
-      { name: 'id as number', method: 'POST', path: 'devices', body: { deviceId: 12345 }, status: 400, code: 'validation_failed' },
-      { name: 'id null', method: 'POST', path: 'devices', body: { deviceId: null }, status: 400, code: 'validation_failed' },
-      { name: 'id too short', method: 'POST', path: 'devices', body: { deviceId: 'ab' }, status: 400, code: 'validation_failed' },
-      { name: 'id too long', method: 'POST', path: 'devices', body: { deviceId: long }, status: 400, code: 'validation_failed' },
-      { name: 'id uppercase', method: 'POST', path: 'devices', body: { deviceId: 'PLC-1' }, status: 400, code: 'validation_failed' },
-      { name: 'id double hyphen', method: 'POST', path: 'devices', body: { deviceId: 'plc--1' }, status: 400, code: 'validation_failed' },
-      { name: 'id leading hyphen', method: 'POST', path: 'devices', body: { deviceId: '-plc1' }, status: 400, code: 'validation_failed' },
-      { name: 'id trailing hyphen', method: 'POST', path: 'devices', body: { deviceId: 'plc1-' }, status: 400, code: 'validation_failed' },
-      { name: 'id with underscore', method: 'POST', path: 'devices', body: { deviceId: 'plc_1' }, status: 400, code: 'validation_failed' },
-      { name: 'id with slash', method: 'POST', path: 'devices', body: { deviceId: 'plc/1' }, status: 400, code: 'validation_failed' },
-      { name: 'id with unicode', method: 'POST', path: 'devices', body: { deviceId: 'plcé1' }, status: 400, code: 'validation_failed' },
-      { name: 'empty displayName', method: 'POST', path: 'devices', body: { deviceId: 'abc', displayName: '' }, status: 400, code: 'validation_failed' },
-      { name: 'displayName too long', method: 'POST', path: 'devices', body: { deviceId: 'abc', displayName: 'x'.repeat(101) }, status: 400, code: 'validation_failed' },
-      { name: 'displayName number', method: 'POST', path: 'devices', body: { deviceId: 'abc', displayName: 7 }, status: 400, code: 'validation_failed' },
-      { name: 'tags an array', method: 'POST', path: 'devices', body: { deviceId: 'abc', tags: ['a'] }, status: 400, code: 'validation_failed' },
-      { name: 'tag value a number', method: 'POST', path: 'devices', body: { deviceId: 'abc', tags: { a: 1 } }, status: 400, code: 'validation_failed' },
-      { name: 'tag name with space', method: 'POST', path: 'devices', body: { deviceId: 'abc', tags: { 'a b': 'x' } }, status: 400, code: 'validation_failed' },
-      { name: 'too many tags', method: 'POST', path: 'devices', body: { deviceId: 'abc', tags: Object.fromEntries(Array.from({ length: 17 }, (_, i) => [`t${i}`, 'v'])) }, status: 400, code: 'validation_failed' },
+      {
+        name: 'truncated JSON',
+        method: 'POST',
+        path: 'devices',
+        raw: '{"deviceId": "ab',
+        status: 400,
+        code: 'malformed_json',
+      },
+      {
+        name: 'not JSON at all',
+        method: 'POST',
+        path: 'devices',
+        raw: 'deviceId=abc',
+        status: 400,
+        code: 'malformed_json',
+      },
+      {
+        name: 'invalid UTF-8',
+        method: 'POST',
+        path: 'devices',
+        raw: 'x',
+        headers: { 'content-type': 'application/json' },
+        status: 400,
+        code: 'malformed_json',
+      },
+      {
+        name: 'text/plain',
+        method: 'POST',
+        path: 'devices',
+        raw: '{"deviceId":"abc"}',
+        headers: { 'content-type': 'text/plain' },
+        status: 415,
+        code: 'unsupported_media_type',
+      },
+      {
+        name: 'no content type',
+        method: 'POST',
+        path: 'devices',
+        raw: '{"deviceId":"abc"}',
+        headers: { 'content-type': '' },
+        status: 415,
+        code: 'unsupported_media_type',
+      },
+      {
+        name: 'oversize body',
+        method: 'POST',
+        path: 'devices',
+        body: { deviceId: 'abc', displayName: 'x'.repeat(20_000) },
+        status: 413,
+        code: 'payload_too_large',
+      },
+      {
+        name: 'unknown field',
+        method: 'POST',
+        path: 'devices',
+        body: { deviceId: 'abc', owner: 'me' },
+        status: 400,
+        code: 'validation_failed',
+      },
+      {
+        name: 'id as number',
+        method: 'POST',
+        path: 'devices',
+        body: { deviceId: 12345 },
+        status: 400,
+        code: 'validation_failed',
+      },
+      {
+        name: 'id null',
+        method: 'POST',
+        path: 'devices',
+        body: { deviceId: null },
+        status: 400,
+        code: 'validation_failed',
+      },
+      {
+        name: 'id too short',
+        method: 'POST',
+        path: 'devices',
+        body: { deviceId: 'ab' },
+        status: 400,
+        code: 'validation_failed',
+      },
+      {
+        name: 'id too long',
+        method: 'POST',
+        path: 'devices',
+        body: { deviceId: long },
+        status: 400,
+        code: 'validation_failed',
+      },
+      {
+        name: 'id uppercase',
+        method: 'POST',
+        path: 'devices',
+        body: { deviceId: 'PLC-1' },
+        status: 400,
+        code: 'validation_failed',
+      },
+      {
+        name: 'id double hyphen',
+        method: 'POST',
+        path: 'devices',
+        body: { deviceId: 'plc--1' },
+        status: 400,
+        code: 'validation_failed',
+      },
+      {
+        name: 'id leading hyphen',
+        method: 'POST',
+        path: 'devices',
+        body: { deviceId: '-plc1' },
+        status: 400,
+        code: 'validation_failed',
+      },
+      {
+        name: 'id trailing hyphen',
+        method: 'POST',
+        path: 'devices',
+        body: { deviceId: 'plc1-' },
+        status: 400,
+        code: 'validation_failed',
+      },
+      {
+        name: 'id with underscore',
+        method: 'POST',
+        path: 'devices',
+        body: { deviceId: 'plc_1' },
+        status: 400,
+        code: 'validation_failed',
+      },
+      {
+        name: 'id with slash',
+        method: 'POST',
+        path: 'devices',
+        body: { deviceId: 'plc/1' },
+        status: 400,
+        code: 'validation_failed',
+      },
+      {
+        name: 'id with unicode',
+        method: 'POST',
+        path: 'devices',
+        body: { deviceId: 'plcé1' },
+        status: 400,
+        code: 'validation_failed',
+      },
+      {
+        name: 'empty displayName',
+        method: 'POST',
+        path: 'devices',
+        body: { deviceId: 'abc', displayName: '' },
+        status: 400,
+        code: 'validation_failed',
+      },
+      {
+        name: 'displayName too long',
+        method: 'POST',
+        path: 'devices',
+        body: { deviceId: 'abc', displayName: 'x'.repeat(101) },
+        status: 400,
+        code: 'validation_failed',
+      },
+      {
+        name: 'displayName number',
+        method: 'POST',
+        path: 'devices',
+        body: { deviceId: 'abc', displayName: 7 },
+        status: 400,
+        code: 'validation_failed',
+      },
+      {
+        name: 'tags an array',
+        method: 'POST',
+        path: 'devices',
+        body: { deviceId: 'abc', tags: ['a'] },
+        status: 400,
+        code: 'validation_failed',
+      },
+      {
+        name: 'tag value a number',
+        method: 'POST',
+        path: 'devices',
+        body: { deviceId: 'abc', tags: { a: 1 } },
+        status: 400,
+        code: 'validation_failed',
+      },
+      {
+        name: 'tag name with space',
+        method: 'POST',
+        path: 'devices',
+        body: { deviceId: 'abc', tags: { 'a b': 'x' } },
+        status: 400,
+        code: 'validation_failed',
+      },
+      {
+        name: 'too many tags',
+        method: 'POST',
+        path: 'devices',
+        body: { deviceId: 'abc', tags: Object.fromEntries(Array.from({ length: 17 }, (_, i) => [`t${i}`, 'v'])) },
+        status: 400,
+        code: 'validation_failed',
+      },
       { name: 'bad id on GET', method: 'GET', path: 'devices/BAD_ID', status: 400, code: 'validation_failed' },
       { name: 'bad id on DELETE', method: 'DELETE', path: 'devices/a', status: 400, code: 'validation_failed' },
-      { name: 'bad id on rotate', method: 'POST', path: 'devices/Not-Valid/rotate', status: 400, code: 'validation_failed' },
+      {
+        name: 'bad id on rotate',
+        method: 'POST',
+        path: 'devices/Not-Valid/rotate',
+        status: 400,
+        code: 'validation_failed',
+      },
       { name: 'encoded slash in id', method: 'GET', path: 'devices/a%2Fb%2Fc', status: 400, code: 'validation_failed' },
-      { name: 'unknown device on GET', method: 'GET', path: 'devices/never-seen', status: 404, code: 'device_not_found' },
-      { name: 'unknown device on rotate', method: 'POST', path: 'devices/never-seen/rotate', status: 404, code: 'device_not_found' },
+      {
+        name: 'unknown device on GET',
+        method: 'GET',
+        path: 'devices/never-seen',
+        status: 404,
+        code: 'device_not_found',
+      },
+      {
+        name: 'unknown device on rotate',
+        method: 'POST',
+        path: 'devices/never-seen/rotate',
+        status: 404,
+        code: 'device_not_found',
+      },
     ];
     for (const c of cases) {
       it(`${c.method} /${c.path}: ${c.name} → ${c.status} ${c.code}`, async () => {
@@ -171,7 +389,11 @@ describe('device registry over HTTP', () => {
         } else if (c.raw !== undefined) headers['content-type'] ??= 'application/json';
         if (c.name === 'invalid UTF-8') raw = new Uint8Array([0x7b, 0x22, 0xff, 0xfe, 0x22, 0x7d]);
         if (headers['content-type'] === '') delete headers['content-type'];
-        const r = await call('POST' === c.method && c.path === 'devices' ? 'POST' : c.method, `${rt.apiUrl}/${c.path}`, { rawBody: raw, headers });
+        const r = await call(
+          'POST' === c.method && c.path === 'devices' ? 'POST' : c.method,
+          `${rt.apiUrl}/${c.path}`,
+          { rawBody: raw, headers },
+        );
         assertProblem(r, c.status, c.code);
       });
     }

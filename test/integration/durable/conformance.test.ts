@@ -3,7 +3,14 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { type Azurite, startAzurite } from '../../../local/azurite';
-import { isDone, type RunningHost, startHost, startOrchestration, type Status, waitFor } from '../../fixtures/durableApp/harness';
+import {
+  isDone,
+  type RunningHost,
+  startHost,
+  startOrchestration,
+  type Status,
+  waitFor,
+} from '../../fixtures/durableApp/harness';
 
 const HUB = 'ConformanceHub';
 
@@ -22,7 +29,9 @@ describe('local durable engine conformance (real durable-functions client and or
 
   /** The extension's status API with showHistory (the JS client drops `historyEvents`). */
   const rawHistory = async (id: string): Promise<Array<{ EventType: string }>> => {
-    const r = await fetch(`${h.host.baseUrl}/runtime/webhooks/durabletask/instances/${id}?showHistory=true&showHistoryOutput=true`);
+    const r = await fetch(
+      `${h.host.baseUrl}/runtime/webhooks/durabletask/instances/${id}?showHistory=true&showHistoryOutput=true`,
+    );
     return ((await r.json()) as { historyEvents?: Array<{ EventType: string }> }).historyEvents ?? [];
   };
 
@@ -34,7 +43,13 @@ describe('local durable engine conformance (real durable-functions client and or
   it('runs a sequence of activities with string, object, number and missing inputs', async () => {
     const s = await run('Sequence');
     assert.equal(s.runtimeStatus, 'Completed');
-    assert.deepEqual(s.output, ['Hello Tokyo!', 'Hello Seattle!', { echoed: { a: 1, s: 'x' }, type: 'object' }, { echoed: 42, type: 'number' }, { echoed: null, type: 'object' }]);
+    assert.deepEqual(s.output, [
+      'Hello Tokyo!',
+      'Hello Seattle!',
+      { echoed: { a: 1, s: 'x' }, type: 'object' },
+      { echoed: 42, type: 'number' },
+      { echoed: null, type: 'object' },
+    ]);
   });
 
   it('fans out to 100 activities and fans in', async () => {
@@ -91,7 +106,11 @@ describe('local durable engine conformance (real durable-functions client and or
     const s = await waitFor(h, id, isDone);
     assert.deepEqual(s.output, { n: 3, seen: ['Hello step 0!', 'Hello step 1!', 'Hello step 2!', 'Hello step 3!'] });
     const history = await rawHistory(id);
-    assert.equal(history.filter((e) => e.EventType === 'TaskScheduled').length, 1, 'only the last execution is in the history');
+    assert.equal(
+      history.filter((e) => e.EventType === 'TaskScheduled').length,
+      1,
+      'only the last execution is in the history',
+    );
   });
 
   it('shows custom status to the client while the orchestration runs', async () => {
@@ -118,7 +137,11 @@ describe('local durable engine conformance (real durable-functions client and or
     const s = await waitFor(h, id, isDone);
     assert.equal(s.runtimeStatus, 'Terminated');
     assert.equal(s.output, 'enough');
-    const raw = await fetch(`${h.host.baseUrl}/runtime/webhooks/durabletask/instances/${id}/raiseEvent/never`, { method: 'POST', body: '1', headers: { 'content-type': 'application/json' } });
+    const raw = await fetch(`${h.host.baseUrl}/runtime/webhooks/durabletask/instances/${id}/raiseEvent/never`, {
+      method: 'POST',
+      body: '1',
+      headers: { 'content-type': 'application/json' },
+    });
     assert.equal(raw.status, 410);
   });
 
@@ -137,10 +160,15 @@ describe('local durable engine conformance (real durable-functions client and or
   it('delivers 40 concurrent events to one instance, one episode at a time', async () => {
     const id = await startOrchestration(h, 'Collect', 40);
     await waitFor(h, id, (s) => s.runtimeStatus === 'Running');
-    const codes = await Promise.all(Array.from({ length: 40 }, (_, i) => h.api(`/api/instances/${id}/raise/tick`, { body: i }).then((r) => r.status)));
+    const codes = await Promise.all(
+      Array.from({ length: 40 }, (_, i) => h.api(`/api/instances/${id}/raise/tick`, { body: i }).then((r) => r.status)),
+    );
     assert.ok(codes.every((c) => c === 202));
     const s = await waitFor(h, id, isDone);
-    assert.deepEqual([...(s.output as number[])].sort((a, b) => a - b), Array.from({ length: 40 }, (_, i) => i));
+    assert.deepEqual(
+      [...(s.output as number[])].sort((a, b) => a - b),
+      Array.from({ length: 40 }, (_, i) => i),
+    );
   });
 
   it('runs 30 instances concurrently to completion', async () => {
@@ -161,7 +189,9 @@ describe('local durable engine conformance (real durable-functions client and or
     assert.equal(((await page.json()) as unknown[]).length, 2);
     const token = page.headers.get('x-ms-continuation-token');
     assert.ok(token, 'a continuation token for the next page');
-    const next = await fetch(`${h.host.baseUrl}/runtime/webhooks/durabletask/instances/?runtimeStatus=Running&top=2`, { headers: { 'x-ms-continuation-token': token } });
+    const next = await fetch(`${h.host.baseUrl}/runtime/webhooks/durabletask/instances/?runtimeStatus=Running&top=2`, {
+      headers: { 'x-ms-continuation-token': token },
+    });
     assert.equal(next.status, 200);
     for (const id of ids) await h.api(`/api/instances/${id}/terminate`, { method: 'POST' });
   });
@@ -174,7 +204,9 @@ describe('local durable engine conformance (real durable-functions client and or
     assert.equal((await h.api(`/api/instances/${done}`)).status, 404);
     const running = await startOrchestration(h, 'WaitForever');
     await waitFor(h, running, (s) => s.runtimeStatus === 'Running');
-    assert.deepEqual((await h.api(`/api/instances/${running}/purge`, { method: 'POST' })).body, { instancesDeleted: 0 });
+    assert.deepEqual((await h.api(`/api/instances/${running}/purge`, { method: 'POST' })).body, {
+      instancesDeleted: 0,
+    });
     const from = new Date(Date.now() - 60_000).toISOString();
     const byFilter = await h.api('/api/purge', { body: { from, statuses: ['Completed'] } });
     assert.ok((byFilter.body as { instancesDeleted: number }).instancesDeleted >= 1);
@@ -221,6 +253,10 @@ describe('local durable engine conformance (real durable-functions client and or
     assert.equal((await h.api(`/api/instances/${id}/raise/continue`, { body: true })).status, 202);
     const s = await waitFor(h, id, isDone);
     assert.deepEqual(s.output, { first: `${key}-a#1`, second: `${key}-b#1` });
-    assert.equal((h.durable.engine!.activityRunsByName.get('Record') ?? 0) - runsBefore, 1, 'only the second activity ran after the restart');
+    assert.equal(
+      (h.durable.engine!.activityRunsByName.get('Record') ?? 0) - runsBefore,
+      1,
+      'only the second activity ran after the restart',
+    );
   });
 });

@@ -19,7 +19,13 @@ interface Child {
 
 async function startChild(connectionString: string): Promise<Child> {
   // The child sets WEBSITE_HOSTNAME to its own address; never inherit one.
-  const env: NodeJS.ProcessEnv = { ...process.env, AzureWebJobsStorage: connectionString, APP_DIR: fixtureDir, PORT: '0', DURABLE_HUB_NAME: HUB };
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    AzureWebJobsStorage: connectionString,
+    APP_DIR: fixtureDir,
+    PORT: '0',
+    DURABLE_HUB_NAME: HUB,
+  };
   delete env.WEBSITE_HOSTNAME;
   const proc = spawn(process.execPath, [HOST_SCRIPT], {
     env,
@@ -67,7 +73,9 @@ async function api(port: number, p: string, body?: unknown): Promise<{ status: n
 }
 
 async function statuses(port: number, ids: string[]): Promise<Array<{ runtimeStatus: string; output: unknown }>> {
-  return Promise.all(ids.map(async (id) => (await api(port, `/api/instances/${id}`)).body as { runtimeStatus: string; output: unknown }));
+  return Promise.all(
+    ids.map(async (id) => (await api(port, `/api/instances/${id}`)).body as { runtimeStatus: string; output: unknown }),
+  );
 }
 
 describe('local durable engine survives a host crash', () => {
@@ -122,7 +130,10 @@ describe('local durable engine survives a host crash', () => {
     }
     last.forEach((s, i) => {
       assert.equal(s.runtimeStatus, 'Completed', `instance ${i}: ${JSON.stringify(s)}`);
-      const expected = i % 2 === 0 ? { i, hello: `Hello n${i}!`, via: 'timer' } : { i, hello: `Hello n${i}!`, via: 'event', data: { i } };
+      const expected =
+        i % 2 === 0
+          ? { i, hello: `Hello n${i}!`, via: 'timer' }
+          : { i, hello: `Hello n${i}!`, via: 'event', data: { i } };
       assert.deepEqual(s.output, expected);
     });
     // Activities whose completion was not recorded before the crash ran again (at least once).

@@ -13,7 +13,10 @@ describe('local functions host runs @azure/functions v4 registrations', () => {
 
   before(async () => {
     fs.writeFileSync(path.join(fixtureDir, 'package.json'), JSON.stringify({ main: 'app.js' }));
-    fs.writeFileSync(path.join(fixtureDir, 'host.json'), JSON.stringify({ version: '2.0', extensions: { http: { routePrefix: 'api' } } }));
+    fs.writeFileSync(
+      path.join(fixtureDir, 'host.json'),
+      JSON.stringify({ version: '2.0', extensions: { http: { routePrefix: 'api' } } }),
+    );
     host = await new FunctionsHost({ appDir: fixtureDir, logSink: (r) => logs.push(r) }).start();
     timerRuns = (require(path.join(fixtureDir, 'app.js')) as { timerRuns: typeof timerRuns }).timerRuns;
   });
@@ -22,7 +25,13 @@ describe('local functions host runs @azure/functions v4 registrations', () => {
   });
 
   it('registers every function through the injected core module', () => {
-    assert.deepEqual(host.functions.map((f) => f.name).sort(), ['binary', 'boom', 'echo', 'everySecond', 'literalWins']);
+    assert.deepEqual(host.functions.map((f) => f.name).sort(), [
+      'binary',
+      'boom',
+      'echo',
+      'everySecond',
+      'literalWins',
+    ]);
   });
 
   it('passes route params, query, headers and a JSON body, and returns status, headers and cookies', async () => {
@@ -51,7 +60,11 @@ describe('local functions host runs @azure/functions v4 registrations', () => {
 
   it('round-trips a binary body', async () => {
     const input = Buffer.from([0, 1, 2, 250, 255]);
-    const res = await fetch(`${host.apiUrl}/bytes`, { method: 'POST', body: input, headers: { 'content-type': 'application/octet-stream' } });
+    const res = await fetch(`${host.apiUrl}/bytes`, {
+      method: 'POST',
+      body: input,
+      headers: { 'content-type': 'application/octet-stream' },
+    });
     assert.equal(res.status, 200);
     assert.deepEqual(Buffer.from(await res.arrayBuffer()), Buffer.from([255, 250, 2, 1, 0]));
   });

@@ -8,10 +8,21 @@ import { TableClient } from '@azure/data-tables';
 import { startAzurite, type Azurite } from '../../../local/azurite';
 import type { Config } from '../../../lib/config';
 import { NamespaceStore } from '../../../lib/pool/namespaceStore';
-import { countResults, PoolMaintenance, POOL_TAG, type MaintenancePlan, type ProvisionOutcome, type ReconcileOutcome } from '../../../lib/pool/poolMaintenance';
+import {
+  countResults,
+  PoolMaintenance,
+  POOL_TAG,
+  type MaintenancePlan,
+  type ProvisionOutcome,
+  type ReconcileOutcome,
+} from '../../../lib/pool/poolMaintenance';
 import { PoolRunStore, type PoolRunRecord } from '../../../lib/pool/poolRunStore';
 import { openNamespaceKeys } from '../../../lib/pool/sealedKeys';
-import { connectHybridConnection, HybridConnectionListener, RelayHandshakeError } from '../../../lib/relay/hybridConnection';
+import {
+  connectHybridConnection,
+  HybridConnectionListener,
+  RelayHandshakeError,
+} from '../../../lib/relay/hybridConnection';
 import { createRelayApiFactory, type RelayManager, type RelayManagerOptions } from '../../../lib/relay/relayManager';
 import { createSasToken, relayAudience } from '../../../lib/relay/sas';
 import { Sealer } from '../../../lib/sealing';
@@ -49,17 +60,30 @@ function subscriptionId(n: number, letter: string): string {
 /** A fresh table, pool name, name salt and subscriptions per test: names are global in the emulator. */
 async function harness(
   env: RelayTestEnv,
-  options: { floor: number; cap?: number; quotas?: number[]; shrinkIdleMinutes?: number; manager?: Partial<RelayManagerOptions> } ,
+  options: {
+    floor: number;
+    cap?: number;
+    quotas?: number[];
+    shrinkIdleMinutes?: number;
+    manager?: Partial<RelayManagerOptions>;
+  },
 ): Promise<Harness> {
   const n = ++seq;
-  const table = TableClient.fromConnectionString(azurite.connectionString, `maint${Date.now().toString(36)}${n}`, { allowInsecureConnection: true });
+  const table = TableClient.fromConnectionString(azurite.connectionString, `maint${Date.now().toString(36)}${n}`, {
+    allowInsecureConnection: true,
+  });
   const poolName = `p${n}`;
   const store = new NamespaceStore(table, poolName);
   await store.ensureTable();
   const runs = new PoolRunStore(table, poolName);
   const pool: Config['pool'] = {
     name: poolName,
-    subscriptions: (options.quotas ?? [100]).map((quota, i) => ({ subscriptionId: subscriptionId(n, 'abc'[i]), resourceGroup: RG, location: LOCATION, quota })),
+    subscriptions: (options.quotas ?? [100]).map((quota, i) => ({
+      subscriptionId: subscriptionId(n, 'abc'[i]),
+      resourceGroup: RG,
+      location: LOCATION,
+      quota,
+    })),
     namespacePrefix: 'rbm',
     floor: options.floor,
     cap: options.cap ?? 50,
@@ -72,7 +96,15 @@ async function harness(
   };
   const clock = { now: new Date(T0) };
   const manager = env.makeManager(options.manager ?? {});
-  const m = new PoolMaintenance({ namespaces: store, runs, relay: manager, sealer, pool, nameSalt: `t${n}x`, now: () => clock.now });
+  const m = new PoolMaintenance({
+    namespaces: store,
+    runs,
+    relay: manager,
+    sealer,
+    pool,
+    nameSalt: `t${n}x`,
+    now: () => clock.now,
+  });
   return { m, store, runs, manager, pool, clock, env };
 }
 
@@ -85,13 +117,20 @@ async function runOnce(h: Harness): Promise<RunResult> {
   const recycle = await Promise.all(plan.recycle.map((name) => h.m.recycle(name)));
   const del = await Promise.all(plan.delete.map((name) => h.m.delete(name)));
   const reconcile = await h.m.reconcile(now);
-  const errors = [...provision, ...recycle, ...del].filter((o) => o.error && o.result !== 'skipped').map((o) => `${o.name}: ${o.error}`);
+  const errors = [...provision, ...recycle, ...del]
+    .filter((o) => o.error && o.result !== 'skipped')
+    .map((o) => `${o.name}: ${o.error}`);
   const record = await h.m.recordRun({
     runId,
     startedAt: now.toISOString(),
     finishedAt: new Date(now.getTime() + 5000).toISOString(),
     plan,
-    steps: { provision: countResults(provision), recycle: countResults(recycle), delete: countResults(del), reconcile: { ...reconcile.counts } },
+    steps: {
+      provision: countResults(provision),
+      recycle: countResults(recycle),
+      delete: countResults(del),
+      reconcile: { ...reconcile.counts },
+    },
     errors: [...errors, ...reconcile.errors],
     quotaExceeded: [...new Set(provision.filter((o) => o.result === 'quota').map((o) => o.subscriptionId))],
   });
@@ -107,23 +146,40 @@ async function runUntilConverged(h: Harness, maxRuns: number): Promise<RunResult
     const rows = await h.store.list();
     const settled = rows.every((r) => r.state === 'available' || r.state === 'leased');
     const armNames = await armPoolNames(h);
-    if (settled && results[results.length - 1].plan.provision.length === 0 && sameNames(armNames, rows.map((r) => r.name))) return results;
+    if (
+      settled &&
+      results[results.length - 1].plan.provision.length === 0 &&
+      sameNames(
+        armNames,
+        rows.map((r) => r.name),
+      )
+    )
+      return results;
   }
   return results;
 }
 
 async function armPoolNames(h: Harness): Promise<string[]> {
   const lists = await Promise.all(
-    h.pool.subscriptions.map((s) => h.manager.listNamespaces({ subscriptionId: s.subscriptionId, tag: { name: POOL_TAG, value: h.pool.name } })),
+    h.pool.subscriptions.map((s) =>
+      h.manager.listNamespaces({ subscriptionId: s.subscriptionId, tag: { name: POOL_TAG, value: h.pool.name } }),
+    ),
   );
-  return lists.flat().map((n) => n.name).sort();
+  return lists
+    .flat()
+    .map((n) => n.name)
+    .sort();
 }
 
 const sameNames = (a: string[], b: string[]) => JSON.stringify([...a].sort()) === JSON.stringify([...b].sort());
 
 async function assertNothingLeaked(h: Harness): Promise<void> {
   const rows = await h.store.list();
-  assert.deepEqual(await armPoolNames(h), rows.map((r) => r.name).sort(), 'every namespace tagged as the pool has a row, and every row a namespace');
+  assert.deepEqual(
+    await armPoolNames(h),
+    rows.map((r) => r.name).sort(),
+    'every namespace tagged as the pool has a row, and every row a namespace',
+  );
 }
 
 before(async () => {
@@ -149,10 +205,16 @@ describe('pool maintenance against the relay emulator', () => {
     assert.deepEqual(first.record.steps.provision, { available: 3 });
     assert.equal(first.record.outcome, 'succeeded');
     const rows = await h.store.list();
-    assert.deepEqual(rows.map((r) => r.state), ['available', 'available', 'available']);
+    assert.deepEqual(
+      rows.map((r) => r.state),
+      ['available', 'available', 'available'],
+    );
     for (const r of rows) {
       assert.ok(r.sealedKeys, `${r.name} has sealed keys`);
-      assert.ok(!r.sealedKeys.includes(openNamespaceKeys(sealer, r)!.listen.key), 'the stored value is not the key in clear');
+      assert.ok(
+        !r.sealedKeys.includes(openNamespaceKeys(sealer, r)!.listen.key),
+        'the stored value is not the key in clear',
+      );
     }
     await assertNothingLeaked(h);
     const second = await runOnce(h);
@@ -167,27 +229,47 @@ describe('pool maintenance against the relay emulator', () => {
   it('a burst of leases raises the target and the pool refills', async () => {
     const h = await harness(env, { floor: 2 });
     const first = await runOnce(h);
-    for (let i = 0; i < 2; i++) await h.store.lease(`burst-${i}`, { leaseExpiresAt: new Date(h.clock.now.getTime() + 3_600_000), now: h.clock.now });
+    for (let i = 0; i < 2; i++)
+      await h.store.lease(`burst-${i}`, {
+        leaseExpiresAt: new Date(h.clock.now.getTime() + 3_600_000),
+        now: h.clock.now,
+      });
     const second = await runOnce(h);
     assert.ok(second.plan.target > first.plan.target, `target ${second.plan.target} > ${first.plan.target}`);
     assert.match(second.plan.reasons.join('\n'), /leased 2/);
     const rows = await h.store.list();
     assert.equal(rows.filter((r) => r.state === 'leased').length, 2);
-    assert.ok(rows.filter((r) => r.state === 'available').length >= 2, 'the floor is available again on top of the leases');
+    assert.ok(
+      rows.filter((r) => r.state === 'available').length >= 2,
+      'the floor is available again on top of the leases',
+    );
     await assertNothingLeaked(h);
   });
 
   it('shrinks an oversized pool: deletes the oldest idle namespace in ARM and retires its name', async () => {
     const h = await harness(env, { floor: 3, shrinkIdleMinutes: 0 });
     await runOnce(h);
-    const oldest = (await h.store.list()).sort((a, b) => a.createdAt.getTime() - b.createdAt.getTime() || (a.name < b.name ? -1 : 1))[0];
-    const smaller = new PoolMaintenance({ namespaces: h.store, runs: h.runs, relay: h.manager, sealer, pool: { ...h.pool, floor: 1 }, nameSalt: 'shrink', now: () => h.clock.now });
+    const oldest = (await h.store.list()).sort(
+      (a, b) => a.createdAt.getTime() - b.createdAt.getTime() || (a.name < b.name ? -1 : 1),
+    )[0];
+    const smaller = new PoolMaintenance({
+      namespaces: h.store,
+      runs: h.runs,
+      relay: h.manager,
+      sealer,
+      pool: { ...h.pool, floor: 1 },
+      nameSalt: 'shrink',
+      now: () => h.clock.now,
+    });
     const shrunk = await runOnce({ ...h, m: smaller });
     assert.equal(shrunk.plan.delete.length, 1);
     assert.deepEqual(shrunk.record.steps.delete, { deleted: 1 });
     assert.equal(await h.store.get(shrunk.plan.delete[0]), undefined);
     assert.ok(shrunk.plan.delete[0] === oldest.name);
-    assert.ok((await h.store.recentlyDeleted(T0)).some((d) => d.name === oldest.name), 'the name is tombstoned');
+    assert.ok(
+      (await h.store.recentlyDeleted(T0)).some((d) => d.name === oldest.name),
+      'the name is tombstoned',
+    );
     await assertNothingLeaked(h);
   });
 
@@ -221,7 +303,12 @@ describe('pool maintenance against the relay emulator', () => {
     const tags = { [POOL_TAG]: h.pool.name };
     const healthy = `rbm-orphan-${seq}-ok`;
     const stuck = `rbm-orphan-${seq}-stuck`;
-    await api.namespaces.beginCreateOrUpdateAndWait(RG, healthy, { location: LOCATION, tags }, { updateIntervalInMs: 20 });
+    await api.namespaces.beginCreateOrUpdateAndWait(
+      RG,
+      healthy,
+      { location: LOCATION, tags },
+      { updateIntervalInMs: 20 },
+    );
     env.emulator.faults.add({ op: 'namespaces.createOrUpdate', kind: 'stuckActivating', namePattern: stuck });
     await api.namespaces.beginCreateOrUpdate(RG, stuck, { location: LOCATION, tags });
     const [gone] = await h.store.list();
@@ -236,9 +323,15 @@ describe('pool maintenance against the relay emulator', () => {
     const adopted = await h.store.get(healthy);
     assert.equal(adopted?.state, 'available');
     assert.ok(openNamespaceKeys(sealer, adopted!), 'the adopted namespace has sealed keys');
-    assert.ok((env.emulator.stats().byOperation['hybridConnections.delete'] ?? 0) >= 1, 'the adopted namespace was recycled');
+    assert.ok(
+      (env.emulator.stats().byOperation['hybridConnections.delete'] ?? 0) >= 1,
+      'the adopted namespace was recycled',
+    );
     assert.equal(await h.store.get(gone.name), undefined);
-    assert.ok((await h.store.recentlyDeleted(T0)).some((d) => d.name === stuck), 'the deleted orphan name is tombstoned');
+    assert.ok(
+      (await h.store.recentlyDeleted(T0)).some((d) => d.name === stuck),
+      'the deleted orphan name is tombstoned',
+    );
     await assertNothingLeaked(h);
     const again = await h.m.reconcile(h.clock.now);
     assert.deepEqual(
@@ -251,17 +344,28 @@ describe('pool maintenance against the relay emulator', () => {
   it('a lease past leaseExpiresAt is recycled: new generation, new sealed keys, the old tokens dead, the new ones accepted', async () => {
     const h = await harness(env, { floor: 1 });
     await runOnce(h);
-    const leased = await h.store.lease('expired-session', { leaseExpiresAt: new Date(h.clock.now.getTime() + 30_000), now: h.clock.now });
+    const leased = await h.store.lease('expired-session', {
+      leaseExpiresAt: new Date(h.clock.now.getTime() + 30_000),
+      now: h.clock.now,
+    });
     const oldKeys = openNamespaceKeys(sealer, leased)!;
     const ca = env.emulator.caCertPem;
     const mint = (keys: typeof oldKeys, ns: { endpoint?: string; hybridConnection?: string }) => {
       const resourceUri = relayAudience(ns.endpoint!, ns.hybridConnection!);
       const expiresAt = new Date(Date.now() + 600_000);
-      return { listen: createSasToken({ resourceUri, ...keys.listen, expiresAt }), send: createSasToken({ resourceUri, ...keys.send, expiresAt }) };
+      return {
+        listen: createSasToken({ resourceUri, ...keys.listen, expiresAt }),
+        send: createSasToken({ resourceUri, ...keys.send, expiresAt }),
+      };
     };
     const oldTokens = mint(oldKeys, leased);
     // The sealed keys mint tokens the relay accepts: a listener comes online, a sender gets through.
-    const listener = new HybridConnectionListener({ endpoint: leased.endpoint!, hybridConnection: leased.hybridConnection!, token: oldTokens.listen, ca });
+    const listener = new HybridConnectionListener({
+      endpoint: leased.endpoint!,
+      hybridConnection: leased.hybridConnection!,
+      token: oldTokens.listen,
+      ca,
+    });
     try {
       await listener.start();
       const stream = await connectHybridConnection(leased.endpoint!, leased.hybridConnection!, oldTokens.send, { ca });
@@ -278,7 +382,11 @@ describe('pool maintenance against the relay emulator', () => {
     assert.equal(after.state, 'available');
     assert.equal(after.generation, leased.generation + 1);
     assert.notEqual(after.sealedKeys, leased.sealedKeys);
-    assert.equal(openNamespaceKeys(sealer, { ...after, sealedKeys: leased.sealedKeys }), undefined, 'old sealed keys do not open for the new generation');
+    assert.equal(
+      openNamespaceKeys(sealer, { ...after, sealedKeys: leased.sealedKeys }),
+      undefined,
+      'old sealed keys do not open for the new generation',
+    );
     const newKeys = openNamespaceKeys(sealer, after)!;
     assert.notEqual(newKeys.send.key, oldKeys.send.key);
     const statusOf = async (token: string) => {
@@ -308,9 +416,14 @@ describe('pool maintenance quotas across three subscriptions', () => {
   it('spreads evenly, turns "quota exceeded" into a full subscription for the next runs, and never holds more than ARM allows', async () => {
     const h = await harness(env, { floor: 8, quotas: [3, 3, 3] });
     const first = await runOnce(h);
-    const perSub = first.plan.provision.reduce<Record<string, number>>((acc, i) => ({ ...acc, [i.subscriptionId]: (acc[i.subscriptionId] ?? 0) + 1 }), {});
+    const perSub = first.plan.provision.reduce<Record<string, number>>(
+      (acc, i) => ({ ...acc, [i.subscriptionId]: (acc[i.subscriptionId] ?? 0) + 1 }),
+      {},
+    );
     assert.deepEqual(Object.values(perSub).sort(), [2, 3, 3], 'most free quota first: an even fill');
-    const quotaHits = first.provision.filter((o) => o.result === 'quota' || (o.result === 'skipped' && /quota/.test(o.error ?? '')));
+    const quotaHits = first.provision.filter(
+      (o) => o.result === 'quota' || (o.result === 'skipped' && /quota/.test(o.error ?? '')),
+    );
     assert.equal(quotaHits.length, 2);
     assert.equal(Object.keys(first.record.fullSubscriptions).length, 2);
 
@@ -321,7 +434,11 @@ describe('pool maintenance quotas across three subscriptions', () => {
     const rows = await h.store.list();
     assert.equal(rows.length, 6);
     for (const s of h.pool.subscriptions) {
-      assert.equal(rows.filter((r) => r.subscriptionId === s.subscriptionId).length, 2, `subscription ${s.subscriptionId} holds 2`);
+      assert.equal(
+        rows.filter((r) => r.subscriptionId === s.subscriptionId).length,
+        2,
+        `subscription ${s.subscriptionId} holds 2`,
+      );
     }
     assert.ok(rows.every((r) => r.state === 'available'));
     await assertNothingLeaked(h);

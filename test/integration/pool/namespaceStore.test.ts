@@ -4,7 +4,13 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { TableClient } from '@azure/data-tables';
 import { startAzurite, type Azurite } from '../../../local/azurite';
-import { ConcurrencyError, ConflictError, InvalidTransitionError, PoolExhaustedError, ValidationError } from '../../../lib/errors';
+import {
+  ConcurrencyError,
+  ConflictError,
+  InvalidTransitionError,
+  PoolExhaustedError,
+  ValidationError,
+} from '../../../lib/errors';
 import { namespaceToEntity, type Namespace } from '../../../lib/pool/namespace';
 import { NamespaceStore } from '../../../lib/pool/namespaceStore';
 
@@ -17,7 +23,11 @@ let azurite: Azurite;
 let tableSeq = 0;
 
 async function freshStore(): Promise<{ store: NamespaceStore; table: TableClient }> {
-  const table = TableClient.fromConnectionString(azurite.connectionString, `pool${Date.now().toString(36)}${tableSeq++}`, { allowInsecureConnection: true });
+  const table = TableClient.fromConnectionString(
+    azurite.connectionString,
+    `pool${Date.now().toString(36)}${tableSeq++}`,
+    { allowInsecureConnection: true },
+  );
   const store = new NamespaceStore(table, POOL);
   await store.ensureTable();
   return { store, table };
@@ -44,14 +54,27 @@ function availableEntity(name: string, sub = 'sub-a'): Namespace {
 async function seedAvailable(table: TableClient, n: number): Promise<string[]> {
   const names = Array.from({ length: n }, (_, i) => `rbk-ns${i.toString().padStart(5, '0')}`);
   for (let i = 0; i < names.length; i += 100) {
-    await table.submitTransaction(names.slice(i, i + 100).map((name) => ['create', namespaceToEntity(availableEntity(name))]));
+    await table.submitTransaction(
+      names.slice(i, i + 100).map((name) => ['create', namespaceToEntity(availableEntity(name))]),
+    );
   }
   return names;
 }
 
 async function createAvailable(store: NamespaceStore, name: string): Promise<Namespace> {
-  await store.insertCreating({ name, subscriptionId: 'sub-a', resourceGroup: 'rg', location: 'local', hybridConnection: 'tunnel', now: T0 });
-  return store.markAvailable(name, { endpoint: `https://${name}.servicebus.windows.net:443/`, hybridConnection: 'tunnel', now: at(1) });
+  await store.insertCreating({
+    name,
+    subscriptionId: 'sub-a',
+    resourceGroup: 'rg',
+    location: 'local',
+    hybridConnection: 'tunnel',
+    now: T0,
+  });
+  return store.markAvailable(name, {
+    endpoint: `https://${name}.servicebus.windows.net:443/`,
+    hybridConnection: 'tunnel',
+    now: at(1),
+  });
 }
 
 before(async () => {
@@ -64,19 +87,45 @@ after(async () => {
 describe('NamespaceStore transitions', () => {
   it('walks creating → available → leased → recycling → available, bumping generation once', async () => {
     const { store } = await freshStore();
-    const creating = await store.insertCreating({ name: 'rbk-walk01', subscriptionId: 'sub-a', resourceGroup: 'rg', location: 'local', now: T0 });
+    const creating = await store.insertCreating({
+      name: 'rbk-walk01',
+      subscriptionId: 'sub-a',
+      resourceGroup: 'rg',
+      location: 'local',
+      now: T0,
+    });
     assert.equal(creating.state, 'creating');
     assert.equal(creating.generation, 0);
     // Second run of insertCreating: the same row back.
-    assert.equal((await store.insertCreating({ name: 'rbk-walk01', subscriptionId: 'sub-a', resourceGroup: 'rg', location: 'local' })).etag, creating.etag);
-    await assert.rejects(store.insertCreating({ name: 'rbk-walk01', subscriptionId: 'sub-b', resourceGroup: 'rg', location: 'local' }), ConflictError);
+    assert.equal(
+      (
+        await store.insertCreating({
+          name: 'rbk-walk01',
+          subscriptionId: 'sub-a',
+          resourceGroup: 'rg',
+          location: 'local',
+        })
+      ).etag,
+      creating.etag,
+    );
+    await assert.rejects(
+      store.insertCreating({ name: 'rbk-walk01', subscriptionId: 'sub-b', resourceGroup: 'rg', location: 'local' }),
+      ConflictError,
+    );
 
     const failed = await store.recordCreateFailure('rbk-walk01', 'ARM 500', 3, at(1));
     assert.deepEqual([failed.state, failed.recycleFailures, failed.lastError], ['creating', 1, 'ARM 500']);
 
-    const available = await store.markAvailable('rbk-walk01', { endpoint: 'https://rbk-walk01.servicebus.windows.net:443/', hybridConnection: 'tunnel', now: at(2) });
+    const available = await store.markAvailable('rbk-walk01', {
+      endpoint: 'https://rbk-walk01.servicebus.windows.net:443/',
+      hybridConnection: 'tunnel',
+      now: at(2),
+    });
     assert.deepEqual([available.state, available.recycleFailures, available.lastError], ['available', 0, undefined]);
-    const again = await store.markAvailable('rbk-walk01', { endpoint: 'https://rbk-walk01.servicebus.windows.net:443/', hybridConnection: 'tunnel' });
+    const again = await store.markAvailable('rbk-walk01', {
+      endpoint: 'https://rbk-walk01.servicebus.windows.net:443/',
+      hybridConnection: 'tunnel',
+    });
     assert.equal(again.etag, available.etag, 'second markAvailable changes nothing');
 
     const leased = await store.lease('s-1', { leaseExpiresAt: HOUR_LATER, now: at(3) });
@@ -85,11 +134,18 @@ describe('NamespaceStore transitions', () => {
 
     const recycling = await store.beginRecycle('rbk-walk01', { sessionId: 's-1', now: at(4) });
     assert.deepEqual([recycling.state, recycling.sessionId], ['recycling', 's-1']);
-    assert.equal((await store.beginRecycle('rbk-walk01', { sessionId: 's-1' })).etag, recycling.etag, 'second beginRecycle changes nothing');
+    assert.equal(
+      (await store.beginRecycle('rbk-walk01', { sessionId: 's-1' })).etag,
+      recycling.etag,
+      'second beginRecycle changes nothing',
+    );
     assert.equal(await store.leaseFor('s-1'), undefined);
 
     const recycled = await store.markRecycled('rbk-walk01', { now: at(5), fromGeneration: 0 });
-    assert.deepEqual([recycled.state, recycled.generation, recycled.sessionId, recycled.leasedAt], ['available', 1, undefined, undefined]);
+    assert.deepEqual(
+      [recycled.state, recycled.generation, recycled.sessionId, recycled.leasedAt],
+      ['available', 1, undefined, undefined],
+    );
     assert.equal(recycled.lastLeasedAt?.toISOString(), at(3).toISOString(), 'lastLeasedAt survives recycle');
     const twice = await store.markRecycled('rbk-walk01', { fromGeneration: 0 });
     assert.equal(twice.generation, 1, 'a second markRecycled never bumps generation again');
@@ -104,16 +160,39 @@ describe('NamespaceStore transitions', () => {
     const STALE = 600_000;
     const a = await store.claimRecycle('rbk-claim1', 'session:s-claim', { now: at(4), staleAfterMs: STALE });
     assert.equal(a?.recycleClaim, 'session:s-claim');
-    assert.equal(await store.claimRecycle('rbk-claim1', 'maintenance:x', { now: at(5), staleAfterMs: STALE }), undefined, 'a fresh claim holds');
-    assert.equal((await store.claimRecycle('rbk-claim1', 'session:s-claim', { now: at(6), staleAfterMs: STALE }))?.recycleClaimedAt?.toISOString(), at(6).toISOString(), 'the holder renews');
+    assert.equal(
+      await store.claimRecycle('rbk-claim1', 'maintenance:x', { now: at(5), staleAfterMs: STALE }),
+      undefined,
+      'a fresh claim holds',
+    );
+    assert.equal(
+      (
+        await store.claimRecycle('rbk-claim1', 'session:s-claim', { now: at(6), staleAfterMs: STALE })
+      )?.recycleClaimedAt?.toISOString(),
+      at(6).toISOString(),
+      'the holder renews',
+    );
     const failed = await store.recordRecycleFailure('rbk-claim1', 'ARM 500', 10, at(7));
     assert.equal(failed.recycleClaim, undefined, 'a failed attempt releases the claim');
-    assert.equal((await store.claimRecycle('rbk-claim1', 'maintenance:x', { now: at(8), staleAfterMs: STALE }))?.recycleClaim, 'maintenance:x');
-    const stale = await store.claimRecycle('rbk-claim1', 'session:s-claim', { now: new Date(at(8).getTime() + STALE + 1), staleAfterMs: STALE });
+    assert.equal(
+      (await store.claimRecycle('rbk-claim1', 'maintenance:x', { now: at(8), staleAfterMs: STALE }))?.recycleClaim,
+      'maintenance:x',
+    );
+    const stale = await store.claimRecycle('rbk-claim1', 'session:s-claim', {
+      now: new Date(at(8).getTime() + STALE + 1),
+      staleAfterMs: STALE,
+    });
     assert.equal(stale?.recycleClaim, 'session:s-claim', 'a stale claim can be taken over');
     const recycled = await store.markRecycled('rbk-claim1', { now: at(700), fromGeneration: 1 });
-    assert.deepEqual([recycled.state, recycled.recycleClaim, recycled.recycleClaimedAt], ['available', undefined, undefined]);
-    assert.equal((await store.claimRecycle('rbk-claim1', 'maintenance:y', { staleAfterMs: STALE }))?.state, 'available', 'nothing to claim outside recycling');
+    assert.deepEqual(
+      [recycled.state, recycled.recycleClaim, recycled.recycleClaimedAt],
+      ['available', undefined, undefined],
+    );
+    assert.equal(
+      (await store.claimRecycle('rbk-claim1', 'maintenance:y', { staleAfterMs: STALE }))?.state,
+      'available',
+      'nothing to claim outside recycling',
+    );
   });
 
   it('rotates keys of an idle namespace, quarantines after N failed recycles, repairs it', async () => {
@@ -125,12 +204,20 @@ describe('NamespaceStore transitions', () => {
     const q = await store.recordRecycleFailure('rbk-fail01', 'regenerateKeys 429', 3);
     assert.deepEqual([q.state, q.recycleFailures], ['quarantined', 3]);
     assert.match(q.quarantineReason ?? '', /recycling failed 3 times: regenerateKeys 429/);
-    assert.equal((await store.recordRecycleFailure('rbk-fail01', 'late retry', 3)).etag, q.etag, 'second run on quarantined changes nothing');
+    assert.equal(
+      (await store.recordRecycleFailure('rbk-fail01', 'late retry', 3)).etag,
+      q.etag,
+      'second run on quarantined changes nothing',
+    );
     assert.equal((await store.quarantine('rbk-fail01', 'again')).quarantineReason, q.quarantineReason);
 
     assert.equal((await store.beginRecycle('rbk-fail01')).state, 'recycling');
     const repaired = await store.markRecycled('rbk-fail01');
-    assert.deepEqual([repaired.state, repaired.generation, repaired.recycleFailures, repaired.quarantineReason], ['available', 1, 0, undefined], 'failed recycles never bumped generation');
+    assert.deepEqual(
+      [repaired.state, repaired.generation, repaired.recycleFailures, repaired.quarantineReason],
+      ['available', 1, 0, undefined],
+      'failed recycles never bumped generation',
+    );
   });
 
   it('quarantines a creating namespace, deletes it, and records the deleted name', async () => {
@@ -160,7 +247,10 @@ describe('NamespaceStore transitions', () => {
     assert.equal(leased.name, 'rbk-del003');
     await assert.rejects(store.beginDelete('rbk-del003'), InvalidTransitionError);
     await assert.rejects(store.remove('rbk-del003'), ConflictError);
-    await assert.rejects(store.markAvailable('rbk-del003', { endpoint: 'x', hybridConnection: 'y' }), InvalidTransitionError);
+    await assert.rejects(
+      store.markAvailable('rbk-del003', { endpoint: 'x', hybridConnection: 'y' }),
+      InvalidTransitionError,
+    );
     await assert.rejects(store.quarantine('rbk-del003', 'no'), InvalidTransitionError);
     await assert.rejects(store.recordRecycleFailure('rbk-del003', 'no', 3), InvalidTransitionError);
     assert.equal((await store.get('rbk-del003'))?.state, 'leased');
@@ -184,7 +274,10 @@ describe('NamespaceStore ETags', () => {
     await assert.rejects(store.markRecycled('rbk-etag01', {}, read.etag), ConcurrencyError);
     await assert.rejects(store.beginDelete('rbk-etag01', undefined, read.etag), ConcurrencyError);
     // And the service itself refuses the stale If-Match.
-    await assert.rejects(table.updateEntity(namespaceToEntity(read), 'Replace', { etag: read.etag }), (err: unknown) => (err as { statusCode?: number }).statusCode === 412);
+    await assert.rejects(
+      table.updateEntity(namespaceToEntity(read), 'Replace', { etag: read.etag }),
+      (err: unknown) => (err as { statusCode?: number }).statusCode === 412,
+    );
     assert.equal((await store.get('rbk-etag01'))?.state, 'recycling');
   });
 
@@ -211,10 +304,15 @@ describe('NamespaceStore lease', () => {
     const { table } = await freshStore();
     await seedAvailable(table, 20);
     const stores = Array.from({ length: 2 }, () => new NamespaceStore(table, POOL));
-    const got = await Promise.all(Array.from({ length: 10 }, (_, i) => stores[i % 2].lease('s-twice', { leaseExpiresAt: HOUR_LATER })));
+    const got = await Promise.all(
+      Array.from({ length: 10 }, (_, i) => stores[i % 2].lease('s-twice', { leaseExpiresAt: HOUR_LATER })),
+    );
     assert.equal(new Set(got.map((n) => n.name)).size, 1);
     const leased = await stores[0].list({ states: ['leased'] });
-    assert.deepEqual(leased.map((n) => [n.name, n.sessionId]), [[got[0].name, 's-twice']]);
+    assert.deepEqual(
+      leased.map((n) => [n.name, n.sessionId]),
+      [[got[0].name, 's-twice']],
+    );
   });
 
   it('refuses a session id that cannot be a row key', async () => {
@@ -226,7 +324,11 @@ describe('NamespaceStore lease', () => {
     const { store, table } = await freshStore();
     await seedAvailable(table, 1);
     await store.lease('s-a', { leaseExpiresAt: HOUR_LATER });
-    await assert.rejects(store.lease('s-b', { leaseExpiresAt: HOUR_LATER }), (err: unknown) => err instanceof PoolExhaustedError && err.code === 'pool_exhausted' && err.headers['retry-after'] !== undefined);
+    await assert.rejects(
+      store.lease('s-b', { leaseExpiresAt: HOUR_LATER }),
+      (err: unknown) =>
+        err instanceof PoolExhaustedError && err.code === 'pool_exhausted' && err.headers['retry-after'] !== undefined,
+    );
   });
 
   it('a namespace made available by this store is leasable at once, despite the cached read', async () => {
@@ -243,7 +345,11 @@ describe('NamespaceStore lease', () => {
     // Four store instances stand for four function instances, each with its own cache.
     const stores = Array.from({ length: 4 }, () => new NamespaceStore(table, POOL));
     const results = await Promise.allSettled(
-      Array.from({ length: 200 }, (_, i) => stores[i % 4].lease(`s-${i}`, { leaseExpiresAt: HOUR_LATER }).then((ns) => ({ session: `s-${i}`, name: ns.name }))),
+      Array.from({ length: 200 }, (_, i) =>
+        stores[i % 4]
+          .lease(`s-${i}`, { leaseExpiresAt: HOUR_LATER })
+          .then((ns) => ({ session: `s-${i}`, name: ns.name })),
+      ),
     );
     const ok = results.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
     const refused = results.flatMap((r) => (r.status === 'rejected' ? [r.reason as unknown] : []));
@@ -264,13 +370,31 @@ describe('NamespaceStore lease', () => {
 describe('NamespaceStore queries', () => {
   it('lists stuck rows, expired leases, counts and the policy snapshot', async () => {
     const { store } = await freshStore();
-    await store.insertCreating({ name: 'rbk-stuck1', subscriptionId: 'sub-a', resourceGroup: 'rg', location: 'local', now: T0 });
-    await store.insertCreating({ name: 'rbk-fresh1', subscriptionId: 'sub-b', resourceGroup: 'rg', location: 'local', now: at(1800) });
+    await store.insertCreating({
+      name: 'rbk-stuck1',
+      subscriptionId: 'sub-a',
+      resourceGroup: 'rg',
+      location: 'local',
+      now: T0,
+    });
+    await store.insertCreating({
+      name: 'rbk-fresh1',
+      subscriptionId: 'sub-b',
+      resourceGroup: 'rg',
+      location: 'local',
+      now: at(1800),
+    });
     await createAvailable(store, 'rbk-lease1');
     await store.lease('s-x', { leaseExpiresAt: at(600), now: at(60) });
 
-    assert.deepEqual((await store.listStuck(at(900))).map((n) => n.name), ['rbk-stuck1']);
-    assert.deepEqual((await store.listExpiredLeases(at(601))).map((n) => n.name), ['rbk-lease1']);
+    assert.deepEqual(
+      (await store.listStuck(at(900))).map((n) => n.name),
+      ['rbk-stuck1'],
+    );
+    assert.deepEqual(
+      (await store.listExpiredLeases(at(601))).map((n) => n.name),
+      ['rbk-lease1'],
+    );
     assert.deepEqual(await store.listExpiredLeases(at(599)), []);
 
     const counts = await store.countsByStateAndSubscription();
@@ -281,7 +405,10 @@ describe('NamespaceStore queries', () => {
     const snap = await store.snapshot({ now: at(120), leaseWindowMinutes: 5, nameReuseHours: 24 });
     assert.equal(snap.namespaces.length, 3);
     assert.deepEqual(snap.recentLeases, { count: 1, windowMinutes: 5 });
-    assert.equal((await store.snapshot({ now: at(3600), leaseWindowMinutes: 5, nameReuseHours: 24 })).recentLeases.count, 0);
+    assert.equal(
+      (await store.snapshot({ now: at(3600), leaseWindowMinutes: 5, nameReuseHours: 24 })).recentLeases.count,
+      0,
+    );
   });
 
   it('escapes filter values built from input', async () => {

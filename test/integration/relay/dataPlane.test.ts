@@ -15,11 +15,17 @@ import {
 } from '../../../lib/relay/hybridConnection';
 import type { PreparedNamespace, SessionKeys } from '../../../lib/relay/relayManager';
 import { createSasToken } from '../../../lib/relay/sas';
-import { LOCATION, namespaceName, RESOURCE_GROUP, startRelayTestEnv, SUBSCRIPTION, type RelayTestEnv } from './relayTestEnv';
+import {
+  LOCATION,
+  namespaceName,
+  RESOURCE_GROUP,
+  startRelayTestEnv,
+  SUBSCRIPTION,
+  type RelayTestEnv,
+} from './relayTestEnv';
 import { readBytes, sha256Hex as sha } from '../../support/streams';
 
 const hour = (): Date => new Date(Date.now() + 3600_000);
-
 
 function closed(stream: HybridConnectionStream): Promise<number | undefined> {
   if (stream.destroyed) return Promise.resolve(stream.closeCode);
@@ -34,11 +40,20 @@ describe('Hybrid Connections data plane (our client)', () => {
   const listeners: HybridConnectionListener[] = [];
   const streams: HybridConnectionStream[] = [];
 
-  const refOf = (p: PreparedNamespace) => ({ subscriptionId: SUBSCRIPTION, resourceGroup: RESOURCE_GROUP, name: p.name, endpoint: p.endpoint });
+  const refOf = (p: PreparedNamespace) => ({
+    subscriptionId: SUBSCRIPTION,
+    resourceGroup: RESOURCE_GROUP,
+    name: p.name,
+    endpoint: p.endpoint,
+  });
   const keysOf = (p: PreparedNamespace): Promise<SessionKeys> => env.manager.getSessionKeys(refOf(p));
   const token = (keys: SessionKeys, which: 'listen' | 'send', expiresAt = hour()): string =>
     createSasToken({ resourceUri: keys.audience, ...keys[which], expiresAt });
-  const listen = (p: PreparedNamespace, tokenSource: HybridConnectionListenerOptions['token'], extra: Partial<HybridConnectionListenerOptions> = {}) => {
+  const listen = (
+    p: PreparedNamespace,
+    tokenSource: HybridConnectionListenerOptions['token'],
+    extra: Partial<HybridConnectionListenerOptions> = {},
+  ) => {
     const l = new HybridConnectionListener({
       endpoint: p.endpoint,
       hybridConnection: p.hybridConnection,
@@ -64,12 +79,18 @@ describe('Hybrid Connections data plane (our client)', () => {
     streams.push(s);
     return s;
   };
-  const ended = (l: HybridConnectionListener): Promise<ListenerEndedEvent> => once(l, 'ended').then(([e]) => e as ListenerEndedEvent);
+  const ended = (l: HybridConnectionListener): Promise<ListenerEndedEvent> =>
+    once(l, 'ended').then(([e]) => e as ListenerEndedEvent);
 
   before(async () => {
     env = await startRelayTestEnv();
     const prepare = () =>
-      env.manager.prepareNamespace({ subscriptionId: SUBSCRIPTION, resourceGroup: RESOURCE_GROUP, location: LOCATION, name: namespaceName('dp') });
+      env.manager.prepareNamespace({
+        subscriptionId: SUBSCRIPTION,
+        resourceGroup: RESOURCE_GROUP,
+        location: LOCATION,
+        name: namespaceName('dp'),
+      });
     [a, b] = await Promise.all([prepare(), prepare()]);
   });
   after(async () => {
@@ -102,7 +123,10 @@ describe('Hybrid Connections data plane (our client)', () => {
     const listener = listen(a, token(keys, 'listen'));
     echoOn(listener);
     await listener.start();
-    await assert.rejects(connect(a, token(keys, 'listen')), (err: unknown) => err instanceof RelayHandshakeError && err.statusCode === 403);
+    await assert.rejects(
+      connect(a, token(keys, 'listen')),
+      (err: unknown) => err instanceof RelayHandshakeError && err.statusCode === 403,
+    );
     await listener.close();
   });
 
@@ -112,7 +136,10 @@ describe('Hybrid Connections data plane (our client)', () => {
     const listenerB = listen(b, token(keysB, 'listen'));
     echoOn(listenerB);
     await listenerB.start();
-    await assert.rejects(connect(b, token(keysA, 'send')), (err: unknown) => err instanceof RelayHandshakeError && err.statusCode === 401);
+    await assert.rejects(
+      connect(b, token(keysA, 'send')),
+      (err: unknown) => err instanceof RelayHandshakeError && err.statusCode === 401,
+    );
     const intruder = listen(b, token(keysA, 'listen'));
     await assert.rejects(intruder.start());
     const ok = await connect(b, token(keysB, 'send'));
@@ -123,7 +150,10 @@ describe('Hybrid Connections data plane (our client)', () => {
   it('an expired token is refused', async () => {
     const keys = await keysOf(a);
     const expired = new Date(Date.now() - 1000);
-    await assert.rejects(connect(a, token(keys, 'send', expired)), (err: unknown) => err instanceof RelayHandshakeError && err.statusCode === 401);
+    await assert.rejects(
+      connect(a, token(keys, 'send', expired)),
+      (err: unknown) => err instanceof RelayHandshakeError && err.statusCode === 401,
+    );
     const l = listen(a, token(keys, 'listen', expired));
     const end = ended(l);
     await assert.rejects(l.start());
@@ -132,10 +162,15 @@ describe('Hybrid Connections data plane (our client)', () => {
 
   it('a listener rejects with a status: the sender gets that status', async () => {
     const keys = await keysOf(a);
-    const listener = listen(a, token(keys, 'listen'), { acceptFilter: () => ({ statusCode: 418, statusDescription: 'Not today' }) });
+    const listener = listen(a, token(keys, 'listen'), {
+      acceptFilter: () => ({ statusCode: 418, statusDescription: 'Not today' }),
+    });
     const rejected = once(listener, 'rejected');
     await listener.start();
-    await assert.rejects(connect(a, token(keys, 'send')), (err: unknown) => err instanceof RelayHandshakeError && err.statusCode === 418);
+    await assert.rejects(
+      connect(a, token(keys, 'send')),
+      (err: unknown) => err instanceof RelayHandshakeError && err.statusCode === 418,
+    );
     const [info, decision] = await rejected;
     assert.equal((decision as { statusCode: number }).statusCode, 418);
     assert.ok((info as { headers: Record<string, string> }).headers['Sec-WebSocket-Key']);
@@ -158,7 +193,9 @@ describe('Hybrid Connections data plane (our client)', () => {
   it('a token provider renews the control channel before expiry; a refused renewal closes it with 1008', async () => {
     const keys = await keysOf(a);
     let calls = 0;
-    const listener = listen(a, () => token(keys, ++calls <= 2 ? 'listen' : 'send', new Date(Date.now() + 2000)), { renewBeforeExpiryMs: 1500 });
+    const listener = listen(a, () => token(keys, ++calls <= 2 ? 'listen' : 'send', new Date(Date.now() + 2000)), {
+      renewBeforeExpiryMs: 1500,
+    });
     const offline: unknown[] = [];
     listener.on('offline', (e) => offline.push(e));
     const end = ended(listener);
@@ -220,7 +257,10 @@ describe('Hybrid Connections data plane (our client)', () => {
 
     const l2 = listen(a, oldListen);
     await assert.rejects(l2.start());
-    await assert.rejects(connect(a, oldSend), (err: unknown) => err instanceof RelayHandshakeError && err.statusCode === 401);
+    await assert.rejects(
+      connect(a, oldSend),
+      (err: unknown) => err instanceof RelayHandshakeError && err.statusCode === 401,
+    );
     // The fresh keys work.
     const fresh = await keysOf(a);
     const l3 = listen(a, token(fresh, 'listen'));

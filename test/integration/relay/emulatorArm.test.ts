@@ -34,7 +34,11 @@ describe('relay emulator ARM surface', () => {
           res.on('data', (c: Buffer) => chunks.push(c));
           res.on('end', () => {
             const text = Buffer.concat(chunks).toString();
-            resolve({ status: res.statusCode ?? 0, headers: res.headers, body: text ? (JSON.parse(text) as unknown) : undefined });
+            resolve({
+              status: res.statusCode ?? 0,
+              headers: res.headers,
+              body: text ? (JSON.parse(text) as unknown) : undefined,
+            });
           });
         },
       );
@@ -83,7 +87,12 @@ describe('relay emulator ARM surface', () => {
   it('refuses a request without a bearer token, and a name taken in another resource group', async () => {
     const name = namespaceName('arm');
     assert.equal((await raw('GET', nsPath(name), undefined, false)).status, 401);
-    await api.namespaces.beginCreateOrUpdateAndWait(RESOURCE_GROUP, name, { location: LOCATION }, { updateIntervalInMs: 20 });
+    await api.namespaces.beginCreateOrUpdateAndWait(
+      RESOURCE_GROUP,
+      name,
+      { location: LOCATION },
+      { updateIntervalInMs: 20 },
+    );
     const clash = await raw('PUT', nsPath(name, 'other-rg'), { location: LOCATION });
     assert.equal(clash.status, 409);
     assert.equal((clash.body as { error: { code: string } }).error.code, 'Conflict');
@@ -91,18 +100,30 @@ describe('relay emulator ARM surface', () => {
 
   it('every new namespace has RootManageSharedAccessKey; regenerateKeys changes only the key asked for', async () => {
     const name = namespaceName('arm');
-    await api.namespaces.beginCreateOrUpdateAndWait(RESOURCE_GROUP, name, { location: LOCATION }, { updateIntervalInMs: 20 });
+    await api.namespaces.beginCreateOrUpdateAndWait(
+      RESOURCE_GROUP,
+      name,
+      { location: LOCATION },
+      { updateIntervalInMs: 20 },
+    );
     const root = await api.namespaces.getAuthorizationRule(RESOURCE_GROUP, name, 'RootManageSharedAccessKey');
     assert.deepEqual([...root.rights].sort(), ['Listen', 'Manage', 'Send']);
     const before = await api.namespaces.listKeys(RESOURCE_GROUP, name, 'RootManageSharedAccessKey');
-    const after = await api.namespaces.regenerateKeys(RESOURCE_GROUP, name, 'RootManageSharedAccessKey', { keyType: 'SecondaryKey' });
+    const after = await api.namespaces.regenerateKeys(RESOURCE_GROUP, name, 'RootManageSharedAccessKey', {
+      keyType: 'SecondaryKey',
+    });
     assert.equal(after.primaryKey, before.primaryKey);
     assert.notEqual(after.secondaryKey, before.secondaryKey);
   });
 
   it('deleting a namespace closes its listeners with 1001', async () => {
     const name = namespaceName('arm');
-    const ns = await api.namespaces.beginCreateOrUpdateAndWait(RESOURCE_GROUP, name, { location: LOCATION }, { updateIntervalInMs: 20 });
+    const ns = await api.namespaces.beginCreateOrUpdateAndWait(
+      RESOURCE_GROUP,
+      name,
+      { location: LOCATION },
+      { updateIntervalInMs: 20 },
+    );
     await api.hybridConnections.createOrUpdate(RESOURCE_GROUP, name, 'tunnel', {});
     const root = await api.namespaces.listKeys(RESOURCE_GROUP, name, 'RootManageSharedAccessKey');
     const endpoint = ns.serviceBusEndpoint ?? '';
@@ -110,7 +131,12 @@ describe('relay emulator ARM surface', () => {
       endpoint,
       hybridConnection: 'tunnel',
       // A namespace-wide Manage token covers every hybrid connection.
-      token: createSasToken({ resourceUri: endpoint, keyName: 'RootManageSharedAccessKey', key: root.primaryKey ?? '', expiresAt: new Date(Date.now() + 600_000) }),
+      token: createSasToken({
+        resourceUri: endpoint,
+        keyName: 'RootManageSharedAccessKey',
+        key: root.primaryKey ?? '',
+        expiresAt: new Date(Date.now() + 600_000),
+      }),
       ca: emulator.caCertPem,
     });
     await listener.start();

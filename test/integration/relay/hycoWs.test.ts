@@ -12,7 +12,14 @@ import { after, before, describe, it } from 'node:test';
 import { connectHybridConnection, HybridConnectionListener } from '../../../lib/relay/hybridConnection';
 import { createRelayApiFactory, type PreparedNamespace, type SessionKeys } from '../../../lib/relay/relayManager';
 import { createSasToken } from '../../../lib/relay/sas';
-import { LOCATION, namespaceName, RESOURCE_GROUP, startRelayTestEnv, SUBSCRIPTION, type RelayTestEnv } from './relayTestEnv';
+import {
+  LOCATION,
+  namespaceName,
+  RESOURCE_GROUP,
+  startRelayTestEnv,
+  SUBSCRIPTION,
+  type RelayTestEnv,
+} from './relayTestEnv';
 
 interface ChildReply {
   ok: boolean;
@@ -43,8 +50,18 @@ describe('hyco-ws against the emulator', () => {
 
   before(async () => {
     env = await startRelayTestEnv();
-    prepared = await env.manager.prepareNamespace({ subscriptionId: SUBSCRIPTION, resourceGroup: RESOURCE_GROUP, location: LOCATION, name: namespaceName('hy') });
-    keys = await env.manager.getSessionKeys({ subscriptionId: SUBSCRIPTION, resourceGroup: RESOURCE_GROUP, name: prepared.name, endpoint: prepared.endpoint });
+    prepared = await env.manager.prepareNamespace({
+      subscriptionId: SUBSCRIPTION,
+      resourceGroup: RESOURCE_GROUP,
+      location: LOCATION,
+      name: namespaceName('hy'),
+    });
+    keys = await env.manager.getSessionKeys({
+      subscriptionId: SUBSCRIPTION,
+      resourceGroup: RESOURCE_GROUP,
+      name: prepared.name,
+      endpoint: prepared.endpoint,
+    });
     tmpDir = fs.mkdtempSync(path.join(os.tmpdir(), 'relay-emulator-ca-'));
     const caFile = path.join(tmpDir, 'ca.pem');
     fs.writeFileSync(caFile, env.emulator.caCertPem);
@@ -79,7 +96,12 @@ describe('hyco-ws against the emulator', () => {
 
   it('a hyco-ws listener registers with its own token format and echoes for our sender', async () => {
     assert.deepEqual(await ask({ cmd: 'listen' }), { ok: true });
-    const sender = await connectHybridConnection(prepared.endpoint, prepared.hybridConnection, createSasToken({ resourceUri: keys.audience, ...keys.send, expiresAt: new Date(Date.now() + 600_000) }), { ca: env.emulator.caCertPem });
+    const sender = await connectHybridConnection(
+      prepared.endpoint,
+      prepared.hybridConnection,
+      createSasToken({ resourceUri: keys.audience, ...keys.send, expiresAt: new Date(Date.now() + 600_000) }),
+      { ca: env.emulator.caCertPem },
+    );
     const payload = randomBytes(256 * 1024);
     const chunks: Buffer[] = [];
     let got = 0;
@@ -127,7 +149,9 @@ describe('hyco-ws against the emulator', () => {
   });
 
   async function listenerCount(): Promise<number> {
-    const api = createRelayApiFactory({ endpoint: env.emulator.armEndpoint, caPem: env.emulator.caCertPem })(SUBSCRIPTION);
+    const api = createRelayApiFactory({ endpoint: env.emulator.armEndpoint, caPem: env.emulator.caCertPem })(
+      SUBSCRIPTION,
+    );
     const hc = await api.hybridConnections.get(RESOURCE_GROUP, prepared.name, prepared.hybridConnection);
     return hc.listenerCount ?? 0;
   }

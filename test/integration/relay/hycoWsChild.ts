@@ -41,10 +41,13 @@ function main(raw: string): void {
   rl.on('line', (line) => {
     const cmd = JSON.parse(line) as { cmd: string; bytes?: number; tokenKind?: 'listen' | 'send' };
     if (cmd.cmd === 'listen') {
-      server = WS.createRelayedServer({ server: `${params.baseUrl}?sb-hc-action=listen`, token: tokenFor('listen') }, (ws) => {
-        ws.on('message', (data) => ws.send(data as Buffer, { binary: true }));
-        ws.on('error', () => undefined);
-      });
+      server = WS.createRelayedServer(
+        { server: `${params.baseUrl}?sb-hc-action=listen`, token: tokenFor('listen') },
+        (ws) => {
+          ws.on('message', (data) => ws.send(data as Buffer, { binary: true }));
+          ws.on('error', () => undefined);
+        },
+      );
       let answered = false;
       server.on('listening', () => {
         if (!answered) reply({ ok: true });

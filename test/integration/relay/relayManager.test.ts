@@ -11,7 +11,14 @@ import {
   RelayQuotaExceededError,
   RelayResourceNotFoundError,
 } from '../../../lib/relay/relayManager';
-import { LOCATION, namespaceName, RESOURCE_GROUP, startRelayTestEnv, SUBSCRIPTION, type RelayTestEnv } from './relayTestEnv';
+import {
+  LOCATION,
+  namespaceName,
+  RESOURCE_GROUP,
+  startRelayTestEnv,
+  SUBSCRIPTION,
+  type RelayTestEnv,
+} from './relayTestEnv';
 
 describe('RelayManager against the relay emulator', () => {
   let env: RelayTestEnv;
@@ -25,7 +32,13 @@ describe('RelayManager against the relay emulator', () => {
   });
 
   const prepare = (name = namespaceName(), tags: Record<string, string> = { pool: 'test' }) =>
-    env.manager.prepareNamespace({ subscriptionId: SUBSCRIPTION, resourceGroup: RESOURCE_GROUP, location: LOCATION, name, tags });
+    env.manager.prepareNamespace({
+      subscriptionId: SUBSCRIPTION,
+      resourceGroup: RESOURCE_GROUP,
+      location: LOCATION,
+      name,
+      tags,
+    });
 
   it('prepares a namespace with one hybrid connection and a Listen-only and a Send-only rule, in 4 writes', async () => {
     env.emulator.resetStats();
@@ -38,7 +51,11 @@ describe('RelayManager against the relay emulator', () => {
     assert.equal(ns.provisioningState, 'Succeeded');
     assert.deepEqual(ns.tags, { pool: 'test' });
     const rules: Record<string, string[]> = {};
-    for await (const r of api.hybridConnections.listAuthorizationRules(RESOURCE_GROUP, prepared.name, prepared.hybridConnection)) {
+    for await (const r of api.hybridConnections.listAuthorizationRules(
+      RESOURCE_GROUP,
+      prepared.name,
+      prepared.hybridConnection,
+    )) {
       rules[r.name ?? ''] = r.rights;
     }
     assert.deepEqual(rules, { [prepared.listenRule]: ['Listen'], [prepared.sendRule]: ['Send'] });
@@ -46,12 +63,21 @@ describe('RelayManager against the relay emulator', () => {
 
   it('a second prepare writes nothing, and a half-done namespace is finished', async () => {
     const name = namespaceName();
-    await api.namespaces.beginCreateOrUpdateAndWait(RESOURCE_GROUP, name, { location: LOCATION }, { updateIntervalInMs: 20 });
+    await api.namespaces.beginCreateOrUpdateAndWait(
+      RESOURCE_GROUP,
+      name,
+      { location: LOCATION },
+      { updateIntervalInMs: 20 },
+    );
     const finished = await prepare(name);
     assert.equal(finished.arm.writes, 3, 'the hybrid connection and two rules were missing');
     const again = await prepare(name);
     assert.equal(again.arm.writes, 0);
-    const keys = await env.manager.getSessionKeys({ subscriptionId: SUBSCRIPTION, resourceGroup: RESOURCE_GROUP, name });
+    const keys = await env.manager.getSessionKeys({
+      subscriptionId: SUBSCRIPTION,
+      resourceGroup: RESOURCE_GROUP,
+      name,
+    });
     assert.equal(keys.endpoint, finished.endpoint);
     assert.notEqual(keys.listen.key, keys.send.key);
   });
@@ -59,17 +85,32 @@ describe('RelayManager against the relay emulator', () => {
   it('lists namespaces by tag, in a resource group and across the subscription', async () => {
     const tagged = await prepare(namespaceName(), { pool: 'list-test', owner: 'relay-broker' });
     await prepare(namespaceName(), { pool: 'other' });
-    const inGroup = await env.manager.listNamespaces({ subscriptionId: SUBSCRIPTION, resourceGroup: RESOURCE_GROUP, tag: { name: 'pool', value: 'list-test' } });
-    assert.deepEqual(inGroup.map((n) => n.name), [tagged.name]);
+    const inGroup = await env.manager.listNamespaces({
+      subscriptionId: SUBSCRIPTION,
+      resourceGroup: RESOURCE_GROUP,
+      tag: { name: 'pool', value: 'list-test' },
+    });
+    assert.deepEqual(
+      inGroup.map((n) => n.name),
+      [tagged.name],
+    );
     assert.equal(inGroup[0].resourceGroup, RESOURCE_GROUP);
     assert.equal(inGroup[0].endpoint, tagged.endpoint);
     const inSubscription = await env.manager.listNamespaces({ subscriptionId: SUBSCRIPTION, tag: { name: 'owner' } });
-    assert.deepEqual(inSubscription.map((n) => n.name), [tagged.name]);
+    assert.deepEqual(
+      inSubscription.map((n) => n.name),
+      [tagged.name],
+    );
   });
 
   it('recycle replaces the hybrid connection and its keys in at most 6 writes (4 by default)', async () => {
     const prepared = await prepare();
-    const ref = { subscriptionId: SUBSCRIPTION, resourceGroup: RESOURCE_GROUP, name: prepared.name, endpoint: prepared.endpoint };
+    const ref = {
+      subscriptionId: SUBSCRIPTION,
+      resourceGroup: RESOURCE_GROUP,
+      name: prepared.name,
+      endpoint: prepared.endpoint,
+    };
     const before = await env.manager.getSessionKeys(ref);
     env.emulator.resetStats();
     const result = await env.manager.recycle(ref);
@@ -95,7 +136,10 @@ describe('RelayManager against the relay emulator', () => {
     const prepared = await prepare();
     const ref = { subscriptionId: SUBSCRIPTION, resourceGroup: RESOURCE_GROUP, name: prepared.name };
     await env.manager.deleteNamespace(ref);
-    await assert.rejects(api.namespaces.get(RESOURCE_GROUP, prepared.name), (err: { statusCode?: number }) => err.statusCode === 404);
+    await assert.rejects(
+      api.namespaces.get(RESOURCE_GROUP, prepared.name),
+      (err: { statusCode?: number }) => err.statusCode === 404,
+    );
     await env.manager.deleteNamespace(ref);
     await assert.rejects(env.manager.getSessionKeys(ref), RelayResourceNotFoundError);
   });
@@ -108,11 +152,20 @@ describe('RelayManager against the relay emulator', () => {
 
   it('survives 429 with Retry-After on create, honouring the header', async () => {
     const name = namespaceName();
-    env.emulator.faults.add({ op: 'namespaces.createOrUpdate', kind: '429', count: 2, retryAfterSeconds: 3, namePattern: name });
+    env.emulator.faults.add({
+      op: 'namespaces.createOrUpdate',
+      kind: '429',
+      count: 2,
+      retryAfterSeconds: 3,
+      namePattern: name,
+    });
     env.sleeps.length = 0;
     const prepared = await prepare(name);
     assert.equal(prepared.name, name);
-    assert.deepEqual(env.sleeps.filter((ms) => ms === 3000), [3000, 3000]);
+    assert.deepEqual(
+      env.sleeps.filter((ms) => ms === 3000),
+      [3000, 3000],
+    );
     assert.equal(prepared.arm.writes, 6, 'two throttled PUTs are counted');
   });
 
@@ -128,9 +181,20 @@ describe('RelayManager against the relay emulator', () => {
   it('survives a slow answer by timing the attempt out and retrying', async () => {
     const prepared = await prepare();
     const manager = env.makeManager({ retry: { attemptTimeoutMs: 200 } });
-    env.emulator.faults.add({ op: 'hybridConnections.listKeys', kind: 'slow', delayMs: 1500, count: 1, namePattern: prepared.name });
+    env.emulator.faults.add({
+      op: 'hybridConnections.listKeys',
+      kind: 'slow',
+      delayMs: 1500,
+      count: 1,
+      namePattern: prepared.name,
+    });
     env.emulator.resetStats();
-    const keys = await manager.getSessionKeys({ subscriptionId: SUBSCRIPTION, resourceGroup: RESOURCE_GROUP, name: prepared.name, endpoint: prepared.endpoint });
+    const keys = await manager.getSessionKeys({
+      subscriptionId: SUBSCRIPTION,
+      resourceGroup: RESOURCE_GROUP,
+      name: prepared.name,
+      endpoint: prepared.endpoint,
+    });
     assert.ok(keys.listen.key && keys.send.key);
     assert.equal(env.emulator.stats().byOperation['hybridConnections.listKeys'], 3, 'two rules, one retried');
   });
@@ -138,7 +202,13 @@ describe('RelayManager against the relay emulator', () => {
   it('gives up on persistent throttling after the bounded attempts', async () => {
     const prepared = await prepare();
     const manager = env.makeManager({ retry: { maxAttempts: 3 } });
-    env.emulator.faults.add({ op: 'hybridConnections.delete', kind: '429', count: Infinity, retryAfterSeconds: 1, namePattern: prepared.name });
+    env.emulator.faults.add({
+      op: 'hybridConnections.delete',
+      kind: '429',
+      count: Infinity,
+      retryAfterSeconds: 1,
+      namePattern: prepared.name,
+    });
     env.emulator.resetStats();
     try {
       await assert.rejects(
@@ -156,8 +226,14 @@ describe('RelayManager against the relay emulator', () => {
     env.emulator.faults.add({ op: 'namespaces.createOrUpdate', kind: 'stuckActivating', namePattern: name });
     const manager = env.makeManager({ activationTimeoutMs: 300 });
     await assert.rejects(
-      manager.prepareNamespace({ subscriptionId: SUBSCRIPTION, resourceGroup: RESOURCE_GROUP, location: LOCATION, name }),
-      (err: unknown) => err instanceof RelayActivationTimeoutError && /did not finish activating within 300 ms/.test(err.message),
+      manager.prepareNamespace({
+        subscriptionId: SUBSCRIPTION,
+        resourceGroup: RESOURCE_GROUP,
+        location: LOCATION,
+        name,
+      }),
+      (err: unknown) =>
+        err instanceof RelayActivationTimeoutError && /did not finish activating within 300 ms/.test(err.message),
     );
     const ns = await api.namespaces.get(RESOURCE_GROUP, name);
     assert.equal(ns.provisioningState, 'Created');
@@ -174,11 +250,19 @@ describe('RelayManager and the namespace quota', () => {
   });
 
   it('the namespace past the subscription quota gets RelayQuotaExceededError', async () => {
-    const input = (name: string) => ({ subscriptionId: SUBSCRIPTION, resourceGroup: RESOURCE_GROUP, location: LOCATION, name });
+    const input = (name: string) => ({
+      subscriptionId: SUBSCRIPTION,
+      resourceGroup: RESOURCE_GROUP,
+      location: LOCATION,
+      name,
+    });
     await env.manager.prepareNamespace(input(namespaceName()));
     await env.manager.prepareNamespace(input(namespaceName()));
     await assert.rejects(env.manager.prepareNamespace(input(namespaceName())), RelayQuotaExceededError);
-    const other = await env.manager.prepareNamespace({ ...input(namespaceName()), subscriptionId: '00000000-0000-0000-0000-000000000002' });
+    const other = await env.manager.prepareNamespace({
+      ...input(namespaceName()),
+      subscriptionId: '00000000-0000-0000-0000-000000000002',
+    });
     assert.ok(other.endpoint, 'the quota is per subscription');
   });
 });

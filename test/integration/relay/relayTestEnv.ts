@@ -23,7 +23,11 @@ export async function startRelayTestEnv(
   const sleeps: number[] = [];
   const makeManager = (options: Partial<RelayManagerOptions> = {}): RelayManager =>
     new RelayManager({
-      apiFactory: createRelayApiFactory({ endpoint: emulator.armEndpoint, caPem: emulator.caCertPem, lroPollIntervalMs: 20 }),
+      apiFactory: createRelayApiFactory({
+        endpoint: emulator.armEndpoint,
+        caPem: emulator.caCertPem,
+        lroPollIntervalMs: 20,
+      }),
       // Record the delay asked for, wait at most 25 ms: tests show Retry-After is honoured without waiting for it.
       sleep: (ms) => {
         sleeps.push(ms);

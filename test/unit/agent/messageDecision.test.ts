@@ -15,7 +15,13 @@ function open(overrides: Partial<SessionOpenMessage> = {}): SessionOpenMessage {
     sessionId: '11111111-1111-4111-8111-111111111111',
     deviceId: 'plc-7',
     port: 3389,
-    relay: { namespace: 'ns', endpoint: 'https://ns.servicebus.windows.net/', hybridConnection: 'tunnel', listenToken: 'SharedAccessSignature sr=x&sig=y&se=1&skn=l', expiresAt: later(3600_000) },
+    relay: {
+      namespace: 'ns',
+      endpoint: 'https://ns.servicebus.windows.net/',
+      hybridConnection: 'tunnel',
+      listenToken: 'SharedAccessSignature sr=x&sig=y&se=1&skn=l',
+      expiresAt: later(3600_000),
+    },
     readyUrl: 'https://app/api/sessions/1/ready',
     readyToken: 'r'.repeat(43),
     notAfter: later(30_000),
@@ -58,7 +64,10 @@ describe('agent message decisions', () => {
   });
   it('ignores a duplicate open for a session running or already handled', () => {
     const m = open();
-    assert.deepEqual(decideMessage(encodeDeviceMessage(m), ctx({ running: new Set([m.sessionId]) })).action === 'ignore' && 'dup', 'dup');
+    assert.deepEqual(
+      decideMessage(encodeDeviceMessage(m), ctx({ running: new Set([m.sessionId]) })).action === 'ignore' && 'dup',
+      'dup',
+    );
     const d = decideMessage(encodeDeviceMessage(m), ctx({ handled: new Set([m.sessionId]) }));
     assert.deepEqual(d.action === 'ignore' && d.reason, 'duplicate');
   });
@@ -67,13 +76,26 @@ describe('agent message decisions', () => {
     assert.deepEqual(d.action === 'ignore' && d.reason, 'other_device');
   });
   it('closes a running session on session.close, ignores one for a session not running', () => {
-    const close = encodeDeviceMessage({ type: 'session.close', version: 1, sessionId: 's-1', deviceId: 'plc-7', reason: 'requested' });
+    const close = encodeDeviceMessage({
+      type: 'session.close',
+      version: 1,
+      sessionId: 's-1',
+      deviceId: 'plc-7',
+      reason: 'requested',
+    });
     assert.equal(decideMessage(close, ctx({ running: new Set(['s-1']) })).action, 'close');
     const d = decideMessage(close, ctx());
     assert.deepEqual(d.action === 'ignore' && d.reason, 'unknown_session');
   });
   it('drops what is not base64 JSON or not a device message, without echoing its content', () => {
-    for (const text of ['%%%', Buffer.from('not json').toString('base64'), Buffer.from(JSON.stringify({ type: 'session.open', version: 2, listenToken: 'SharedAccessSignature secret' })).toString('base64'), '']) {
+    for (const text of [
+      '%%%',
+      Buffer.from('not json').toString('base64'),
+      Buffer.from(
+        JSON.stringify({ type: 'session.open', version: 2, listenToken: 'SharedAccessSignature secret' }),
+      ).toString('base64'),
+      '',
+    ]) {
       const d = decideMessage(text, ctx());
       assert.equal(d.action, 'drop', text);
       assert.ok(d.action === 'drop' && !d.detail.includes('secret'));

@@ -2,7 +2,15 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { InvalidArgumentError } from 'commander';
-import { collectTag, parseAllowList, parseDeviceId, parseListen, parsePort, parsePositiveInt, parseSessionId } from '../../../agent/options';
+import {
+  collectTag,
+  parseAllowList,
+  parseDeviceId,
+  parseListen,
+  parsePort,
+  parsePositiveInt,
+  parseSessionId,
+} from '../../../agent/options';
 
 const usage = (fn: () => unknown): void => assert.throws(fn, InvalidArgumentError);
 

@@ -19,7 +19,10 @@ describe('LocalIssuer', () => {
   });
 
   it('serves a discovery document that points at its JWKS, and a JWKS without private members', async () => {
-    const discovery = (await (await fetch(`${issuer.url}/.well-known/openid-configuration`)).json()) as Record<string, unknown>;
+    const discovery = (await (await fetch(`${issuer.url}/.well-known/openid-configuration`)).json()) as Record<
+      string,
+      unknown
+    >;
     assert.equal(discovery.issuer, issuer.issuer);
     assert.equal(discovery.jwks_uri, issuer.jwksUrl);
     const jwks = (await (await fetch(issuer.jwksUrl)).json()) as { keys: Array<Record<string, unknown>> };
@@ -38,7 +41,11 @@ describe('LocalIssuer', () => {
     assert.equal(loaded.currentKid, issuer.currentKid);
     const token = await loaded.mint({ sub: 'cli-user', roles: ['operator'], ttlSeconds: 60 });
     const auth = new Authenticator(issuer.authenticatorOptions());
-    assert.deepEqual(await auth.authenticate({ authorization: `Bearer ${token}` }), { id: 'cli-user', roles: ['operator'], via: 'local' });
+    assert.deepEqual(await auth.authenticate({ authorization: `Bearer ${token}` }), {
+      id: 'cli-user',
+      roles: ['operator'],
+      via: 'local',
+    });
   });
 
   it('refuses to load a key file other users can read', { skip: process.platform === 'win32' }, async () => {

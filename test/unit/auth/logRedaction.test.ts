@@ -16,28 +16,66 @@ const cases: Array<{ name: string; text: string; secret: string; kept?: string }
   { name: 'a JWT in a sentence', text: `validated token ${JWT} for alice`, secret: JWT, kept: 'for alice' },
   { name: 'an unsigned JWT', text: `got ${UNSIGNED_JWT} from client`, secret: UNSIGNED_JWT },
   { name: 'an Authorization header', text: `authorization: Bearer ${JWT}`, secret: JWT, kept: 'Bearer' },
-  { name: 'an opaque bearer token', text: 'Authorization: Bearer 0123456789abcdefghijKLMNOP', secret: '0123456789abcdefghijKLMNOP' },
+  {
+    name: 'an opaque bearer token',
+    text: 'Authorization: Bearer 0123456789abcdefghijKLMNOP',
+    secret: '0123456789abcdefghijKLMNOP',
+  },
   { name: 'a relay SAS token', text: `listener opened with ${RELAY_SAS} ok`, secret: SIG, kept: 'ok' },
-  { name: 'a relay SAS token in JSON', text: JSON.stringify({ sendToken: RELAY_SAS, sessionId: 's-1' }), secret: SIG, kept: '"sessionId":"s-1"' },
+  {
+    name: 'a relay SAS token in JSON',
+    text: JSON.stringify({ sendToken: RELAY_SAS, sessionId: 's-1' }),
+    secret: SIG,
+    kept: '"sessionId":"s-1"',
+  },
   {
     name: 'a queue SAS URL',
     text: `GET https://acct.queue.core.windows.net/dev-x/messages?sv=2024-08-04&si=p1&sig=${SIG}&sp=rp`,
     secret: SIG,
     kept: 'sp=rp',
   },
-  { name: 'a relay WebSocket URL', text: `wss://ns.servicebus.windows.net/$hc/hc?sb-hc-action=listen&sb-hc-token=${encodeURIComponent(RELAY_SAS)}&id=1`, secret: SIG, kept: '&id=1' },
+  {
+    name: 'a relay WebSocket URL',
+    text: `wss://ns.servicebus.windows.net/$hc/hc?sb-hc-action=listen&sb-hc-token=${encodeURIComponent(RELAY_SAS)}&id=1`,
+    secret: SIG,
+    kept: '&id=1',
+  },
   {
     name: 'a storage connection string',
     text: `AzureWebJobsStorage=DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=${ACCOUNT_KEY};QueueEndpoint=http://127.0.0.1:1/x`,
     secret: ACCOUNT_KEY,
     kept: 'AccountName=devstoreaccount1',
   },
-  { name: 'a storage connection string SAS member', text: `BlobEndpoint=x;SharedAccessSignature=sv=2024&sig=${SIG}`, secret: SIG },
-  { name: 'a relay connection string', text: 'Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=send;SharedAccessKey=S3cr3tKeyValue0123456789abcdefABCDEF=;EntityPath=hc', secret: 'S3cr3tKeyValue0123456789abcdefABCDEF=', kept: 'EntityPath=hc' },
-  { name: 'a readyToken in JSON', text: JSON.stringify({ type: 'session.open', readyToken: READY, port: 3389 }), secret: READY, kept: '"port":3389' },
-  { name: 'a readyToken in inspect output', text: `{ readyToken: '${READY}', deviceId: 'dev-1' }`, secret: READY, kept: "deviceId: 'dev-1'" },
+  {
+    name: 'a storage connection string SAS member',
+    text: `BlobEndpoint=x;SharedAccessSignature=sv=2024&sig=${SIG}`,
+    secret: SIG,
+  },
+  {
+    name: 'a relay connection string',
+    text: 'Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=send;SharedAccessKey=S3cr3tKeyValue0123456789abcdefABCDEF=;EntityPath=hc',
+    secret: 'S3cr3tKeyValue0123456789abcdefABCDEF=',
+    kept: 'EntityPath=hc',
+  },
+  {
+    name: 'a readyToken in JSON',
+    text: JSON.stringify({ type: 'session.open', readyToken: READY, port: 3389 }),
+    secret: READY,
+    kept: '"port":3389',
+  },
+  {
+    name: 'a readyToken in inspect output',
+    text: `{ readyToken: '${READY}', deviceId: 'dev-1' }`,
+    secret: READY,
+    kept: "deviceId: 'dev-1'",
+  },
   { name: 'a readyToken as a query parameter', text: `readyToken=${READY}&x=1`, secret: READY },
-  { name: 'an ARM listKeys answer', text: JSON.stringify({ primaryKey: ACCOUNT_KEY, secondaryKey: READY, keyName: 'send' }), secret: ACCOUNT_KEY, kept: '"keyName":"send"' },
+  {
+    name: 'an ARM listKeys answer',
+    text: JSON.stringify({ primaryKey: ACCOUNT_KEY, secondaryKey: READY, keyName: 'send' }),
+    secret: ACCOUNT_KEY,
+    kept: '"keyName":"send"',
+  },
   { name: 'a JSON field with escaped quotes', text: '{"listenToken":"abc\\"def ghi"}', secret: 'def ghi' },
 ];
 
@@ -61,7 +99,11 @@ describe('redactSecrets', () => {
     'uses SharedAccessSignature tokens minted from rule keys',
     'readyTokenSha256 stored',
     'signature verification failed; signed by an unknown key',
-    JSON.stringify({ sessionId: '7c1e', status: 'ready', relay: { namespace: 'rbk-0001', expiresAt: '2026-01-01T00:00:00Z' } }),
+    JSON.stringify({
+      sessionId: '7c1e',
+      status: 'ready',
+      relay: { namespace: 'rbk-0001', expiresAt: '2026-01-01T00:00:00Z' },
+    }),
   ];
   for (const text of clean) {
     it(`leaves ordinary text alone: ${text.slice(0, 50)}`, () => {

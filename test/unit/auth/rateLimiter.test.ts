@@ -38,14 +38,17 @@ describe('RateLimiter', () => {
     const limiter = new RateLimiter({ perMinute: 2 });
     limiter.enforce('alice', 0);
     limiter.enforce('alice', 0);
-    assert.throws(() => limiter.enforce('alice', 0), (err: unknown) => {
-      assert.ok(err instanceof RateLimitedError);
-      const problem = toProblem(err);
-      assert.equal(problem.status, 429);
-      assert.equal(problem.body.code, 'rate_limited');
-      assert.equal(problem.headers['retry-after'], '30');
-      return true;
-    });
+    assert.throws(
+      () => limiter.enforce('alice', 0),
+      (err: unknown) => {
+        assert.ok(err instanceof RateLimitedError);
+        const problem = toProblem(err);
+        assert.equal(problem.status, 429);
+        assert.equal(problem.body.code, 'rate_limited');
+        assert.equal(problem.headers['retry-after'], '30');
+        return true;
+      },
+    );
   });
 
   it('stays bounded: idle principals are forgotten first, active ones keep their state', () => {

@@ -5,8 +5,21 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import * as df from 'durable-functions';
 import type { OrchestrationContext } from 'durable-functions';
-import { ActionType, buildTriggerPayload, EventType, type HistoryEvent, parseOrchestratorState, parseOutOfProcError } from '../../../local/durable/protocol';
-import { crossCheckOpenTasks, decideEpisode, type ExecState, newExecState, retryDelayMs } from '../../../local/durable/replay';
+import {
+  ActionType,
+  buildTriggerPayload,
+  EventType,
+  type HistoryEvent,
+  parseOrchestratorState,
+  parseOutOfProcError,
+} from '../../../local/durable/protocol';
+import {
+  crossCheckOpenTasks,
+  decideEpisode,
+  type ExecState,
+  newExecState,
+  retryDelayMs,
+} from '../../../local/durable/replay';
 
 type Handler = (trigger: unknown, context: unknown) => Promise<unknown>;
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -29,15 +42,28 @@ class Driver {
   exec: ExecState = newExecState('exec-1');
   private readonly handler: Handler;
   private clock = T0;
-  constructor(fn: (ctx: OrchestrationContext) => Generator<unknown, unknown, unknown>, private readonly input: unknown = null) {
+  constructor(
+    fn: (ctx: OrchestrationContext) => Generator<unknown, unknown, unknown>,
+    private readonly input: unknown = null,
+  ) {
     this.handler = createOrchestrator(fn);
   }
 
   async episode(newEvent: HistoryEvent): Promise<EpisodeResult> {
     this.clock += 1000;
     const ts = new Date(this.clock).toISOString();
-    const started: HistoryEvent = { EventType: EventType.OrchestratorStarted, EventId: -1, IsPlayed: false, Timestamp: ts };
-    const payload = buildTriggerPayload({ history: [...this.history, started, newEvent], input: this.input, instanceId: 'inst', isReplaying: this.history.length > 0 });
+    const started: HistoryEvent = {
+      EventType: EventType.OrchestratorStarted,
+      EventId: -1,
+      IsPlayed: false,
+      Timestamp: ts,
+    };
+    const payload = buildTriggerPayload({
+      history: [...this.history, started, newEvent],
+      input: this.input,
+      instanceId: 'inst',
+      isReplaying: this.history.length > 0,
+    });
     const context = new df.DummyOrchestrationContext('orch', 'inv', () => undefined);
     let raw: unknown;
     let result;
@@ -49,12 +75,28 @@ class Driver {
       assert.ok(result, `orchestrator threw without state: ${(err as Error).message}`);
     }
     const before = this.exec.nextId;
-    const decision = decideEpisode({ exec: this.exec, instanceId: 'inst', newEvent, result, nowMs: this.clock, timestamp: ts });
-    const sdk = (context as unknown as { df: { taskOrchestratorExecutor: { openTasks: Record<string, { actionObj: unknown }> } } }).df.taskOrchestratorExecutor.openTasks;
+    const decision = decideEpisode({
+      exec: this.exec,
+      instanceId: 'inst',
+      newEvent,
+      result,
+      nowMs: this.clock,
+      timestamp: ts,
+    });
+    const sdk = (
+      context as unknown as { df: { taskOrchestratorExecutor: { openTasks: Record<string, { actionObj: unknown }> } } }
+    ).df.taskOrchestratorExecutor.openTasks;
     const open = new Map<number, string>();
-    for (const [k, t] of Object.entries(sdk)) open.set(Number(k), typeof t.actionObj === 'string' ? t.actionObj : String((t.actionObj as { actionType: number }).actionType));
-    if (decision.outcome.kind === 'running') assert.equal(crossCheckOpenTasks(decision.exec, open), undefined, 'engine and SDK agree on open task ids');
-    const newActions = result.actions.slice(this.exec.sigs.length).map((a) => `${a.actionType}:${a.functionName ?? a.externalEventName ?? ''}`);
+    for (const [k, t] of Object.entries(sdk))
+      open.set(
+        Number(k),
+        typeof t.actionObj === 'string' ? t.actionObj : String((t.actionObj as { actionType: number }).actionType),
+      );
+    if (decision.outcome.kind === 'running')
+      assert.equal(crossCheckOpenTasks(decision.exec, open), undefined, 'engine and SDK agree on open task ids');
+    const newActions = result.actions
+      .slice(this.exec.sigs.length)
+      .map((a) => `${a.actionType}:${a.functionName ?? a.externalEventName ?? ''}`);
     this.history.push(started, newEvent, ...decision.appended);
     this.exec = decision.exec;
     const allocated = Array.from({ length: decision.exec.nextId - before }, (_, i) => before + i);
@@ -62,19 +104,54 @@ class Driver {
   }
 
   start(): Promise<EpisodeResult> {
-    return this.episode({ EventType: EventType.ExecutionStarted, EventId: -1, IsPlayed: false, Timestamp: new Date(T0).toISOString(), Name: 'orch' });
+    return this.episode({
+      EventType: EventType.ExecutionStarted,
+      EventId: -1,
+      IsPlayed: false,
+      Timestamp: new Date(T0).toISOString(),
+      Name: 'orch',
+    });
   }
   completed(id: number, value: unknown): Promise<EpisodeResult> {
-    return this.episode({ EventType: EventType.TaskCompleted, EventId: -1, IsPlayed: false, Timestamp: new Date(this.clock).toISOString(), TaskScheduledId: id, Result: JSON.stringify(value) });
+    return this.episode({
+      EventType: EventType.TaskCompleted,
+      EventId: -1,
+      IsPlayed: false,
+      Timestamp: new Date(this.clock).toISOString(),
+      TaskScheduledId: id,
+      Result: JSON.stringify(value),
+    });
   }
   failed(id: number, reason: string): Promise<EpisodeResult> {
-    return this.episode({ EventType: EventType.TaskFailed, EventId: -1, IsPlayed: false, Timestamp: new Date(this.clock).toISOString(), TaskScheduledId: id, Reason: reason, Details: 'details' });
+    return this.episode({
+      EventType: EventType.TaskFailed,
+      EventId: -1,
+      IsPlayed: false,
+      Timestamp: new Date(this.clock).toISOString(),
+      TaskScheduledId: id,
+      Reason: reason,
+      Details: 'details',
+    });
   }
   timerFired(id: number): Promise<EpisodeResult> {
-    return this.episode({ EventType: EventType.TimerFired, EventId: -1, IsPlayed: false, Timestamp: new Date(this.clock).toISOString(), TimerId: id, FireAt: new Date(this.clock).toISOString() });
+    return this.episode({
+      EventType: EventType.TimerFired,
+      EventId: -1,
+      IsPlayed: false,
+      Timestamp: new Date(this.clock).toISOString(),
+      TimerId: id,
+      FireAt: new Date(this.clock).toISOString(),
+    });
   }
   raised(name: string, value: unknown): Promise<EpisodeResult> {
-    return this.episode({ EventType: EventType.EventRaised, EventId: -1, IsPlayed: false, Timestamp: new Date(this.clock).toISOString(), Name: name, Input: JSON.stringify(value) });
+    return this.episode({
+      EventType: EventType.EventRaised,
+      EventId: -1,
+      IsPlayed: false,
+      Timestamp: new Date(this.clock).toISOString(),
+      Name: name,
+      Input: JSON.stringify(value),
+    });
   }
 }
 
@@ -101,7 +178,12 @@ describe('golden histories through the real orchestrator (task id rules)', () =>
   it('numbers Task.all children in order and gives an external event no id', async () => {
     const d = new Driver(function* (ctx) {
       const ev = ctx.df.waitForExternalEvent('go');
-      const results: unknown = yield ctx.df.Task.all([ctx.df.callActivity('A'), ev, ctx.df.createTimer(new Date(T0 + 60_000)), ctx.df.callActivity('B')]);
+      const results: unknown = yield ctx.df.Task.all([
+        ctx.df.callActivity('A'),
+        ev,
+        ctx.df.createTimer(new Date(T0 + 60_000)),
+        ctx.df.callActivity('B'),
+      ]);
       return results;
     });
     const e1 = await d.start();
@@ -184,7 +266,14 @@ describe('golden histories through the real orchestrator (task id rules)', () =>
     assert.deepEqual(ids(e1.open), [0]);
     const created = d.history.find((e) => e.EventType === EventType.SubOrchestrationInstanceCreated);
     assert.equal(created?.Input, '{"x":1}', 'sub-orchestration inputs are not pre-encoded by the SDK');
-    const e2 = await d.episode({ EventType: EventType.SubOrchestrationInstanceCompleted, EventId: -1, IsPlayed: false, Timestamp: new Date(T0).toISOString(), TaskScheduledId: 0, Result: '"done"' });
+    const e2 = await d.episode({
+      EventType: EventType.SubOrchestrationInstanceCompleted,
+      EventId: -1,
+      IsPlayed: false,
+      Timestamp: new Date(T0).toISOString(),
+      TaskScheduledId: 0,
+      Result: '"done"',
+    });
     assert.equal(e2.outcome, 'continuedAsNew');
   });
 
@@ -214,7 +303,15 @@ describe('golden histories through the real orchestrator (task id rules)', () =>
 
 describe('retry delay arithmetic', () => {
   it('multiplies by the backoff coefficient and caps at the max interval', () => {
-    const o = { firstRetryIntervalInMilliseconds: 100, maxNumberOfAttempts: 5, backoffCoefficient: 2, maxRetryIntervalInMilliseconds: 300 };
-    assert.deepEqual([1, 2, 3, 4].map((n) => retryDelayMs(o, n)), [100, 200, 300, 300]);
+    const o = {
+      firstRetryIntervalInMilliseconds: 100,
+      maxNumberOfAttempts: 5,
+      backoffCoefficient: 2,
+      maxRetryIntervalInMilliseconds: 300,
+    };
+    assert.deepEqual(
+      [1, 2, 3, 4].map((n) => retryDelayMs(o, n)),
+      [100, 200, 300, 300],
+    );
   });
 });

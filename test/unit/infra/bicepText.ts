@@ -228,7 +228,8 @@ export function extractModuleCalls(text: string, source: string): ModuleCall[] {
     let paramNames: string[] = [];
     if (paramsEntry) {
       const v = paramsEntry.valueText;
-      if (!v.startsWith('{') || !v.endsWith('}')) throw new Error(`${source}: module ${m[1]} params is not an object literal`);
+      if (!v.startsWith('{') || !v.endsWith('}'))
+        throw new Error(`${source}: module ${m[1]} params is not an object literal`);
       paramNames = objectEntries(v.slice(1, -1), `${source} module ${m[1]} params`).map((e) => e.key);
     }
     calls.push({ symbol: m[1], path: m[2], paramNames });
@@ -294,7 +295,8 @@ export function isClean(r: SettingsReport): boolean {
 /** One line per problem, naming the settings, for assertion messages. */
 export function describeReport(r: SettingsReport): string {
   const lines: string[] = [];
-  if (r.missingRequired.length) lines.push(`required by lib/config.ts but missing from infra: ${r.missingRequired.join(', ')}`);
+  if (r.missingRequired.length)
+    lines.push(`required by lib/config.ts but missing from infra: ${r.missingRequired.join(', ')}`);
   if (r.unknown.length) lines.push(`in infra but unknown to lib/config.ts SETTINGS: ${r.unknown.join(', ')}`);
   if (r.localOnly.length) lines.push(`local-only settings set in infra: ${r.localOnly.join(', ')}`);
   if (r.duplicates.length) lines.push(`set twice in infra: ${r.duplicates.join(', ')}`);

@@ -32,8 +32,14 @@ const infraDir = path.join(root, 'infra');
 const read = (rel: string) => fs.readFileSync(path.join(root, rel), 'utf8');
 
 function bicepFiles(): string[] {
-  const top = fs.readdirSync(infraDir).filter((f) => f.endsWith('.bicep')).map((f) => `infra/${f}`);
-  const modules = fs.readdirSync(path.join(infraDir, 'modules')).filter((f) => f.endsWith('.bicep')).map((f) => `infra/modules/${f}`);
+  const top = fs
+    .readdirSync(infraDir)
+    .filter((f) => f.endsWith('.bicep'))
+    .map((f) => `infra/${f}`);
+  const modules = fs
+    .readdirSync(path.join(infraDir, 'modules'))
+    .filter((f) => f.endsWith('.bicep'))
+    .map((f) => `infra/modules/${f}`);
   return [...top, ...modules].sort();
 }
 
@@ -87,23 +93,36 @@ describe('infra app settings match lib/config.ts SETTINGS', () => {
   });
 
   it('a local-only setting deployed to Azure makes the check fail', () => {
-    const text = mainText.replace('  POOL_CAP: string(poolCap)\n', "  POOL_CAP: string(poolCap)\n  RELAY_ARM_CA_FILE: '/tmp/ca.pem'\n");
+    const text = mainText.replace(
+      '  POOL_CAP: string(poolCap)\n',
+      "  POOL_CAP: string(poolCap)\n  RELAY_ARM_CA_FILE: '/tmp/ca.pem'\n",
+    );
     const report = checkSettings(infraSettings(text), SETTINGS);
     assert.deepEqual(report.localOnly, ['RELAY_ARM_CA_FILE']);
   });
 
   it('no secret in app settings: no AzureWebJobsStorage connection string, secrets only as Key Vault references', () => {
     const settings = infraSettings();
-    assert.ok(!settings.some((e) => e.name === 'AzureWebJobsStorage'), 'AzureWebJobsStorage (a keyed connection string) must not be deployed');
+    assert.ok(
+      !settings.some((e) => e.name === 'AzureWebJobsStorage'),
+      'AzureWebJobsStorage (a keyed connection string) must not be deployed',
+    );
     // lib/config.ts documents its secrets as "A Key Vault reference in Azure."
     const secretNames = Object.entries(SETTINGS)
       .filter(([, s]) => s.doc.includes('Key Vault reference'))
       .map(([name]) => name);
-    assert.ok(secretNames.includes('STORAGE_ACCOUNT_KEY'), 'the catalogue no longer marks STORAGE_ACCOUNT_KEY as a Key Vault reference');
+    assert.ok(
+      secretNames.includes('STORAGE_ACCOUNT_KEY'),
+      'the catalogue no longer marks STORAGE_ACCOUNT_KEY as a Key Vault reference',
+    );
     for (const name of secretNames) {
       const entry = settings.find((e) => e.name === name);
       assert.ok(entry, `${name} missing`);
-      assert.match(entry.valueText, /^'@Microsoft\.KeyVault\(SecretUri=\$\{[^}]+\}\)'$/, `${name} must be a Key Vault reference`);
+      assert.match(
+        entry.valueText,
+        /^'@Microsoft\.KeyVault\(SecretUri=\$\{[^}]+\}\)'$/,
+        `${name} must be a Key Vault reference`,
+      );
     }
     for (const e of settings) {
       assert.doesNotMatch(e.valueText, /AccountKey=|listKeys\(|sealingKey\b/, `${e.name} carries a secret value`);
@@ -124,7 +143,11 @@ describe('infra parameters and modules line up', () => {
     const given = Object.keys((json as { parameters: Record<string, unknown> }).parameters);
     const params = extractParams(read('infra/main.bicep'));
     const declared = new Set(params.map((p) => p.name));
-    assert.deepEqual(given.filter((g) => !declared.has(g)), [], 'parameters file names params main.bicep does not declare');
+    assert.deepEqual(
+      given.filter((g) => !declared.has(g)),
+      [],
+      'parameters file names params main.bicep does not declare',
+    );
     assert.deepEqual(
       params.filter((p) => !p.hasDefault && !given.includes(p.name)).map((p) => p.name),
       [],
@@ -149,7 +172,8 @@ describe('infra parameters and modules line up', () => {
           if (!declared.has(passed)) problems.push(`${rel}: module ${call.symbol} passes unknown param ${passed}`);
         }
         for (const p of params) {
-          if (!p.hasDefault && !call.paramNames.includes(p.name)) problems.push(`${rel}: module ${call.symbol} misses required param ${p.name}`);
+          if (!p.hasDefault && !call.paramNames.includes(p.name))
+            problems.push(`${rel}: module ${call.symbol} misses required param ${p.name}`);
         }
       }
     }
@@ -191,7 +215,11 @@ describe('the Bicep text extractor', () => {
   });
 
   it('reads nested values as one setting and ignores their inner keys', () => {
-    const text = "var s = {\n  // app-settings:begin\n  A: empty(x) ? {\n    B: 1\n  } : 'y'\n  'C': '${x}'\n  // app-settings:end\n}";
-    assert.deepEqual(extractAppSettings(text, 't').map((e) => e.name), ['A', 'C']);
+    const text =
+      "var s = {\n  // app-settings:begin\n  A: empty(x) ? {\n    B: 1\n  } : 'y'\n  'C': '${x}'\n  // app-settings:end\n}";
+    assert.deepEqual(
+      extractAppSettings(text, 't').map((e) => e.name),
+      ['A', 'C'],
+    );
   });
 });

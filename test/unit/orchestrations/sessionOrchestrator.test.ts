@@ -5,13 +5,23 @@ import assert from 'node:assert/strict';
 import * as df from 'durable-functions';
 import type { OrchestrationContext } from 'durable-functions';
 import { sessionOrchestrator } from '../../../functions/sessionOrchestrator';
-import { ActionType, buildTriggerPayload, EventType, parseOrchestratorState, parseOutOfProcError, type HistoryEvent, type OrchestratorResult } from '../../../local/durable/protocol';
+import {
+  ActionType,
+  buildTriggerPayload,
+  EventType,
+  parseOrchestratorState,
+  parseOutOfProcError,
+  type HistoryEvent,
+  type OrchestratorResult,
+} from '../../../local/durable/protocol';
 
 type Handler = (trigger: unknown, context: unknown) => Promise<unknown>;
 const { createOrchestrator } = require('durable-functions/lib/src/util/testingUtils') as {
   createOrchestrator(fn: (ctx: OrchestrationContext) => Generator<unknown, unknown, unknown>): Handler;
 };
-const handler = createOrchestrator(sessionOrchestrator as (ctx: OrchestrationContext) => Generator<unknown, unknown, unknown>);
+const handler = createOrchestrator(
+  sessionOrchestrator as (ctx: OrchestrationContext) => Generator<unknown, unknown, unknown>,
+);
 
 const T0 = Date.parse('2026-11-25T10:00:00Z');
 const input = {
@@ -46,10 +56,18 @@ class History {
     return this;
   }
   start(): this {
-    return this.episode(0, { EventType: EventType.ExecutionStarted, Name: 'sessionOrchestrator', Input: JSON.stringify(input) });
+    return this.episode(0, {
+      EventType: EventType.ExecutionStarted,
+      Name: 'sessionOrchestrator',
+      Input: JSON.stringify(input),
+    });
   }
   completed(at: number, id: number, result: unknown): this {
-    return this.episode(at, { EventType: EventType.TaskCompleted, TaskScheduledId: id, Result: JSON.stringify(result) });
+    return this.episode(at, {
+      EventType: EventType.TaskCompleted,
+      TaskScheduledId: id,
+      Result: JSON.stringify(result),
+    });
   }
   failed(at: number, id: number, reason: string): this {
     return this.episode(at, { EventType: EventType.TaskFailed, TaskScheduledId: id, Reason: reason, Details: 'stack' });
@@ -74,8 +92,16 @@ async function replay(h: History): Promise<OrchestratorResult> {
   }
 }
 
-const inputOf = (a: { input?: unknown }) => (typeof a.input === 'string' ? (JSON.parse(a.input) as unknown) : a.input) as Record<string, unknown>;
-const names = (r: OrchestratorResult) => r.actions.map((a) => (a.actionType === ActionType.WaitForExternalEvent ? `wait:${a.externalEventName}` : a.actionType === ActionType.CreateTimer ? 'timer' : String(a.functionName)));
+const inputOf = (a: { input?: unknown }) =>
+  (typeof a.input === 'string' ? (JSON.parse(a.input) as unknown) : a.input) as Record<string, unknown>;
+const names = (r: OrchestratorResult) =>
+  r.actions.map((a) =>
+    a.actionType === ActionType.WaitForExternalEvent
+      ? `wait:${a.externalEventName}`
+      : a.actionType === ActionType.CreateTimer
+        ? 'timer'
+        : String(a.functionName),
+  );
 
 // Task ids in order: 0 openSession, 1 ready timer, 2 markSessionReady, 3 lifetime timer, then the end.
 describe('sessionOrchestrator (synthetic histories)', () => {
@@ -89,7 +115,11 @@ describe('sessionOrchestrator (synthetic histories)', () => {
     const r = await replay(new History().start().completed(100, 0, opened));
     assert.deepEqual(names(r).slice(1), ['wait:DeviceReady', 'wait:EndSession', 'timer']);
     const timer = r.actions.find((a) => a.actionType === ActionType.CreateTimer)!;
-    assert.equal(timer.fireAt, new Date(T0 + 100 + 7000).toISOString(), 'the ready timer counts from the orchestration clock');
+    assert.equal(
+      timer.fireAt,
+      new Date(T0 + 100 + 7000).toISOString(),
+      'the ready timer counts from the orchestration clock',
+    );
     assert.deepEqual(r.customStatus, { status: 'pending', namespace: 'rbk-ns-1' });
   });
 
@@ -135,7 +165,12 @@ describe('sessionOrchestrator (synthetic histories)', () => {
   });
 
   it('the lifetime timer ends a ready session with reason lifetime', async () => {
-    const h = new History().start().completed(100, 0, opened).raised(900, 'DeviceReady', {}).completed(950, 2, null).timer(3_600_000, 3);
+    const h = new History()
+      .start()
+      .completed(100, 0, opened)
+      .raised(900, 'DeviceReady', {})
+      .completed(950, 2, null)
+      .timer(3_600_000, 3);
     const r = await replay(h);
     assert.deepEqual(r.customStatus, { status: 'ending', reason: 'lifetime' });
     assert.equal(names(r).at(-1), 'recycleSessionNamespace');
@@ -148,27 +183,46 @@ describe('sessionOrchestrator (synthetic histories)', () => {
   });
 
   it('a device that refuses fails the session with device_refused', async () => {
-    const r = await replay(new History().start().completed(100, 0, opened).raised(900, 'DeviceReady', { status: 'refused', detail: 'port 22 not allowed' }));
+    const r = await replay(
+      new History()
+        .start()
+        .completed(100, 0, opened)
+        .raised(900, 'DeviceReady', { status: 'refused', detail: 'port 22 not allowed' }),
+    );
     assert.deepEqual(r.customStatus, { status: 'ending', reason: 'device_refused' });
   });
 
   it('an end while pending ends the session without ever showing credentials', async () => {
-    const r = await replay(new History().start().completed(100, 0, opened).raised(500, 'EndSession', { reason: 'device_deleted' }));
+    const r = await replay(
+      new History().start().completed(100, 0, opened).raised(500, 'EndSession', { reason: 'device_deleted' }),
+    );
     assert.deepEqual(r.customStatus, { status: 'ending', reason: 'device_deleted' });
   });
 
   it('an end that arrives while the ready record is written is not lost', async () => {
-    const h = new History().start().completed(100, 0, opened).raised(900, 'DeviceReady', {}).raised(920, 'EndSession', { reason: 'requested' }).completed(950, 2, null);
+    const h = new History()
+      .start()
+      .completed(100, 0, opened)
+      .raised(900, 'DeviceReady', {})
+      .raised(920, 'EndSession', { reason: 'requested' })
+      .completed(950, 2, null);
     const r = await replay(h);
     assert.deepEqual(r.customStatus, { status: 'ending', reason: 'requested' });
     assert.equal(names(r).at(-1), 'recycleSessionNamespace');
   });
 
   it('an empty pool fails at once with pool_exhausted and Retry-After, recording the end', async () => {
-    const r = await replay(new History().start().completed(50, 0, { ok: false, reason: 'pool_exhausted', retryAfterSeconds: 30 }));
+    const r = await replay(
+      new History().start().completed(50, 0, { ok: false, reason: 'pool_exhausted', retryAfterSeconds: 30 }),
+    );
     assert.deepEqual(r.customStatus, { status: 'failed', reason: 'pool_exhausted', retryAfterSeconds: 30 });
     assert.equal(names(r).at(-1), 'recordSessionEnd');
-    const done = await replay(new History().start().completed(50, 0, { ok: false, reason: 'pool_exhausted', retryAfterSeconds: 30 }).completed(60, 1, null));
+    const done = await replay(
+      new History()
+        .start()
+        .completed(50, 0, { ok: false, reason: 'pool_exhausted', retryAfterSeconds: 30 })
+        .completed(60, 1, null),
+    );
     assert.equal(done.isDone, true);
   });
 

@@ -36,7 +36,9 @@ const ALL_PAIRS = NAMESPACE_STATES.flatMap((from) => NAMESPACE_STATES.map((to) =
 describe('namespace state machine', () => {
   it('has exactly the expected table (36 pairs, 13 allowed)', () => {
     assert.equal(ALL_PAIRS.length, 36);
-    const fromTable = NAMESPACE_STATES.flatMap((from) => NAMESPACE_TRANSITIONS[from].map((to) => `${from}->${to}`)).sort();
+    const fromTable = NAMESPACE_STATES.flatMap((from) =>
+      NAMESPACE_TRANSITIONS[from].map((to) => `${from}->${to}`),
+    ).sort();
     assert.deepEqual(fromTable, ALLOWED.map(([f, t]) => `${f}->${t}`).sort());
   });
 
@@ -52,7 +54,10 @@ describe('namespace state machine', () => {
       assert.equal(canTransition(from, to), false);
       assert.throws(
         () => assertTransition(from, to, 'rbk-test-1'),
-        (err: unknown) => err instanceof InvalidTransitionError && err.code === 'invalid_transition' && err.message.includes(`${from} to ${to}`),
+        (err: unknown) =>
+          err instanceof InvalidTransitionError &&
+          err.code === 'invalid_transition' &&
+          err.message.includes(`${from} to ${to}`),
       );
     });
   }
@@ -93,11 +98,20 @@ describe('namespace entity', () => {
     assert.equal(entity.partitionKey, 'default');
     assert.equal(entity.rowKey, 'rbk-abc123');
     assert.equal(entity.leasedAt, '2026-01-01T10:00:00.000Z');
-    assert.deepEqual(namespaceFromEntity({ ...entity, etag: 'W/"x"', timestamp: 'ignored' }), { ...leased, etag: 'W/"x"' });
+    assert.deepEqual(namespaceFromEntity({ ...entity, etag: 'W/"x"', timestamp: 'ignored' }), {
+      ...leased,
+      etag: 'W/"x"',
+    });
   });
 
   it('leaves cleared fields out of the entity (a Replace then removes them)', () => {
-    const entity = namespaceToEntity({ ...leased, state: 'recycling', sessionId: undefined, leasedAt: undefined, leaseExpiresAt: undefined });
+    const entity = namespaceToEntity({
+      ...leased,
+      state: 'recycling',
+      sessionId: undefined,
+      leasedAt: undefined,
+      leaseExpiresAt: undefined,
+    });
     assert.equal('sessionId' in entity, false);
     assert.equal('leasedAt' in entity, false);
   });
@@ -112,7 +126,10 @@ describe('namespace entity', () => {
   });
 
   it('refuses an available row without endpoint', () => {
-    assert.throws(() => namespaceToEntity({ ...leased, state: 'available', sessionId: undefined, endpoint: undefined }), /endpoint/);
+    assert.throws(
+      () => namespaceToEntity({ ...leased, state: 'available', sessionId: undefined, endpoint: undefined }),
+      /endpoint/,
+    );
   });
 
   it('refuses a name that is not a valid namespace name', () => {

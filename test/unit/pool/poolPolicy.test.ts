@@ -39,7 +39,12 @@ function policy(over: Partial<PoolPolicy> = {}): PoolPolicy {
 }
 
 let seq = 0;
-function rows(n: number, state: NamespaceState, sub = 'sub-a', opts: { createdMinutesAgo?: number; changedMinutesAgo?: number } = {}): NamespaceSummary[] {
+function rows(
+  n: number,
+  state: NamespaceState,
+  sub = 'sub-a',
+  opts: { createdMinutesAgo?: number; changedMinutesAgo?: number } = {},
+): NamespaceSummary[] {
   return Array.from({ length: n }, () => ({
     name: `rbk-row${(seq++).toString().padStart(5, '0')}`,
     subscriptionId: sub,
@@ -60,7 +65,14 @@ describe('planPool', () => {
     const plan = planPool(snapshot([]), policy(), NOW);
     assert.equal(plan.target, 5);
     assert.equal(created(plan), 5);
-    assert.deepEqual(plan.create.map((c) => [c.subscriptionId, c.count]), [['sub-a', 2], ['sub-b', 2], ['sub-c', 1]]);
+    assert.deepEqual(
+      plan.create.map((c) => [c.subscriptionId, c.count]),
+      [
+        ['sub-a', 2],
+        ['sub-b', 2],
+        ['sub-c', 1],
+      ],
+    );
     const names = plan.create.flatMap((c) => c.names);
     assert.equal(new Set(names).size, 5);
     for (const n of names) assert.match(n, NAMESPACE_NAME_PATTERN);
@@ -97,7 +109,11 @@ describe('planPool', () => {
     const ahead = planPool(snapshot([]), p, new Date('2026-03-02T13:58:30.000Z')); // +105 s = 14:00:15
     assert.equal(ahead.demand.profile, 400);
     assert.equal(ahead.target, 500);
-    const longerCreate = planPool(snapshot([]), policy({ hourProfile: profile, createSeconds: 300 }), new Date('2026-03-02T13:55:00.000Z'));
+    const longerCreate = planPool(
+      snapshot([]),
+      policy({ hourProfile: profile, createSeconds: 300 }),
+      new Date('2026-03-02T13:55:00.000Z'),
+    );
     assert.equal(longerCreate.demand.profile, 400);
   });
 
@@ -143,7 +159,10 @@ describe('planPool', () => {
     const existing = [...rows(95, 'quarantined', 'sub-a'), ...rows(5, 'deleting', 'sub-a')];
     const plan = planPool(snapshot(existing), policy({ floor: 250 }), NOW);
     assert.equal(plan.target, 200);
-    assert.equal(plan.create.find((c) => c.subscriptionId === 'sub-a'), undefined);
+    assert.equal(
+      plan.create.find((c) => c.subscriptionId === 'sub-a'),
+      undefined,
+    );
     assert.equal(created(plan), 200);
   });
 
@@ -174,9 +193,15 @@ describe('planPool', () => {
   it('deletes the oldest idle namespaces first, never busy or recently used ones', () => {
     const oldBusy = rows(3, 'leased', 'sub-a', { createdMinutesAgo: 5000 });
     const oldJustUsed = rows(2, 'available', 'sub-a', { createdMinutesAgo: 4000, changedMinutesAgo: 1 });
-    const idle = [300, 100, 200, 50].map((age) => rows(1, 'available', 'sub-b', { createdMinutesAgo: age, changedMinutesAgo: 45 })[0]);
+    const idle = [300, 100, 200, 50].map(
+      (age) => rows(1, 'available', 'sub-b', { createdMinutesAgo: age, changedMinutesAgo: 45 })[0],
+    );
     const p = policy({ floor: 0, headroom: 1, shrinkFractionPerRun: 1, shrinkIdleMinutes: 30 });
-    const plan = planPool(snapshot([...oldBusy, ...oldJustUsed, ...idle], { aboveTargetSince: minutesAgo(60) }), p, NOW);
+    const plan = planPool(
+      snapshot([...oldBusy, ...oldJustUsed, ...idle], { aboveTargetSince: minutesAgo(60) }),
+      p,
+      NOW,
+    );
     assert.equal(plan.target, 3);
     // Excess 6, but only 4 are idle ≥ 30 min: those go, oldest first.
     assert.deepEqual(plan.delete, [idle[0].name, idle[2].name, idle[1].name, idle[3].name]);
@@ -192,14 +217,34 @@ describe('planPool', () => {
   it('refuses a name deleted within nameReuseHours, and allows it after', () => {
     const first = namespaceName('rbk', NOW, 0, 't1');
     const second = namespaceName('rbk', NOW, 1, 't1');
-    const recent = planPool(snapshot([], { recentlyDeleted: [{ name: first, deletedAt: minutesAgo(60) }] }), policy({ floor: 1 }), NOW);
-    assert.deepEqual(recent.create.flatMap((c) => c.names), [second]);
-    const old = planPool(snapshot([], { recentlyDeleted: [{ name: first, deletedAt: minutesAgo(25 * 60) }] }), policy({ floor: 1 }), NOW);
-    assert.deepEqual(old.create.flatMap((c) => c.names), [first]);
+    const recent = planPool(
+      snapshot([], { recentlyDeleted: [{ name: first, deletedAt: minutesAgo(60) }] }),
+      policy({ floor: 1 }),
+      NOW,
+    );
+    assert.deepEqual(
+      recent.create.flatMap((c) => c.names),
+      [second],
+    );
+    const old = planPool(
+      snapshot([], { recentlyDeleted: [{ name: first, deletedAt: minutesAgo(25 * 60) }] }),
+      policy({ floor: 1 }),
+      NOW,
+    );
+    assert.deepEqual(
+      old.create.flatMap((c) => c.names),
+      [first],
+    );
   });
 
   it('never generates the name of an existing row', () => {
-    const taken: NamespaceSummary = { name: namespaceName('rbk', NOW, 0, 't1'), subscriptionId: 'sub-a', state: 'quarantined', createdAt: NOW, stateChangedAt: NOW };
+    const taken: NamespaceSummary = {
+      name: namespaceName('rbk', NOW, 0, 't1'),
+      subscriptionId: 'sub-a',
+      state: 'quarantined',
+      createdAt: NOW,
+      stateChangedAt: NOW,
+    };
     const plan = planPool(snapshot([taken]), policy({ floor: 2 }), NOW);
     assert.ok(!plan.create.flatMap((c) => c.names).includes(taken.name));
   });
@@ -237,7 +282,16 @@ describe('policyFromConfig', () => {
     };
     const p = policyFromConfig(pool, { maintenanceSeconds: 30 });
     assert.deepEqual(
-      [p.floor, p.cap, p.headroom, p.createSeconds, p.shrinkIdleMinutes, p.nameReuseHours, p.maintenanceSeconds, p.shrinkFractionPerRun],
+      [
+        p.floor,
+        p.cap,
+        p.headroom,
+        p.createSeconds,
+        p.shrinkIdleMinutes,
+        p.nameReuseHours,
+        p.maintenanceSeconds,
+        p.shrinkFractionPerRun,
+      ],
       [7, 70, 1.5, 20, 15, 48, 30, 0.1],
     );
     assert.equal(p.subscriptions, pool.subscriptions);

@@ -1,7 +1,13 @@
 // The pool simulator on scenarios small enough to follow by hand.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { generateSessions, hourProfileOf, peakDayConcurrency, simulatePool, type SimOptions } from '../../../bench/poolSimulator';
+import {
+  generateSessions,
+  hourProfileOf,
+  peakDayConcurrency,
+  simulatePool,
+  type SimOptions,
+} from '../../../bench/poolSimulator';
 import type { PoolPolicy } from '../../../lib/pool/poolPolicy';
 
 const base: Omit<SimOptions, 'mode' | 'sessions'> = {
@@ -28,7 +34,10 @@ describe('simulatePool', () => {
         { at: 110, durationSeconds: 100 },
       ],
     });
-    assert.deepEqual([r.sessions, r.refused, r.refusedAt, r.peakConcurrency, r.created, r.deleted], [4, 1, [2], 2, 0, 0]);
+    assert.deepEqual(
+      [r.sessions, r.refused, r.refusedAt, r.peakConcurrency, r.created, r.deleted],
+      [4, 1, [2], 2, 0, 0],
+    );
     // Available namespace-seconds: 1 at t=0, 1 at t=105, 2 for t=106..109, 1 for t=110..119.
     assert.equal(Math.round(r.idleNamespaceHours * 3600), 20);
     assert.equal(Math.round(r.namespaceHours * 3600), 240);
@@ -58,14 +67,20 @@ describe('simulatePool', () => {
         { at: 90, durationSeconds: 1000 }, // the third, ordered at t=60, is ready at t=80
       ],
     });
-    assert.deepEqual([r.refused, r.refusedAt, r.created, r.maxRows, r.maxRowsBySubscription.only], [2, [10, 32], 3, 3, 3]);
+    assert.deepEqual(
+      [r.refused, r.refusedAt, r.created, r.maxRows, r.maxRowsBySubscription.only],
+      [2, [10, 32], 3, 3, 3],
+    );
   });
 
   it('is deterministic for a seed', () => {
     const sessions = generateSessions(() => 20, 0, 3600, 7);
     const opts: SimOptions = { ...base, durationSeconds: 3600, mode: { kind: 'static', size: 10 }, sessions };
     assert.deepEqual(simulatePool(opts), simulatePool(opts));
-    assert.deepEqual(generateSessions(() => 20, 0, 3600, 7), sessions);
+    assert.deepEqual(
+      generateSessions(() => 20, 0, 3600, 7),
+      sessions,
+    );
   });
 });
 

@@ -2,7 +2,13 @@
 import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
 import { describe, it } from 'node:test';
-import { createSasToken, normalizeResourceUri, parseSasToken, relayAudience, verifySasToken } from '../../../lib/relay/sas';
+import {
+  createSasToken,
+  normalizeResourceUri,
+  parseSasToken,
+  relayAudience,
+  verifySasToken,
+} from '../../../lib/relay/sas';
 
 const KEY = 'k7x3n9Q2vYp8sL4mR6tW1zA5cE0bH3jK9uN2qF7gD4s=';
 const OTHER_KEY = 'Zm9vYmFyYmF6cXV4cXV1eGNvcmdlZ3JhdWx0Z2FycGx5';
@@ -26,7 +32,10 @@ describe('createSasToken', () => {
   });
 
   it('normalizes scheme, port, query, $hc and the trailing slash', () => {
-    assert.equal(normalizeResourceUri('wss://NS.servicebus.windows.net:443/$hc/tunnel?sb-hc-action=listen'), AUDIENCE.replace('contoso', 'ns'));
+    assert.equal(
+      normalizeResourceUri('wss://NS.servicebus.windows.net:443/$hc/tunnel?sb-hc-action=listen'),
+      AUDIENCE.replace('contoso', 'ns'),
+    );
     assert.equal(normalizeResourceUri('sb://ns.servicebus.windows.net'), 'http://ns.servicebus.windows.net/');
   });
 
@@ -63,13 +72,20 @@ describe('verifySasToken', () => {
     const tamper = (from: RegExp, to: string): string => token.replace(from, to);
     const check = (t: string): unknown => verifySasToken(t, { audience: AUDIENCE, keys, now: NOW });
     assert.deepEqual(check(tamper(/sig=./, 'sig=A')), { ok: false, reason: 'invalid_signature' });
-    assert.deepEqual(check(tamper(/se=\d+/, `se=${FUTURE.getTime() / 1000 + 1}`)), { ok: false, reason: 'invalid_signature' });
+    assert.deepEqual(check(tamper(/se=\d+/, `se=${FUTURE.getTime() / 1000 + 1}`)), {
+      ok: false,
+      reason: 'invalid_signature',
+    });
     assert.deepEqual(check(tamper(/skn=device-listen/, 'skn=client-send')), { ok: false, reason: 'invalid_signature' });
     assert.deepEqual(check(tamper(/tunnel/, 'tunnel2')), { ok: false, reason: 'audience_path_mismatch' });
   });
 
   it('refuses a token signed by a key it does not hold (e.g. after a regenerate)', () => {
-    const result = verifySasToken(mint({ key: 'rotated-away-key-000000000000000000000000000=' }), { audience: AUDIENCE, keys, now: NOW });
+    const result = verifySasToken(mint({ key: 'rotated-away-key-000000000000000000000000000=' }), {
+      audience: AUDIENCE,
+      keys,
+      now: NOW,
+    });
     assert.deepEqual(result, { ok: false, reason: 'invalid_signature' });
   });
 
@@ -77,18 +93,30 @@ describe('verifySasToken', () => {
     const token = mint({ expiresAt: new Date(NOW.getTime() - 1000) });
     assert.deepEqual(verifySasToken(token, { audience: AUDIENCE, keys, now: NOW }), { ok: false, reason: 'expired' });
     const atExpiry = mint({ expiresAt: NOW });
-    assert.deepEqual(verifySasToken(atExpiry, { audience: AUDIENCE, keys, now: NOW }), { ok: false, reason: 'expired' });
+    assert.deepEqual(verifySasToken(atExpiry, { audience: AUDIENCE, keys, now: NOW }), {
+      ok: false,
+      reason: 'expired',
+    });
   });
 
   it('treats the audience as a prefix of the resource, ignoring scheme, port and trailing slash', () => {
     const nsWide = mint({ resourceUri: 'https://contoso.servicebus.windows.net:443/' });
     assert.equal(verifySasToken(nsWide, { audience: AUDIENCE, keys, now: NOW }).ok, true);
     const sibling = mint({ resourceUri: 'http://contoso.servicebus.windows.net/tunnelx' });
-    assert.deepEqual(verifySasToken(sibling, { audience: AUDIENCE, keys, now: NOW }), { ok: false, reason: 'audience_path_mismatch' });
+    assert.deepEqual(verifySasToken(sibling, { audience: AUDIENCE, keys, now: NOW }), {
+      ok: false,
+      reason: 'audience_path_mismatch',
+    });
     const deeper = mint({ resourceUri: 'http://contoso.servicebus.windows.net/tunnel/sub' });
-    assert.deepEqual(verifySasToken(deeper, { audience: AUDIENCE, keys, now: NOW }), { ok: false, reason: 'audience_path_mismatch' });
+    assert.deepEqual(verifySasToken(deeper, { audience: AUDIENCE, keys, now: NOW }), {
+      ok: false,
+      reason: 'audience_path_mismatch',
+    });
     const otherHost = mint({ resourceUri: 'http://fabrikam.servicebus.windows.net/tunnel' });
-    assert.deepEqual(verifySasToken(otherHost, { audience: AUDIENCE, keys, now: NOW }), { ok: false, reason: 'audience_host_mismatch' });
+    assert.deepEqual(verifySasToken(otherHost, { audience: AUDIENCE, keys, now: NOW }), {
+      ok: false,
+      reason: 'audience_host_mismatch',
+    });
   });
 
   it('goes through the constant-time compare for signatures of any length without throwing', () => {
@@ -98,11 +126,19 @@ describe('verifySasToken', () => {
       const result = verifySasToken(forged, { audience: AUDIENCE, keys, now: NOW });
       assert.equal(result.ok, false);
     }
-    assert.deepEqual(verifySasToken(token, { audience: AUDIENCE, keys: [], now: NOW }), { ok: false, reason: 'invalid_signature' });
+    assert.deepEqual(verifySasToken(token, { audience: AUDIENCE, keys: [], now: NOW }), {
+      ok: false,
+      reason: 'invalid_signature',
+    });
   });
 
   it('refuses malformed tokens', () => {
-    for (const t of ['', 'Bearer x', 'SharedAccessSignature sr=a&sig=b&se=notanumber&skn=c', 'SharedAccessSignature sr=a&sig=b&se=1']) {
+    for (const t of [
+      '',
+      'Bearer x',
+      'SharedAccessSignature sr=a&sig=b&se=notanumber&skn=c',
+      'SharedAccessSignature sr=a&sig=b&se=1',
+    ]) {
       assert.deepEqual(verifySasToken(t, { audience: AUDIENCE, keys, now: NOW }), { ok: false, reason: 'malformed' });
     }
   });

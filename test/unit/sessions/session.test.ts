@@ -3,7 +3,13 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import type { Principal } from '../../../lib/auth/principal';
 import { Sealer } from '../../../lib/sealing';
-import { assertSessionTransition, openSessionRequestSchema, SESSION_STATUSES, SESSION_TRANSITIONS, statusForReason } from '../../../lib/sessions/session';
+import {
+  assertSessionTransition,
+  openSessionRequestSchema,
+  SESSION_STATUSES,
+  SESSION_TRANSITIONS,
+  statusForReason,
+} from '../../../lib/sessions/session';
 import { assertCanSee, buildView, openFailure, publicStatus } from '../../../lib/sessions/sessionView';
 import type { SessionRecord } from '../../../lib/sessions/sessionStore';
 
@@ -85,7 +91,10 @@ describe('session view', () => {
     assert.doesNotThrow(() => assertCanSee(alice, 'alice', record.sessionId));
   });
   it('shows an ending session as ended or failed', () => {
-    assert.deepEqual(publicStatus({ status: 'ending', reason: 'device_not_ready' }), { status: 'failed', reason: 'device_not_ready' });
+    assert.deepEqual(publicStatus({ status: 'ending', reason: 'device_not_ready' }), {
+      status: 'failed',
+      reason: 'device_not_ready',
+    });
     assert.deepEqual(publicStatus({ status: 'ending', reason: 'requested' }), { status: 'ended', reason: 'requested' });
   });
   it('maps open failures to their status codes', () => {
