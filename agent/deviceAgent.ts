@@ -40,7 +40,7 @@ export interface DeviceAgentOptions {
   listenerOptions?: Partial<
     Pick<
       HybridConnectionListenerOptions,
-      'reconnectInitialDelayMs' | 'reconnectMaxDelayMs' | 'pingIntervalMs' | 'pongTimeoutMs'
+      'reconnectInitialDelayMs' | 'reconnectMaxDelayMs' | 'keepAliveIntervalMs'
     >
   >;
   now?: () => Date;
