@@ -4,13 +4,13 @@
 // within a window gets the same 429.
 
 export interface ConflictOptions {
-  /** How long a write under a namespace (hybrid connection or rule PUT/DELETE, regenerateKeys) is in progress, unscaled (default 1000). */
+  /** How long a write under a namespace (hybrid connection or rule PUT/DELETE, regenerateKeys) is in progress, unscaled (default 300; not published). */
   writeDurationMs?: number;
   /** How long a deleted hybrid connection's name stays unusable, unscaled (default 60000; not published). */
   hybridConnectionNameReuseWindowMs?: number;
 }
 
-export const DEFAULT_WRITE_DURATION_MS = 1000;
+export const DEFAULT_WRITE_DURATION_MS = 300;
 export const DEFAULT_HC_NAME_REUSE_WINDOW_MS = 60_000;
 
 /** The body ARM relays from Microsoft.Relay (seen on rule creation, terraform-provider-azapi#559). */

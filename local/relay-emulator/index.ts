@@ -85,6 +85,10 @@ export interface RelayEmulatorStats {
   /** PUT, PATCH, POST and DELETE requests (ARM throttles them as writes). */
   writes: number;
   total: number;
+  /** 429s answered by the throttles (ARM's buckets, the namespace-write limit; injected faults not counted). */
+  throttled: number;
+  /** 429 SubCode 40901 "conflicting operation" answers. */
+  conflicts: number;
 }
 
 type Status = 'closed' | 'starting' | 'running' | 'closing';
@@ -109,7 +113,7 @@ export class RelayEmulator {
   private dataPlane?: DataPlaneRegistry;
   private port = 0;
   private readonly timers = new Set<NodeJS.Timeout>();
-  private counters: RelayEmulatorStats = { byOperation: {}, reads: 0, writes: 0, total: 0 };
+  private counters: RelayEmulatorStats = emptyStats();
   private readonly createDelayMs: number;
   private readonly deleteDelayMs: number;
   private readonly quotaPerSubscription: number;
@@ -207,7 +211,7 @@ export class RelayEmulator {
   }
 
   resetStats(): void {
-    this.counters = { byOperation: {}, reads: 0, writes: 0, total: 0 };
+    this.counters = emptyStats();
   }
 
   /** Test hook: cuts listener control channels (of one namespace, or all) as a network failure would. */
@@ -282,6 +286,7 @@ export class RelayEmulator {
       if (slow) await this.sleep(slow.delayMs);
       const fault = this.faults.take(resolved.op, name, ['429', '500']);
       if (!admitted.ok) {
+        this.counters.throttled++;
         answer = { status: 429, body: { error: { code: admitted.code, message: admitted.message } } };
       } else if (fault?.kind === '429') {
         answer = {
@@ -331,20 +336,24 @@ export class RelayEmulator {
     ) {
       const waitMs = this.conflicts.nameReuseWaitMs(ns, route.hybridConnection);
       if (waitMs > 0) {
+        this.counters.conflicts++;
         return conflict(
           `Resource Conflict: the hybrid connection '${route.hybridConnection}' was deleted moments ago and its background cleanup is still pending.`,
         );
       }
     }
     if (!this.conflicts.tryBegin(ns)) {
+      this.counters.conflicts++;
       return conflict(`Another operation on namespace '${ns}' is still running.`);
     }
     try {
-      if (this.conflicts.writeDurationMs > 0) await this.sleep(this.conflicts.writeDurationMs);
+      // The change applies on arrival (validation sees the state then); the answer comes once the
+      // operation's time is up, and until then the namespace takes no other write.
       const answer = await resolved.handler(this.context(), request, op);
       if (op === 'hybridConnections.delete' && answer.status === 200 && route.hybridConnection !== undefined) {
         this.conflicts.hybridConnectionDeleted(ns, route.hybridConnection);
       }
+      if (this.conflicts.writeDurationMs > 0) await this.sleep(this.conflicts.writeDurationMs);
       return answer;
     } finally {
       this.conflicts.end(ns);
@@ -360,6 +369,10 @@ export class RelayEmulator {
       this.timers.add(timer);
     });
   }
+}
+
+function emptyStats(): RelayEmulatorStats {
+  return { byOperation: {}, reads: 0, writes: 0, total: 0, throttled: 0, conflicts: 0 };
 }
 
 /** Writes under a namespace that the resource provider runs one at a time. */
