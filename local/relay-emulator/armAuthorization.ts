@@ -43,7 +43,10 @@ export function principalOf(token: string): string {
   const parts = token.split('.');
   if (parts.length === 3) {
     try {
-      const claims = JSON.parse(Buffer.from(parts[1], 'base64url').toString('utf8')) as { oid?: unknown; sub?: unknown };
+      const claims = JSON.parse(Buffer.from(parts[1], 'base64url').toString('utf8')) as {
+        oid?: unknown;
+        sub?: unknown;
+      };
       if (typeof claims.oid === 'string') return claims.oid;
       if (typeof claims.sub === 'string') return claims.sub;
     } catch {

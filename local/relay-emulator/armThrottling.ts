@@ -129,7 +129,8 @@ export class ArmThrottle {
     let window: Window | undefined;
     if (namespaceWrite) {
       window = this.windows.get(sub);
-      if (!window || now - window.startedAt >= this.nsWindowMs) this.windows.set(sub, (window = { startedAt: now, used: 0 }));
+      if (!window || now - window.startedAt >= this.nsWindowMs)
+        this.windows.set(sub, (window = { startedAt: now, used: 0 }));
       if (window.used >= this.nsLimit) {
         const retryAfterMs = Math.max(1, window.startedAt + this.nsWindowMs - now);
         const seconds = this.retryAfterText(retryAfterMs);

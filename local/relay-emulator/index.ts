@@ -11,7 +11,13 @@ import { generateTlsIdentity, type TlsIdentity } from './certificate';
 import { DataPlaneRegistry } from './dataPlane';
 import { FaultInjector, type ArmOperation, type FaultSpec } from './faults';
 import { InMemoryRelayStore, type IRelayStore } from './store';
-import { ArmAuthorizer, actionAndScope, DEFAULT_ROLE_ASSIGNMENTS, principalOf, type RoleAssignment } from './armAuthorization';
+import {
+  ArmAuthorizer,
+  actionAndScope,
+  DEFAULT_ROLE_ASSIGNMENTS,
+  principalOf,
+  type RoleAssignment,
+} from './armAuthorization';
 import { ConflictTracker, conflictMessage, type ConflictOptions } from './armConflicts';
 import { ArmThrottle, type RequestKind, type ThrottlingOptions } from './armThrottling';
 
@@ -136,6 +142,11 @@ export class RelayEmulator {
       !(options.lenient?.hybridConnectionNameReuse ?? false),
     );
     for (const fault of options.faults ?? []) this.faults.add(fault);
+  }
+
+  /** The provisioning durations in effect (after timeScale and the environment). */
+  get timing(): { createDelayMs: number; deleteDelayMs: number } {
+    return { createDelayMs: this.createDelayMs, deleteDelayMs: this.deleteDelayMs };
   }
 
   /** `https://127.0.0.1:<port>`: pass it as `endpoint` to RelayAPI. */
@@ -389,7 +400,10 @@ const HOLDING_WRITES: ReadonlySet<ArmOperation> = new Set<ArmOperation>([
 
 /** 429 SubCode 40901 as Microsoft.Relay answers it through ARM (no Retry-After seen in public reports). */
 function conflict(detail: string): ArmResponse {
-  return { status: 429, body: { error: { code: 'MessagingGatewayTooManyRequests', message: conflictMessage(detail) } } };
+  return {
+    status: 429,
+    body: { error: { code: 'MessagingGatewayTooManyRequests', message: conflictMessage(detail) } },
+  };
 }
 
 async function readJsonBody(req: IncomingMessage): Promise<unknown> {
