@@ -38,10 +38,7 @@ export interface DeviceAgentOptions {
   queueClient?: QueueClient;
   postReady?: ReadyPoster;
   listenerOptions?: Partial<
-    Pick<
-      HybridConnectionListenerOptions,
-      'reconnectInitialDelayMs' | 'reconnectMaxDelayMs' | 'keepAliveIntervalMs'
-    >
+    Pick<HybridConnectionListenerOptions, 'reconnectInitialDelayMs' | 'reconnectMaxDelayMs' | 'keepAliveIntervalMs'>
   >;
   now?: () => Date;
 }

@@ -327,8 +327,7 @@ function armGet(e: RelayEmulator, url: string): Promise<{ status: number; retryA
       { ca: e.caCertPem, headers: { authorization: `Bearer ${LOCAL_APP_PRINCIPAL}` } },
       (res) => {
         res.resume();
-        const retryAfter = res.headers['retry-after'];
-        resolve({ status: res.statusCode ?? 0, retryAfter: Array.isArray(retryAfter) ? retryAfter[0] : retryAfter });
+        resolve({ status: res.statusCode ?? 0, retryAfter: res.headers['retry-after'] });
       },
     );
     req.on('error', reject);
