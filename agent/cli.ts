@@ -42,7 +42,7 @@ function exitCodeOf(err: CommanderError): number {
   return EXIT_USAGE;
 }
 
-async function main(argv: string[]): Promise<number> {
+export async function main(argv: string[]): Promise<number> {
   const program = buildProgram();
   try {
     await program.parseAsync(argv);
