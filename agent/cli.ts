@@ -6,6 +6,7 @@ import { registerAgent } from './commands/agent';
 import { registerConnect } from './commands/connect';
 import { exitState } from './commands/context';
 import { registerDevices } from './commands/devices';
+import { registerGrants } from './commands/grants';
 import { registerLocal } from './commands/local';
 import { registerSessions } from './commands/sessions';
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE } from './errors';
@@ -30,6 +31,7 @@ export function buildProgram(): Command {
   registerAgent(program);
   registerConnect(program);
   registerDevices(program);
+  registerGrants(program);
   registerSessions(program);
   registerLocal(program);
   return program;
