@@ -337,6 +337,22 @@ describe('pool maintenance against the relay emulator', () => {
     );
   });
 
+  it('reconcile forgets tombstones older than the name-reuse window and keeps the recent ones', async () => {
+    const h = await harness(env, { floor: 0 });
+    const now = h.clock.now;
+    const hoursAgo = (hours: number) => new Date(now.getTime() - hours * 3_600_000);
+    await h.store.tombstones.record('rbm-old000001', hoursAgo(h.pool.nameReuseHours + 1));
+    await h.store.tombstones.record('rbm-recent001', hoursAgo(h.pool.nameReuseHours - 1));
+    const first = await h.m.reconcile(now);
+    assert.equal(first.counts.tombstonesPurged, 1);
+    assert.deepEqual(
+      (await h.store.tombstones.since(new Date(0))).map((d) => d.name),
+      ['rbm-recent001'],
+      'the recent name is still refused for reuse',
+    );
+    assert.equal((await h.m.reconcile(now)).counts.tombstonesPurged, 0, 'a second run finds nothing to purge');
+  });
+
   it('a lease past leaseExpiresAt is recycled: new generation, new sealed keys, the old tokens dead, the new ones accepted', async () => {
     const h = await harness(env, { floor: 1 });
     await runOnce(h);
