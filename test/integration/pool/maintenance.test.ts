@@ -318,7 +318,7 @@ describe('pool maintenance against the relay emulator', () => {
     assert.equal(outcome.counts.goneRemoved, 1);
     const adopted = await h.store.get(healthy);
     assert.equal(adopted?.state, 'available');
-    assert.ok(openNamespaceKeys(sealer, adopted!), 'the adopted namespace has sealed keys');
+    assert.ok(openNamespaceKeys(sealer, adopted), 'the adopted namespace has sealed keys');
     assert.ok(
       (env.emulator.stats().byOperation['hybridConnections.delete'] ?? 0) >= 1,
       'the adopted namespace was recycled',
