@@ -1,7 +1,7 @@
-// The namespace operations that maintenance, reconcile and the local runtime's prefill share: make
-// a `creating` row's namespace ready in ARM and the row `available` with its keys sealed, and take
-// a namespace out of the pool for good. Both write the row before or after ARM in the order that
-// leaves nothing orphaned when a step fails (a row is written before its namespace is created).
+// The namespace operations that provision, adoption (reconcile) and deletion share: make a
+// `creating` row's namespace ready in ARM (tagged as the pool's) and the row `available` with its
+// keys sealed, and take a namespace out of the pool for good. The row always exists before its
+// namespace is created and outlives its deletion, so a step that fails leaves nothing orphaned.
 import {
   DEFAULT_HYBRID_CONNECTION,
   RelayResourceNotFoundError,

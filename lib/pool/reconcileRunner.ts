@@ -3,12 +3,16 @@
 // number per run and a few at a time. Where ARM is listed (per subscription, by the pool tag) is
 // decided here alone.
 import type { Config } from '../config';
-import { RelayArmError, RelayResourceNotFoundError, type ManagedNamespace } from '../relay/relayManager';
+import {
+  DEFAULT_HYBRID_CONNECTION,
+  RelayArmError,
+  RelayResourceNotFoundError,
+  type ManagedNamespace,
+} from '../relay/relayManager';
 import { refOf } from './namespace';
-import type { NamespaceStore } from './namespaceStore';
 import { errorSummary, MAX_RUN_ERRORS } from './maintenanceRun';
+import type { NamespaceStore } from './namespaceStore';
 import type { PoolMaintenance } from './poolMaintenance';
-import { DEFAULT_HYBRID_CONNECTION } from '../relay/relayManager';
 import { POOL_TAG, type NamespaceProvisioner, type PoolRelayOps } from './provisioner';
 import {
   actionSubject,
