@@ -2,7 +2,7 @@
 // step's outcomes, the summary handed to `recordRun`), how the run record is built from it, and the
 // orchestration's name and instance id. Data and pure functions only: functions/poolMaintenance.ts,
 // the orchestrator, needs nothing else.
-import type { NamespaceState } from './namespace';
+import type { Namespace, NamespaceState } from './namespace';
 import type { PoolRunRecord } from './poolRunStore';
 
 /** Name of the maintenance orchestration (registered in functions/poolMaintenance.ts). */
@@ -24,6 +24,19 @@ export interface ProvisionItem {
   location: string;
   /** The row exists already (`creating` after a failure): finish it. */
   retry?: boolean;
+}
+
+/** The item that finishes creating a `creating` row whose preparation failed or got stuck. */
+export function retryItemOf(
+  row: Pick<Namespace, 'name' | 'subscriptionId' | 'resourceGroup' | 'location'>,
+): ProvisionItem {
+  return {
+    name: row.name,
+    subscriptionId: row.subscriptionId,
+    resourceGroup: row.resourceGroup,
+    location: row.location,
+    retry: true,
+  };
 }
 
 /** The plan handed to the orchestration (small: it goes into its history). */

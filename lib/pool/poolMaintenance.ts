@@ -16,6 +16,7 @@ import {
 import type { Sealer } from '../sealing';
 import {
   errorSummary,
+  retryItemOf,
   runRecordOf,
   type DeleteOutcome,
   type MaintenancePlan,
@@ -139,18 +140,9 @@ export class PoolMaintenance {
    * Second run: read-only, so it plans again from what it reads (new names if the clock moved).
    */
   async plan(now: Date, runId = now.toISOString()): Promise<MaintenancePlan> {
-    const last = await this.o.runs.last();
-    const fullSubscriptions = stillFull(last, now);
-    const aboveTargetSince = last?.aboveTargetSince ? new Date(last.aboveTargetSince) : undefined;
-    const snapshot = await this.store.snapshot({
-      now,
-      leaseWindowMinutes: this.o.leaseWindowMinutes,
-      nameReuseHours: this.o.pool.nameReuseHours,
-      aboveTargetSince,
-    });
+    const { fullSubscriptions, plan } = await this.planNow(now);
     const waiting = await this.store.list({ states: ['creating', 'recycling'] });
     const expired = await this.store.listExpiredLeases(now);
-    const plan = planPool(snapshot, this.policy(fullSubscriptions, countNamespaces(snapshot.namespaces)), now);
     for (const [sub, until] of Object.entries(fullSubscriptions))
       plan.reasons.push(`subscription ${sub} gets no new namespace until ${until} (quota exceeded)`);
 
@@ -166,15 +158,8 @@ export class PoolMaintenance {
     const recycle: string[] = [];
     for (const row of waiting) {
       if (row.recycleFailures === 0 || row.stateChangedAt.getTime() > retryBefore) continue;
-      if (row.state === 'creating') {
-        provision.push({
-          name: row.name,
-          subscriptionId: row.subscriptionId,
-          resourceGroup: row.resourceGroup,
-          location: row.location,
-          retry: true,
-        });
-      } else recycle.push(row.name);
+      if (row.state === 'creating') provision.push(retryItemOf(row));
+      else recycle.push(row.name);
     }
     for (const row of expired) recycle.push(row.name);
     return {
@@ -368,15 +353,7 @@ export class PoolMaintenance {
    * `planPool` the next run will call), the last run. Read-only.
    */
   async status(now: Date): Promise<PoolStatus> {
-    const last = await this.o.runs.last();
-    const snapshot = await this.store.snapshot({
-      now,
-      leaseWindowMinutes: this.o.leaseWindowMinutes,
-      nameReuseHours: this.o.pool.nameReuseHours,
-      ...(last?.aboveTargetSince ? { aboveTargetSince: new Date(last.aboveTargetSince) } : {}),
-    });
-    const counts = countNamespaces(snapshot.namespaces);
-    const plan = planPool(snapshot, this.policy(stillFull(last, now), counts), now);
+    const { last, counts, plan } = await this.planNow(now);
     return buildPoolStatus({
       pool: this.poolName,
       subscriptions: this.o.pool.subscriptions,
@@ -384,6 +361,24 @@ export class PoolMaintenance {
       plan,
       lastRun: last,
     });
+  }
+
+  /**
+   * What plan and status both start from: the last run record (its `aboveTargetSince` and the
+   * subscriptions still full), the pool's snapshot and counts, and `planPool` over them. Read-only.
+   */
+  private async planNow(now: Date) {
+    const last = await this.o.runs.last();
+    const fullSubscriptions = stillFull(last, now);
+    const snapshot = await this.store.snapshot({
+      now,
+      leaseWindowMinutes: this.o.leaseWindowMinutes,
+      nameReuseHours: this.o.pool.nameReuseHours,
+      ...(last?.aboveTargetSince ? { aboveTargetSince: new Date(last.aboveTargetSince) } : {}),
+    });
+    const counts = countNamespaces(snapshot.namespaces);
+    const plan = planPool(snapshot, this.policy(fullSubscriptions, counts), now);
+    return { last, fullSubscriptions, counts, plan };
   }
 
   private markFull(runId: string, subscriptionId: string): void {

@@ -5,7 +5,7 @@
 import type { PoolSubscription } from '../config';
 import type { ManagedNamespace } from '../relay/relayManager';
 import type { Namespace } from './namespace';
-import type { ProvisionItem } from './maintenanceRun';
+import { retryItemOf, type ProvisionItem } from './maintenanceRun';
 import type { DeletedName } from './poolPolicy';
 
 export type ReconcileCounts = {
@@ -132,16 +132,7 @@ export function planReconcile(input: ReconcileInput): ReconcileAction[] {
     }
     if (row.state === 'creating') {
       if (row.stateChangedAt.getTime() < stuckBefore) {
-        actions.push({
-          kind: 'retryCreate',
-          item: {
-            name: row.name,
-            subscriptionId: row.subscriptionId,
-            resourceGroup: row.resourceGroup,
-            location: row.location,
-            retry: true,
-          },
-        });
+        actions.push({ kind: 'retryCreate', item: retryItemOf(row) });
       }
       continue;
     }
