@@ -295,9 +295,10 @@ export class RelayEmulator {
       const namespaceWrite = resolved.op === 'namespaces.createOrUpdate' || resolved.op === 'namespaces.update';
       const admitted = this.throttle.admit(route.subscriptionId, principal, kind, namespaceWrite);
       rateHeaders = admitted.headers;
-      const slow = this.faults.take(resolved.op, name, ['slow']);
+      // A throttled request reaches no resource provider, so it uses up no injected fault either.
+      const slow = admitted.ok ? this.faults.take(resolved.op, name, ['slow']) : undefined;
       if (slow) await this.sleep(slow.delayMs);
-      const fault = this.faults.take(resolved.op, name, ['429', '500']);
+      const fault = admitted.ok ? this.faults.take(resolved.op, name, ['429', '500']) : undefined;
       if (!admitted.ok) {
         this.counters.throttled++;
         answer = { status: 429, body: { error: { code: admitted.code, message: admitted.message } } };
