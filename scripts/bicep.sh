@@ -12,7 +12,7 @@
 # Without dotnet it says so and skips (exit 0); REQUIRE_DOTNET=1 (set by .ci/run) makes that a failure.
 set -euo pipefail
 
-BICEP_VERSION=0.49.2 # keep in step with test/unit/infra/armTemplate.ts (BICEP_VERSION)
+BICEP_VERSION=0.49.2 # test/unit/infra/settings.test.ts checks the committed JSON was compiled by this version
 PACKAGE=Azure.Bicep.CommandLine.linux-x64
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
