@@ -42,7 +42,10 @@ describe('the compiled templates', () => {
     for (const t of [main, poolSubscription]) {
       assert.equal(at(t, 'metadata', '_generator', 'name'), 'bicep');
       const version = at(t, 'metadata', '_generator', 'version');
-      assert.ok(typeof version === 'string' && version.startsWith(`${pinned}.`), `compiled by ${JSON.stringify(version)}`);
+      assert.ok(
+        typeof version === 'string' && version.startsWith(`${pinned}.`),
+        `compiled by ${JSON.stringify(version)}`,
+      );
     }
   });
 });
