@@ -15,6 +15,7 @@ import { sealNamespaceKeys } from '../lib/pool/sealedKeys';
 import { Sealer } from '../lib/sealing';
 import { createRelayApiFactory, RelayManager } from '../lib/relay/relayManager';
 import { Azurite } from './azurite';
+import { Lifecycle } from './lifecycle';
 import { createDurableExtension, type DurableExtension } from './durable';
 import { FunctionsHost, type HostExtension, type LogSink } from './host/functionsHost';
 import { RelayEmulator, type RelayEmulatorOptions } from './relay-emulator';
@@ -55,10 +56,8 @@ export interface LocalRuntimeOptions {
   hostProcess?: boolean;
 }
 
-type Status = 'closed' | 'starting' | 'running' | 'closing';
-
 export class LocalRuntime {
-  private status: Status = 'closed';
+  private readonly lifecycle = new Lifecycle('the local runtime');
   azurite?: Azurite;
   issuer?: LocalIssuer;
   relay?: RelayEmulator;
@@ -101,62 +100,59 @@ export class LocalRuntime {
   settings: Record<string, string> = {};
 
   async start(): Promise<this> {
-    if (this.status !== 'closed') throw new Error(`Cannot start the local runtime in status ${this.status}`);
-    this.status = 'starting';
-    try {
-      this.stateDir = this.options.stateDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'relay-broker-'));
-      this.ownsStateDir = !this.options.stateDir;
-      fs.mkdirSync(this.stateDir, { recursive: true, mode: 0o700 });
-      this.azurite = await new Azurite().start();
-      this.issuer = await (await LocalIssuer.create()).start();
-      await this.issuer.save(path.join(this.stateDir, 'issuer'));
-      const settings: Record<string, string> = {
-        RELAY_BROKER_MODE: 'local',
-        AzureWebJobsStorage: this.azurite.connectionString,
-        AUTH_MODE: 'local',
-        AUTH_ISSUER: this.issuer.issuer,
-        AUTH_AUDIENCE: this.issuer.audience,
-        AUTH_JWKS_URL: this.issuer.jwksUrl,
-      };
-      if (this.options.relay !== false) {
-        this.relay = await new RelayEmulator(this.options.relayOptions ?? {}).start();
-        fs.writeFileSync(this.relayCaFile, this.relay.caCertPem, { mode: 0o600 });
-        settings.RELAY_ARM_ENDPOINT = this.relay.armEndpoint;
-        settings.RELAY_ARM_CA_FILE = this.relayCaFile;
-      }
-      Object.assign(settings, this.options.settings);
-      this.settings = settings;
-      // The app reads its settings from the environment, like a function app's app settings.
-      for (const [k, v] of Object.entries(settings)) process.env[k] = v;
-      if (this.options.prefillNamespaces) await this.prefill(this.options.prefillNamespaces);
-      if (this.options.hostProcess) {
-        this.childPort = this.options.port || (await freePort());
-        await this.spawnHost();
-        this.status = 'running';
-        return this;
-      }
-      const extensions: HostExtension[] = [];
-      if (this.options.durable !== false) {
-        this.durable = createDurableExtension({ connectionString: this.azurite.connectionString });
-        extensions.push(this.durable);
-      }
-      extensions.push(...(this.options.extensions?.({ connectionString: this.azurite.connectionString }) ?? []));
-      this.host = new FunctionsHost({
-        appDir: this.options.appDir ?? REPO_ROOT,
-        port: this.options.port ?? 0,
-        logSink: this.options.logSink,
-        disableTimers: this.options.disableTimers,
-        extensions,
-      });
-      // With no PUBLIC_API_URL the app derives it from WEBSITE_HOSTNAME, which the host sets once it listens.
-      await this.host.start();
-      this.status = 'running';
-      return this;
-    } catch (err) {
-      this.status = 'running';
-      await this.close();
-      throw err;
+    await this.lifecycle.start(
+      () => this.boot(),
+      () => this.shutdown(),
+    );
+    return this;
+  }
+
+  private async boot(): Promise<void> {
+    this.stateDir = this.options.stateDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'relay-broker-'));
+    this.ownsStateDir = !this.options.stateDir;
+    fs.mkdirSync(this.stateDir, { recursive: true, mode: 0o700 });
+    this.azurite = await new Azurite().start();
+    this.issuer = await (await LocalIssuer.create()).start();
+    await this.issuer.save(path.join(this.stateDir, 'issuer'));
+    const settings: Record<string, string> = {
+      RELAY_BROKER_MODE: 'local',
+      AzureWebJobsStorage: this.azurite.connectionString,
+      AUTH_MODE: 'local',
+      AUTH_ISSUER: this.issuer.issuer,
+      AUTH_AUDIENCE: this.issuer.audience,
+      AUTH_JWKS_URL: this.issuer.jwksUrl,
+    };
+    if (this.options.relay !== false) {
+      this.relay = await new RelayEmulator(this.options.relayOptions ?? {}).start();
+      fs.writeFileSync(this.relayCaFile, this.relay.caCertPem, { mode: 0o600 });
+      settings.RELAY_ARM_ENDPOINT = this.relay.armEndpoint;
+      settings.RELAY_ARM_CA_FILE = this.relayCaFile;
     }
+    Object.assign(settings, this.options.settings);
+    this.settings = settings;
+    // The app reads its settings from the environment, like a function app's app settings.
+    for (const [k, v] of Object.entries(settings)) process.env[k] = v;
+    if (this.options.prefillNamespaces) await this.prefill(this.options.prefillNamespaces);
+    if (this.options.hostProcess) {
+      this.childPort = this.options.port || (await freePort());
+      await this.spawnHost();
+      return;
+    }
+    const extensions: HostExtension[] = [];
+    if (this.options.durable !== false) {
+      this.durable = createDurableExtension({ connectionString: this.azurite.connectionString });
+      extensions.push(this.durable);
+    }
+    extensions.push(...(this.options.extensions?.({ connectionString: this.azurite.connectionString }) ?? []));
+    this.host = new FunctionsHost({
+      appDir: this.options.appDir ?? REPO_ROOT,
+      port: this.options.port ?? 0,
+      logSink: this.options.logSink,
+      disableTimers: this.options.disableTimers,
+      extensions,
+    });
+    // With no PUBLIC_API_URL the app derives it from WEBSITE_HOSTNAME, which the host sets once it listens.
+    await this.host.start();
   }
 
   private async spawnHost(): Promise<void> {
@@ -280,9 +276,11 @@ export class LocalRuntime {
     return names;
   }
 
-  async close(): Promise<void> {
-    if (this.status !== 'running') return;
-    this.status = 'closing';
+  close(): Promise<void> {
+    return this.lifecycle.close(() => this.shutdown());
+  }
+
+  private async shutdown(): Promise<void> {
     await this.stopChild('SIGTERM');
     await this.host?.close();
     await this.relay?.close();
@@ -294,6 +292,5 @@ export class LocalRuntime {
     this.relay = undefined;
     this.issuer = undefined;
     this.azurite = undefined;
-    this.status = 'closed';
   }
 }

@@ -129,7 +129,7 @@ export function createDurableExtension(options: DurableExtensionOptions): Durabl
         crossCheck: options.crossCheck === true,
         sdkOpenTasks: options.crossCheck ? sdkOpenTasks : undefined,
       });
-      api = new DurableHttpApi(engine, hubName, () => h.baseUrl);
+      api = new DurableHttpApi(engine.client, hubName, () => h.baseUrl);
       await engine.start();
     },
 
