@@ -16,6 +16,7 @@ import { Sealer } from '../lib/sealing';
 import { createRelayApiFactory, RelayManager } from '../lib/relay/relayManager';
 import { Azurite } from './azurite';
 import { Lifecycle } from './lifecycle';
+import { loadOrCreateSealingKey, writeSystemKey } from './stateKeys';
 import { createDurableExtension, type DurableExtension } from './durable';
 import { FunctionsHost, type HostExtension, type LogSink } from './host/functionsHost';
 import { RelayEmulator, type RelayEmulatorOptions } from './relay-emulator';
@@ -27,6 +28,8 @@ export interface LocalState {
   apiUrl: string;
   issuerDir: string;
   relayCaFile: string;
+  /** The file holding the host's system key (required on /admin/* and the durable webhooks). */
+  systemKeyFile: string;
   pid: number;
 }
 
@@ -65,6 +68,9 @@ export class LocalRuntime {
   durable?: DurableExtension;
   stateDir = '';
   private ownsStateDir = false;
+  /** The host's system key for this run: callers of /admin/* and the durable webhooks present it. */
+  systemKey = '';
+  systemKeyFile = '';
 
   constructor(private readonly options: LocalRuntimeOptions = {}) {}
 
@@ -111,6 +117,10 @@ export class LocalRuntime {
     this.stateDir = this.options.stateDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'relay-broker-'));
     this.ownsStateDir = !this.options.stateDir;
     fs.mkdirSync(this.stateDir, { recursive: true, mode: 0o700 });
+    const systemKey = writeSystemKey(this.stateDir);
+    this.systemKey = systemKey.key;
+    this.systemKeyFile = systemKey.file;
+    const sealingKey = loadOrCreateSealingKey(this.stateDir);
     this.azurite = await new Azurite().start();
     this.issuer = await (await LocalIssuer.create()).start();
     await this.issuer.save(path.join(this.stateDir, 'issuer'));
@@ -118,6 +128,7 @@ export class LocalRuntime {
       RELAY_BROKER_MODE: 'local',
       AzureWebJobsStorage: this.azurite.connectionString,
       AUTH_MODE: 'local',
+      SEALING_KEY: sealingKey.toString('base64'),
       AUTH_ISSUER: this.issuer.issuer,
       AUTH_AUDIENCE: this.issuer.audience,
       AUTH_JWKS_URL: this.issuer.jwksUrl,
@@ -149,6 +160,7 @@ export class LocalRuntime {
       port: this.options.port ?? 0,
       logSink: this.options.logSink,
       disableTimers: this.options.disableTimers,
+      systemKey: this.systemKey,
       extensions,
     });
     // With no PUBLIC_API_URL the app derives it from WEBSITE_HOSTNAME, which the host sets once it listens.
@@ -162,6 +174,7 @@ export class LocalRuntime {
         ...process.env,
         ...this.settings,
         PORT: String(this.childPort),
+        HOST_SYSTEM_KEY_FILE: this.systemKeyFile,
         APP_DIR: this.options.appDir ?? REPO_ROOT,
         WEBSITE_HOSTNAME: `127.0.0.1:${this.childPort}`,
         ...(this.options.disableTimers ? { HOST_DISABLE_TIMERS: '1' } : {}),
@@ -225,6 +238,7 @@ export class LocalRuntime {
       apiUrl: this.apiUrl,
       issuerDir: path.join(this.stateDir, 'issuer'),
       relayCaFile: this.relayCaFile,
+      systemKeyFile: this.systemKeyFile,
       pid: process.pid,
     };
   }

@@ -61,8 +61,13 @@ export interface ManagementLinks {
   resumePostUri: string;
 }
 
-export function managementLinks(base: string, hubName: string, instanceId: string): ManagementLinks {
-  const qs = `taskHub=${encodeURIComponent(hubName)}&connection=Storage`;
+/** The query every webhook URL carries: task hub, connection and the system key as `code`. */
+export function requiredQuery(hubName: string, systemKey: string): string {
+  return `taskHub=${encodeURIComponent(hubName)}&connection=Storage&code=${encodeURIComponent(systemKey)}`;
+}
+
+export function managementLinks(base: string, hubName: string, instanceId: string, systemKey: string): ManagementLinks {
+  const qs = requiredQuery(hubName, systemKey);
   const i = `${base}${WEBHOOK_PREFIX}/instances/${instanceId}`;
   return {
     id: instanceId,
@@ -82,6 +87,7 @@ export class DurableHttpApi {
     private readonly client: DurableClientOperations,
     private readonly hubName: string,
     private readonly baseUrl: () => string,
+    private readonly systemKey: string,
   ) {}
 
   async handle(req: IncomingMessage, res: ServerResponse, body: Buffer): Promise<boolean> {
@@ -191,7 +197,7 @@ export class DurableHttpApi {
     }
     try {
       const id = await this.client.startNew(name, instanceId, inputText);
-      const links = managementLinks(this.origin(req), this.hubName, id);
+      const links = managementLinks(this.origin(req), this.hubName, id, this.systemKey);
       send(res, 202, links, { location: links.statusQueryGetUri, 'retry-after': '10' });
     } catch (err) {
       if (err instanceof InstanceExistsError)

@@ -17,6 +17,8 @@ export interface ExtensionHostApi {
   readonly hostJson: HostJson;
   /** http://127.0.0.1:<port> */
   readonly baseUrl: string;
+  /** The key /admin and the webhooks require (the real host's master and system keys in one). */
+  readonly systemKey: string;
   functionsWithTrigger(type: string): TriggeredFunction[];
   /** Invokes a function with the trigger's data; other inputs come from their extensions. */
   invoke(

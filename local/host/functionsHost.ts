@@ -28,6 +28,17 @@ import { Lifecycle } from '../lifecycle';
 import { type ExtensionHostApi, type HostExtension, triggerOf, type TriggeredFunction } from './extensionApi';
 import { createHttpTrigger } from './httpTrigger';
 import { createTimerTrigger } from './timerTrigger';
+import {
+  applyServerLimits,
+  DEFAULT_LIMITS,
+  type FrontDoorLimits,
+  keyMatches,
+  needsSystemKey,
+  newSystemKey,
+  presentedKey,
+  readBodyWithin,
+  sendProblem,
+} from './frontDoor';
 
 export type { ExtensionHostApi, HostExtension, TriggeredFunction } from './extensionApi';
 export interface LogRecord {
@@ -46,8 +57,10 @@ export interface FunctionsHostOptions {
   port?: number;
   extensions?: HostExtension[];
   logSink?: LogSink;
-  /** Largest request body accepted (the Azure front end's limit is 100 MB). */
-  maxRequestBytes?: number;
+  /** Request limits of the front door (frontDoor.ts); each defaults to Azure's or a local choice. */
+  limits?: Partial<FrontDoorLimits>;
+  /** The key /admin and the extension webhooks require; a random one per host when not given. */
+  systemKey?: string;
   /** Do not arm timers (tests that trigger them through the admin API). */
   disableTimers?: boolean;
 }
@@ -71,9 +84,14 @@ export class FunctionsHost implements ExtensionHostApi {
   hostJson: HostJson = { routePrefix: 'api', raw: {} };
   port = 0;
   private previousHostname?: string;
+  private readonly limits: FrontDoorLimits;
+  /** Required on /admin/* and /runtime/webhooks/*, as the real host's master and system keys are. */
+  readonly systemKey: string;
 
   constructor(private readonly options: FunctionsHostOptions) {
     this.appDir = path.resolve(options.appDir);
+    this.limits = { ...DEFAULT_LIMITS, ...options.limits };
+    this.systemKey = options.systemKey ?? newSystemKey();
     this.extensions = [
       createTimerTrigger({ disableTimers: options.disableTimers }),
       createHttpTrigger(),
@@ -116,8 +134,14 @@ export class FunctionsHost implements ExtensionHostApi {
     activateRegistry(this.registry);
     this.registry.onLog = (level, category, message) => this.emit({ level, category, message });
     // Listen first so the app (and WEBSITE_HOSTNAME-sensitive libraries) can know the address.
-    this.server = http.createServer((req, res) => void this.onRequest(req, res));
+    // Node checks the header and request timeouts on this interval: keep it well inside them.
+    const checkMs = Math.max(10, Math.min(1000, this.limits.headersTimeoutMs / 4));
+    this.server = http.createServer(
+      { connectionsCheckingInterval: checkMs },
+      (req, res) => void this.onRequest(req, res),
+    );
     this.server.keepAliveTimeout = 5000;
+    applyServerLimits(this.server, this.limits);
     await new Promise<void>((resolve, reject) => {
       this.server!.once('error', reject);
       this.server!.listen(this.options.port ?? 0, '127.0.0.1', () => resolve());
@@ -287,11 +311,44 @@ export class FunctionsHost implements ExtensionHostApi {
 
   // ---- HTTP front door -------------------------------------------------------------------------
 
-  /** Reads the body within the limit, then offers the request to each extension in turn. */
+  /**
+   * Checks what can be refused without reading the body (URL length, the system key, a declared
+   * length over the limit), reads the body within the limit, then offers the request to each
+   * extension in turn.
+   */
   private async onRequest(req: IncomingMessage, res: ServerResponse): Promise<void> {
     try {
-      const body = await readBody(req, this.options.maxRequestBytes ?? 100 * 1024 * 1024);
-      if (body === undefined) return sendPlain(res, 413, 'Request body too large');
+      if ((req.url ?? '').length > this.limits.maxUrlBytes)
+        return sendProblem(
+          res,
+          414,
+          'uri_too_long',
+          'URI too long',
+          `URLs are limited to ${this.limits.maxUrlBytes} bytes.`,
+        );
+      const url = new URL(req.url ?? '/', 'http://127.0.0.1');
+      if (needsSystemKey(url.pathname) && !keyMatches(presentedKey(req, url), this.systemKey)) {
+        return sendProblem(
+          res,
+          401,
+          'unauthenticated',
+          'Unauthorized',
+          'This endpoint requires the host system key (x-functions-key header or code query parameter).',
+          // The body is never read: do not leave it to the next request on this connection.
+          { connection: 'close' },
+        );
+      }
+      const body = await readBodyWithin(req, this.limits.maxRequestBytes);
+      if (body === undefined) {
+        return sendProblem(
+          res,
+          413,
+          'payload_too_large',
+          'Payload too large',
+          `Request bodies are limited to ${this.limits.maxRequestBytes} bytes.`,
+          { connection: 'close' },
+        );
+      }
       for (const ext of this.extensions) if (ext.handleHttp && (await ext.handleHttp(req, res, body))) return;
       sendPlain(res, 404, 'Not Found');
     } catch (err) {
@@ -312,21 +369,6 @@ export class FunctionsHost implements ExtensionHostApi {
       // a broken sink must not break an invocation
     }
   }
-}
-
-function readBody(req: IncomingMessage, limit: number): Promise<Buffer | undefined> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    let tooBig = false;
-    req.on('data', (c: Buffer) => {
-      size += c.length;
-      if (size > limit) tooBig = true;
-      else chunks.push(c);
-    });
-    req.on('end', () => resolve(tooBig ? undefined : Buffer.concat(chunks)));
-    req.on('error', reject);
-  });
 }
 
 function sendPlain(res: ServerResponse, status: number, text: string): void {

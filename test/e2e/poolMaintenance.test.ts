@@ -75,7 +75,10 @@ describe('pool maintenance end to end', () => {
 
   const getPool = (token = admin) => call<PoolBody>('GET', `${rt.apiUrl}/pool`, { token });
   const tick = async () => {
-    const res = await fetch(`${rt.host!.baseUrl}/admin/functions/poolMaintenanceTimer`, { method: 'POST' });
+    const res = await fetch(`${rt.host!.baseUrl}/admin/functions/poolMaintenanceTimer`, {
+      method: 'POST',
+      headers: { 'x-functions-key': rt.systemKey },
+    });
     assert.equal(res.status, 202);
   };
 
