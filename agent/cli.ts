@@ -6,6 +6,8 @@ import { registerAgent } from './commands/agent';
 import { registerConnect } from './commands/connect';
 import { exitState } from './commands/context';
 import { registerDevices } from './commands/devices';
+import { registerGrants } from './commands/grants';
+import { registerLaunchers } from './commands/launch';
 import { registerLocal } from './commands/local';
 import { registerSessions } from './commands/sessions';
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE } from './errors';
@@ -29,7 +31,9 @@ export function buildProgram(): Command {
     .configureHelp({ sortSubcommands: false });
   registerAgent(program);
   registerConnect(program);
+  registerLaunchers(program);
   registerDevices(program);
+  registerGrants(program);
   registerSessions(program);
   registerLocal(program);
   return program;
@@ -42,7 +46,7 @@ function exitCodeOf(err: CommanderError): number {
   return EXIT_USAGE;
 }
 
-async function main(argv: string[]): Promise<number> {
+export async function main(argv: string[]): Promise<number> {
   const program = buildProgram();
   try {
     await program.parseAsync(argv);
