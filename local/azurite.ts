@@ -102,19 +102,19 @@ export class Azurite {
           resolve(wanted);
         }
       };
-      child.stdout!.on('data', onData);
-      child.stderr!.on('data', onData);
+      child.stdout.on('data', onData);
+      child.stderr.on('data', onData);
       child.once('exit', (code) => {
         clearTimeout(timer);
         reject(new Error(`Azurite ${service} exited with code ${code} while starting:\n${out}`));
       });
     });
     // Keep draining output so the pipe never fills up.
-    child.stdout!.removeAllListeners('data').resume();
-    child.stderr!.removeAllListeners('data').resume();
+    child.stdout.removeAllListeners('data').resume();
+    child.stderr.removeAllListeners('data').resume();
     if (this.options.verbose) {
-      child.stdout!.on('data', (c: Buffer) => process.stderr.write(c));
-      child.stderr!.on('data', (c: Buffer) => process.stderr.write(c));
+      child.stdout.on('data', (c: Buffer) => process.stderr.write(c));
+      child.stderr.on('data', (c: Buffer) => process.stderr.write(c));
     }
     child.removeAllListeners('exit');
     return port;

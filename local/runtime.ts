@@ -187,7 +187,7 @@ export class LocalRuntime {
     child.once('exit', () => process.removeListener('exit', reap));
     const sink = this.options.logSink;
     let errText = '';
-    child.stderr!.setEncoding('utf8').on('data', (chunk: string) => {
+    child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
       errText = (errText + chunk).slice(-4000);
       if (sink)
         for (const line of chunk.split('\n').filter(Boolean))
@@ -199,7 +199,7 @@ export class LocalRuntime {
         () => reject(new Error(`the host process did not start within 60 s:\n${errText}`)),
         60_000,
       );
-      child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
+      child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
         out += chunk;
         if (out.includes('"ready":true')) {
           clearTimeout(timer);

@@ -258,6 +258,8 @@ export class FunctionsHost implements ExtensionHostApi {
         error,
       };
       await this.runHookList('postInvocation', post);
+      // A hook may replace the error with any value; it is rethrown as the handler's failure.
+      // eslint-disable-next-line @typescript-eslint/only-throw-error
       if (post.error) throw post.error;
       return model.getResponse(context, post.result);
     })();

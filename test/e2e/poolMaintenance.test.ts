@@ -128,7 +128,7 @@ describe('pool maintenance end to end', () => {
     for (const row of await store.list()) assert.ok(row.sealedKeys, `${row.name} has sealed keys`);
 
     // The next tick replaces the completed instance with a fresh run, which has nothing to create.
-    const first = filled.body.lastRun!.runId;
+    const first = filled.body.lastRun.runId;
     const completed = await waitFor('the run to complete', async () => {
       const r = await getPool();
       return r.body.maintenance.runtimeStatus === 'Completed' ? r : undefined;

@@ -24,6 +24,8 @@ describe('local functions host runs @azure/functions v4 registrations', () => {
       // Small limits so the guards can be shown without 100 MB bodies or minute-long waits.
       limits: { maxRequestBytes: 64 * 1024, headersTimeoutMs: 1000, requestTimeoutMs: 2000, maxConnections: 16 },
     }).start();
+    // The fixture's own module instance (the host loaded it with require), to read what it recorded.
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
     timerRuns = (require(path.join(fixtureDir, 'app.js')) as { timerRuns: typeof timerRuns }).timerRuns;
   });
   after(async () => {
