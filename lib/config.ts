@@ -171,7 +171,69 @@ export const SETTINGS = {
     azure: 'required',
     doc: 'JWKS URL of the issuer, e.g. https://login.microsoftonline.com/<tenant>/discovery/v2.0/keys.',
   },
+  RELAY_BROKER_BIND: {
+    azure: 'local',
+    doc: '`npm start` only: the address the API, the device queue and the relay data plane listen on (default 127.0.0.1; 0.0.0.0 lets a device on another machine in).',
+  },
+  RELAY_BROKER_PUBLIC_HOST: {
+    azure: 'local',
+    doc: "`npm start` only: the host name or address devices reach this machine by; it goes into the API URL, the queue URL, the relays' endpoints and the emulator's certificate (default 127.0.0.1, or this machine's host name when RELAY_BROKER_BIND is not loopback).",
+  },
+  RELAY_BROKER_RELAY_PORTS: {
+    azure: 'local',
+    doc: "`npm start` only: the port range the relay emulator serves namespaces on, one port each, kept across restarts (default PORT+29..PORT+128, i.e. 7100-7199); open or forward it with the API's and the queue's (PORT, PORT+1).",
+  },
 } as const satisfies Record<string, { azure: 'required' | 'optional' | 'local'; doc: string }>;
+
+const hostSetting = z
+  .string()
+  .trim()
+  .regex(/^[A-Za-z0-9.:-]{1,253}$/, 'must be a host name or an IP address');
+
+const localNetworkSchema = z.object({
+  PORT: intSetting(1, 65_535 - 128, 7071),
+  RELAY_BROKER_BIND: hostSetting.optional(),
+  RELAY_BROKER_PUBLIC_HOST: hostSetting.optional(),
+  RELAY_BROKER_RELAY_PORTS: z
+    .string()
+    .trim()
+    .regex(/^\d{1,5}-\d{1,5}$/, 'must be a port range such as 7100-7199')
+    .transform((v) => v.split('-').map(Number) as [number, number])
+    .refine(([first, last]) => first >= 1 && last <= 65_535 && first <= last, 'must be a range of ports, low-high')
+    .optional(),
+});
+
+/** Where `npm start` listens and what it tells devices (the local-only settings above). */
+export interface LocalNetwork {
+  apiPort: number;
+  queuePort: number;
+  relayPorts: { first: number; last: number };
+  bind: string;
+  publicHost: string;
+}
+
+/**
+ * Reads `npm start`'s network settings. `defaultHostName` is this machine's name, advertised when
+ * the bind address is not loopback and no public host is set.
+ */
+export function loadLocalNetwork(env: NodeJS.ProcessEnv, defaultHostName: string): LocalNetwork {
+  const r = localNetworkSchema.safeParse(env);
+  if (!r.success) {
+    const lines = r.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}`);
+    throw new ConfigError(`Invalid configuration:\n${lines.join('\n')}`);
+  }
+  const e = r.data;
+  const bind = e.RELAY_BROKER_BIND ?? '127.0.0.1';
+  const loopback = bind === '127.0.0.1' || bind === 'localhost' || bind === '::1';
+  const [first, last] = e.RELAY_BROKER_RELAY_PORTS ?? [e.PORT + 29, e.PORT + 128];
+  return {
+    apiPort: e.PORT,
+    queuePort: e.PORT + 1,
+    relayPorts: { first, last },
+    bind,
+    publicHost: e.RELAY_BROKER_PUBLIC_HOST ?? (loopback ? '127.0.0.1' : defaultHostName),
+  };
+}
 
 export type SettingName = keyof typeof SETTINGS;
 

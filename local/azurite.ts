@@ -20,6 +20,13 @@ export interface AzuriteOptions {
   startTimeoutMs?: number;
   /** Forward Azurite's output (debugging). */
   verbose?: boolean;
+  /** Where the queue service listens (default 127.0.0.1; `0.0.0.0` lets devices on other machines poll). The table service stays on loopback. */
+  queueBind?: string;
+  /** The host name the queue endpoint names in the connection string, hence in enrollments (default 127.0.0.1). */
+  publicHost?: string;
+  /** Fixed ports (default: free ones). `npm start` fixes the queue's, which enrollments name. */
+  queuePort?: number;
+  tablePort?: number;
 }
 
 type Service = 'queue' | 'table';
@@ -33,7 +40,7 @@ export class Azurite {
   constructor(private readonly options: AzuriteOptions = {}) {}
 
   get queueEndpoint(): string {
-    return `http://127.0.0.1:${this.queuePort}/${DEV_ACCOUNT_NAME}`;
+    return `http://${this.options.publicHost ?? '127.0.0.1'}:${this.queuePort}/${DEV_ACCOUNT_NAME}`;
   }
   get tableEndpoint(): string {
     return `http://127.0.0.1:${this.tablePort}/${DEV_ACCOUNT_NAME}`;
@@ -69,8 +76,10 @@ export class Azurite {
       main,
       '--disableTelemetry',
       '--skipApiVersionCheck',
+      // Path-style URLs whatever the host name (else a name like `broker.lan` reads as account `broker`).
+      '--disableProductStyleUrl',
       `--${service}Host`,
-      '127.0.0.1',
+      service === 'queue' ? (this.options.queueBind ?? '127.0.0.1') : '127.0.0.1',
       `--${service}Port`,
       '0',
       ...(this.options.location
@@ -78,7 +87,7 @@ export class Azurite {
         : ['--inMemoryPersistence']),
     ];
     // The standalone services do not report the port they got for port 0: choose a free one first.
-    const wanted = await freePort();
+    const wanted = (service === 'queue' ? this.options.queuePort : this.options.tablePort) || (await freePort());
     args[args.indexOf(`--${service}Port`) + 1] = String(wanted);
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     this.children.push(child);

@@ -55,6 +55,8 @@ export interface FunctionsHostOptions {
   appDir: string;
   /** 0 picks a free port. */
   port?: number;
+  /** The address to listen on (default 127.0.0.1; local mode's RELAY_BROKER_BIND). */
+  listenHost?: string;
   extensions?: HostExtension[];
   logSink?: LogSink;
   /** Request limits of the front door (frontDoor.ts); each defaults to Azure's or a local choice. */
@@ -144,7 +146,7 @@ export class FunctionsHost implements ExtensionHostApi {
     applyServerLimits(this.server, this.limits);
     await new Promise<void>((resolve, reject) => {
       this.server!.once('error', reject);
-      this.server!.listen(this.options.port ?? 0, '127.0.0.1', () => resolve());
+      this.server!.listen(this.options.port ?? 0, this.options.listenHost ?? '127.0.0.1', () => resolve());
     });
     this.port = (this.server.address() as AddressInfo).port;
     // As Core Tools does: the app (and the durable client's URL rewriting) sees this host's address.
