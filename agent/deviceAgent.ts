@@ -152,10 +152,12 @@ export class DeviceAgent {
         // Say it on the first failure and when it changes nature; not on every retry.
         if (this.pollFailures === 1 || this.pollFailures % 10 === 0) {
           const { statusCode, detail } = describeQueueError(err);
+          // No HTTP answer at all: say where the enrollment pointed and what to check (issue 19).
+          const unreachable = statusCode === undefined ? unreachableHint(this.o.enrollment) : undefined;
           this.o.log(
             'poll.failed',
-            { statusCode, detail, retryInMs: delayMs, failures: this.pollFailures },
-            `cannot poll the queue: ${detail}; retrying in ${(delayMs / 1000).toFixed(1)} s`,
+            { statusCode, detail, retryInMs: delayMs, failures: this.pollFailures, ...unreachable?.fields },
+            `cannot poll the queue: ${detail}${unreachable?.human ?? ''}; retrying in ${(delayMs / 1000).toFixed(1)} s`,
           );
         }
       }
@@ -272,7 +274,7 @@ export class DeviceAgent {
     this.o.log(
       'ready.failed',
       { sessionId: m.sessionId, detail: lastDetail },
-      `session ${m.sessionId}: could not reach the control plane to answer: ${lastDetail}`,
+      `session ${m.sessionId}: could not reach the control plane at ${safeOrigin(m.readyUrl)} to answer: ${lastDetail}`,
     );
     return 0;
   }
@@ -292,6 +294,31 @@ function describeQueueError(err: unknown): { statusCode?: number; detail: string
     return { statusCode, detail: `${statusCode ?? ''} ${err.code ?? ''} ${firstLine(err.message)}`.trim() };
   }
   return { detail: messageOf(err) };
+}
+
+/** The scheme, host and port of a URL: never its path or query, which may carry a SAS. */
+function safeOrigin(u: string): string {
+  try {
+    return new URL(u).origin;
+  } catch {
+    return '(not a URL)';
+  }
+}
+
+/** Where the enrollment points (queue and API origins, no SAS) and what to check when neither answers. */
+function unreachableHint(e: Pick<Enrollment, 'queueUrl' | 'apiUrl'>): {
+  fields: { queue: string; api: string };
+  human: string;
+} {
+  const queue = safeOrigin(e.queueUrl);
+  const api = safeOrigin(e.apiUrl);
+  return {
+    fields: { queue, api },
+    human:
+      ` (the enrollment points at the queue ${queue} and the API ${api}: is the broker running there, and is that` +
+      ` address reachable from this device? A local broker (npm start) serves other machines only with` +
+      ` RELAY_BROKER_BIND and RELAY_BROKER_PUBLIC_HOST set before the device was added; see docs/cli.md "Local mode")`,
+  };
 }
 
 function firstLine(s: string): string {

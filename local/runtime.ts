@@ -20,12 +20,7 @@ import { Lifecycle } from './lifecycle';
 import { loadOrCreateSealingKey, readSystemKey, SYSTEM_KEY_FILE, writeSystemKey } from './stateKeys';
 import { createDurableExtension, type DurableExtension } from './durable';
 import { FunctionsHost, type HostExtension, type LogSink } from './host/functionsHost';
-import {
-  FileRelayStore,
-  loadOrCreateTlsIdentity,
-  RelayEmulator,
-  type RelayEmulatorOptions,
-} from './relay-emulator';
+import { FileRelayStore, loadOrCreateTlsIdentity, RelayEmulator, type RelayEmulatorOptions } from './relay-emulator';
 
 /** Files of a persistent state folder besides local.json, the keys and the issuer. */
 export const AZURITE_DIR = 'azurite';

@@ -203,7 +203,8 @@ export class RelayEmulator {
     if (this.status !== 'closed') throw new Error(`Cannot start the relay emulator in status ${this.status}`);
     this.status = 'starting';
     try {
-      this.tls = this.options.tls ?? (await generateTlsIdentity(this.options.publicHost ? [this.options.publicHost] : []));
+      this.tls =
+        this.options.tls ?? (await generateTlsIdentity(this.options.publicHost ? [this.options.publicHost] : []));
       this.dataPlane = new DataPlaneRegistry({
         store: this.store,
         tls: this.tls,

@@ -15,6 +15,8 @@ export interface CliOptions {
   env?: Record<string, string | undefined>;
   cwd?: string;
   timeoutMs?: number;
+  /** A command the CLI runs under, e.g. `['ip', 'netns', 'exec', 'dev-ns']` (it must exec, not fork). */
+  prefix?: string[];
 }
 
 function childEnv(extra: Record<string, string | undefined> = {}): NodeJS.ProcessEnv {
@@ -62,7 +64,8 @@ export class CliProcess {
   readonly exited: Promise<number | null>;
 
   constructor(args: string[], options: CliOptions = {}) {
-    this.child = spawn(process.execPath, [CLI_PATH, ...args], {
+    const argv = [...(options.prefix ?? []), process.execPath, CLI_PATH, ...args];
+    this.child = spawn(argv[0], argv.slice(1), {
       env: childEnv(options.env),
       cwd: options.cwd,
       stdio: ['ignore', 'pipe', 'pipe'],
