@@ -103,7 +103,13 @@ export class FunctionsHost implements ExtensionHostApi {
   }
 
   get baseUrl(): string {
-    return `http://127.0.0.1:${this.port}`;
+    return `http://${this.connectHost}:${this.port}`;
+  }
+  /** Where this host is reached from this machine: its listen address, or loopback when it listens on all. */
+  private get connectHost(): string {
+    const h = this.options.listenHost;
+    if (!h || h === '0.0.0.0' || h === '::') return '127.0.0.1';
+    return h.includes(':') ? `[${h}]` : h;
   }
   get apiUrl(): string {
     return `${this.baseUrl}/${this.hostJson.routePrefix}`.replace(/\/$/, '');
@@ -151,7 +157,7 @@ export class FunctionsHost implements ExtensionHostApi {
     this.port = (this.server.address() as AddressInfo).port;
     // As Core Tools does: the app (and the durable client's URL rewriting) sees this host's address.
     this.previousHostname = process.env.WEBSITE_HOSTNAME;
-    process.env.WEBSITE_HOSTNAME = `127.0.0.1:${this.port}`;
+    process.env.WEBSITE_HOSTNAME = `${this.connectHost}:${this.port}`;
 
     loadEntryPoints(resolveEntryPoints(this.appDir));
     await this.runHooks('appStart', { functionAppDirectory: this.appDir });
