@@ -13,6 +13,12 @@ import { LocalRuntime, REPO_ROOT } from './runtime';
 
 const STATE_DIR = process.env.RELAY_BROKER_STATE_DIR ?? path.join(REPO_ROOT, '.relay-broker');
 
+/** A path relative to the working directory when it lies under it, else absolute. */
+function shown(p: string): string {
+  const rel = path.relative(process.cwd(), p);
+  return rel && !rel.startsWith('..') && !path.isAbsolute(rel) ? rel : p;
+}
+
 async function main(): Promise<void> {
   const args = process.argv.slice(2);
   const unknown = args.filter((a) => a !== '--reset');
@@ -77,10 +83,10 @@ relay-broker is running offline. Ctrl-C stops everything.
   health        curl ${rt.apiUrl}/health
   admin token   ${token}
                 (local only, valid 8 h; more with: ${cli} local token --role operator --sub alice)
-  state         ${path.relative(process.cwd(), STATE_DIR) || STATE_DIR}/ (kept across restarts; the CLI finds the API and the relay certificate here)
+  state         ${shown(STATE_DIR)}/ (kept across restarts; the CLI finds the API and the relay certificate here)
   devices reach ${network.bind === '127.0.0.1' ? 'this machine only (RELAY_BROKER_BIND=0.0.0.0 for others)' : `${network.publicHost}: ports ${network.apiPort} (API), ${network.queuePort} (queue), ${network.relayPorts.first}-${network.relayPorts.last} (relay)`}
-  relay CA      ${path.relative(process.cwd(), rt.relayCaFile) || rt.relayCaFile} (a device elsewhere needs it: --relay-ca)
-  system key    ${path.relative(process.cwd(), rt.systemKeyFile) || rt.systemKeyFile} (x-functions-key for /admin/* and /runtime/webhooks/durabletask/*)
+  relay CA      ${shown(rt.relayCaFile)} (a device elsewhere needs it: --relay-ca)
+  system key    ${shown(rt.systemKeyFile)} (x-functions-key for /admin/* and /runtime/webhooks/durabletask/*)
 
 Try, in another terminal:
   ${cli} devices add demo-device --out device.json
