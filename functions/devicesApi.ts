@@ -47,10 +47,11 @@ route('devicesDelete', {
   route: 'devices/{deviceId}',
   access: ['admin'],
   durableClient: true,
-  handler: async ({ req, services, durable, ctx }) => {
+  handler: async (api) => {
+    const { req, services, ctx } = api;
     const deviceId = parseWith(deviceIdSchema, req.params.deviceId, 'The device id');
     const ended = await services
-      .sessionControl(sessionOrchestrations(() => durable()))
+      .sessionControl(sessionOrchestrations(() => api.durable()))
       .deleteDevice(deviceId, (sessionId, err) =>
         ctx.warn(`could not end session ${sessionId} of deleted device ${deviceId}: ${String(err)}`),
       );
