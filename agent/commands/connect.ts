@@ -3,7 +3,7 @@
 // Exit codes: 0 after Ctrl-C or when the session reached its lifetime; 1 when it failed to open or
 // was ended by someone else (sessions end, device removed).
 import os from 'node:os';
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { z } from 'zod';
 import type { ApiClient } from '../apiClient';
 import { resolveRelayCa } from '../config';
@@ -153,10 +153,11 @@ export function registerConnect(program: Command): void {
     .description('open a session to a device and bridge local connections to it (Ctrl-C ends it)')
     .argument('<deviceId>', 'the device to reach', parseDeviceId)
     .option('--port <port>', 'the port on the device', parsePort, 3389)
-    .option('--listen <host:port>', 'local address to listen on (port 0: a free one)', parseListen, {
-      host: '127.0.0.1',
-      port: 0,
-    })
+    .addOption(
+      new Option('--listen <host:port>', 'local address to listen on (port 0: a free one)')
+        .argParser(parseListen)
+        .default({ host: '127.0.0.1', port: 0 }, '127.0.0.1:0'),
+    )
     .option('--lifetime <minutes>', 'session lifetime in minutes', parsePositiveInt('--lifetime', 720), 60)
     .option('--relay-ca <file>', 'PEM of a CA to trust for the relay (the local emulator)')
     .option('--user <name>', 'user name for the ssh hint', os.userInfo().username || 'user')
