@@ -5,7 +5,7 @@ import type { Principal } from '../auth/principal';
 import type { DeviceRegistry } from '../devices/deviceRegistry';
 import { ConflictError, ForbiddenError, NotFoundError } from '../errors';
 import { sha256Base64url, tokenMatchesHash, type Sealer } from '../sealing';
-import { isTerminal, SESSION_EVENTS, sessionInputSchema, type SessionStatus } from './session';
+import { SESSION_EVENTS, sessionInputSchema, type SessionStatus } from './session';
 import { isRunning, type SessionOrchestrations } from './orchestrations';
 import { readCustomStatus, sessionState } from './sessionState';
 import type { SessionRecord, SessionStore } from './sessionStore';
@@ -49,7 +49,7 @@ export class SessionControl {
   /**
    * Asks the session's orchestration to end it and records the session `ending` until the recycle
    * is done. Answers the status the session has now: `ending`, or its end if it had one already.
-   * Second run: the event again (the orchestration takes the first), the record unchanged.
+   * Second run (or a session already ending for another reason): no event, no write, `ending`.
    */
   async end(principal: Principal, sessionId: string): Promise<{ sessionId: string; status: SessionStatus }> {
     const [record, instance] = await Promise.all([
@@ -57,16 +57,16 @@ export class SessionControl {
       this.o.orchestrations.getStatus(sessionId),
     ]);
     const state = sessionState(record, instance);
-    if (isTerminal(state.status)) return { sessionId, status: state.status };
-    // The instance may finish between the read and the event (lifetime, ready timeout): then it has ended anyway.
-    if (
-      !isRunning(instance) ||
-      !(await this.o.orchestrations.raiseEvent(sessionId, SESSION_EVENTS.endSession, {
-        reason: 'requested',
-        by: principal.id,
-      }))
-    ) {
-      return { sessionId, status: state.status };
+    // Already ending or over; or no orchestration to ask (history gone), so nothing can end it.
+    if (state.status !== 'pending' && state.status !== 'ready') return { sessionId, status: state.status };
+    if (!isRunning(instance)) return { sessionId, status: state.status };
+    const raised = await this.o.orchestrations.raiseEvent(sessionId, SESSION_EVENTS.endSession, {
+      reason: 'requested',
+      by: principal.id,
+    });
+    if (!raised) {
+      // It finished between the read and the event (lifetime, ready timeout): say how it stands now.
+      return { sessionId, status: sessionState(record, await this.o.orchestrations.getStatus(sessionId)).status };
     }
     const now = await this.o.sessions.transition(record.deviceId, sessionId, 'ending', { reason: 'requested' });
     return { sessionId, status: now.status };

@@ -108,6 +108,26 @@ describe('SessionControl', () => {
     assert.equal(t.orchestrations.raised.length + u.orchestrations.raised.length, 0);
   });
 
+  it('leaves a session already ending for another reason as it is', async () => {
+    const t = await setup({ ...record, status: 'ready' });
+    t.orchestrations.set(ID, { customStatus: { status: 'ending', reason: 'lifetime' } });
+    assert.deepEqual(await t.control.end(alice, ID), { sessionId: ID, status: 'ending' });
+    assert.equal(t.orchestrations.raised.length, 0);
+    assert.equal(t.sessions.records.get(ID)?.status, 'ready', 'the orchestration records the end with its reason');
+    assert.equal((await t.control.get(alice, ID)).reason, 'lifetime');
+  });
+
+  it('answers how it stands when the orchestration finished between the read and the event', async () => {
+    const t = await setup({ ...record, status: 'ready' });
+    t.orchestrations.set(ID, { customStatus: t.ready });
+    t.orchestrations.raiseEvent = () => {
+      t.orchestrations.set(ID, { runtimeStatus: 'Completed', customStatus: { status: 'ended', reason: 'lifetime' } });
+      return Promise.resolve(false);
+    };
+    assert.deepEqual(await t.control.end(alice, ID), { sessionId: ID, status: 'ended' });
+    assert.equal(t.sessions.records.get(ID)?.status, 'ready', 'no ending written for an end it did not cause');
+  });
+
   it('hides a session from other operators on end too', async () => {
     const t = await setup();
     await assert.rejects(t.control.end(bob, ID), { status: 404, code: 'session_not_found' });
