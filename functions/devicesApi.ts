@@ -1,7 +1,7 @@
 // Device registry routes (admin): register, list, show, rotate the enrollment, delete.
 import { registerDeviceSchema } from '../lib/devices/deviceRegistry';
 import { parseJsonBody, parseWith, deviceIdSchema } from '../lib/validation';
-import { sessionOrchestrations } from './shared/durable';
+import { sessionOrchestrations } from './shared/sessionOrchestrations';
 import { json, route } from './shared/route';
 
 route('devicesCreate', {

@@ -3,7 +3,7 @@
 import { z } from 'zod';
 import { openSessionRequestSchema, sessionStatusSchema } from '../lib/sessions/session';
 import { deviceIdSchema, parseJsonBody, parseWith, sessionIdSchema } from '../lib/validation';
-import { sessionOrchestrations } from './shared/durable';
+import { sessionOrchestrations } from './shared/sessionOrchestrations';
 import { json, route, type ApiContext } from './shared/route';
 
 const sessionsOf = (api: ApiContext) => sessionOrchestrations(() => api.durable());

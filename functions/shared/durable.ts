@@ -1,8 +1,6 @@
 // The durable client's "not found" and "already finished" answers as values, not exceptions:
 // the client throws plain Errors naming the HTTP status, which would otherwise surface as 500s.
 import type { DurableClient, DurableOrchestrationStatus } from 'durable-functions';
-import type { SessionOrchestrations } from '../../lib/sessions/orchestrations';
-import { SESSION_ORCHESTRATOR } from '../sessionOrchestrator';
 
 const statusIn = (err: unknown, codes: number[]): boolean => {
   const text = err instanceof Error ? err.message : String(err);
@@ -37,21 +35,4 @@ export async function raiseEventIfRunning(
     if (statusIn(err, [404, 410])) return false;
     throw err;
   }
-}
-
-/** The session rules' orchestration port over the durable client (asked for on first use). */
-export function sessionOrchestrations(clientOf: () => DurableClient): SessionOrchestrations {
-  return {
-    startNew: async (input) => {
-      await clientOf().startNew(SESSION_ORCHESTRATOR, { instanceId: input.sessionId, input });
-    },
-    getStatus: async (sessionId) => {
-      const st = await statusOrUndefined(clientOf(), sessionId);
-      return st
-        ? { runtimeStatus: String(st.runtimeStatus), customStatus: st.customStatus, input: st.input }
-        : undefined;
-    },
-    raiseEvent: (sessionId, eventName, data) => raiseEventIfRunning(clientOf(), sessionId, eventName, data),
-    terminate: (sessionId, reason) => clientOf().terminate(sessionId, reason),
-  };
 }
