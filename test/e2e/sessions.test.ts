@@ -153,7 +153,7 @@ describe('sessions end to end', () => {
     const engine = rt.durable!.engine!;
     // The instance completes right after it records the end: wait for that, then purge it.
     await waitFor('the orchestration to complete and be purged', async () =>
-      (await engine.purge(r.body.sessionId)) === 1 ? true : undefined,
+      (await engine.client.purge(r.body.sessionId)) === 1 ? true : undefined,
     );
     const shown = await call<Record<string, unknown>>('GET', `${rt.apiUrl}/sessions/${r.body.sessionId}`, {
       token: admin,
