@@ -5,6 +5,17 @@ import type { InstanceState, SessionOrchestrations } from '../../../lib/sessions
 import { decideSessionWrite, type SessionInput, type SessionStatus } from '../../../lib/sessions/session';
 import type { SessionLocation, SessionRecord, SessionStore } from '../../../lib/sessions/sessionStore';
 
+/** A pending session of alice's on plc-1, as the opener records it. */
+export const SAMPLE_RECORD: Readonly<SessionRecord> = Object.freeze({
+  sessionId: '6f1c2d1e-8a55-4a55-9d55-0a0b0c0d0e0f',
+  deviceId: 'plc-1',
+  openerId: 'alice',
+  port: 22,
+  status: 'pending',
+  createdAt: '2026-11-25T10:00:00.000Z',
+  expiresAt: '2026-11-25T11:00:00.000Z',
+});
+
 export interface RaisedEvent {
   sessionId: string;
   eventName: string;

@@ -15,6 +15,7 @@ import {
 import { sessionState } from '../../../lib/sessions/sessionState';
 import { assertCanSee, buildView, openFailure } from '../../../lib/sessions/sessionView';
 import type { SessionRecord } from '../../../lib/sessions/sessionStore';
+import { SAMPLE_RECORD } from './fakes';
 
 // The expected table, written out independently of the module so a change to either is caught.
 const ALLOWED: ReadonlyArray<[SessionStatus, SessionStatus]> = [
@@ -89,16 +90,7 @@ describe('open request', () => {
 
 describe('session view', () => {
   const sealer = new Sealer(randomBytes(32));
-  const record: SessionRecord = {
-    sessionId: '6f1c2d1e-8a55-4a55-9d55-0a0b0c0d0e0f',
-    deviceId: 'plc-1',
-    openerId: 'alice',
-    port: 22,
-    status: 'pending',
-    createdAt: '2026-11-25T10:00:00.000Z',
-    expiresAt: '2026-11-25T11:00:00.000Z',
-    namespace: 'rbk-ns-1',
-  };
+  const record: SessionRecord = { ...SAMPLE_RECORD, namespace: 'rbk-ns-1' };
   const ready = {
     status: 'ready' as const,
     readyAt: '2026-11-25T10:00:02.000Z',

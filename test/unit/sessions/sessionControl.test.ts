@@ -8,21 +8,13 @@ import { Sealer } from '../../../lib/sealing';
 import { SESSION_EVENTS } from '../../../lib/sessions/session';
 import { SessionControl } from '../../../lib/sessions/sessionControl';
 import type { SessionRecord } from '../../../lib/sessions/sessionStore';
-import { FakeOrchestrations, MemorySessionStore } from './fakes';
+import { FakeOrchestrations, MemorySessionStore, SAMPLE_RECORD } from './fakes';
 
 const alice: Principal = { id: 'alice', roles: ['operator'], via: 'jwt' };
 const bob: Principal = { id: 'bob', roles: ['operator'], via: 'jwt' };
 const admin: Principal = { id: 'root', roles: ['admin'], via: 'jwt' };
 const ID = '6f1c2d1e-8a55-4a55-9d55-0a0b0c0d0e0f';
-const record: SessionRecord = {
-  sessionId: ID,
-  deviceId: 'plc-1',
-  openerId: 'alice',
-  port: 22,
-  status: 'pending',
-  createdAt: '2026-11-25T10:00:00.000Z',
-  expiresAt: '2026-11-25T11:00:00.000Z',
-};
+const record: SessionRecord = { ...SAMPLE_RECORD, sessionId: ID };
 
 async function setup(r: SessionRecord = record) {
   const sealer = new Sealer(randomBytes(32));

@@ -5,16 +5,9 @@ import assert from 'node:assert/strict';
 import type { InstanceState } from '../../../lib/sessions/orchestrations';
 import { sessionState, type SessionState } from '../../../lib/sessions/sessionState';
 import type { SessionRecord } from '../../../lib/sessions/sessionStore';
+import { SAMPLE_RECORD } from './fakes';
 
-const base: SessionRecord = {
-  sessionId: '6f1c2d1e-8a55-4a55-9d55-0a0b0c0d0e0f',
-  deviceId: 'plc-1',
-  openerId: 'alice',
-  port: 22,
-  status: 'pending',
-  createdAt: '2026-11-25T10:00:00.000Z',
-  expiresAt: '2026-11-25T11:00:00.000Z',
-};
+const base: SessionRecord = SAMPLE_RECORD;
 const relay = {
   namespace: 'rbk-ns-1',
   endpoint: 'https://rbk-ns-1.servicebus.windows.net/',
