@@ -5,7 +5,8 @@ import { resolveRelayCa } from '../config';
 import { CliError, EXIT_OK, messageOf } from '../errors';
 import { parseAllowList, parsePositiveInt } from '../options';
 import type { Output } from '../output';
-import { action, untilSignal } from './context';
+import { redactProxyUrl } from '../proxy';
+import { action, proxyFor, untilSignal } from './context';
 import { enrollmentSchema } from './devices';
 
 async function readEnrollment(file: string, out: Output) {
@@ -76,6 +77,15 @@ export function registerAgent(program: Command): void {
         }>();
         const enrollment = await readEnrollment(o.enrollment, out);
         const relayCa = await resolveRelayCa(o.relayCa, enrollment.apiUrl);
+        const proxy = proxyFor(cmd);
+        if (proxy) {
+          const via = redactProxyUrl(proxy.url);
+          out.event(
+            'agent.proxy',
+            { proxy: via, source: proxy.source, noProxy: proxy.noProxy },
+            `using the proxy ${via} (from ${proxy.source})${proxy.noProxy.length ? `, not for ${proxy.noProxy.join(', ')}` : ''}`,
+          );
+        }
         // Loaded here: the storage SDK is heavy and only this command needs it.
         const { DeviceAgent } = await import('../deviceAgent');
         const agent = new DeviceAgent({
@@ -84,6 +94,7 @@ export function registerAgent(program: Command): void {
           pollIntervalMs: o.pollMs,
           relayCa,
           targetHost: o.targetHost,
+          proxy,
           log: (event, fields, human) => out.event(event, fields, human),
         });
         const stopped = untilSignal();

@@ -3,7 +3,7 @@
 // connection exposed as a Duplex stream over binary frames. Tokens go in a header, never in logs.
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import type { IncomingMessage } from 'node:http';
+import type { Agent, IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocket, createWebSocketStream, type RawData } from 'ws';
 import { BrokerError, type BrokerErrorOptions } from '../errors';
@@ -12,6 +12,8 @@ import { parseSasToken } from './sas';
 /** A SAS token, or a function that mints a fresh one (called at each (re)connect and before expiry). */
 export type TokenSource = string | (() => string | Promise<string>);
 export type CaOption = string | Buffer | Array<string | Buffer>;
+/** The http(s) Agent for a WebSocket URL (an HTTP CONNECT proxy tunnel), or undefined to connect directly. */
+export type AgentForUrl = (url: string) => Agent | undefined;
 
 /** Close codes of the Hybrid Connections protocol. */
 export const RELAY_CLOSE_ENTITY_DELETED = 1001;
@@ -100,12 +102,19 @@ function toStream(ws: WebSocket, connectionId: string): HybridConnectionStream {
 /** Opens a WebSocket and settles when it is open, refused (RelayHandshakeError) or failed. */
 function openWebSocket(
   url: string,
-  options: { headers?: Record<string, string>; ca?: CaOption; handshakeTimeoutMs: number; track?: Set<WebSocket> },
+  options: {
+    headers?: Record<string, string>;
+    ca?: CaOption;
+    handshakeTimeoutMs: number;
+    track?: Set<WebSocket>;
+    agent?: AgentForUrl;
+  },
 ): Promise<WebSocket> {
   return new Promise((resolve, reject) => {
     const ws = new WebSocket(url, {
       headers: options.headers,
       ca: options.ca,
+      agent: options.agent?.(url),
       handshakeTimeout: options.handshakeTimeoutMs,
       perMessageDeflate: false,
       maxPayload: 64 * 1024 * 1024,
@@ -148,6 +157,7 @@ export interface ConnectOptions {
   handshakeTimeoutMs?: number;
   /** The rendezvous id to ask for (default a random UUID). */
   id?: string;
+  agent?: AgentForUrl;
 }
 
 /** Sender side: connects to a hybrid connection with a Send token; resolves once a listener accepted. */
@@ -162,6 +172,7 @@ export async function connectHybridConnection(
     headers: { ServiceBusAuthorization: token },
     ca: options.ca,
     handshakeTimeoutMs: options.handshakeTimeoutMs ?? 30_000,
+    agent: options.agent,
   });
   return toStream(ws, id);
 }
@@ -205,6 +216,8 @@ export interface HybridConnectionListenerOptions {
   /** A Listen token, or a provider of fresh ones (required for renewal and for surviving expiry). */
   token: TokenSource;
   ca?: CaOption;
+  /** Through a proxy: the agent for the control channel and each rendezvous URL. */
+  agent?: AgentForUrl;
   /** WebSocket ping on the control channel every this many ms (default 30000). */
   pingIntervalMs?: number;
   /** No pong within this many ms: the channel is dead, re-listen (default 10000). */
@@ -277,8 +290,8 @@ export class HybridConnectionListener extends EventEmitter<HybridConnectionListe
   private readonly pendingAccepts = new Set<WebSocket>();
   private readonly streams = new Set<HybridConnectionStream>();
   private startWaiters: Array<{ resolve: () => void; reject: (err: Error) => void }> = [];
-  private readonly opts: Required<Omit<HybridConnectionListenerOptions, 'ca' | 'acceptFilter'>> &
-    Pick<HybridConnectionListenerOptions, 'ca' | 'acceptFilter'>;
+  private readonly opts: Required<Omit<HybridConnectionListenerOptions, 'ca' | 'acceptFilter' | 'agent'>> &
+    Pick<HybridConnectionListenerOptions, 'ca' | 'acceptFilter' | 'agent'>;
 
   constructor(options: HybridConnectionListenerOptions) {
     super();
@@ -355,6 +368,7 @@ export class HybridConnectionListener extends EventEmitter<HybridConnectionListe
     const ws = new WebSocket(url, {
       headers: { ServiceBusAuthorization: token },
       ca: this.opts.ca,
+      agent: this.opts.agent?.(url),
       handshakeTimeout: this.opts.handshakeTimeoutMs,
       perMessageDeflate: false,
       ...maskOptionFor(url),
@@ -494,6 +508,7 @@ export class HybridConnectionListener extends EventEmitter<HybridConnectionListe
       const ws = await this.trackPending(
         openWebSocket(address, {
           ca: this.opts.ca,
+          agent: this.opts.agent,
           handshakeTimeoutMs: this.opts.handshakeTimeoutMs,
           track: this.pendingAccepts,
         }),
@@ -515,6 +530,7 @@ export class HybridConnectionListener extends EventEmitter<HybridConnectionListe
       const ws = await this.trackPending(
         openWebSocket(url.toString(), {
           ca: this.opts.ca,
+          agent: this.opts.agent,
           handshakeTimeoutMs: this.opts.handshakeTimeoutMs,
           track: this.pendingAccepts,
         }),
