@@ -10,7 +10,7 @@ import { registerLocal } from './commands/local';
 import { registerSessions } from './commands/sessions';
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE } from './errors';
 
-const VERSION = '0.1.0';
+export const VERSION = '0.1.0';
 
 export function buildProgram(): Command {
   const program = new Command('relay-broker');
@@ -46,7 +46,7 @@ function exitCodeOf(err: CommanderError): number {
   return EXIT_USAGE;
 }
 
-async function main(argv: string[]): Promise<number> {
+export async function main(argv: string[]): Promise<number> {
   const program = buildProgram();
   try {
     await program.parseAsync(argv);

