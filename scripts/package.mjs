@@ -1,12 +1,13 @@
 #!/usr/bin/env node
 // `npm run package`: the CLI as single-file executables (Node single executable applications) for
-// linux-x64 and win-x64, with SHA256SUMS, in dist-package/. The JS is one esbuild bundle of the
+// linux-x64 and win-x64, and as a dependency-free npm package, with SHA256SUMS, in dist-package/. The JS is one esbuild bundle of the
 // built CLI; the Node binaries are the official builds published on the npm registry as
 // node-<platform>@<this Node's version> (the SEA blob must come from the same version), fetched
 // with `npm pack` once and cached under .cache/node/.
 //
 //   node scripts/package.mjs [--platform linux-x64|win-x64]... [--out dir]
 import { execFileSync } from 'node:child_process';
+import process from 'node:process';
 import { createHash } from 'node:crypto';
 import { promises as fs, existsSync } from 'node:fs';
 import path from 'node:path';
@@ -96,6 +97,38 @@ async function seaBlob(workDir, main) {
   return blob;
 }
 
+/**
+ * The npm package of the CLI: the bundle, a manifest with no dependencies, and the CLI docs. It
+ * installs with `npm install -g relay-broker-<version>.tgz` and needs nothing else but Node.
+ */
+async function npmPackage(workDir, js, out) {
+  const root = JSON.parse(await fs.readFile(path.join(ROOT, 'package.json'), 'utf8'));
+  const dir = path.join(workDir, 'npm');
+  await fs.mkdir(path.join(dir, 'docs'), { recursive: true });
+  await fs.writeFile(path.join(dir, 'relay-broker.cjs'), `#!/usr/bin/env node\n${await fs.readFile(js, 'utf8')}`, {
+    mode: 0o755,
+  });
+  for (const doc of ['cli.md', 'agent.md']) {
+    if (existsSync(path.join(ROOT, 'docs', doc)))
+      await fs.copyFile(path.join(ROOT, 'docs', doc), path.join(dir, 'docs', doc));
+  }
+  const manifest = {
+    name: root.name,
+    version: root.version,
+    description: `${root.description} (the command line: device agent, client bridge, admin commands)`,
+    license: root.license,
+    engines: root.engines,
+    bin: { 'relay-broker': 'relay-broker.cjs' },
+    files: ['relay-broker.cjs', 'docs/'],
+  };
+  await fs.writeFile(path.join(dir, 'package.json'), `${JSON.stringify(manifest, null, 2)}\n`);
+  const name = execFileSync('npm', ['pack', '--silent', '--pack-destination', out], { cwd: dir, encoding: 'utf8' })
+    .trim()
+    .split('\n')
+    .pop();
+  return path.join(out, name);
+}
+
 async function sha256(file) {
   return createHash('sha256')
     .update(await fs.readFile(file))
@@ -110,6 +143,11 @@ async function main() {
   const blob = await seaBlob(work, js);
   const { inject } = await import('postject');
   const sums = [];
+  const tgz = await npmPackage(work, js, out);
+  sums.push(`${await sha256(tgz)}  ${path.basename(tgz)}`);
+  process.stdout.write(
+    `${path.basename(tgz)}  ${((await fs.stat(tgz)).size / 1048576).toFixed(1)} MiB (npm package, no dependencies)\n`,
+  );
   for (const platform of platforms) {
     const t = TARGETS[platform];
     const exe = path.join(out, t.exe);

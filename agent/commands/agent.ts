@@ -7,6 +7,7 @@ import { parseAllowList, parsePositiveInt } from '../options';
 import type { Output } from '../output';
 import { redactProxyUrl } from '../proxy';
 import { action, proxyFor, untilSignal } from './context';
+import { registerService } from './service';
 import { enrollmentSchema } from './devices';
 
 async function readEnrollment(file: string, out: Output) {
@@ -58,8 +59,13 @@ async function readEnrollment(file: string, out: Output) {
 }
 
 export function registerAgent(program: Command): void {
-  program
+  const agent = program
     .command('agent')
+    .description('the device agent: run it (the default), as a service, or check the setup (doctor)');
+  // `agent --enrollment ... --allow ...` runs it: `run` is the default subcommand, so `agent service
+  // install --enrollment ...` keeps its own options (a parent's options would swallow them).
+  agent
+    .command('run', { isDefault: true })
     .description('run the device agent: serve sessions to the allowed local ports through the relay')
     .requiredOption('--enrollment <file>', 'the enrollment file from `relay-broker devices add`')
     .requiredOption('--allow <ports>', 'ports sessions may reach on this device, e.g. 3389,22', parseAllowList)
@@ -105,4 +111,5 @@ export function registerAgent(program: Command): void {
         return EXIT_OK;
       }),
     );
+  registerService(agent);
 }

@@ -67,6 +67,28 @@ describe('the linux-x64 single executable', { skip: linuxSkip }, () => {
     assert.equal(r.stderr, '', 'no experimental-SEA warning');
   });
 
+  it('the npm package is the bundle alone: no dependencies, installs offline, runs', async () => {
+    const manifest = JSON.parse(await fs.readFile(path.join(ROOT, 'package.json'), 'utf8')) as { version: string };
+    const tgz = path.join(OUT, `relay-broker-${manifest.version}.tgz`);
+    await sumListed(tgz);
+    const listing = spawnSync('tar', ['tzf', tgz], { encoding: 'utf8' }).stdout.trim().split('\n').sort();
+    assert.deepEqual(listing, [
+      'package/docs/agent.md',
+      'package/docs/cli.md',
+      'package/package.json',
+      'package/relay-broker.cjs',
+    ]);
+    const prefix = path.join(dir, 'npm-prefix');
+    await run('npm', ['install', '-g', '--prefix', prefix, '--offline', '--no-audit', '--no-fund', tgz]);
+    const installed = spawnSync('find', [path.join(prefix, 'lib', 'node_modules'), '-name', 'package.json'], {
+      encoding: 'utf8',
+    }).stdout.trim();
+    assert.equal(installed.split('\n').length, 1, `one package installed, no dependencies: ${installed}`);
+    const r = await runCli(['--version'], { command: [path.join(prefix, 'bin', 'relay-broker')] });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout.trim(), manifest.version);
+  });
+
   it('runs the device agent: a session opens and carries data', async () => {
     const enrollment = await createDevice(env);
     const file = path.join(dir, 'enrollment.json');
