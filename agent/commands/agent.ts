@@ -7,10 +7,11 @@ import { parseAllowList, parsePositiveInt } from '../options';
 import type { Output } from '../output';
 import { redactProxyUrl } from '../proxy';
 import { action, proxyFor, untilSignal } from './context';
+import { registerDoctor } from './doctor';
 import { registerService } from './service';
 import { enrollmentSchema } from './devices';
 
-async function readEnrollment(file: string, out: Output) {
+export async function readEnrollment(file: string, out: Output) {
   let text: string;
   try {
     const stat = await fs.stat(file);
@@ -112,4 +113,5 @@ export function registerAgent(program: Command): void {
       }),
     );
   registerService(agent);
+  registerDoctor(agent);
 }

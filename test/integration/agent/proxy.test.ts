@@ -17,7 +17,7 @@ import {
   waitFor,
   type AgentTestEnv,
 } from './agentTestEnv';
-import { CliProcess } from './cliProcess';
+import { CliProcess, runCli } from './cliProcess';
 import { netnsUnavailable, startDeviceNetns, type DeviceNetns } from './deviceNetns';
 
 const skip = netnsUnavailable();
@@ -140,6 +140,41 @@ describe('agent behind an HTTP proxy, in a network namespace', { skip }, () => {
     const everything = agent.stdout + agent.stderr;
     assert.ok(!everything.includes(ns.proxyPassword), 'the proxy password is never printed');
     assert.match(everything, /device:\*\*\*@/);
+  });
+
+  it('doctor in the namespace: the proxy in use, and the queue and relay TLS reached through it', async () => {
+    const { file } = await enrollmentFile();
+    const args = [
+      '--json',
+      'agent',
+      'doctor',
+      '--enrollment',
+      file,
+      '--allow',
+      String(echo.port),
+      '--relay-ca',
+      caFile,
+      '--relay-host',
+      new URL(env.emulator.armEndpoint).host,
+    ];
+    const command = [...ns.exec, process.execPath, path.resolve(__dirname, '..', '..', '..', 'agent', 'cli.js')];
+    const r = await runCli(args, { command, env: { HTTPS_PROXY: ns.proxyUrl }, timeoutMs: 30_000 });
+    const checks = (JSON.parse(r.stdout) as { checks: Array<{ name: string; status: string; detail: string }> }).checks;
+    const by = (name: string) => checks.find((c) => c.name === name);
+    assert.equal(by('proxy')?.status, 'pass');
+    assert.match(by('proxy')?.detail ?? '', /device:\*\*\*@.*from HTTPS_PROXY/);
+    assert.equal(by('queue')?.status, 'pass', by('queue')?.detail);
+    assert.equal(by('relay')?.status, 'pass', by('relay')?.detail);
+    assert.match(by('relay')?.detail ?? '', /through the proxy/);
+    assert.equal(by(`port ${echo.port}`)?.status, 'pass');
+    assert.ok(!r.stdout.includes(ns.proxyPassword));
+    // And without the proxy, the queue is out of reach, with the proxy named as the likely fix.
+    const direct = await runCli(args, { command, timeoutMs: 30_000 });
+    const queue = (
+      JSON.parse(direct.stdout) as { checks: Array<{ name: string; status: string; fix?: string }> }
+    ).checks.find((c) => c.name === 'queue');
+    assert.equal(queue?.status, 'fail');
+    assert.match(queue?.fix ?? '', /HTTPS_PROXY/);
   });
 
   it('--proxy with a wrong password fails with the proxy named, and without printing the password', async () => {
