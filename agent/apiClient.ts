@@ -67,6 +67,10 @@ export class ApiClient {
   post(path: string, body?: unknown, signal?: AbortSignal): Promise<ApiResponse> {
     return this.request('POST', path, { body: body ?? {}, signal });
   }
+  /** PUT; without `body` nothing is sent (routes that take no body refuse one). */
+  put(path: string, body?: unknown, signal?: AbortSignal): Promise<ApiResponse> {
+    return this.request('PUT', path, { body, signal });
+  }
   delete(path: string, signal?: AbortSignal): Promise<ApiResponse> {
     return this.request('DELETE', path, { signal });
   }
@@ -132,7 +136,7 @@ function hintFor(status: number, code: string | undefined, retryAfter: string | 
     case 'device_exists':
       return 'Pick another id, or `relay-broker devices rotate <id>` to get a new enrollment for the existing device.';
     case 'device_not_granted':
-      return 'Ask an admin to grant you this device.';
+      return 'Ask an admin to grant you this device: `relay-broker grants add <your principal id> <deviceId>`.';
     case 'role_required':
       return 'This command needs a token with the admin role.';
     case 'pool_exhausted':

@@ -6,6 +6,8 @@ import { registerAgent } from './commands/agent';
 import { registerConnect } from './commands/connect';
 import { exitState } from './commands/context';
 import { registerDevices } from './commands/devices';
+import { registerGrants } from './commands/grants';
+import { registerLaunchers } from './commands/launch';
 import { registerLocal } from './commands/local';
 import { registerSessions } from './commands/sessions';
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE } from './errors';
@@ -33,7 +35,9 @@ export function buildProgram(): Command {
     .configureHelp({ sortSubcommands: false });
   registerAgent(program);
   registerConnect(program);
+  registerLaunchers(program);
   registerDevices(program);
+  registerGrants(program);
   registerSessions(program);
   registerLocal(program);
   return program;

@@ -46,7 +46,8 @@ async function nodeBinary(platform) {
     encoding: 'utf8',
   });
   const tgz = path.join(dir, out.trim().split('\n').pop());
-  execFileSync('tar', ['-xzf', tgz, '-C', dir]);
+  // The binary alone: the package's docs would be one more tree of markdown in the checkout.
+  execFileSync('tar', ['-xzf', tgz, '-C', dir, `package/${t.binary}`]);
   await fs.rm(tgz);
   if (!existsSync(file)) throw new Error(`${t.npmName}@${NODE_VERSION} has no ${t.binary}`);
   return file;

@@ -136,14 +136,8 @@ export class DeviceRegistry {
       rotatedAt: now.toISOString(),
     };
     delete (next as Partial<typeof current>).etag;
-    try {
-      await this.o.store.replace(next, current.etag);
-    } catch (err) {
-      if (err instanceof RestError && err.statusCode === 412) {
-        throw new ConflictError(`Device ${deviceId} was changed concurrently; try again.`, 'concurrent_update');
-      }
-      throw err;
-    }
+    // A concurrent rotation or delete wins: ConcurrencyError (409 concurrent_update), the caller retries.
+    await this.o.store.replace(next, current.etag);
     await this.setPolicy(next);
     return this.enrollment(next);
   }
