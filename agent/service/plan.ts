@@ -26,6 +26,11 @@ function quote(arg: string): string {
   return /^[\w@%+=:,./\\-]+$/.test(arg) ? arg : `"${arg.replace(/(["\\$`])/g, '\\$1')}"`;
 }
 
+/** A Windows command as a person pastes it into cmd or PowerShell: quotes around spaces and parentheses. */
+function quoteWindows(arg: string): string {
+  return arg.length > 0 && !/[\s"()&|<>^;]/.test(arg) ? arg : `"${arg.replace(/"/g, '\\"')}"`;
+}
+
 /** One line per step, as a person reviews it (and as the docs show it). */
 export function describeStep(step: Step): string {
   const mode = (m?: number): string => (m === undefined ? '' : ` (mode ${m.toString(8).padStart(4, '0')})`);
@@ -41,7 +46,7 @@ export function describeStep(step: Step): string {
     case 'remove':
       return `remove ${step.path}${step.recursive ? ' (and everything in it)' : ''}`;
     case 'run':
-      return `run ${step.command.map(quote).join(' ')}    # ${step.why}`;
+      return `run ${step.command.map(/\.exe$/i.test(step.command[0] ?? '') ? quoteWindows : quote).join(' ')}    # ${step.why}`;
   }
 }
 

@@ -150,17 +150,38 @@ describe('the win-x64 single executable under Wine', { skip: WINE ? undefined : 
       // A fresh prefix is set up first; the program's first run would otherwise race Wine's own setup.
       spawnSync(WINE!, ['wineboot', '--init'], { env: { ...process.env, ...env }, timeout: 240_000 });
       // Output to a file: Node under Wine exits 1 when its stdout is a pipe.
-      const outFile = path.join(prefix, 'out.txt');
-      const fd = await fs.open(outFile, 'w');
-      const r = spawnSync(WINE!, [exe, '--version'], {
-        env: { ...process.env, ...env },
-        stdio: ['ignore', fd.fd, fd.fd],
-        timeout: 240_000,
-      });
-      await fd.close();
-      const output = await fs.readFile(outFile, 'utf8');
-      assert.equal(r.status, 0, output);
-      assert.match(output, /^\d+\.\d+\.\d+/m);
+      const wine = async (args: string[]): Promise<{ status: number | null; output: string }> => {
+        const outFile = path.join(prefix, 'out.txt');
+        const fd = await fs.open(outFile, 'w');
+        const r = spawnSync(WINE!, [exe, ...args], {
+          env: { ...process.env, ...env },
+          stdio: ['ignore', fd.fd, fd.fd],
+          timeout: 240_000,
+        });
+        await fd.close();
+        return { status: r.status, output: await fs.readFile(outFile, 'utf8') };
+      };
+      const version = await wine(['--version']);
+      assert.equal(version.status, 0, version.output);
+      assert.match(version.output, /^\d+\.\d+\.\d+/m);
+      // The Windows code paths of the service: the executable knows it is the single-file build
+      // (it copies itself), ProgramData, sc.exe; and a service that is not there is "not installed".
+      const plan = await wine([
+        'agent',
+        'service',
+        'install',
+        '--dry-run',
+        '--enrollment',
+        'C:\\e.json',
+        '--allow',
+        '3389',
+      ]);
+      assert.equal(plan.status, 0, plan.output);
+      assert.match(plan.output, /-> C:\\ProgramData\\relay-broker\\bin\\relay-broker\.exe/);
+      assert.match(plan.output, /run sc\.exe create relay-broker .*obj= "NT SERVICE\\relay-broker"/);
+      const status = await wine(['agent', 'service', 'status']);
+      assert.equal(status.status, 1, status.output);
+      assert.match(status.output, /relay-broker: not installed/);
     } finally {
       await fs.rm(prefix, { recursive: true, force: true });
     }

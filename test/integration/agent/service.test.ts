@@ -33,8 +33,8 @@ describe('agent service install --dry-run', () => {
 
   it('prints the Windows steps: WinSW, sc.exe, icacls', async () => {
     const { text } = await dryRun([...install, '--platform', 'windows']);
-    assert.match(text, /run sc\.exe create relay-broker binPath= .*obj= "NT SERVICE\\\\relay-broker"/);
-    assert.match(text, /run icacls\.exe .*\/inheritance:r/);
+    assert.match(text, /run sc\.exe create relay-broker binPath= .*obj= "NT SERVICE\\relay-broker"/);
+    assert.match(text, /run icacls\.exe .*\/inheritance:r \/grant:r "\*S-1-5-18:\(OI\)\(CI\)F"/);
   });
 
   it('refuses to install for another system than this one', async () => {
