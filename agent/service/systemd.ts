@@ -80,7 +80,6 @@ export function systemdUnit(spec: ServiceSpec, layout: LinuxLayout): string {
     'ProtectClock=yes',
     'ProtectHostname=yes',
     'ProtectProc=invisible',
-    'ProcSubset=pid',
     'RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX',
     'RestrictNamespaces=yes',
     'RestrictRealtime=yes',
@@ -89,7 +88,9 @@ export function systemdUnit(spec: ServiceSpec, layout: LinuxLayout): string {
     'RemoveIPC=yes',
     'SystemCallArchitectures=native',
     'SystemCallFilter=@system-service',
-    'SystemCallFilter=~@privileged @resources',
+    'SystemCallFilter=~@privileged',
+    // A refused call fails with EPERM instead of killing the agent (Node raises RLIMIT_NOFILE at start).
+    'SystemCallErrorNumber=EPERM',
     'UMask=0077',
     // Not MemoryDenyWriteExecute: V8's JIT needs writable+executable pages.
     '',
