@@ -40,11 +40,24 @@ async function nodeBinary(platform) {
   const dir = path.join(ROOT, '.cache', 'node', `${t.npmName}-${NODE_VERSION}`);
   const file = path.join(dir, 'package', t.binary);
   if (existsSync(file)) return file;
+  // scripts/with-node.sh keeps the same official Linux build under .cache/node/<version>/bin/node.
+  const shared = path.join(ROOT, '.cache', 'node', NODE_VERSION, 'bin', 'node');
+  if (platform === 'linux-x64' && existsSync(shared)) return shared;
   await fs.mkdir(dir, { recursive: true });
   process.stderr.write(`fetching ${t.npmName}@${NODE_VERSION} from the npm registry (once; cached in ${dir})\n`);
-  const out = execFileSync('npm', ['pack', `${t.npmName}@${NODE_VERSION}`, '--silent', '--pack-destination', dir], {
-    encoding: 'utf8',
-  });
+  let out;
+  try {
+    out = execFileSync('npm', ['pack', `${t.npmName}@${NODE_VERSION}`, '--silent', '--pack-destination', dir], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+  } catch {
+    await fs.rm(dir, { recursive: true, force: true });
+    throw new Error(
+      `${t.npmName}@${NODE_VERSION} is not on the npm registry (the SEA blob must match the Node that builds it): ` +
+        `build with a Node version published for every platform (npm view ${t.npmName} versions)`,
+    );
+  }
   const tgz = path.join(dir, out.trim().split('\n').pop());
   // The binary alone: the package's docs would be one more tree of markdown in the checkout.
   execFileSync('tar', ['-xzf', tgz, '-C', dir, `package/${t.binary}`]);
@@ -152,8 +165,9 @@ async function main() {
   for (const platform of platforms) {
     const t = TARGETS[platform];
     const exe = path.join(out, t.exe);
+    const node = await nodeBinary(platform);
     await fs.rm(exe, { force: true });
-    await fs.copyFile(await nodeBinary(platform), exe);
+    await fs.copyFile(node, exe);
     await fs.chmod(exe, 0o755);
     // The Windows build keeps Node's Authenticode signature block, now invalid: sign the result with
     // your own certificate (signtool) before rolling it out (docs/agent.md).
@@ -167,9 +181,8 @@ async function main() {
   const sumsFile = path.join(out, 'SHA256SUMS');
   const previous = existsSync(sumsFile) ? (await fs.readFile(sumsFile, 'utf8')).split('\n').filter(Boolean) : [];
   const names = new Set(sums.map((l) => l.split('  ')[1]));
-  const merged = [...previous.filter((l) => !names.has(l.split('  ')[1])), ...sums].sort((a, b) =>
-    a.split('  ')[1].localeCompare(b.split('  ')[1]),
-  );
+  const kept = previous.filter((l) => !names.has(l.split('  ')[1]) && existsSync(path.join(out, l.split('  ')[1])));
+  const merged = [...kept, ...sums].sort((a, b) => a.split('  ')[1].localeCompare(b.split('  ')[1]));
   await fs.writeFile(sumsFile, `${merged.join('\n')}\n`);
   const bundleSize = (await fs.stat(js)).size;
   process.stdout.write(`bundle ${(bundleSize / 1048576).toFixed(1)} MiB (Node ${NODE_VERSION}); sums in ${sumsFile}\n`);
