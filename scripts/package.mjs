@@ -10,6 +10,7 @@ import { execFileSync } from 'node:child_process';
 import process from 'node:process';
 import { createHash } from 'node:crypto';
 import { promises as fs, existsSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -151,8 +152,17 @@ async function sha256(file) {
 
 async function main() {
   const { platforms, out } = parseArgs(process.argv.slice(2));
-  const work = path.join(out, '.work');
-  await fs.mkdir(work, { recursive: true });
+  // Staged outside the checkout: the docs test reads every markdown file in it, concurrently.
+  await fs.mkdir(out, { recursive: true });
+  const work = await fs.mkdtemp(path.join(os.tmpdir(), 'relay-broker-package-'));
+  try {
+    await build(platforms, out, work);
+  } finally {
+    await fs.rm(work, { recursive: true, force: true });
+  }
+}
+
+async function build(platforms, out, work) {
   const js = await bundle(work);
   const blob = await seaBlob(work, js);
   const { inject } = await import('postject');
@@ -186,7 +196,6 @@ async function main() {
   await fs.writeFile(sumsFile, `${merged.join('\n')}\n`);
   const bundleSize = (await fs.stat(js)).size;
   process.stdout.write(`bundle ${(bundleSize / 1048576).toFixed(1)} MiB (Node ${NODE_VERSION}); sums in ${sumsFile}\n`);
-  await fs.rm(work, { recursive: true, force: true });
 }
 
 main().catch((err) => {
