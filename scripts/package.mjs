@@ -154,7 +154,13 @@ async function main() {
   const { platforms, out } = parseArgs(process.argv.slice(2));
   // Staged outside the checkout: the docs test reads every markdown file in it, concurrently.
   await fs.mkdir(out, { recursive: true });
-  const work = await fs.mkdtemp(path.join(os.tmpdir(), 'relay-broker-package-'));
+  // A fixed path per checkout: the SEA blob records it, and the same sources must give the same bytes.
+  const work = path.join(
+    os.tmpdir(),
+    `relay-broker-package-${createHash('sha256').update(ROOT).digest('hex').slice(0, 12)}`,
+  );
+  await fs.rm(work, { recursive: true, force: true });
+  await fs.mkdir(work, { recursive: true });
   try {
     await build(platforms, out, work);
   } finally {
