@@ -26,6 +26,11 @@ export interface ClientBridgeOptions {
   /** Through a proxy: the agent for each relay WebSocket. */
   agent?: AgentForUrl;
   log: AgentLog;
+  /**
+   * Unsolicited pong on every relayed connection this often (default 30 s): an idle SSH session must
+   * outlive the ~4 min idle cut of Azure's load balancers, as with Microsoft's clients.
+   */
+  keepAliveIntervalMs?: number;
   /** The relay hinted that the session may be gone (refused a connect, or closed one with 1001). */
   onSessionGone?: (why: string) => void;
 }
@@ -101,7 +106,12 @@ export class ClientBridge {
         this.o.relay.endpoint,
         this.o.relay.hybridConnection,
         this.o.relay.sendToken,
-        { ca: this.o.ca, handshakeTimeoutMs: 30_000, agent: this.o.agent },
+        {
+          ca: this.o.ca,
+          handshakeTimeoutMs: 30_000,
+          keepAliveIntervalMs: this.o.keepAliveIntervalMs,
+          agent: this.o.agent,
+        },
       );
     } catch (err) {
       socket.destroy();

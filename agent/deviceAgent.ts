@@ -41,10 +41,7 @@ export interface DeviceAgentOptions {
   queueClient?: QueueClient;
   postReady?: ReadyPoster;
   listenerOptions?: Partial<
-    Pick<
-      HybridConnectionListenerOptions,
-      'reconnectInitialDelayMs' | 'reconnectMaxDelayMs' | 'pingIntervalMs' | 'pongTimeoutMs'
-    >
+    Pick<HybridConnectionListenerOptions, 'reconnectInitialDelayMs' | 'reconnectMaxDelayMs' | 'keepAliveIntervalMs'>
   >;
   now?: () => Date;
 }
