@@ -2,6 +2,7 @@
 // session's hybrid connection as a sender (Send token), piped both ways with backpressure.
 import net from 'node:net';
 import {
+  type AgentForUrl,
   connectHybridConnection,
   RELAY_CLOSE_ENTITY_DELETED,
   RelayHandshakeError,
@@ -22,7 +23,14 @@ export interface ClientBridgeOptions {
   relay: RelayTarget;
   /** CA to trust for the relay (the emulator's PEM); default the system's roots. */
   ca?: string;
+  /** Through a proxy: the agent for each relay WebSocket. */
+  agent?: AgentForUrl;
   log: AgentLog;
+  /**
+   * Unsolicited pong on every relayed connection this often (default 30 s): an idle SSH session must
+   * outlive the ~4 min idle cut of Azure's load balancers, as with Microsoft's clients.
+   */
+  keepAliveIntervalMs?: number;
   /** The relay hinted that the session may be gone (refused a connect, or closed one with 1001). */
   onSessionGone?: (why: string) => void;
 }
@@ -98,7 +106,12 @@ export class ClientBridge {
         this.o.relay.endpoint,
         this.o.relay.hybridConnection,
         this.o.relay.sendToken,
-        { ca: this.o.ca, handshakeTimeoutMs: 30_000 },
+        {
+          ca: this.o.ca,
+          handshakeTimeoutMs: 30_000,
+          keepAliveIntervalMs: this.o.keepAliveIntervalMs,
+          agent: this.o.agent,
+        },
       );
     } catch (err) {
       socket.destroy();

@@ -13,6 +13,7 @@ import {
 import { messageOf } from './errors';
 import { decideMessage } from './messageDecision';
 import { pipeBothWays } from './pipe';
+import { azureProxyOptions, fetchVia, proxyAgentFor, type ProxySettings } from './proxy';
 
 export type AgentLog = (event: string, fields: Record<string, unknown>, human: string) => void;
 
@@ -33,15 +34,14 @@ export interface DeviceAgentOptions {
   relayCa?: string;
   /** Where accepted connections go (default 127.0.0.1). */
   targetHost?: string;
+  /** The HTTP proxy for all three channels (queue, ready calls, relay WebSockets); default none. */
+  proxy?: ProxySettings;
   log: AgentLog;
   /** Injected in tests; default a QueueClient on `queueUrl?queueSas`. */
   queueClient?: QueueClient;
   postReady?: ReadyPoster;
   listenerOptions?: Partial<
-    Pick<
-      HybridConnectionListenerOptions,
-      'reconnectInitialDelayMs' | 'reconnectMaxDelayMs' | 'pingIntervalMs' | 'pongTimeoutMs'
-    >
+    Pick<HybridConnectionListenerOptions, 'reconnectInitialDelayMs' | 'reconnectMaxDelayMs' | 'keepAliveIntervalMs'>
   >;
   now?: () => Date;
 }
@@ -53,23 +53,33 @@ const HANDLED_MEMORY = 1000;
 const short = (id: string): string => id.slice(0, 8);
 
 /** The enrollment's queue, with a short retry policy so a poll never hangs for minutes. */
-export function queueClientFor(enrollment: Pick<Enrollment, 'queueUrl' | 'queueSas'>): QueueClient {
+export function queueClientFor(
+  enrollment: Pick<Enrollment, 'queueUrl' | 'queueSas'>,
+  proxy?: ProxySettings,
+): QueueClient {
   const sas = enrollment.queueSas.replace(/^\?/, '');
+  const proxyOptions = azureProxyOptions(proxy, enrollment.queueUrl);
   return new QueueClient(`${enrollment.queueUrl}?${sas}`, new AnonymousCredential(), {
     retryOptions: { maxTries: 2, tryTimeoutInMs: 15_000 },
+    ...(proxyOptions ? { proxyOptions } : {}),
   });
 }
 
-export const postReadyWithFetch: ReadyPoster = async (url, body) => {
-  const res = await fetch(url, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify(body),
-    signal: AbortSignal.timeout(10_000),
-  });
-  await res.arrayBuffer().catch(() => undefined);
-  return res.status;
-};
+export const postReadyWithFetch: ReadyPoster = (url, body) => postReadyVia(undefined)(url, body);
+
+/** postReadyWithFetch through the proxy that applies to the readyUrl, if any. */
+export const postReadyVia =
+  (proxy: ProxySettings | undefined): ReadyPoster =>
+  async (url, body) => {
+    const res = await fetchVia(proxy)(url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+      signal: AbortSignal.timeout(10_000),
+    });
+    await res.arrayBuffer().catch(() => undefined);
+    return res.status;
+  };
 
 export class DeviceAgent {
   private status: Status = 'idle';
@@ -86,7 +96,7 @@ export class DeviceAgent {
   private readonly now: () => Date;
 
   constructor(private readonly o: DeviceAgentOptions) {
-    this.queue = o.queueClient ?? queueClientFor(o.enrollment);
+    this.queue = o.queueClient ?? queueClientFor(o.enrollment, o.proxy);
     this.now = o.now ?? (() => new Date());
   }
 
@@ -258,7 +268,7 @@ export class DeviceAgent {
 
   /** Posts to the session's readyUrl (retrying transient failures); returns the HTTP status or 0. */
   async answer(m: SessionOpenMessage, extra: { status?: 'refused'; detail?: string } = {}): Promise<number> {
-    const post = this.o.postReady ?? postReadyWithFetch;
+    const post = this.o.postReady ?? postReadyVia(this.o.proxy);
     const body = { readyToken: m.readyToken, ...extra };
     let lastDetail = '';
     for (let attempt = 0; attempt < 4; attempt++) {
@@ -284,6 +294,15 @@ export class DeviceAgent {
 function describeQueueError(err: unknown): { statusCode?: number; detail: string } {
   if (err instanceof RestError) {
     const statusCode = err.statusCode;
+    // Some proxies (tinyproxy) answer a plain proxied request with 401 and a Basic challenge, not 407;
+    // Azure Storage never asks for Basic credentials.
+    const challenge = err.response?.headers.get('proxy-authenticate') ?? err.response?.headers.get('www-authenticate');
+    if (statusCode === 407 || (statusCode === 401 && /^basic/i.test(challenge ?? ''))) {
+      return {
+        statusCode,
+        detail: `the proxy refused the credentials (${statusCode}): check the user and password in --proxy or HTTPS_PROXY`,
+      };
+    }
     if (statusCode === 403) {
       return {
         statusCode,
@@ -346,6 +365,7 @@ class AgentSession {
       hybridConnection: relay.hybridConnection,
       token: relay.listenToken,
       ca: this.o.relayCa,
+      ...(this.o.proxy ? { agent: (url: string) => proxyAgentFor(this.o.proxy, url) } : {}),
       ...this.o.listenerOptions,
     });
     this.listener = listener;
