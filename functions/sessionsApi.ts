@@ -3,7 +3,7 @@
 import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import { authorizeSessionOpen } from '../lib/auth/grantStore';
-import { ConflictError, ForbiddenError, NotFoundError, ValidationError } from '../lib/errors';
+import { InvalidReadyTokenError, SessionNotFoundError, SessionNotPendingError, ValidationError } from '../lib/errors';
 import { tokenMatchesHash, sha256Base64url } from '../lib/sealing';
 import {
   openSessionRequestSchema,
@@ -182,16 +182,15 @@ route('sessionsReady', {
     const input = parseJsonBody(body, req.headers.get('content-type'), readyBodySchema);
     // The expected token is derived, so the check needs no read and reveals nothing about existence.
     if (!tokenMatchesHash(input.readyToken, sha256Base64url(services.sealer.readyToken(sessionId)))) {
-      throw new ForbiddenError('The readyToken does not match this session.', 'invalid_ready_token');
+      throw new InvalidReadyTokenError('The readyToken does not match this session.');
     }
     const client = durable();
     const st = await statusOrUndefined(client, sessionId);
-    if (!st) throw new NotFoundError(`Session ${sessionId} does not exist.`, 'session_not_found');
+    if (!st) throw new SessionNotFoundError(`Session ${sessionId} does not exist.`);
     const cs = readCustomStatus(st.customStatus);
     const notPending = () =>
-      new ConflictError(
+      new SessionNotPendingError(
         `Session ${sessionId} is not waiting for its device (it is ${publicStatus(cs).status}).`,
-        'session_not_pending',
       );
     if (!isRunning(st.runtimeStatus) || cs.status !== 'pending') throw notPending();
     if (
@@ -210,7 +209,7 @@ route('sessionsReady', {
 async function loadSession(api: ApiContext) {
   const sessionId = parseWith(sessionIdSchema, api.req.params.sessionId, 'The session id');
   const st = await statusOrUndefined(api.durable(), sessionId);
-  const notFound = () => new NotFoundError(`Session ${sessionId} does not exist.`, 'session_not_found');
+  const notFound = () => new SessionNotFoundError(`Session ${sessionId} does not exist.`);
   const parsedInput = z.object({ deviceId: z.string(), openerId: z.string() }).safeParse(st?.input);
   if (!st?.instanceId || !parsedInput.success) throw notFound();
   assertCanSee(api.principal!, parsedInput.data.openerId, sessionId);

@@ -2,7 +2,7 @@
 // queue name and the id of the stored access policy its SAS is bound to; never the SAS itself.
 import { odata, RestError, TableClient } from '@azure/data-tables';
 import { z } from 'zod';
-import { ConflictError, NotFoundError } from '../errors';
+import { DeviceExistsError, DeviceNotFoundError } from '../errors';
 
 export const DEVICE_PARTITION = 'device';
 
@@ -76,7 +76,7 @@ export class DeviceStore {
       await this.table.createEntity(toEntity(d));
     } catch (err) {
       if (err instanceof RestError && err.statusCode === 409) {
-        throw new ConflictError(`Device ${d.deviceId} is already registered.`, 'device_exists', {
+        throw new DeviceExistsError(`Device ${d.deviceId} is already registered.`, {
           op: 'deviceStore.insert',
         });
       }
@@ -95,7 +95,7 @@ export class DeviceStore {
 
   async require(deviceId: string): Promise<DeviceRecord & { etag: string }> {
     const d = await this.get(deviceId);
-    if (!d) throw new NotFoundError(`Device ${deviceId} is not registered.`, 'device_not_found');
+    if (!d) throw new DeviceNotFoundError(`Device ${deviceId} is not registered.`);
     return d;
   }
 

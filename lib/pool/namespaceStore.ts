@@ -12,9 +12,9 @@ import { odata, type TableClient, type TransactionAction } from '@azure/data-tab
 import { z } from 'zod';
 import {
   ConcurrencyError,
-  ConflictError,
   InvalidTransitionError,
-  NotFoundError,
+  NamespaceExistsError,
+  NamespaceNotFoundError,
   PoolExhaustedError,
   ValidationError,
 } from '../errors';
@@ -180,9 +180,8 @@ export class NamespaceStore {
       const existing = await this.get(input.name);
       if (existing && existing.state === 'creating' && existing.subscriptionId === input.subscriptionId)
         return existing;
-      throw new ConflictError(
+      throw new NamespaceExistsError(
         `namespace ${input.name} already exists in pool ${this.poolName} (state ${existing?.state ?? 'unknown'})`,
-        'namespace_exists',
         {
           op: 'namespaceStore.insertCreating',
         },
@@ -553,11 +552,9 @@ export class NamespaceStore {
       const cur = await this.get(name);
       if (!cur) return;
       if (cur.state !== 'deleting') {
-        throw new ConflictError(
-          `namespace ${name} is ${cur.state}; only a deleting namespace is removed`,
-          'invalid_transition',
-          { op: 'namespaceStore.remove' },
-        );
+        throw new InvalidTransitionError(`namespace ${name} is ${cur.state}; only a deleting namespace is removed`, {
+          op: 'namespaceStore.remove',
+        });
       }
       await this.recordDeletedName(name, at);
       try {
@@ -637,8 +634,7 @@ export class NamespaceStore {
     let indexMissing = false;
     for (let attempt = 0; attempt < MAX_TRANSITION_ATTEMPTS; attempt++) {
       const cur = await this.get(name);
-      if (!cur)
-        throw new NotFoundError(`namespace ${name} is not in pool ${this.poolName}`, 'namespace_not_found', { op });
+      if (!cur) throw new NamespaceNotFoundError(`namespace ${name} is not in pool ${this.poolName}`, { op });
       if (etag !== undefined && cur.etag !== etag) {
         throw new ConcurrencyError(`namespace ${name} changed since it was read (now ${cur.state})`, { op });
       }

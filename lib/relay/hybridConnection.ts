@@ -6,7 +6,7 @@ import { EventEmitter } from 'node:events';
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocket, createWebSocketStream, type RawData } from 'ws';
-import { BrokerError, type BrokerErrorOptions } from '../errors';
+import { RelayHandshakeError } from '../errors';
 import { parseSasToken } from './sas';
 
 /** A SAS token, or a function that mints a fresh one (called at each (re)connect and before expiry). */
@@ -17,19 +17,8 @@ export type CaOption = string | Buffer | Array<string | Buffer>;
 export const RELAY_CLOSE_ENTITY_DELETED = 1001;
 export const RELAY_CLOSE_POLICY_VIOLATION = 1008;
 
-/** The relay refused a handshake (`statusCode` is its HTTP status) or it could not be reached (0). */
-export class RelayHandshakeError extends BrokerError {
-  readonly code = 'relay_handshake_failed';
-  readonly status = 502;
-  readonly title = 'The relay refused or failed the connection';
-  constructor(
-    readonly statusCode: number,
-    detail: string,
-    options?: BrokerErrorOptions,
-  ) {
-    super(detail, options);
-  }
-}
+// In lib/errors.ts with every other code; re-exported for existing importers.
+export { RelayHandshakeError };
 
 /** A relayed connection: a Duplex over the rendezvous WebSocket (binary frames, with backpressure). */
 export interface HybridConnectionStream extends Duplex {

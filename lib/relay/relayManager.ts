@@ -3,7 +3,15 @@
 // transient faults (429/5xx/timeouts, honouring Retry-After) and typed errors for everything else.
 import { RelayAPI, type AuthorizationRule, type RelayNamespace } from '@azure/arm-relay';
 import { DefaultAzureCredential } from '@azure/identity';
-import { BrokerError, type BrokerErrorOptions } from '../errors';
+import {
+  RelayActivationTimeoutError,
+  RelayArmError,
+  RelayArmUnavailableError,
+  RelayConflictError,
+  RelayQuotaExceededError,
+  RelayResourceNotFoundError,
+  type RelayArmErrorOptions,
+} from '../errors';
 import { createSasToken, relayAudience, type SasKey } from './sas';
 
 export type TokenCredentialLike = ConstructorParameters<typeof RelayAPI>[0];
@@ -16,62 +24,16 @@ export const DEFAULT_LISTEN_RULE = 'device-listen';
 export const DEFAULT_SEND_RULE = 'client-send';
 const AZURE_ARM_HOST = 'management.azure.com';
 
-// ---------------------------------------------------------------------------------------------
-// Errors
-
-export interface RelayArmErrorOptions extends BrokerErrorOptions {
-  operation: string;
-  armStatus?: number;
-  armCode?: string;
-}
-
-/** An ARM call for Relay failed and retrying would not help (or retries ran out). */
-export class RelayArmError extends BrokerError {
-  readonly code: string = 'relay_arm_failed';
-  readonly status: number = 502;
-  readonly title: string = 'An Azure Relay management call failed';
-  readonly operation: string;
-  readonly armStatus?: number;
-  readonly armCode?: string;
-  constructor(detail: string, options: RelayArmErrorOptions) {
-    super(detail, options);
-    this.operation = options.operation;
-    this.armStatus = options.armStatus;
-    this.armCode = options.armCode;
-  }
-}
-
-/** A transient fault persisted past the retry budget (attempts or deadline). */
-export class RelayArmUnavailableError extends RelayArmError {
-  override readonly code = 'relay_arm_unavailable';
-  override readonly status = 503;
-  override readonly title = 'Azure Relay management is unavailable; try again later';
-}
-
-export class RelayResourceNotFoundError extends RelayArmError {
-  override readonly code = 'relay_resource_not_found';
-  override readonly status = 404;
-  override readonly title = 'The Relay resource does not exist';
-}
-
-export class RelayConflictError extends RelayArmError {
-  override readonly code = 'relay_conflict';
-  override readonly status = 409;
-  override readonly title = 'The Relay resource is in a conflicting state';
-}
-
-export class RelayQuotaExceededError extends RelayArmError {
-  override readonly code = 'relay_quota_exceeded';
-  override readonly status = 503;
-  override readonly title = 'The subscription has no Relay namespace quota left';
-}
-
-/** A namespace did not reach `Succeeded` in time (or reached `Failed`). */
-export class RelayActivationTimeoutError extends RelayArmError {
-  override readonly code = 'relay_activation_timeout';
-  override readonly status = 504;
-  override readonly title = 'The Relay namespace did not finish activating';
-}
+// The relay errors live in lib/errors.ts with every other code; re-exported for existing importers.
+export {
+  RelayActivationTimeoutError,
+  RelayArmError,
+  RelayArmUnavailableError,
+  RelayConflictError,
+  RelayQuotaExceededError,
+  RelayResourceNotFoundError,
+  type RelayArmErrorOptions,
+};
 
 // ---------------------------------------------------------------------------------------------
 // Public shapes

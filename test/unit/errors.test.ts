@@ -1,10 +1,10 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { NotFoundError, PoolExhaustedError, toProblem, ValidationError } from '../../lib/errors';
+import { DeviceNotFoundError, PoolExhaustedError, toProblem, ValidationError } from '../../lib/errors';
 
 describe('toProblem', () => {
   it('keeps the status and stable code of a known error', () => {
-    const p = toProblem(new NotFoundError('device x is not registered', 'device_not_found'), '/api/devices/x');
+    const p = toProblem(new DeviceNotFoundError('device x is not registered'), '/api/devices/x');
     assert.equal(p.status, 404);
     assert.equal(p.headers['content-type'], 'application/problem+json');
     assert.deepEqual(
