@@ -6,6 +6,7 @@ import { EventEmitter } from 'node:events';
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocket, createWebSocketStream, type RawData } from 'ws';
+import { delayFor } from '../backoff';
 import { RelayHandshakeError } from '../errors';
 import { parseSasToken } from './sas';
 
@@ -201,6 +202,8 @@ export interface HybridConnectionListenerOptions {
   /** Re-listen backoff: first delay, cap (defaults 1000 and 30000), doubled per failure, jittered. */
   reconnectInitialDelayMs?: number;
   reconnectMaxDelayMs?: number;
+  /** The re-listen jitter's source (default Math.random); injected in tests. */
+  random?: () => number;
   /** Renew the token this long before it expires (default 60000, at most half its remaining life). */
   renewBeforeExpiryMs?: number;
   handshakeTimeoutMs?: number;
@@ -278,6 +281,7 @@ export class HybridConnectionListener extends EventEmitter<HybridConnectionListe
       reconnectMaxDelayMs: 30_000,
       renewBeforeExpiryMs: 60_000,
       handshakeTimeoutMs: 15_000,
+      random: Math.random,
       ...options,
     };
   }
@@ -397,12 +401,14 @@ export class HybridConnectionListener extends EventEmitter<HybridConnectionListe
 
   private scheduleReconnect(event: Omit<ListenerOfflineEvent, 'retryInMs'>, forcedDelayMs?: number): void {
     if (this.state === 'ended') return;
-    const cap = Math.min(
-      this.opts.reconnectMaxDelayMs,
-      this.opts.reconnectInitialDelayMs * 2 ** Math.min(this.attempt, 30),
-    );
     // Equal jitter: half fixed, half random, so a fleet of agents does not reconnect in step.
-    const retryInMs = forcedDelayMs ?? Math.round(cap / 2 + Math.random() * (cap / 2));
+    const retryInMs =
+      forcedDelayMs ??
+      delayFor(
+        this.attempt,
+        { baseMs: this.opts.reconnectInitialDelayMs, capMs: this.opts.reconnectMaxDelayMs, jitter: 'equal' },
+        this.opts.random,
+      );
     this.attempt++;
     this.state = 'offline';
     this.emit('offline', { ...event, retryInMs });
