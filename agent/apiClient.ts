@@ -66,6 +66,10 @@ export class ApiClient {
   post(path: string, body?: unknown, signal?: AbortSignal): Promise<ApiResponse> {
     return this.request('POST', path, { body: body ?? {}, signal });
   }
+  /** PUT; without `body` nothing is sent (routes that take no body refuse one). */
+  put(path: string, body?: unknown, signal?: AbortSignal): Promise<ApiResponse> {
+    return this.request('PUT', path, { body, signal });
+  }
   delete(path: string, signal?: AbortSignal): Promise<ApiResponse> {
     return this.request('DELETE', path, { signal });
   }
@@ -132,7 +136,8 @@ export const HINTS: Partial<Record<ErrorCode, (later: string) => string>> = {
   device_not_found: () => 'Check the device id with `relay-broker devices list`.',
   device_exists: () =>
     'Pick another id, or `relay-broker devices rotate <id>` to get a new enrollment for the existing device.',
-  device_not_granted: () => 'Ask an admin to grant you this device.',
+  device_not_granted: () =>
+    'Ask an admin to grant you this device: `relay-broker grants add <your principal id> <deviceId>`.',
   role_required: () => 'This command needs a token with the admin role.',
   pool_exhausted: (later) => `Every relay namespace is in use and the pool is growing. ${later}`,
   rate_limited: (later) => `Too many requests. ${later}`,

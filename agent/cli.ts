@@ -6,6 +6,7 @@ import { registerAgent } from './commands/agent';
 import { registerConnect } from './commands/connect';
 import { exitState } from './commands/context';
 import { registerDevices } from './commands/devices';
+import { registerGrants } from './commands/grants';
 import { registerLocal } from './commands/local';
 import { registerSessions } from './commands/sessions';
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE } from './errors';
@@ -30,6 +31,7 @@ export function buildProgram(): Command {
   registerAgent(program);
   registerConnect(program);
   registerDevices(program);
+  registerGrants(program);
   registerSessions(program);
   registerLocal(program);
   return program;
@@ -42,7 +44,7 @@ function exitCodeOf(err: CommanderError): number {
   return EXIT_USAGE;
 }
 
-async function main(argv: string[]): Promise<number> {
+export async function main(argv: string[]): Promise<number> {
   const program = buildProgram();
   try {
     await program.parseAsync(argv);
