@@ -40,7 +40,6 @@ export const ERRORS = {
   grant_not_found: { status: 404, title: 'Not found' },
   namespace_not_found: { status: 404, title: 'Not found' },
   relay_resource_not_found: { status: 404, title: 'The Relay resource does not exist' },
-  method_not_allowed: { status: 405, title: 'Method not allowed' },
   device_exists: { status: 409, title: 'Conflict with the current state' },
   device_being_deleted: { status: 409, title: 'Conflict with the current state' },
   session_exists: { status: 409, title: 'Conflict with the current state' },
@@ -121,7 +120,7 @@ const retryAfterHeader = (seconds: number): Record<string, string> => ({
 });
 
 // ---------------------------------------------------------------------------------------------
-// 400, 401, 405, 413, 415, 429
+// 400, 401, 413, 415, 429
 
 export interface FieldError {
   path: string;
@@ -149,10 +148,6 @@ export class PayloadTooLargeError extends BrokerError {
 
 export class UnsupportedMediaTypeError extends BrokerError {
   readonly code = 'unsupported_media_type';
-}
-
-export class MethodNotAllowedError extends BrokerError {
-  readonly code = 'method_not_allowed';
 }
 
 export class UnauthenticatedError extends BrokerError {
