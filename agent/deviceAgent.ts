@@ -272,7 +272,7 @@ export class DeviceAgent {
     const body = { readyToken: m.readyToken, ...extra };
     // Four attempts, about 0.5, 1 and 2 s apart (jittered), and none past the message's notAfter.
     const backoff = new Backoff({ baseMs: 500, capMs: 2000, jitter: 'equal', maxAttempts: 4, random: this.o.random });
-    let lastDetail = '';
+    let lastDetail: string;
     for (;;) {
       try {
         const status = await post(m.readyUrl, body);

@@ -25,6 +25,7 @@ import {
   recordPoolRunActivity,
   recyclePoolNamespaceActivity,
 } from './poolActivities';
+import { describeError } from '../lib/errors';
 import { getServices } from './shared/services';
 import { statusOrUndefined } from './shared/durable';
 
@@ -37,7 +38,7 @@ const activityRetry = (() => {
   return r;
 })();
 
-const firstLine = (err: unknown) => (err instanceof Error ? err.message : String(err)).split('\n')[0].slice(0, 300);
+const firstLine = (err: unknown) => describeError(err, 300);
 const describeCounts = (c: Record<string, number>) =>
   Object.entries(c)
     .filter(([, n]) => n > 0)

@@ -11,6 +11,7 @@ import {
   type EndReason,
   type SessionCustomStatus,
 } from '../lib/sessions/session';
+import { describeError } from '../lib/errors';
 import type { OpenSessionResult } from '../lib/sessions/sessionService';
 import {
   closeOnDeviceActivity,
@@ -164,7 +165,7 @@ export const sessionOrchestrator: OrchestrationHandler = function* (context: Orc
 };
 
 function firstLine(err: unknown): string {
-  return err instanceof Error ? err.message.split('\n')[0] : String(err);
+  return describeError(err, 300);
 }
 
 df.app.orchestration(SESSION_ORCHESTRATOR, sessionOrchestrator);

@@ -69,7 +69,9 @@ async function runRoute(options: RouteOptions, req: HttpRequest, ctx: Invocation
     const problem = toProblem(err, instance);
     if (problem.correlationId) {
       // The full error goes to the log under the correlation id; the caller sees only the id.
-      ctx.error(`unhandled error ${problem.correlationId} on ${req.method} ${instance}: ${describeError(err, 2000, { stackFrames: 5 })}`);
+      ctx.error(
+        `unhandled error ${problem.correlationId} on ${req.method} ${instance}: ${describeError(err, 2000, { stackFrames: 5 })}`,
+      );
     } else if (problem.status >= 500) {
       ctx.warn(`${req.method} ${instance} -> ${problem.status} ${problem.body.code}: ${problem.body.detail}`);
     }

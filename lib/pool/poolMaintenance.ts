@@ -3,7 +3,7 @@
 // (its doc comment ends with what the second run does) and reports outcomes, not exceptions, for
 // per-namespace ARM failures, so one bad namespace never stops the run.
 import type { Config, PoolSubscription } from '../config';
-import { ConcurrencyError, ConflictError, InvalidTransitionError, NotFoundError } from '../errors';
+import { ConcurrencyError, ConflictError, describeError, InvalidTransitionError, NotFoundError } from '../errors';
 import type { ManagedNamespace, NamespaceRef, RelayManager } from '../relay/relayManager';
 import {
   DEFAULT_HYBRID_CONNECTION,
@@ -887,10 +887,9 @@ function countSummaries(rows: readonly { subscriptionId: string; state: Namespac
   return counts;
 }
 
-/** An error's text for a row's lastError or the run record: its name and message, short. */
+/** An error's text for a row's lastError or the run record: lib/errors.ts describeError (redacted, short). */
 export function errorSummary(err: unknown): string {
-  const text = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
-  return text.slice(0, 500);
+  return describeError(err, 500);
 }
 
 const cmp = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);

@@ -26,6 +26,7 @@ import type {
   RpcParameterBinding,
   RpcTypedData,
 } from './coreTypes';
+import { describeError } from '../../lib/errors';
 import { matchRoute, parseRouteTemplate, type RouteTemplate } from './routes';
 import { parseSchedule, type Schedule } from './timerSchedule';
 
@@ -584,7 +585,7 @@ function sendPlain(res: ServerResponse, status: number, text: string): void {
 }
 
 function errorText(err: unknown): string {
-  return err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+  return describeError(err, 2000);
 }
 
 function delay(ms: number): Promise<void> {

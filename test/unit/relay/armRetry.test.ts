@@ -23,7 +23,7 @@ function scripted(faults: unknown[]) {
   let calls = 0;
   const fn = (): Promise<string> => {
     const f = faults[calls++];
-    return f === undefined ? Promise.resolve('ok') : Promise.reject(f);
+    return f === undefined ? Promise.resolve('ok') : Promise.reject(f as Error);
   };
   const sleep = (ms: number): Promise<void> => {
     sleeps.push(ms);
