@@ -98,6 +98,18 @@ export class Backoff {
   }
 }
 
+/**
+ * A retry the Durable engine runs for an activity, doubling from `baseMs`. Orchestrations replay,
+ * so the engine's delays must be the same on every replay: no jitter (the durable host has none);
+ * the shape is BackoffPolicy's so every retry in the code base reads the same way.
+ */
+export interface DurableRetryPolicy {
+  baseMs: number;
+  capMs?: number;
+  /** Attempts in all, the first included. */
+  maxAttempts: number;
+}
+
 /** Resolves after `ms`, or at once when `signal` aborts (it never rejects: the caller checks why it woke). */
 export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve) => {

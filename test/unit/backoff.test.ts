@@ -4,6 +4,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { describe, it } from 'node:test';
 import { Backoff, delayFor, parseRetryAfter, sleep, type BackoffPolicy } from '../../lib/backoff';
+import { durableRetry } from '../../functions/shared/durable';
 import { HybridConnectionListener, type ListenerOfflineEvent } from '../../lib/relay/hybridConnection';
 
 const policy = (jitter: BackoffPolicy['jitter']): BackoffPolicy => ({ baseMs: 100, capMs: 1000, jitter });
@@ -63,6 +64,21 @@ describe('Backoff', () => {
     now = 900;
     b.reset();
     assert.deepEqual([b.failures, b.remainingMs(), b.next()], [0, 1000, 100]);
+  });
+});
+
+describe('durableRetry', () => {
+  it('gives the Durable engine the same doubling, capped, and no jitter (its delays must replay)', () => {
+    const r = durableRetry({ baseMs: 2000, capMs: 30_000, maxAttempts: 4 });
+    assert.deepEqual(
+      [
+        r.firstRetryIntervalInMilliseconds,
+        r.maxNumberOfAttempts,
+        r.backoffCoefficient,
+        r.maxRetryIntervalInMilliseconds,
+      ],
+      [2000, 4, 2, 30_000],
+    );
   });
 });
 
