@@ -433,13 +433,13 @@ export function toProblem(err: unknown, instance?: string): ProblemResponse {
   }
   const correlationId = randomUUID();
   return {
-    status: 500,
+    status: ERRORS.internal_error.status,
     headers: { 'content-type': PROBLEM_CONTENT_TYPE },
     correlationId,
     body: {
       type: PROBLEM_TYPE_BASE + 'internal_error',
-      title: 'Internal error',
-      status: 500,
+      title: ERRORS.internal_error.title,
+      status: ERRORS.internal_error.status,
       detail: `An unexpected error occurred. Quote correlation id ${correlationId} when reporting it.`,
       code: 'internal_error',
       correlationId,
