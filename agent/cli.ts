@@ -7,6 +7,7 @@ import { registerConnect } from './commands/connect';
 import { exitState } from './commands/context';
 import { registerDevices } from './commands/devices';
 import { registerGrants } from './commands/grants';
+import { registerLaunchers } from './commands/launch';
 import { registerLocal } from './commands/local';
 import { registerSessions } from './commands/sessions';
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE } from './errors';
@@ -30,6 +31,7 @@ export function buildProgram(): Command {
     .configureHelp({ sortSubcommands: false });
   registerAgent(program);
   registerConnect(program);
+  registerLaunchers(program);
   registerDevices(program);
   registerGrants(program);
   registerSessions(program);

@@ -3,10 +3,10 @@
 // Exit codes: 0 after Ctrl-C or when the session reached its lifetime; 1 when it failed to open or
 // was ended by someone else (sessions end, device removed).
 import os from 'node:os';
-import { describeError } from '../../lib/errors';
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { z } from 'zod';
 import { Backoff, parseRetryAfter, type BackoffPolicy } from '../../lib/backoff';
+import { describeError } from '../../lib/errors';
 import { END_REASONS, type EndReason } from '../../lib/sessions/session';
 import type { ApiClient } from '../apiClient';
 import { resolveRelayCa } from '../config';
@@ -128,6 +128,7 @@ async function openSession(
         blips.reset();
         retryInMs = undefined;
       } catch (err) {
+        // A blip while waiting (a restart, a 5xx) is not the session failing: try a few more times.
         retryInMs = isTransient(err) ? blips.next(retryAfterOf(err)) : undefined;
         if (retryInMs === undefined) throw err;
         continue;
@@ -172,18 +173,50 @@ function clientHints(port: number, host: string, localPort: number, user: string
 }
 
 export function registerConnect(program: Command): void {
-  program
-    .command('connect')
-    .description('open a session to a device and bridge local connections to it (Ctrl-C ends it)')
-    .argument('<deviceId>', 'the device to reach', parseDeviceId)
-    .option('--port <port>', 'the port on the device', parsePort, 3389)
-    .option('--listen <host:port>', 'local address to listen on (port 0: a free one)', parseListen, {
-      host: '127.0.0.1',
-      port: 0,
-    })
+  tunnelOptions(
+    program
+      .command('connect')
+      .description('open a session to a device and bridge local connections to it (Ctrl-C ends it)')
+      .argument('<deviceId>', 'the device to reach', parseDeviceId),
+    3389,
+  ).action(action(async (cmd, out, deviceId: string) => runTunnel(cmd, out, deviceId, cmd.opts<TunnelOptions>())));
+}
+
+/** What `connect` and the native-client launchers share. */
+export interface TunnelOptions {
+  port: number;
+  listen: { host: string; port: number };
+  lifetime: number;
+  relayCa?: string;
+  user: string;
+  statusPollMs: number;
+  waitTimeout: number;
+}
+
+/**
+ * Hooks of a launcher (`relay-broker rdp|ssh`): started once the local port listens; calling `stop`
+ * ends the session as Ctrl-C does (the launcher calls it when the native client exits).
+ */
+export interface TunnelLauncher {
+  onReady(address: { host: string; port: number }, stop: (why: string) => void): void;
+  /** The session ended, whoever ended it: close what the launcher started. */
+  onEnded?(): void;
+  /** Exit code of the command after a local end (default 0). */
+  exitCode?(): number;
+}
+
+/** Registers the options every tunnel command takes (port default per command). */
+export function tunnelOptions(command: Command, defaultPort: number): Command {
+  return command
+    .option('--port <port>', 'the port on the device', parsePort, defaultPort)
+    .addOption(
+      new Option('--listen <host:port>', 'local address to listen on (port 0: a free one)')
+        .argParser(parseListen)
+        .default({ host: '127.0.0.1', port: 0 }, '127.0.0.1:0'),
+    )
     .option('--lifetime <minutes>', 'session lifetime in minutes', parsePositiveInt('--lifetime', 720), 60)
     .option('--relay-ca <file>', 'PEM of a CA to trust for the relay (the local emulator)')
-    .option('--user <name>', 'user name for the ssh hint', os.userInfo().username || 'user')
+    .option('--user <name>', 'user name for ssh', os.userInfo().username || 'user')
     .option(
       '--status-poll-ms <ms>',
       'how often to check the session is still up',
@@ -195,153 +228,163 @@ export function registerConnect(program: Command): void {
       'give up waiting for the device after this long',
       parsePositiveInt('--wait-timeout', 3600),
       120,
-    )
-    .action(
-      action(async (cmd, out, deviceId: string) => {
-        const o = cmd.opts<{
-          port: number;
-          listen: { host: string; port: number };
-          lifetime: number;
-          relayCa?: string;
-          user: string;
-          statusPollMs: number;
-          waitTimeout: number;
-        }>();
-        const { api, config } = await apiFor(cmd, out);
-        const relayCa = await resolveRelayCa(o.relayCa, config.apiUrl);
-
-        const cancel: Cancel = { requested: false };
-        let signalName: string | undefined;
-        const signalled = untilSignal().then((s) => {
-          signalName = s;
-          cancel.requested = true;
-          cancel.wake?.();
-        });
-        void signalled;
-
-        const opened = await openSession(
-          api,
-          out,
-          { deviceId, port: o.port, lifetime: o.lifetime, waitTimeoutMs: o.waitTimeout * 1000 },
-          cancel,
-        );
-        if ('cancelled' in opened) {
-          if (opened.sessionId) await api.delete(`/sessions/${opened.sessionId}`).catch(() => undefined);
-          out.event(
-            'session.cancelled',
-            { sessionId: opened.sessionId },
-            `${signalName ?? 'cancelled'}: session ${opened.sessionId ?? ''} ended before it was ready`,
-          );
-          return EXIT_OK;
-        }
-        const { sessionId, relay } = opened;
-        if (cancel.requested) {
-          await api.delete(`/sessions/${sessionId}`).catch(() => undefined);
-          out.event('session.cancelled', { sessionId }, `${signalName ?? 'cancelled'}: session ${sessionId} ended`);
-          return EXIT_OK;
-        }
-
-        let ended: { reason: string; by: 'local' | 'remote' } | undefined;
-        let checkNow: () => void = () => undefined;
-        const { ClientBridge } = await import('../clientBridge');
-        const bridge = new ClientBridge({
-          listen: o.listen,
-          relay,
-          ca: relayCa,
-          log: (event, fields, human) => out.event(event, { sessionId, ...fields }, human),
-          onSessionGone: () => checkNow(),
-        });
-        let address: { host: string; port: number };
-        try {
-          address = await bridge.start();
-        } catch (err) {
-          await api.delete(`/sessions/${sessionId}`).catch(() => undefined);
-          throw new CliError({
-            title: 'Cannot listen locally',
-            detail: `${o.listen.host}:${o.listen.port}: ${describeError(err)}`,
-            hint: 'Pick another --listen address (port 0 picks a free one).',
-          });
-        }
-        const host = address.host === '0.0.0.0' || address.host === '::' ? '127.0.0.1' : address.host;
-        out.event(
-          'session.ready',
-          {
-            sessionId,
-            deviceId,
-            port: o.port,
-            listen: { host, port: address.port },
-            namespace: relay.namespace,
-            expiresAt: relay.expiresAt,
-          },
-          `session ${sessionId} to ${deviceId}:${o.port} is ready (until ${relay.expiresAt})`,
-        );
-        for (const l of clientHints(o.port, host, address.port, o.user)) out.line(l);
-        out.line('press Ctrl-C to end the session');
-
-        // Watch the session: on a timer, at its expiry, and at once when the relay hints it is gone.
-        const expiresInMs = Date.parse(relay.expiresAt) - Date.now();
-        const expiryTimer = setTimeout(() => checkNow(), Math.max(0, Math.min(expiresInMs + 500, 2 ** 31 - 1)));
-        let warnedPoll = false;
-        while (!cancel.requested && !ended) {
-          await new Promise<void>((resolve) => {
-            const timer = setTimeout(done, o.statusPollMs);
-            function done(): void {
-              clearTimeout(timer);
-              checkNow = () => undefined;
-              cancel.wake = undefined;
-              resolve();
-            }
-            checkNow = done;
-            cancel.wake = done;
-          });
-          if (cancel.requested) break;
-          try {
-            const view = sessionViewSchema.parse((await api.get(`/sessions/${sessionId}`)).body);
-            if (view.status === 'ended' || view.status === 'failed')
-              ended = { reason: view.reason ?? view.status, by: 'remote' };
-            warnedPoll = false;
-          } catch (err) {
-            if (err instanceof CliError && err.problem.status === 404) {
-              ended = { reason: 'not_found', by: 'remote' };
-            } else if (!warnedPoll) {
-              warnedPoll = true;
-              out.warn(
-                `cannot check the session: ${err instanceof CliError ? err.problem.detail : describeError(err)}; the tunnel stays up`,
-              );
-            }
-          }
-        }
-        clearTimeout(expiryTimer);
-
-        if (!ended) {
-          out.event(
-            'session.ending',
-            { sessionId, signal: signalName },
-            `${signalName ?? 'stop'}: ending session ${sessionId}`,
-          );
-          await bridge.close();
-          try {
-            await api.delete(`/sessions/${sessionId}`);
-          } catch (err) {
-            out.warn(
-              `could not end the session through the API: ${err instanceof CliError ? err.problem.detail : describeError(err)}; it ends at ${relay.expiresAt} anyway`,
-            );
-          }
-          out.event('session.ended', { sessionId, reason: 'requested', by: 'local' }, `session ${sessionId} ended`);
-          return EXIT_OK;
-        }
-        await bridge.close();
-        const text = isEndReason(ended.reason)
-          ? REASON_TEXT[ended.reason]
-          : ended.reason === 'not_found'
-            ? 'it no longer exists'
-            : ended.reason;
-        out.event(
-          'session.ended',
-          { sessionId, reason: ended.reason, by: 'remote' },
-          `the session ended from the other side: ${text}`,
-        );
-        return ended.reason === 'lifetime' ? EXIT_OK : EXIT_FAILURE;
-      }),
     );
+}
+
+/**
+ * Opens a session to `deviceId`, bridges local connections to it until Ctrl-C, the launcher's stop,
+ * the session's end or its lifetime, and ends it. Returns the exit code.
+ */
+export async function runTunnel(
+  cmd: Command,
+  out: Output,
+  deviceId: string,
+  o: TunnelOptions,
+  launcher?: TunnelLauncher,
+): Promise<number> {
+  const { api, config } = await apiFor(cmd, out);
+  const relayCa = await resolveRelayCa(o.relayCa, config.apiUrl);
+
+  const cancel: Cancel = { requested: false };
+  let signalName: string | undefined;
+  const signalled = untilSignal().then((s) => {
+    signalName = s;
+    cancel.requested = true;
+    cancel.wake?.();
+  });
+  void signalled;
+
+  const opened = await openSession(
+    api,
+    out,
+    { deviceId, port: o.port, lifetime: o.lifetime, waitTimeoutMs: o.waitTimeout * 1000 },
+    cancel,
+  );
+  if ('cancelled' in opened) {
+    if (opened.sessionId) await api.delete(`/sessions/${opened.sessionId}`).catch(() => undefined);
+    out.event(
+      'session.cancelled',
+      { sessionId: opened.sessionId },
+      `${signalName ?? 'cancelled'}: session ${opened.sessionId ?? ''} ended before it was ready`,
+    );
+    return EXIT_OK;
+  }
+  const { sessionId, relay } = opened;
+  if (cancel.requested) {
+    await api.delete(`/sessions/${sessionId}`).catch(() => undefined);
+    out.event('session.cancelled', { sessionId }, `${signalName ?? 'cancelled'}: session ${sessionId} ended`);
+    return EXIT_OK;
+  }
+
+  let ended: { reason: string; by: 'local' | 'remote' } | undefined;
+  let checkNow: () => void = () => undefined;
+  const { ClientBridge } = await import('../clientBridge');
+  const bridge = new ClientBridge({
+    listen: o.listen,
+    relay,
+    ca: relayCa,
+    log: (event, fields, human) => out.event(event, { sessionId, ...fields }, human),
+    onSessionGone: () => checkNow(),
+  });
+  let address: { host: string; port: number };
+  try {
+    address = await bridge.start();
+  } catch (err) {
+    await api.delete(`/sessions/${sessionId}`).catch(() => undefined);
+    throw new CliError({
+      title: 'Cannot listen locally',
+      detail: `${o.listen.host}:${o.listen.port}: ${describeError(err)}`,
+      hint: 'Pick another --listen address (port 0 picks a free one).',
+    });
+  }
+  const host = address.host === '0.0.0.0' || address.host === '::' ? '127.0.0.1' : address.host;
+  out.event(
+    'session.ready',
+    {
+      sessionId,
+      deviceId,
+      port: o.port,
+      listen: { host, port: address.port },
+      namespace: relay.namespace,
+      expiresAt: relay.expiresAt,
+    },
+    `session ${sessionId} to ${deviceId}:${o.port} is ready (until ${relay.expiresAt})`,
+  );
+  if (launcher) {
+    launcher.onReady({ host, port: address.port }, (why) => {
+      signalName = why;
+      cancel.requested = true;
+      cancel.wake?.();
+    });
+  } else {
+    for (const l of clientHints(o.port, host, address.port, o.user)) out.line(l);
+    out.line('press Ctrl-C to end the session');
+  }
+
+  // Watch the session: on a timer, at its expiry, and at once when the relay hints it is gone.
+  const expiresInMs = Date.parse(relay.expiresAt) - Date.now();
+  const expiryTimer = setTimeout(() => checkNow(), Math.max(0, Math.min(expiresInMs + 500, 2 ** 31 - 1)));
+  let warnedPoll = false;
+  while (!cancel.requested && !ended) {
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(done, o.statusPollMs);
+      function done(): void {
+        clearTimeout(timer);
+        checkNow = () => undefined;
+        cancel.wake = undefined;
+        resolve();
+      }
+      checkNow = done;
+      cancel.wake = done;
+    });
+    if (cancel.requested) break;
+    try {
+      const view = sessionViewSchema.parse((await api.get(`/sessions/${sessionId}`)).body);
+      if (view.status === 'ended' || view.status === 'failed')
+        ended = { reason: view.reason ?? view.status, by: 'remote' };
+      warnedPoll = false;
+    } catch (err) {
+      if (err instanceof CliError && err.problem.status === 404) {
+        ended = { reason: 'not_found', by: 'remote' };
+      } else if (!warnedPoll) {
+        warnedPoll = true;
+        out.warn(
+          `cannot check the session: ${err instanceof CliError ? err.problem.detail : describeError(err)}; the tunnel stays up`,
+        );
+      }
+    }
+  }
+  clearTimeout(expiryTimer);
+
+  if (!ended) {
+    out.event(
+      'session.ending',
+      { sessionId, signal: signalName },
+      `${signalName ?? 'stop'}: ending session ${sessionId}`,
+    );
+    await bridge.close();
+    try {
+      await api.delete(`/sessions/${sessionId}`);
+    } catch (err) {
+      out.warn(
+        `could not end the session through the API: ${err instanceof CliError ? err.problem.detail : describeError(err)}; it ends at ${relay.expiresAt} anyway`,
+      );
+    }
+    out.event('session.ended', { sessionId, reason: 'requested', by: 'local' }, `session ${sessionId} ended`);
+    launcher?.onEnded?.();
+    return launcher?.exitCode?.() ?? EXIT_OK;
+  }
+  await bridge.close();
+  launcher?.onEnded?.();
+  const text = isEndReason(ended.reason)
+    ? REASON_TEXT[ended.reason]
+    : ended.reason === 'not_found'
+      ? 'it no longer exists'
+      : ended.reason;
+  out.event(
+    'session.ended',
+    { sessionId, reason: ended.reason, by: 'remote' },
+    `the session ended from the other side: ${text}`,
+  );
+  return ended.reason === 'lifetime' ? EXIT_OK : EXIT_FAILURE;
 }

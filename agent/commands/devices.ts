@@ -42,6 +42,12 @@ function parseAnswer<T>(schema: z.ZodType<T>, body: unknown, what: string): T {
   return r.data;
 }
 
+/** The file as the user can type it here: relative to the working folder when inside it, else absolute. */
+function shownPath(file: string): string {
+  const relative = path.relative(process.cwd(), file);
+  return relative && !relative.startsWith('..') && !path.isAbsolute(relative) ? relative : file;
+}
+
 /** Fails before any API call if the file exists and --force was not given. */
 async function checkWritable(file: string, force: boolean): Promise<void> {
   try {
@@ -126,7 +132,9 @@ export function registerDevices(program: Command): void {
           `enrollment written to ${file} (mode 600, expires ${enrollment.expiresAt}); it is a credential: copy it to the device only`,
         ]);
         if (!out.json)
-          out.note(`next, on the device: relay-broker agent --enrollment ${path.basename(file)} --allow 3389`);
+          out.note(
+            `next, copy it to the device and run there: relay-broker agent --enrollment ${shownPath(file)} --allow 3389`,
+          );
       }),
     );
 

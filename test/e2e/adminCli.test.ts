@@ -1,6 +1,6 @@
-// `relay-broker grants list|add|rm` on the whole local stack, through the built binary: an admin
-// grants a device to an operator, the operator's next open is judged by that grant, the grant is
-// taken back, and mistakes are named.
+// Admin commands on the whole local stack, through the built binary: `grants list|add|rm` (an admin
+// grants a device to an operator, the operator's next open is judged by that grant, the grant is taken
+// back, mistakes are named), and the next step `devices add` prints, with the path as given.
 import assert from 'node:assert/strict';
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
@@ -10,7 +10,7 @@ import { LocalRuntime } from '../../local/runtime';
 import { runCli } from '../integration/agent/cliProcess';
 import { assertProblem, call } from '../support/http';
 
-describe('relay-broker grants (built binary on the local stack)', () => {
+describe('relay-broker admin commands (built binary on the local stack)', () => {
   let stateDir: string;
   let rt: LocalRuntime;
   let env: Record<string, string>;
@@ -88,5 +88,16 @@ describe('relay-broker grants (built binary on the local stack)', () => {
     });
     assert.equal(r.code, 1);
     assert.match(r.stderr, /admin/i);
+  });
+
+  it('devices add --out into a folder suggests that path, and help shows readable defaults', async () => {
+    const out = path.join('enrollments', 'site-a', 'hint-dev-1.json');
+    await fs.mkdir(path.join(stateDir, 'enrollments', 'site-a'), { recursive: true });
+    const add = await runCli(['devices', 'add', 'hint-dev-1', '--out', out], { env, cwd: stateDir });
+    assert.equal(add.code, 0, add.stderr);
+    assert.ok(add.stderr.includes(`--enrollment ${out} `) || add.stdout.includes(`--enrollment ${out} `), add.stderr);
+    const help = await runCli(['connect', '--help'], { env });
+    assert.match(help.stdout, /default: 127\.0\.0\.1:0/);
+    assert.doesNotMatch(help.stdout, /\{"host"/);
   });
 });
