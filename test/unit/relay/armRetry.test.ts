@@ -18,12 +18,12 @@ const fault = (statusCode: number, retryAfter?: string) =>
   });
 
 /** A call failing with `faults` in turn, then answering 'ok'; records the sleeps it was given. */
-function scripted(faults: unknown[]) {
+function scripted(faults: Error[]) {
   const sleeps: number[] = [];
   let calls = 0;
   const fn = (): Promise<string> => {
     const f = faults[calls++];
-    return f === undefined ? Promise.resolve('ok') : Promise.reject(f as Error);
+    return f === undefined ? Promise.resolve('ok') : Promise.reject(f);
   };
   const sleep = (ms: number): Promise<void> => {
     sleeps.push(ms);
@@ -64,7 +64,7 @@ describe('callArm', () => {
   });
 
   it('fails fast with a typed error for what a retry cannot fix', async () => {
-    const cases: Array<[unknown, new (...a: never[]) => RelayArmError]> = [
+    const cases: Array<[Error, new (...a: never[]) => RelayArmError]> = [
       [fault(404), RelayResourceNotFoundError],
       [fault(409), RelayConflictError],
       [Object.assign(new Error('too many'), { statusCode: 400, code: 'QuotaExceeded' }), RelayQuotaExceededError],
