@@ -3,16 +3,13 @@
 // through armRetry.ts: our own retry of transient faults, typed errors for everything else.
 import { RelayAPI, type AuthorizationRule, type RelayNamespace } from '@azure/arm-relay';
 import { DefaultAzureCredential } from '@azure/identity';
+import { sleep } from '../backoff';
 import {
   RelayActivationTimeoutError,
   RelayArmError,
   RelayArmUnavailableError,
-  RelayConflictError,
-  RelayQuotaExceededError,
   RelayResourceNotFoundError,
-  type RelayArmErrorOptions,
 } from '../errors';
-import { sleep } from '../backoff';
 import { callArm, DEFAULT_RETRY_POLICY, type RetryPolicy } from './armRetry';
 import { createSasToken, relayAudience, type SasKey } from './sas';
 
@@ -35,7 +32,7 @@ export {
   RelayQuotaExceededError,
   RelayResourceNotFoundError,
   type RelayArmErrorOptions,
-};
+} from '../errors';
 export type { RetryPolicy };
 
 // ---------------------------------------------------------------------------------------------
