@@ -17,6 +17,7 @@ import {
   toProblem,
   ValidationError,
 } from '../../lib/errors';
+import { errorSummary } from '../../lib/sessions/sessionService';
 import { registryClasses, repoRoot, serverRaises, serverSource } from './errorsSource';
 
 describe('toProblem', () => {
@@ -141,5 +142,14 @@ describe('describeError', () => {
     const withStack = describeError(err, 500, { stackFrames: 2 });
     assert.equal(withStack.split('\n').length, 3);
     assert.match(withStack.split('\n')[1] ?? '', /^\s+at /);
+  });
+});
+
+describe("a namespace row's lastError", () => {
+  it('is written redacted: the recycle failure goes through describeError', () => {
+    const err = new Error('listKeys answered primaryKey=c2VjcmV0a2V5 for rule device-listen');
+    const stored = errorSummary(err);
+    assert.doesNotMatch(stored, /c2VjcmV0a2V5/);
+    assert.match(stored, /primaryKey=\[REDACTED\]/);
   });
 });
