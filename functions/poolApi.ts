@@ -1,7 +1,7 @@
 // GET /pool (admin): namespaces by state and subscription, the target now and why, the last
 // maintenance run and its outcome, and whether a run is under way.
 import * as df from 'durable-functions';
-import { poolMaintenanceInstanceId } from '../lib/pool/poolMaintenance';
+import { poolMaintenanceInstanceId } from '../lib/pool/maintenanceRun';
 import { json, route } from './shared/route';
 
 route('poolStatus', {

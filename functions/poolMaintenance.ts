@@ -14,9 +14,9 @@ import {
   type DeleteOutcome,
   type MaintenancePlan,
   type ProvisionOutcome,
-  type ReconcileOutcome,
   type RecycleOutcome,
-} from '../lib/pool/poolMaintenance';
+} from '../lib/pool/maintenanceRun';
+import type { ReconcileOutcome } from '../lib/pool/reconcile';
 import {
   deletePoolNamespaceActivity,
   planPoolActivity,

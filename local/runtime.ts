@@ -11,7 +11,8 @@ import { TableClient } from '@azure/data-tables';
 import { LocalIssuer } from '../lib/auth/localIssuer';
 import { loadConfig } from '../lib/config';
 import { NamespaceStore } from '../lib/pool/namespaceStore';
-import { sealNamespaceKeys } from '../lib/pool/sealedKeys';
+import { PoolMaintenance } from '../lib/pool/poolMaintenance';
+import { PoolRunStore } from '../lib/pool/poolRunStore';
 import { Sealer } from '../lib/sealing';
 import { createRelayApiFactory, RelayManager } from '../lib/relay/relayManager';
 import { Azurite } from './azurite';
@@ -234,46 +235,44 @@ export class LocalRuntime {
   }
 
   /**
-   * Prepares `count` namespaces in the emulator and marks them available, the way pool
-   * maintenance does, so tests and benchmarks start with a warm pool.
+   * Prepares `count` namespaces in the emulator and makes them available through the product's own
+   * provisioning path (PoolMaintenance.provision: row `creating` → prepareNamespace tagged with the
+   * pool → keys sealed → `available`), with the app's own settings, so tests and benchmarks start
+   * with a warm pool that maintenance and reconcile recognise as theirs.
    */
   async prefill(count: number, concurrency = 16): Promise<string[]> {
     if (!this.relay || !this.azurite) throw new Error('prefill needs the relay emulator and Azurite');
-    const poolName = this.settings.POOL_NAME ?? 'default';
-    const store = new NamespaceStore(
-      TableClient.fromConnectionString(this.azurite.connectionString, 'namespaces', { allowInsecureConnection: true }),
-      poolName,
-    );
-    await store.ensureTable();
-    const manager = new RelayManager({
-      apiFactory: createRelayApiFactory({ endpoint: this.relay.armEndpoint, caPem: this.relay.caCertPem }),
+    // The settings this runtime gave the app (start() put them in the environment).
+    const config = loadConfig(process.env);
+    const table = TableClient.fromConnectionString(this.azurite.connectionString, 'namespaces', {
+      allowInsecureConnection: true,
     });
-    // Sealed with the app's own key (from the same settings), as maintenance does.
-    const sealer = new Sealer(loadConfig(process.env).sealingKey);
-    const sub = {
-      subscriptionId: '00000000-0000-0000-0000-000000000000',
-      resourceGroup: 'relay-broker-pool',
-      location: 'local',
-    };
+    const store = new NamespaceStore(table, config.pool.name);
+    await store.ensureTable();
+    const maintenance = new PoolMaintenance({
+      namespaces: store,
+      runs: new PoolRunStore(table, config.pool.name),
+      relay: new RelayManager({
+        apiFactory: createRelayApiFactory({ endpoint: this.relay.armEndpoint, caPem: this.relay.caCertPem }),
+      }),
+      sealer: new Sealer(config.sealingKey),
+      pool: config.pool,
+    });
+    const [sub] = config.pool.subscriptions;
     const stamp = Date.now().toString(36);
     const names = Array.from({ length: count }, (_, i) => `rbk-seed-${stamp}-${i}`);
     let next = 0;
     const worker = async () => {
       while (next < names.length) {
         const name = names[next++];
-        await store.insertCreating({ name, ...sub });
-        const prepared = await manager.prepareNamespace({ ...sub, name, tags: { 'relay-broker-pool': poolName } });
-        const keys = await manager.getSessionKeys({
-          ...sub,
+        const outcome = await maintenance.provision({
           name,
-          hybridConnection: prepared.hybridConnection,
-          endpoint: prepared.endpoint,
+          subscriptionId: sub.subscriptionId,
+          resourceGroup: sub.resourceGroup,
+          location: sub.location,
         });
-        await store.markAvailable(name, {
-          endpoint: prepared.endpoint,
-          hybridConnection: prepared.hybridConnection,
-          sealedKeys: sealNamespaceKeys(sealer, name, 0, { listen: keys.listen, send: keys.send }),
-        });
+        if (outcome.result !== 'available')
+          throw new Error(`prefill of ${name}: ${outcome.result}${outcome.error ? ` (${outcome.error})` : ''}`);
       }
     };
     await Promise.all(Array.from({ length: Math.min(concurrency, count) }, worker));

@@ -1,8 +1,9 @@
 // Per-device grants: which operator may open sessions to which device (`grants` table, PK =
 // principal id, RK = deviceId or `*`), and the one authorization rule for opening a session.
-import { odata, RestError, type TableClient } from '@azure/data-tables';
+import { odata, type TableClient } from '@azure/data-tables';
 import { z } from 'zod';
 import { DeviceNotGrantedError, RoleRequiredError, ValidationError } from '../errors';
+import { deleteIfExists, getOrUndefined, insertOrConflict } from '../storage/tables';
 import { DEVICE_ID_PATTERN } from '../validation';
 import { PRINCIPAL_ID_PATTERN } from './authenticator';
 import { isAdmin, type Principal } from './principal';
@@ -59,10 +60,6 @@ function validIds(principalId: string, deviceId?: string): void {
   if (errors.length > 0) throw new ValidationError(`Invalid ${errors.map((e) => e.path).join(' and ')}.`, errors);
 }
 
-function statusOf(err: unknown): number | undefined {
-  return err instanceof RestError ? err.statusCode : undefined;
-}
-
 export interface PutGrantResult {
   grant: Grant;
   /** false when the grant existed already (PUT is idempotent and keeps the first createdAt/createdBy). */
@@ -89,12 +86,7 @@ export class GrantStore {
       createdAt: now.toISOString(),
       createdBy: by,
     };
-    try {
-      await this.table.createEntity(entity);
-      return { grant: toGrant(entity), created: true };
-    } catch (err) {
-      if (statusOf(err) !== 409) throw err;
-    }
+    if ((await insertOrConflict(this.table, entity)) !== 'conflict') return { grant: toGrant(entity), created: true };
     const existing = await this.get(principalId, deviceId);
     // Deleted between our conflict and our read: the caller's intent still holds, so write it.
     if (!existing) {
@@ -106,24 +98,13 @@ export class GrantStore {
 
   async get(principalId: string, deviceId: string): Promise<Grant | undefined> {
     validIds(principalId, deviceId);
-    try {
-      return toGrant(await this.table.getEntity(principalId, deviceId));
-    } catch (err) {
-      if (statusOf(err) === 404) return undefined;
-      throw err;
-    }
+    return getOrUndefined(this.table, principalId, deviceId, toGrant);
   }
 
   /** Removes a grant; true if it existed. A second run returns false. */
   async delete(principalId: string, deviceId: string): Promise<boolean> {
     validIds(principalId, deviceId);
-    try {
-      await this.table.deleteEntity(principalId, deviceId);
-      return true;
-    } catch (err) {
-      if (statusOf(err) === 404) return false;
-      throw err;
-    }
+    return deleteIfExists(this.table, principalId, deviceId);
   }
 
   /** Grants of one principal, or all grants; at most `limit` (default 1000), ordered by principal then device. */

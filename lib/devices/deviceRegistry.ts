@@ -10,7 +10,7 @@ import {
 } from '@azure/storage-queue';
 import { z } from 'zod';
 import type { Principal } from '../auth/principal';
-import { ConcurrencyError, DeviceBeingDeletedError, DeviceNotFoundError } from '../errors';
+import { DeviceBeingDeletedError, DeviceNotFoundError } from '../errors';
 import { deviceIdSchema } from '../validation';
 import { DeviceStore, type DeviceRecord } from './deviceStore';
 
@@ -135,14 +135,8 @@ export class DeviceRegistry {
       rotatedAt: now.toISOString(),
     };
     delete (next as Partial<typeof current>).etag;
-    try {
-      await this.o.store.replace(next, current.etag);
-    } catch (err) {
-      if (err instanceof RestError && err.statusCode === 412) {
-        throw new ConcurrencyError(`Device ${deviceId} was changed concurrently; try again.`);
-      }
-      throw err;
-    }
+    // A concurrent rotation or delete wins: ConcurrencyError (409 concurrent_update), the caller retries.
+    await this.o.store.replace(next, current.etag);
     await this.setPolicy(next);
     return this.enrollment(next);
   }

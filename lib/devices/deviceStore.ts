@@ -1,8 +1,9 @@
 // The `devices` table: one row per registered device (PK "device", RK deviceId). Holds the
 // queue name and the id of the stored access policy its SAS is bound to; never the SAS itself.
-import { odata, RestError, TableClient } from '@azure/data-tables';
+import { odata, TableClient } from '@azure/data-tables';
 import { z } from 'zod';
-import { DeviceExistsError, DeviceNotFoundError } from '../errors';
+import { ConcurrencyError, DeviceExistsError, DeviceNotFoundError } from '../errors';
+import { deleteIfExists, getOrUndefined, insertOrConflict, tableFault } from '../storage/tables';
 
 export const DEVICE_PARTITION = 'device';
 
@@ -52,7 +53,7 @@ function fromEntity(e: Record<string, unknown>): DeviceRecord & { etag: string }
   const parsed = deviceRecordSchema.parse({
     deviceId: e.rowKey,
     displayName: e.displayName ?? undefined,
-    tags: JSON.parse(String(e.tagsJson ?? '{}')) as unknown,
+    tags: JSON.parse(typeof e.tagsJson === 'string' ? e.tagsJson : '{}') as unknown,
     queueName: e.queueName,
     policyId: e.policyId,
     sasExpiresAt: e.sasExpiresAt,
@@ -60,7 +61,7 @@ function fromEntity(e: Record<string, unknown>): DeviceRecord & { etag: string }
     createdBy: e.createdBy,
     rotatedAt: e.rotatedAt ?? undefined,
   });
-  return { ...parsed, etag: String(e.etag ?? '') };
+  return { ...parsed, etag: typeof e.etag === 'string' ? e.etag : '' };
 }
 
 export class DeviceStore {
@@ -72,25 +73,15 @@ export class DeviceStore {
 
   /** Inserts a new device; a second insert of the same id is a ConflictError (`device_exists`). */
   async insert(d: DeviceRecord): Promise<void> {
-    try {
-      await this.table.createEntity(toEntity(d));
-    } catch (err) {
-      if (err instanceof RestError && err.statusCode === 409) {
-        throw new DeviceExistsError(`Device ${d.deviceId} is already registered.`, {
-          op: 'deviceStore.insert',
-        });
-      }
-      throw err;
+    if ((await insertOrConflict(this.table, toEntity(d))) === 'conflict') {
+      throw new DeviceExistsError(`Device ${d.deviceId} is already registered.`, {
+        op: 'deviceStore.insert',
+      });
     }
   }
 
   async get(deviceId: string): Promise<(DeviceRecord & { etag: string }) | undefined> {
-    try {
-      return fromEntity(await this.table.getEntity<Record<string, unknown>>(DEVICE_PARTITION, deviceId));
-    } catch (err) {
-      if (err instanceof RestError && err.statusCode === 404) return undefined;
-      throw err;
-    }
+    return getOrUndefined(this.table, DEVICE_PARTITION, deviceId, fromEntity);
   }
 
   async require(deviceId: string): Promise<DeviceRecord & { etag: string }> {
@@ -99,9 +90,17 @@ export class DeviceStore {
     return d;
   }
 
-  /** Replaces the row only if it still has the ETag that was read. */
+  /** Replaces the row only if it still has the ETag that was read; ConcurrencyError if it changed since. */
   async replace(d: DeviceRecord, etag: string): Promise<void> {
-    await this.table.updateEntity(toEntity(d), 'Replace', { etag });
+    try {
+      await this.table.updateEntity(toEntity(d), 'Replace', { etag });
+    } catch (err) {
+      if (tableFault(err) !== 'preconditionFailed') throw err;
+      throw new ConcurrencyError(`Device ${d.deviceId} was changed concurrently; try again.`, {
+        op: 'deviceStore.replace',
+        cause: err,
+      });
+    }
   }
 
   async list(): Promise<DeviceRecord[]> {
@@ -118,10 +117,6 @@ export class DeviceStore {
 
   /** Deletes the row; deleting an absent row is not an error (second run is a no-op). */
   async delete(deviceId: string): Promise<void> {
-    try {
-      await this.table.deleteEntity(DEVICE_PARTITION, deviceId);
-    } catch (err) {
-      if (!(err instanceof RestError && err.statusCode === 404)) throw err;
-    }
+    await deleteIfExists(this.table, DEVICE_PARTITION, deviceId);
   }
 }

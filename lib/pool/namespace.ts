@@ -1,7 +1,8 @@
-// The pooled namespace: its states, the ONE table of allowed transitions, and the table-entity
-// schema (PK = pool name, RK = namespace name) that every read is parsed with.
+// The pooled namespace: its states, the ONE table of allowed transitions, and the row codec
+// (PK = pool name, RK = namespace name) that every read is parsed with and every write encoded by.
 import { z } from 'zod';
 import { InvalidTransitionError } from '../errors';
+import type { NamespaceRef } from '../relay/relayManager';
 
 export const NAMESPACE_STATES = ['creating', 'available', 'leased', 'recycling', 'quarantined', 'deleting'] as const;
 export const namespaceStateSchema = z.enum(NAMESPACE_STATES);
@@ -41,22 +42,28 @@ export function assertTransition(from: NamespaceState, to: NamespaceState, name?
   }
 }
 
-const isoTime = z.iso.datetime({ offset: false });
+/** A time: a fixed-width UTC ISO string in the row (so `odata` comparisons are time comparisons), a Date in the domain. */
+const isoDate = z.codec(z.iso.datetime({ offset: false }), z.date(), {
+  decode: (iso) => new Date(iso),
+  encode: (date) => date.toISOString(),
+});
 const intCount = z.number().int().min(0);
 
 /** Namespace name rule of Azure Relay: 6–50 chars, a letter first, letters/digits/hyphens, no trailing hyphen. */
 export const NAMESPACE_NAME_PATTERN = /^[a-z][a-z0-9-]{4,48}[a-z0-9]$/;
 
 /**
- * The stored entity, as read back from Azure Tables (unknown properties are dropped, an unknown
- * state is an error). Invariants of a state are checked here, so an inconsistent row never
- * reaches the domain: an available or leased namespace has its endpoint and hybrid connection,
- * a leased one has its session and lease times.
+ * The namespace row, written once: decoding (`parse`) turns a stored row into the domain view
+ * (times as Date; unknown properties dropped; an unknown state is an error), encoding turns the
+ * domain view back into the row. The invariants of a state are checked both ways, so an
+ * inconsistent row is never stored and never reaches the domain: an available or leased namespace
+ * has its endpoint and hybrid connection, a leased one has its session and lease times. The table
+ * keys are `pool` (PartitionKey) and `name` (RowKey), renamed by `namespaceFromEntity`/`namespaceToEntity`.
  */
-export const namespaceEntitySchema = z
+export const namespaceSchema = z
   .object({
-    partitionKey: z.string().min(1),
-    rowKey: z.string().regex(NAMESPACE_NAME_PATTERN),
+    pool: z.string().min(1),
+    name: z.string().regex(NAMESPACE_NAME_PATTERN),
     state: namespaceStateSchema,
     subscriptionId: z.string().min(1),
     resourceGroup: z.string().min(1),
@@ -65,26 +72,28 @@ export const namespaceEntitySchema = z
     endpoint: z.string().min(1).optional(),
     hybridConnection: z.string().min(1).optional(),
     /**
-     * The Listen and Send rule keys of the current generation, sealed (lib/sealing.ts) with the
-     * context `sealedKeysContext(name, generation)`: opening them is the hot path's only key lookup.
+     * The Listen and Send rule keys of the current generation, sealed (lib/sealing.ts, see
+     * lib/pool/sealedKeys.ts) with the context `sealedKeysContext(name, generation)`: opening them
+     * is the hot path's only key lookup. Never in clear.
      */
     sealedKeys: z.string().min(1).max(8000).optional(),
     sessionId: z.string().min(1).optional(),
-    leasedAt: isoTime.optional(),
-    leaseExpiresAt: isoTime.optional(),
+    leasedAt: isoDate.optional(),
+    leaseExpiresAt: isoDate.optional(),
     /** Last time the namespace was leased; survives recycle so the policy can measure the lease rate. */
-    lastLeasedAt: isoTime.optional(),
+    lastLeasedAt: isoDate.optional(),
     /** Bumped once per completed recycle, i.e. once per key regeneration. */
     generation: intCount,
-    createdAt: isoTime,
-    stateChangedAt: isoTime,
+    createdAt: isoDate,
+    stateChangedAt: isoDate,
     /** Consecutive failed preparations (recycles, or creation retries) since it was last available. */
     recycleFailures: intCount,
     lastError: z.string().max(2000).optional(),
     quarantineReason: z.string().max(2000).optional(),
-    /** Who is doing this recycle's ARM work, and since when (see NamespaceStore.claimRecycle). */
+    /** Who is doing this recycle's ARM work, and since when (see NamespaceStore.beginRecycle). */
     recycleClaim: z.string().min(1).max(200).optional(),
-    recycleClaimedAt: isoTime.optional(),
+    recycleClaimedAt: isoDate.optional(),
+    /** The ETag this view was read with; writes based on it are conditional on it. Never written. */
     etag: z.string().min(1).optional(),
   })
   .superRefine((e, ctx) => {
@@ -99,95 +108,27 @@ export const namespaceEntitySchema = z
       }
     }
   });
-export type NamespaceEntity = z.infer<typeof namespaceEntitySchema>;
 
-/** The domain view of a pooled namespace (dates as Date, keys named for what they are). */
-export interface Namespace {
-  pool: string;
-  name: string;
-  state: NamespaceState;
-  subscriptionId: string;
-  resourceGroup: string;
-  location: string;
-  endpoint?: string;
-  hybridConnection?: string;
-  /** Sealed `{listen, send}` keys of this generation (see lib/pool/sealedKeys.ts); never in clear. */
-  sealedKeys?: string;
-  sessionId?: string;
-  leasedAt?: Date;
-  leaseExpiresAt?: Date;
-  lastLeasedAt?: Date;
-  generation: number;
-  createdAt: Date;
-  stateChangedAt: Date;
-  recycleFailures: number;
-  lastError?: string;
-  quarantineReason?: string;
-  recycleClaim?: string;
-  recycleClaimedAt?: Date;
-  /** The ETag this view was read with; writes based on it are conditional on it. */
-  etag?: string;
-}
+/** The domain view of a pooled namespace (dates as Date). */
+export type Namespace = z.output<typeof namespaceSchema>;
+/** The stored row (times as ISO strings), keyed by PartitionKey = pool and RowKey = name. */
+export type NamespaceEntity = Omit<z.input<typeof namespaceSchema>, 'pool' | 'name' | 'etag'> & {
+  partitionKey: string;
+  rowKey: string;
+};
 
-const toDate = (s: string | undefined) => (s === undefined ? undefined : new Date(s));
-const toIso = (d: Date | undefined) => (d === undefined ? undefined : d.toISOString());
+const entityKeysSchema = z.looseObject({ partitionKey: z.unknown(), rowKey: z.unknown() });
 
 /** Parses a stored row; throws a zod error naming the field when the row is not a valid namespace. */
 export function namespaceFromEntity(raw: unknown): Namespace {
-  const e = namespaceEntitySchema.parse(raw);
-  return dropUndefined({
-    pool: e.partitionKey,
-    name: e.rowKey,
-    state: e.state,
-    subscriptionId: e.subscriptionId,
-    resourceGroup: e.resourceGroup,
-    location: e.location,
-    endpoint: e.endpoint,
-    hybridConnection: e.hybridConnection,
-    sealedKeys: e.sealedKeys,
-    sessionId: e.sessionId,
-    leasedAt: toDate(e.leasedAt),
-    leaseExpiresAt: toDate(e.leaseExpiresAt),
-    lastLeasedAt: toDate(e.lastLeasedAt),
-    generation: e.generation,
-    createdAt: new Date(e.createdAt),
-    stateChangedAt: new Date(e.stateChangedAt),
-    recycleFailures: e.recycleFailures,
-    lastError: e.lastError,
-    quarantineReason: e.quarantineReason,
-    recycleClaim: e.recycleClaim,
-    recycleClaimedAt: toDate(e.recycleClaimedAt),
-    etag: e.etag,
-  });
+  const { partitionKey, rowKey, ...fields } = entityKeysSchema.parse(raw);
+  return namespaceSchema.parse({ ...fields, pool: partitionKey, name: rowKey });
 }
 
 /** The entity to write for a namespace (validated, so an invalid state is never stored; no etag). */
-export function namespaceToEntity(ns: Namespace): Omit<NamespaceEntity, 'etag'> {
-  const entity = dropUndefined({
-    partitionKey: ns.pool,
-    rowKey: ns.name,
-    state: ns.state,
-    subscriptionId: ns.subscriptionId,
-    resourceGroup: ns.resourceGroup,
-    location: ns.location,
-    endpoint: ns.endpoint,
-    hybridConnection: ns.hybridConnection,
-    sealedKeys: ns.sealedKeys,
-    sessionId: ns.sessionId,
-    leasedAt: toIso(ns.leasedAt),
-    leaseExpiresAt: toIso(ns.leaseExpiresAt),
-    lastLeasedAt: toIso(ns.lastLeasedAt),
-    generation: ns.generation,
-    createdAt: ns.createdAt.toISOString(),
-    stateChangedAt: ns.stateChangedAt.toISOString(),
-    recycleFailures: ns.recycleFailures,
-    lastError: ns.lastError,
-    quarantineReason: ns.quarantineReason,
-    recycleClaim: ns.recycleClaim,
-    recycleClaimedAt: toIso(ns.recycleClaimedAt),
-  });
-  namespaceEntitySchema.parse(entity);
-  return entity;
+export function namespaceToEntity(ns: Namespace): NamespaceEntity {
+  const { pool, name, etag: _etag, ...fields } = namespaceSchema.encode(ns);
+  return dropUndefined({ partitionKey: pool, rowKey: name, ...fields });
 }
 
 /** Azure Tables stores `undefined` as a property; a Replace without it is how a field is cleared. */
@@ -195,4 +136,39 @@ function dropUndefined<T extends object>(obj: T): T {
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(obj)) if (v !== undefined) out[k] = v;
   return out as T;
+}
+
+/** Where a namespace lives in ARM, for RelayManager calls (with its hybrid connection and endpoint once known). */
+export function refOf(ns: Namespace): NamespaceRef {
+  return {
+    subscriptionId: ns.subscriptionId,
+    resourceGroup: ns.resourceGroup,
+    name: ns.name,
+    ...(ns.hybridConnection ? { hybridConnection: ns.hybridConnection } : {}),
+    ...(ns.endpoint ? { endpoint: ns.endpoint } : {}),
+  };
+}
+
+/** Zero of every state: the start of every count by state. */
+export function zeroByState(): Record<NamespaceState, number> {
+  return Object.fromEntries(NAMESPACE_STATES.map((s) => [s, 0])) as Record<NamespaceState, number>;
+}
+
+export interface PoolCounts {
+  total: number;
+  byState: Record<NamespaceState, number>;
+  bySubscription: Record<string, { total: number } & Record<NamespaceState, number>>;
+}
+
+/** Counts rows (or row summaries) by state, in total and per subscription. Pure. */
+export function countNamespaces(rows: readonly Pick<Namespace, 'subscriptionId' | 'state'>[]): PoolCounts {
+  const counts: PoolCounts = { total: 0, byState: zeroByState(), bySubscription: {} };
+  for (const n of rows) {
+    counts.total++;
+    counts.byState[n.state]++;
+    const sub = (counts.bySubscription[n.subscriptionId] ??= { total: 0, ...zeroByState() });
+    sub.total++;
+    sub[n.state]++;
+  }
+  return counts;
 }

@@ -3,7 +3,7 @@
 // No I/O, no clock, no randomness: the same inputs give the same plan (it runs in orchestrations
 // and in the simulator).
 import type { Config, PoolSubscription } from '../config';
-import { NAMESPACE_NAME_PATTERN, NAMESPACE_STATES, type NamespaceState } from './namespace';
+import { NAMESPACE_NAME_PATTERN, zeroByState, type NamespaceState } from './namespace';
 
 /** One row of the pool as the policy needs it. */
 export interface NamespaceSummary {
@@ -182,7 +182,7 @@ const USABLE: ReadonlySet<NamespaceState> = new Set(['creating', 'available', 'l
  */
 export function planPool(snapshot: PoolSnapshot, policy: PoolPolicy, now: Date): PoolPlan {
   const reasons: string[] = [];
-  const byState = Object.fromEntries(NAMESPACE_STATES.map((s) => [s, 0])) as Record<NamespaceState, number>;
+  const byState = zeroByState();
   const bySubscription: Record<string, number> = {};
   for (const sub of policy.subscriptions) bySubscription[sub.subscriptionId] = 0;
   for (const ns of snapshot.namespaces) {

@@ -3,6 +3,8 @@
 // (the shrink hysteresis `aboveTargetSince`, subscriptions found full).
 import type { TableClient } from '@azure/data-tables';
 import { z } from 'zod';
+import { ConcurrencyError } from '../errors';
+import { conditionalUpdate, getOrUndefined } from '../storage/tables';
 
 const isoTime = z.iso.datetime({ offset: false });
 
@@ -28,15 +30,6 @@ export const poolRunRecordSchema = z.object({
 export type PoolRunRecord = z.infer<typeof poolRunRecordSchema>;
 
 const runEntitySchema = z.object({ record: z.string().min(2), startedAt: isoTime, etag: z.string().optional() });
-
-/** A 4xx/5xx status from an Azure SDK error; undefined for anything else. */
-function statusOf(err: unknown): number | undefined {
-  if (typeof err === 'object' && err !== null && 'statusCode' in err) {
-    const code = (err as { statusCode: unknown }).statusCode;
-    if (typeof code === 'number') return code;
-  }
-  return undefined;
-}
 
 export class PoolRunStore {
   static readonly ROW_KEY = 'last';
@@ -69,29 +62,33 @@ export class PoolRunStore {
       record: JSON.stringify(checked),
       startedAt: checked.startedAt,
     };
-    for (let attempt = 0; attempt < 4; attempt++) {
-      const current = await this.read();
-      if (current && current.record && current.record.startedAt > checked.startedAt) return false;
-      try {
-        if (current) await this.table.updateEntity(entity, 'Replace', { etag: current.etag });
-        else await this.table.createEntity(entity);
-        return true;
-      } catch (err) {
-        const status = statusOf(err);
-        if (status !== 412 && status !== 409 && status !== 404) throw err;
-      }
+    try {
+      return await conditionalUpdate<{ record?: PoolRunRecord; etag: string }, boolean>({
+        op: 'poolRunStore.record',
+        subject: `the last run record of pool ${this.poolName}`,
+        read: () => this.read(),
+        decide: (current) => {
+          if (current?.record && current.record.startedAt > checked.startedAt) return { done: false };
+          return {
+            write: async () => {
+              // A create that finds the row (409) or a replace that lost the race (412) reads again.
+              if (current) await this.table.updateEntity(entity, 'Replace', { etag: current.etag });
+              else await this.table.createEntity(entity);
+              return true;
+            },
+          };
+        },
+      });
+    } catch (err) {
+      // Lost the race on every attempt: not stored (as `false` says); the next run records again.
+      if (err instanceof ConcurrencyError) return false;
+      throw err;
     }
-    return false;
   }
 
   private async read(): Promise<{ record?: PoolRunRecord; etag: string } | undefined> {
-    let raw: unknown;
-    try {
-      raw = await this.table.getEntity(this.partition, PoolRunStore.ROW_KEY);
-    } catch (err) {
-      if (statusOf(err) === 404) return undefined;
-      throw err;
-    }
+    const raw = await getOrUndefined(this.table, this.partition, PoolRunStore.ROW_KEY, (e) => e);
+    if (raw === undefined) return undefined;
     // A row that does not parse (written by another version, or damaged) counts as no record: the
     // next run writes a good one over it, instead of every plan failing on it.
     const entity = runEntitySchema.safeParse(raw);

@@ -4,7 +4,7 @@
 import { describeError, PoolExhaustedError } from '../errors';
 import type { DeviceNotifier } from '../devices/deviceNotifier';
 import type { Namespace } from '../pool/namespace';
-import { RECYCLE_CLAIM_STALE_MS, type NamespaceStore } from '../pool/namespaceStore';
+import { holdsRecycleClaim, type NamespaceStore } from '../pool/namespaceStore';
 import { sealNamespaceKeys } from '../pool/sealedKeys';
 import { createSasToken, relayAudience, type SasKey } from '../relay/sas';
 import type { Sealer } from '../sealing';
@@ -170,20 +170,17 @@ export class SessionService {
     if (!ns) return 'already';
     const generation = input.generation ?? ns.generation;
     if (ns.generation > generation) return 'already';
-    if (ns.state === 'leased') {
-      if (ns.sessionId !== input.sessionId) return 'already';
-      ns = await this.o.namespaces.beginRecycle(ns.name, { sessionId: input.sessionId, now: this.now() });
-    }
+    if (ns.state === 'leased' && ns.sessionId !== input.sessionId) return 'already';
     if (ns.state === 'quarantined') return 'quarantined';
-    if (ns.state !== 'recycling') return 'already';
-    // Only one recycler at a time does the ARM work (this session's retries share the claim).
-    const claimed = await this.o.namespaces.claimRecycle(ns.name, `session:${input.sessionId}`, {
-      now: this.now(),
-      staleAfterMs: RECYCLE_CLAIM_STALE_MS,
-    });
-    if (!claimed) return 'claimed';
-    if (claimed.state !== 'recycling') return claimed.state === 'quarantined' ? 'quarantined' : 'already';
-    ns = claimed;
+    if (ns.state !== 'leased' && ns.state !== 'recycling') return 'already';
+    // Ends the lease and claims the ARM work in one write: only one recycler at a time does it
+    // (this session's retries share the claim).
+    const claimId = `session:${input.sessionId}`;
+    ns = await this.o.namespaces.beginRecycle(ns.name, { sessionId: input.sessionId, claimId, now: this.now() });
+    if (!holdsRecycleClaim(ns, claimId)) {
+      if (ns.state === 'recycling') return 'claimed';
+      return ns.state === 'quarantined' ? 'quarantined' : 'already';
+    }
     let keys: SessionKeys | void;
     try {
       keys = await this.o.relay.recycle(ns);

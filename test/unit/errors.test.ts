@@ -17,6 +17,7 @@ import {
   toProblem,
   ValidationError,
 } from '../../lib/errors';
+import { errorSummary as runErrorSummary } from '../../lib/pool/maintenanceRun';
 import { errorSummary } from '../../lib/sessions/sessionService';
 import { registryClasses, repoRoot, serverRaises, serverSource } from './errorsSource';
 
@@ -145,11 +146,12 @@ describe('describeError', () => {
   });
 });
 
-describe("a namespace row's lastError", () => {
-  it('is written redacted: the recycle failure goes through describeError', () => {
+describe("a namespace row's lastError and the maintenance run record", () => {
+  it('are written redacted: both go through describeError', () => {
     const err = new Error('listKeys answered primaryKey=c2VjcmV0a2V5 for rule device-listen');
-    const stored = errorSummary(err);
-    assert.doesNotMatch(stored, /c2VjcmV0a2V5/);
-    assert.match(stored, /primaryKey=\[REDACTED\]/);
+    for (const stored of [errorSummary(err), runErrorSummary(err)]) {
+      assert.doesNotMatch(stored, /c2VjcmV0a2V5/);
+      assert.match(stored, /primaryKey=\[REDACTED\]/);
+    }
   });
 });

@@ -8,14 +8,10 @@ import { TableClient } from '@azure/data-tables';
 import { startAzurite, type Azurite } from '../../../local/azurite';
 import type { Config } from '../../../lib/config';
 import { NamespaceStore } from '../../../lib/pool/namespaceStore';
-import {
-  countResults,
-  PoolMaintenance,
-  POOL_TAG,
-  type MaintenancePlan,
-  type ProvisionOutcome,
-  type ReconcileOutcome,
-} from '../../../lib/pool/poolMaintenance';
+import { countResults, type MaintenancePlan, type ProvisionOutcome } from '../../../lib/pool/maintenanceRun';
+import { PoolMaintenance } from '../../../lib/pool/poolMaintenance';
+import { POOL_TAG } from '../../../lib/pool/provisioner';
+import type { ReconcileOutcome } from '../../../lib/pool/reconcile';
 import { PoolRunStore, type PoolRunRecord } from '../../../lib/pool/poolRunStore';
 import { openNamespaceKeys } from '../../../lib/pool/sealedKeys';
 import {
@@ -220,10 +216,10 @@ describe('pool maintenance against the relay emulator', () => {
     const second = await runOnce(h);
     assert.equal(second.plan.provision.length, 0);
     assert.equal(second.plan.delete.length, 0);
-    assert.deepEqual((await h.m.lastRun())?.runId, second.record.runId);
+    assert.deepEqual((await h.runs.last())?.runId, second.record.runId);
     // A late second run of the first run's record activity never overwrites the later record.
     assert.equal(await h.runs.record(first.record), false);
-    assert.equal((await h.m.lastRun())?.runId, second.record.runId);
+    assert.equal((await h.runs.last())?.runId, second.record.runId);
   });
 
   it('a burst of leases raises the target and the pool refills', async () => {
@@ -267,7 +263,7 @@ describe('pool maintenance against the relay emulator', () => {
     assert.equal(await h.store.get(shrunk.plan.delete[0]), undefined);
     assert.ok(shrunk.plan.delete[0] === oldest.name);
     assert.ok(
-      (await h.store.recentlyDeleted(T0)).some((d) => d.name === oldest.name),
+      (await h.store.tombstones.since(T0)).some((d) => d.name === oldest.name),
       'the name is tombstoned',
     );
     await assertNothingLeaked(h);
@@ -322,14 +318,14 @@ describe('pool maintenance against the relay emulator', () => {
     assert.equal(outcome.counts.goneRemoved, 1);
     const adopted = await h.store.get(healthy);
     assert.equal(adopted?.state, 'available');
-    assert.ok(openNamespaceKeys(sealer, adopted!), 'the adopted namespace has sealed keys');
+    assert.ok(openNamespaceKeys(sealer, adopted), 'the adopted namespace has sealed keys');
     assert.ok(
       (env.emulator.stats().byOperation['hybridConnections.delete'] ?? 0) >= 1,
       'the adopted namespace was recycled',
     );
     assert.equal(await h.store.get(gone.name), undefined);
     assert.ok(
-      (await h.store.recentlyDeleted(T0)).some((d) => d.name === stuck),
+      (await h.store.tombstones.since(T0)).some((d) => d.name === stuck),
       'the deleted orphan name is tombstoned',
     );
     await assertNothingLeaked(h);
@@ -339,6 +335,22 @@ describe('pool maintenance against the relay emulator', () => {
       [],
       'a second reconcile finds nothing to repair',
     );
+  });
+
+  it('reconcile forgets tombstones older than the name-reuse window and keeps the recent ones', async () => {
+    const h = await harness(env, { floor: 0 });
+    const now = h.clock.now;
+    const hoursAgo = (hours: number) => new Date(now.getTime() - hours * 3_600_000);
+    await h.store.tombstones.record('rbm-old000001', hoursAgo(h.pool.nameReuseHours + 1));
+    await h.store.tombstones.record('rbm-recent001', hoursAgo(h.pool.nameReuseHours - 1));
+    const first = await h.m.reconcile(now);
+    assert.equal(first.counts.tombstonesPurged, 1);
+    assert.deepEqual(
+      (await h.store.tombstones.since(new Date(0))).map((d) => d.name),
+      ['rbm-recent001'],
+      'the recent name is still refused for reuse',
+    );
+    assert.equal((await h.m.reconcile(now)).counts.tombstonesPurged, 0, 'a second run finds nothing to purge');
   });
 
   it('a lease past leaseExpiresAt is recycled: new generation, new sealed keys, the old tokens dead, the new ones accepted', async () => {

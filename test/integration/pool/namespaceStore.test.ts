@@ -11,8 +11,8 @@ import {
   PoolExhaustedError,
   ValidationError,
 } from '../../../lib/errors';
-import { namespaceToEntity, type Namespace } from '../../../lib/pool/namespace';
-import { NamespaceStore } from '../../../lib/pool/namespaceStore';
+import { countNamespaces, namespaceToEntity, type Namespace } from '../../../lib/pool/namespace';
+import { holdsRecycleClaim, NamespaceStore, RECYCLE_CLAIM_STALE_MS } from '../../../lib/pool/namespaceStore';
 
 const POOL = 'itest';
 const T0 = new Date('2026-03-02T10:00:00.000Z');
@@ -152,45 +152,46 @@ describe('NamespaceStore transitions', () => {
     assert.deepEqual(await store.get('rbk-walk01'), twice);
   });
 
-  it('lets one recycler at a time claim the ARM work of a recycle', async () => {
+  it('lets one recycler at a time claim the ARM work of a recycle, the first claim in the write that ends the lease', async () => {
     const { store } = await freshStore();
     await createAvailable(store, 'rbk-claim1');
-    await store.lease('s-claim', { leaseExpiresAt: HOUR_LATER, now: at(2) });
-    await store.beginRecycle('rbk-claim1', { sessionId: 's-claim', now: at(3) });
-    const STALE = 600_000;
-    const a = await store.claimRecycle('rbk-claim1', 'session:s-claim', { now: at(4), staleAfterMs: STALE });
-    assert.equal(a?.recycleClaim, 'session:s-claim');
-    assert.equal(
-      await store.claimRecycle('rbk-claim1', 'maintenance:x', { now: at(5), staleAfterMs: STALE }),
-      undefined,
-      'a fresh claim holds',
-    );
+    const leased = await store.lease('s-claim', { leaseExpiresAt: HOUR_LATER, now: at(2) });
+    const STALE = RECYCLE_CLAIM_STALE_MS;
+    const a = await store.beginRecycle('rbk-claim1', { sessionId: 's-claim', claimId: 'session:s-claim', now: at(4) });
+    assert.deepEqual([a.state, a.recycleClaim], ['recycling', 'session:s-claim']);
+    assert.ok(holdsRecycleClaim(a, 'session:s-claim'));
+    assert.equal(await store.leaseFor('s-claim'), undefined, 'the lease ended in the same write');
+    assert.notEqual(a.etag, leased.etag);
+    const refused = await store.beginRecycle('rbk-claim1', { claimId: 'maintenance:x', now: at(5) });
+    assert.equal(holdsRecycleClaim(refused, 'maintenance:x'), false, 'a fresh claim holds');
+    assert.equal(refused.etag, a.etag, 'a refused claim writes nothing');
     assert.equal(
       (
-        await store.claimRecycle('rbk-claim1', 'session:s-claim', { now: at(6), staleAfterMs: STALE })
-      )?.recycleClaimedAt?.toISOString(),
+        await store.beginRecycle('rbk-claim1', { sessionId: 's-claim', claimId: 'session:s-claim', now: at(6) })
+      ).recycleClaimedAt?.toISOString(),
       at(6).toISOString(),
       'the holder renews',
     );
     const failed = await store.recordRecycleFailure('rbk-claim1', 'ARM 500', 10, at(7));
     assert.equal(failed.recycleClaim, undefined, 'a failed attempt releases the claim');
     assert.equal(
-      (await store.claimRecycle('rbk-claim1', 'maintenance:x', { now: at(8), staleAfterMs: STALE }))?.recycleClaim,
+      (await store.beginRecycle('rbk-claim1', { claimId: 'maintenance:x', now: at(8) })).recycleClaim,
       'maintenance:x',
     );
-    const stale = await store.claimRecycle('rbk-claim1', 'session:s-claim', {
+    const stale = await store.beginRecycle('rbk-claim1', {
+      claimId: 'session:s-claim',
       now: new Date(at(8).getTime() + STALE + 1),
-      staleAfterMs: STALE,
     });
-    assert.equal(stale?.recycleClaim, 'session:s-claim', 'a stale claim can be taken over');
+    assert.equal(stale.recycleClaim, 'session:s-claim', 'a stale claim can be taken over');
     const recycled = await store.markRecycled('rbk-claim1', { now: at(700), fromGeneration: 1 });
     assert.deepEqual(
       [recycled.state, recycled.recycleClaim, recycled.recycleClaimedAt],
       ['available', undefined, undefined],
     );
-    assert.equal(
-      (await store.claimRecycle('rbk-claim1', 'maintenance:y', { staleAfterMs: STALE }))?.state,
-      'available',
+    const other = await store.beginRecycle('rbk-claim1', { sessionId: 's-other', claimId: 'session:s-other' });
+    assert.deepEqual(
+      [other.state, holdsRecycleClaim(other, 'session:s-other')],
+      ['available', false],
       'nothing to claim outside recycling',
     );
   });
@@ -230,12 +231,12 @@ describe('NamespaceStore transitions', () => {
     await store.remove('rbk-del001', at(20));
     assert.equal(await store.get('rbk-del001'), undefined);
     await store.remove('rbk-del001', at(30)); // second run: no-op
-    assert.deepEqual(await store.recentlyDeleted(at(0)), [{ name: 'rbk-del001', deletedAt: at(20) }]);
-    assert.deepEqual(await store.recentlyDeleted(at(21)), []);
+    assert.deepEqual(await store.tombstones.since(at(0)), [{ name: 'rbk-del001', deletedAt: at(20) }]);
+    assert.deepEqual(await store.tombstones.since(at(21)), []);
     // The tombstone lives in its own partition: it is not a pool row.
     assert.equal((await store.list()).length, 0);
-    assert.equal(await store.purgeDeletedNames(at(21)), 1);
-    assert.deepEqual(await store.recentlyDeleted(at(0)), []);
+    assert.equal(await store.tombstones.purge(at(21)), 1);
+    assert.deepEqual(await store.tombstones.since(at(0)), []);
   });
 
   it('deletes an available namespace but refuses to delete a leased one', async () => {
@@ -262,7 +263,7 @@ describe('NamespaceStore transitions', () => {
     await store.lease('s-owner', { leaseExpiresAt: HOUR_LATER });
     const untouched = await store.beginRecycle('rbk-own001', { sessionId: 's-stale' });
     assert.deepEqual([untouched.state, untouched.sessionId], ['leased', 's-owner']);
-    assert.equal((await store.release('rbk-own001', 's-owner')).state, 'recycling');
+    assert.equal((await store.beginRecycle('rbk-own001', { sessionId: 's-owner' })).state, 'recycling');
   });
 });
 
@@ -388,7 +389,7 @@ describe('NamespaceStore queries', () => {
     await store.lease('s-x', { leaseExpiresAt: at(600), now: at(60) });
 
     assert.deepEqual(
-      (await store.listStuck(at(900))).map((n) => n.name),
+      (await store.list({ states: ['creating', 'recycling'], stateChangedBefore: at(900) })).map((n) => n.name),
       ['rbk-stuck1'],
     );
     assert.deepEqual(
@@ -397,7 +398,7 @@ describe('NamespaceStore queries', () => {
     );
     assert.deepEqual(await store.listExpiredLeases(at(599)), []);
 
-    const counts = await store.countsByStateAndSubscription();
+    const counts = countNamespaces(await store.list());
     assert.equal(counts.total, 3);
     assert.deepEqual([counts.byState.creating, counts.byState.leased, counts.byState.available], [2, 1, 0]);
     assert.deepEqual([counts.bySubscription['sub-a'].total, counts.bySubscription['sub-b'].creating], [2, 1]);

@@ -4,13 +4,8 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import type { Namespace, NamespaceState } from '../../../lib/pool/namespace';
-import {
-  countResults,
-  planReconcile,
-  poolMaintenanceInstanceId,
-  type ReconcileAction,
-  type ReconcileInput,
-} from '../../../lib/pool/poolMaintenance';
+import { countResults, poolMaintenanceInstanceId } from '../../../lib/pool/maintenanceRun';
+import { planReconcile, type ReconcileAction, type ReconcileInput } from '../../../lib/pool/reconcile';
 import { openNamespaceKeys, sealNamespaceKeys, sealedKeysContext } from '../../../lib/pool/sealedKeys';
 import type { ManagedNamespace } from '../../../lib/relay/relayManager';
 import { Sealer } from '../../../lib/sealing';
