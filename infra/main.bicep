@@ -1,11 +1,13 @@
 // relay-broker control plane: Flex Consumption function app (Linux, Node) with a system-assigned
-// managed identity, its storage account (identity-based AzureWebJobsStorage), the domain tables,
-// a Key Vault holding the storage key that signs device queue SAS and the SEALING_KEY, Application Insights + Log
-// Analytics, and every app setting that lib/config.ts marks `azure: 'required'`.
+// managed identity, its storage account (identity-based AzureWebJobsStorage, no shared key), the
+// domain tables, a second storage account for the device queues, a Key Vault holding that account's
+// key (it signs device queue SAS) and the SEALING_KEY, Application Insights + Log Analytics, and
+// every app setting that lib/config.ts marks `azure: 'required'`.
 //
 // Deploy:  az deployment group create -g <rg> -f infra/main.bicep -p @<filled parameters file>
 //          (or `azd up`); then infra/pool-subscription.bicep once per pool subscription.
-// Not compiled in this repository's sandbox: .github/workflows/infra.yml runs `az bicep build`.
+// Compiled and linted by scripts/bicep.sh (the real Bicep CLI from NuGet) in .ci/run; the compiled
+// ARM JSON is committed as infra/main.json and read by test/unit/infra/settings.test.ts.
 
 targetScope = 'resourceGroup'
 
@@ -24,8 +26,9 @@ param location string = resourceGroup().location
 @description('Function app name (a DNS label, globally unique). Empty: func-rbk-<hash>.')
 param appName string = ''
 
-@allowed(['20', '22'])
-param nodeVersion string = '20'
+@description('Node.js major version of the app. 22 is GA on Functions (supported until 30 Apr 2027) and what CI tests; 24 was in public preview on Functions when this was written (Nov 2025 announcement). Node 20 reached end of support on 30 Apr 2026.')
+@allowed(['22', '24'])
+param nodeVersion string = '22'
 
 @allowed([512, 2048, 4096])
 @description('Memory per instance; Flex bills GB-seconds, so this multiplies the compute cost.')
@@ -47,6 +50,10 @@ param alwaysReadyDurableInstances int = 0
 @allowed(['Standard_LRS', 'Standard_ZRS', 'Standard_GRS', 'Standard_RAGRS', 'Standard_GZRS'])
 param storageSku string = 'Standard_LRS'
 
+@allowed(['Standard_LRS', 'Standard_ZRS', 'Standard_GRS', 'Standard_RAGRS', 'Standard_GZRS'])
+@description('Redundancy of the device queue account. Queue messages are short-lived session notices; LRS is enough.')
+param deviceQueueStorageSku string = 'Standard_LRS'
+
 @description('Domain tables created up front (the app also creates missing ones). Must match the table names in lib/.')
 param tableNames array = [
   'namespaces'
@@ -57,7 +64,7 @@ param tableNames array = [
 ]
 
 @allowed([0, 1])
-@description('Storage key copied into Key Vault for signing device SAS: 0 = key1, 1 = key2 (rotation: docs/operations.md).')
+@description('Key of the device queue account copied into Key Vault for signing device SAS: 0 = key1, 1 = key2 (rotation: docs/operations.md).')
 param signingKeyIndex int = 0
 
 param keyVaultPurgeProtection bool = true
@@ -188,13 +195,23 @@ module storage 'modules/storage.bicep' = {
   }
 }
 
+module deviceQueues 'modules/deviceQueueStorage.bicep' = {
+  name: 'deviceQueueStorage'
+  params: {
+    location: location
+    tags: tags
+    name: 'stqrbk${resourceToken}'
+    skuName: deviceQueueStorageSku
+  }
+}
+
 module keyVault 'modules/keyVault.bicep' = {
   name: 'keyVault'
   params: {
     location: location
     tags: tags
     name: 'kv-rbk-${resourceToken}'
-    storageAccountName: storage.outputs.name
+    storageAccountName: deviceQueues.outputs.name
     signingKeyIndex: signingKeyIndex
     purgeProtection: keyVaultPurgeProtection
     sealingKey: sealingKey
@@ -230,15 +247,13 @@ module appAccess 'modules/appAccess.bicep' = {
 var loginEndpoint = environment().authentication.loginEndpoint // ends with '/'
 var storageSuffix = environment().suffixes.storage
 
-// App settings convention (read by test/unit/infra/settings.test.ts, keep it):
-//   every app setting of the function app is one `NAME: value` line at the top level of the
-//   object between the `app-settings:begin` and `app-settings:end` marker comments below
-//   (quoted keys 'NAME': value are accepted too). The test fails when a setting that
-//   lib/config.ts marks azure: 'required' is missing here, or when a name here is neither in
-//   SETTINGS nor in the test's platform allow-list. Values are always strings; an empty string
-//   means "unset" to lib/config.ts (the code default applies).
+// Every app setting of the function app, written whole by appSettings.bicep.
+// test/unit/infra/settings.test.ts reads this object from the compiled infra/main.json (the
+// `settings` parameter of the appSettings deployment) and fails when a setting that lib/config.ts
+// marks azure: 'required' is missing, or when a name is neither in SETTINGS nor on the test's
+// platform allow-list. Values are always strings; an empty string means "unset" to lib/config.ts
+// (the code default applies).
 var appSettings = {
-  // app-settings:begin
   // Platform (Flex Consumption takes runtime and version from functionAppConfig, and rejects
   // FUNCTIONS_WORKER_RUNTIME / FUNCTIONS_EXTENSION_VERSION as app settings).
   APPLICATIONINSIGHTS_CONNECTION_STRING: monitoring.outputs.applicationInsightsConnectionString
@@ -247,7 +262,8 @@ var appSettings = {
   // relay-broker (lib/config.ts)
   RELAY_BROKER_MODE: 'azure'
   STORAGE_TABLE_ENDPOINT: 'https://${storage.outputs.name}.table.${storageSuffix}'
-  STORAGE_QUEUE_ENDPOINT: 'https://${storage.outputs.name}.queue.${storageSuffix}'
+  DEVICE_QUEUE_ACCOUNT_NAME: deviceQueues.outputs.name
+  STORAGE_QUEUE_ENDPOINT: 'https://${deviceQueues.outputs.name}.queue.${storageSuffix}'
   STORAGE_ACCOUNT_KEY: '@Microsoft.KeyVault(SecretUri=${keyVault.outputs.storageKeySecretUri})'
   SEALING_KEY: '@Microsoft.KeyVault(SecretUri=${keyVault.outputs.sealingKeySecretUri})'
   PUBLIC_API_URL: empty(publicApiUrl) ? 'https://${functionApp.outputs.defaultHostName}/api' : publicApiUrl
@@ -274,7 +290,6 @@ var appSettings = {
   AUTH_ISSUER: empty(authIssuer) ? '${loginEndpoint}${authTenantId}/v2.0' : authIssuer
   AUTH_AUDIENCE: authAudience
   AUTH_JWKS_URL: empty(authJwksUrl) ? '${loginEndpoint}${authTenantId}/discovery/v2.0/keys' : authJwksUrl
-  // app-settings:end
 }
 
 module settings 'modules/appSettings.bicep' = {
@@ -299,5 +314,6 @@ output hostname string = functionApp.outputs.defaultHostName
 output principalId string = functionApp.outputs.principalId
 output apiUrl string = empty(publicApiUrl) ? 'https://${functionApp.outputs.defaultHostName}/api' : publicApiUrl
 output storageAccountName string = storage.outputs.name
+output deviceQueueAccountName string = deviceQueues.outputs.name
 output keyVaultName string = keyVault.outputs.name
 output logAnalyticsWorkspaceId string = monitoring.outputs.workspaceId

@@ -73,7 +73,11 @@ export const SETTINGS = {
   },
   AzureWebJobsStorage__accountName: {
     azure: 'required',
-    doc: 'Storage account for tables and device queues, reached with the managed identity.',
+    doc: 'Storage account of the host, Durable Functions and the tables, reached with the managed identity.',
+  },
+  DEVICE_QUEUE_ACCOUNT_NAME: {
+    azure: 'required',
+    doc: 'Storage account of the device queues dev-<id>, apart from the host account so that device polling (~2.6 M requests per device-month) does not eat its request budget. Default: the AzureWebJobsStorage account.',
   },
   STORAGE_TABLE_ENDPOINT: {
     azure: 'optional',
@@ -81,11 +85,11 @@ export const SETTINGS = {
   },
   STORAGE_QUEUE_ENDPOINT: {
     azure: 'optional',
-    doc: 'Queue endpoint override (default https://<account>.queue.core.windows.net).',
+    doc: 'Device queue endpoint override (default https://<DEVICE_QUEUE_ACCOUNT_NAME>.queue.core.windows.net).',
   },
   STORAGE_ACCOUNT_KEY: {
     azure: 'required',
-    doc: 'Key that signs the per-device queue SAS (Queue storage has no user-delegation SAS). A Key Vault reference in Azure.',
+    doc: 'Key of the device queue account: signs the per-device queue SAS (Queue storage has no user-delegation SAS) and manages the queues. A Key Vault reference in Azure.',
   },
   SEALING_KEY: {
     azure: 'required',
@@ -179,6 +183,10 @@ const envSchema = z
       .string()
       .regex(/^[a-z0-9]{3,24}$/, 'must be a storage account name')
       .optional(),
+    DEVICE_QUEUE_ACCOUNT_NAME: z
+      .string()
+      .regex(/^[a-z0-9]{3,24}$/, 'must be a storage account name')
+      .optional(),
     STORAGE_TABLE_ENDPOINT: z.url().optional(),
     STORAGE_QUEUE_ENDPOINT: z.url().optional(),
     STORAGE_ACCOUNT_KEY: z.string().min(1).optional(),
@@ -267,6 +275,8 @@ export interface StorageConfig {
   /** Connection string (local, Azurite) or undefined when the managed identity is used. */
   connectionString?: string;
   accountName: string;
+  /** The account of the device queues (its key signs device SAS); the same account locally. */
+  queueAccountName: string;
   accountKey?: string;
   tableEndpoint: string;
   queueEndpoint: string;
@@ -326,6 +336,7 @@ export function parseConnectionString(cs: string): StorageConfig {
   return {
     connectionString: cs,
     accountName,
+    queueAccountName: accountName,
     accountKey: parts.get('accountkey'),
     tableEndpoint: parts.get('tableendpoint') ?? `${protocol}://${accountName}.table.${suffix}`,
     queueEndpoint: parts.get('queueendpoint') ?? `${protocol}://${accountName}.queue.${suffix}`,
@@ -357,14 +368,26 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     throw new ConfigError(`Invalid configuration:\n${lines.join('\n')}`);
   }
   const e = parsed.data;
-  const storage = e.AzureWebJobsStorage
+  const storage: StorageConfig = e.AzureWebJobsStorage
     ? parseConnectionString(e.AzureWebJobsStorage)
     : {
         accountName: e.AzureWebJobsStorage__accountName!,
+        queueAccountName: e.AzureWebJobsStorage__accountName!,
         accountKey: e.STORAGE_ACCOUNT_KEY,
         tableEndpoint: `https://${e.AzureWebJobsStorage__accountName}.table.core.windows.net`,
         queueEndpoint: `https://${e.AzureWebJobsStorage__accountName}.queue.core.windows.net`,
       };
+  // Device queues in an account of their own: its endpoint, and its key signs the device SAS.
+  // Only with the managed identity: a connection string names one account (locally, Azurite's).
+  if (e.DEVICE_QUEUE_ACCOUNT_NAME && e.DEVICE_QUEUE_ACCOUNT_NAME !== storage.accountName) {
+    if (storage.connectionString) {
+      throw new ConfigError(
+        'Invalid configuration:\n  DEVICE_QUEUE_ACCOUNT_NAME: another account than the AzureWebJobsStorage connection string names; use AzureWebJobsStorage__accountName to split the accounts',
+      );
+    }
+    storage.queueAccountName = e.DEVICE_QUEUE_ACCOUNT_NAME;
+    storage.queueEndpoint = `https://${e.DEVICE_QUEUE_ACCOUNT_NAME}.queue.core.windows.net`;
+  }
   if (e.STORAGE_TABLE_ENDPOINT) storage.tableEndpoint = e.STORAGE_TABLE_ENDPOINT;
   if (e.STORAGE_QUEUE_ENDPOINT) storage.queueEndpoint = e.STORAGE_QUEUE_ENDPOINT;
   if (e.STORAGE_ACCOUNT_KEY) storage.accountKey = e.STORAGE_ACCOUNT_KEY;

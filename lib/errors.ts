@@ -35,6 +35,7 @@ export const ERRORS = {
   role_required: { status: 403, title: 'Not allowed' },
   device_not_granted: { status: 403, title: 'Not allowed' },
   invalid_ready_token: { status: 403, title: 'Not allowed' },
+  not_found: { status: 404, title: 'Not found' },
   device_not_found: { status: 404, title: 'Not found' },
   session_not_found: { status: 404, title: 'Not found' },
   grant_not_found: { status: 404, title: 'Not found' },
@@ -192,6 +193,11 @@ export class InvalidReadyTokenError extends ForbiddenError {
 
 export abstract class NotFoundError extends BrokerError {
   abstract override readonly code: ErrorCodeWithStatus<404>;
+}
+
+/** No operation serves the request's path and method (the API's catch-all route). */
+export class RouteNotFoundError extends NotFoundError {
+  readonly code = 'not_found';
 }
 
 export class DeviceNotFoundError extends NotFoundError {

@@ -6,6 +6,7 @@ import { ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import path from 'node:path';
 import { freePort } from './freePort';
+import { Lifecycle } from './lifecycle';
 
 /** The documented Azurite development account (public, not a secret). */
 export const DEV_ACCOUNT_NAME = 'devstoreaccount1';
@@ -21,11 +22,10 @@ export interface AzuriteOptions {
   verbose?: boolean;
 }
 
-type Status = 'closed' | 'starting' | 'running' | 'closing';
 type Service = 'queue' | 'table';
 
 export class Azurite {
-  private status: Status = 'closed';
+  private readonly lifecycle = new Lifecycle('Azurite');
   private readonly children: ChildProcess[] = [];
   queuePort = 0;
   tablePort = 0;
@@ -46,19 +46,18 @@ export class Azurite {
   }
 
   async start(): Promise<this> {
-    if (this.status !== 'closed') throw new Error(`Cannot start Azurite in status ${this.status}`);
-    this.status = 'starting';
-    try {
-      const [table, queue] = await Promise.all([this.startService('table'), this.startService('queue')]);
-      this.tablePort = table;
-      this.queuePort = queue;
-    } catch (err) {
-      for (const c of this.children) c.kill('SIGKILL');
-      this.children.length = 0;
-      this.status = 'closed';
-      throw err;
-    }
-    this.status = 'running';
+    await this.lifecycle.start(
+      async () => {
+        const [table, queue] = await Promise.all([this.startService('table'), this.startService('queue')]);
+        this.tablePort = table;
+        this.queuePort = queue;
+      },
+      () => {
+        for (const c of this.children) c.kill('SIGKILL');
+        this.children.length = 0;
+        return Promise.resolve();
+      },
+    );
     return this;
   }
 
@@ -103,27 +102,29 @@ export class Azurite {
           resolve(wanted);
         }
       };
-      child.stdout!.on('data', onData);
-      child.stderr!.on('data', onData);
+      child.stdout.on('data', onData);
+      child.stderr.on('data', onData);
       child.once('exit', (code) => {
         clearTimeout(timer);
         reject(new Error(`Azurite ${service} exited with code ${code} while starting:\n${out}`));
       });
     });
     // Keep draining output so the pipe never fills up.
-    child.stdout!.removeAllListeners('data').resume();
-    child.stderr!.removeAllListeners('data').resume();
+    child.stdout.removeAllListeners('data').resume();
+    child.stderr.removeAllListeners('data').resume();
     if (this.options.verbose) {
-      child.stdout!.on('data', (c: Buffer) => process.stderr.write(c));
-      child.stderr!.on('data', (c: Buffer) => process.stderr.write(c));
+      child.stdout.on('data', (c: Buffer) => process.stderr.write(c));
+      child.stderr.on('data', (c: Buffer) => process.stderr.write(c));
     }
     child.removeAllListeners('exit');
     return port;
   }
 
-  async close(): Promise<void> {
-    if (this.status !== 'running') return;
-    this.status = 'closing';
+  close(): Promise<void> {
+    return this.lifecycle.close(() => this.stopChildren());
+  }
+
+  private async stopChildren(): Promise<void> {
     await Promise.all(
       this.children.map(async (child) => {
         if (child.exitCode !== null || child.signalCode !== null) return;
@@ -135,7 +136,6 @@ export class Azurite {
       }),
     );
     this.children.length = 0;
-    this.status = 'closed';
   }
 }
 

@@ -2,9 +2,12 @@
 // the repo root) on PORT (0 = free) with the durable engine on AzureWebJobsStorage. Prints one line
 // `{"ready":true,"port":<n>}` when ready; closes cleanly on SIGTERM/SIGINT. HOST_DISABLE_TIMERS=1
 // leaves timer triggers unarmed (they still run through POST /admin/functions/<name>).
+// HOST_SYSTEM_KEY_FILE names the file holding the system key /admin and the webhooks require
+// (the parent's, so a restarted host keeps it); without it the host makes a random one.
 import path from 'node:path';
 import { createDurableExtension } from './durable';
 import { FunctionsHost, type LogRecord } from './host/functionsHost';
+import { readSystemKey } from './stateKeys';
 
 async function main(): Promise<void> {
   const appDir = path.resolve(process.env.APP_DIR ?? path.resolve(__dirname, '..', '..'));
@@ -20,7 +23,16 @@ async function main(): Promise<void> {
     process.stderr.write(`${r.time.toISOString()} ${r.level} ${r.functionName ?? r.category}: ${r.message}\n`);
   };
   const disableTimers = process.env.HOST_DISABLE_TIMERS === '1';
-  const host = await new FunctionsHost({ appDir, port, extensions: [durable], logSink, disableTimers }).start();
+  const keyFile = process.env.HOST_SYSTEM_KEY_FILE;
+  const systemKey = keyFile ? readSystemKey(keyFile) : undefined;
+  const host = await new FunctionsHost({
+    appDir,
+    port,
+    extensions: [durable],
+    logSink,
+    disableTimers,
+    systemKey,
+  }).start();
   let closing = false;
   const shutdown = (signal: string): void => {
     if (closing) return;

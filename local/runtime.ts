@@ -16,6 +16,8 @@ import { PoolRunStore } from '../lib/pool/poolRunStore';
 import { Sealer } from '../lib/sealing';
 import { createRelayApiFactory, RelayManager } from '../lib/relay/relayManager';
 import { Azurite } from './azurite';
+import { Lifecycle } from './lifecycle';
+import { loadOrCreateSealingKey, writeSystemKey } from './stateKeys';
 import { createDurableExtension, type DurableExtension } from './durable';
 import { FunctionsHost, type HostExtension, type LogSink } from './host/functionsHost';
 import { RelayEmulator, type RelayEmulatorOptions } from './relay-emulator';
@@ -27,6 +29,8 @@ export interface LocalState {
   apiUrl: string;
   issuerDir: string;
   relayCaFile: string;
+  /** The file holding the host's system key (required on /admin/* and the durable webhooks). */
+  systemKeyFile: string;
   pid: number;
 }
 
@@ -56,10 +60,8 @@ export interface LocalRuntimeOptions {
   hostProcess?: boolean;
 }
 
-type Status = 'closed' | 'starting' | 'running' | 'closing';
-
 export class LocalRuntime {
-  private status: Status = 'closed';
+  private readonly lifecycle = new Lifecycle('the local runtime');
   azurite?: Azurite;
   issuer?: LocalIssuer;
   relay?: RelayEmulator;
@@ -67,6 +69,9 @@ export class LocalRuntime {
   durable?: DurableExtension;
   stateDir = '';
   private ownsStateDir = false;
+  /** The host's system key for this run: callers of /admin/* and the durable webhooks present it. */
+  systemKey = '';
+  systemKeyFile = '';
 
   constructor(private readonly options: LocalRuntimeOptions = {}) {}
 
@@ -102,62 +107,65 @@ export class LocalRuntime {
   settings: Record<string, string> = {};
 
   async start(): Promise<this> {
-    if (this.status !== 'closed') throw new Error(`Cannot start the local runtime in status ${this.status}`);
-    this.status = 'starting';
-    try {
-      this.stateDir = this.options.stateDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'relay-broker-'));
-      this.ownsStateDir = !this.options.stateDir;
-      fs.mkdirSync(this.stateDir, { recursive: true, mode: 0o700 });
-      this.azurite = await new Azurite().start();
-      this.issuer = await (await LocalIssuer.create()).start();
-      await this.issuer.save(path.join(this.stateDir, 'issuer'));
-      const settings: Record<string, string> = {
-        RELAY_BROKER_MODE: 'local',
-        AzureWebJobsStorage: this.azurite.connectionString,
-        AUTH_MODE: 'local',
-        AUTH_ISSUER: this.issuer.issuer,
-        AUTH_AUDIENCE: this.issuer.audience,
-        AUTH_JWKS_URL: this.issuer.jwksUrl,
-      };
-      if (this.options.relay !== false) {
-        this.relay = await new RelayEmulator(this.options.relayOptions ?? {}).start();
-        fs.writeFileSync(this.relayCaFile, this.relay.caCertPem, { mode: 0o600 });
-        settings.RELAY_ARM_ENDPOINT = this.relay.armEndpoint;
-        settings.RELAY_ARM_CA_FILE = this.relayCaFile;
-      }
-      Object.assign(settings, this.options.settings);
-      this.settings = settings;
-      // The app reads its settings from the environment, like a function app's app settings.
-      for (const [k, v] of Object.entries(settings)) process.env[k] = v;
-      if (this.options.prefillNamespaces) await this.prefill(this.options.prefillNamespaces);
-      if (this.options.hostProcess) {
-        this.childPort = this.options.port || (await freePort());
-        await this.spawnHost();
-        this.status = 'running';
-        return this;
-      }
-      const extensions: HostExtension[] = [];
-      if (this.options.durable !== false) {
-        this.durable = createDurableExtension({ connectionString: this.azurite.connectionString });
-        extensions.push(this.durable);
-      }
-      extensions.push(...(this.options.extensions?.({ connectionString: this.azurite.connectionString }) ?? []));
-      this.host = new FunctionsHost({
-        appDir: this.options.appDir ?? REPO_ROOT,
-        port: this.options.port ?? 0,
-        logSink: this.options.logSink,
-        disableTimers: this.options.disableTimers,
-        extensions,
-      });
-      // With no PUBLIC_API_URL the app derives it from WEBSITE_HOSTNAME, which the host sets once it listens.
-      await this.host.start();
-      this.status = 'running';
-      return this;
-    } catch (err) {
-      this.status = 'running';
-      await this.close();
-      throw err;
+    await this.lifecycle.start(
+      () => this.boot(),
+      () => this.shutdown(),
+    );
+    return this;
+  }
+
+  private async boot(): Promise<void> {
+    this.stateDir = this.options.stateDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'relay-broker-'));
+    this.ownsStateDir = !this.options.stateDir;
+    fs.mkdirSync(this.stateDir, { recursive: true, mode: 0o700 });
+    const systemKey = writeSystemKey(this.stateDir);
+    this.systemKey = systemKey.key;
+    this.systemKeyFile = systemKey.file;
+    const sealingKey = loadOrCreateSealingKey(this.stateDir);
+    this.azurite = await new Azurite().start();
+    this.issuer = await (await LocalIssuer.create()).start();
+    await this.issuer.save(path.join(this.stateDir, 'issuer'));
+    const settings: Record<string, string> = {
+      RELAY_BROKER_MODE: 'local',
+      AzureWebJobsStorage: this.azurite.connectionString,
+      AUTH_MODE: 'local',
+      SEALING_KEY: sealingKey.toString('base64'),
+      AUTH_ISSUER: this.issuer.issuer,
+      AUTH_AUDIENCE: this.issuer.audience,
+      AUTH_JWKS_URL: this.issuer.jwksUrl,
+    };
+    if (this.options.relay !== false) {
+      this.relay = await new RelayEmulator(this.options.relayOptions ?? {}).start();
+      fs.writeFileSync(this.relayCaFile, this.relay.caCertPem, { mode: 0o600 });
+      settings.RELAY_ARM_ENDPOINT = this.relay.armEndpoint;
+      settings.RELAY_ARM_CA_FILE = this.relayCaFile;
     }
+    Object.assign(settings, this.options.settings);
+    this.settings = settings;
+    // The app reads its settings from the environment, like a function app's app settings.
+    for (const [k, v] of Object.entries(settings)) process.env[k] = v;
+    if (this.options.prefillNamespaces) await this.prefill(this.options.prefillNamespaces);
+    if (this.options.hostProcess) {
+      this.childPort = this.options.port || (await freePort());
+      await this.spawnHost();
+      return;
+    }
+    const extensions: HostExtension[] = [];
+    if (this.options.durable !== false) {
+      this.durable = createDurableExtension({ connectionString: this.azurite.connectionString });
+      extensions.push(this.durable);
+    }
+    extensions.push(...(this.options.extensions?.({ connectionString: this.azurite.connectionString }) ?? []));
+    this.host = new FunctionsHost({
+      appDir: this.options.appDir ?? REPO_ROOT,
+      port: this.options.port ?? 0,
+      logSink: this.options.logSink,
+      disableTimers: this.options.disableTimers,
+      systemKey: this.systemKey,
+      extensions,
+    });
+    // With no PUBLIC_API_URL the app derives it from WEBSITE_HOSTNAME, which the host sets once it listens.
+    await this.host.start();
   }
 
   private async spawnHost(): Promise<void> {
@@ -167,6 +175,7 @@ export class LocalRuntime {
         ...process.env,
         ...this.settings,
         PORT: String(this.childPort),
+        HOST_SYSTEM_KEY_FILE: this.systemKeyFile,
         APP_DIR: this.options.appDir ?? REPO_ROOT,
         WEBSITE_HOSTNAME: `127.0.0.1:${this.childPort}`,
         ...(this.options.disableTimers ? { HOST_DISABLE_TIMERS: '1' } : {}),
@@ -179,7 +188,7 @@ export class LocalRuntime {
     child.once('exit', () => process.removeListener('exit', reap));
     const sink = this.options.logSink;
     let errText = '';
-    child.stderr!.setEncoding('utf8').on('data', (chunk: string) => {
+    child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
       errText = (errText + chunk).slice(-4000);
       if (sink)
         for (const line of chunk.split('\n').filter(Boolean))
@@ -191,7 +200,7 @@ export class LocalRuntime {
         () => reject(new Error(`the host process did not start within 60 s:\n${errText}`)),
         60_000,
       );
-      child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
+      child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
         out += chunk;
         if (out.includes('"ready":true')) {
           clearTimeout(timer);
@@ -230,6 +239,7 @@ export class LocalRuntime {
       apiUrl: this.apiUrl,
       issuerDir: path.join(this.stateDir, 'issuer'),
       relayCaFile: this.relayCaFile,
+      systemKeyFile: this.systemKeyFile,
       pid: process.pid,
     };
   }
@@ -279,9 +289,11 @@ export class LocalRuntime {
     return names;
   }
 
-  async close(): Promise<void> {
-    if (this.status !== 'running') return;
-    this.status = 'closing';
+  close(): Promise<void> {
+    return this.lifecycle.close(() => this.shutdown());
+  }
+
+  private async shutdown(): Promise<void> {
     await this.stopChild('SIGTERM');
     await this.host?.close();
     await this.relay?.close();
@@ -293,6 +305,5 @@ export class LocalRuntime {
     this.relay = undefined;
     this.issuer = undefined;
     this.azurite = undefined;
-    this.status = 'closed';
   }
 }

@@ -50,9 +50,11 @@ async function main(): Promise<void> {
   });
   const token = await rt.token('admin');
   // Fill the pool now instead of waiting for the first minute of the maintenance timer.
-  void fetch(`${rt.host!.baseUrl}/admin/functions/poolMaintenanceTimer`, { method: 'POST', body: '{}' }).catch(
-    () => undefined,
-  );
+  void fetch(`${rt.host!.baseUrl}/admin/functions/poolMaintenanceTimer`, {
+    method: 'POST',
+    body: '{}',
+    headers: { 'x-functions-key': rt.systemKey },
+  }).catch(() => undefined);
 
   const cli = 'npx relay-broker';
   console.log(`
@@ -63,6 +65,7 @@ relay-broker is running offline. Ctrl-C stops everything.
   admin token   ${token}
                 (local only, valid 8 h; more with: ${cli} local token --role operator --sub alice)
   state         ${path.relative(process.cwd(), STATE_DIR) || STATE_DIR}/ (the CLI finds the API and the relay certificate here)
+  system key    ${path.relative(process.cwd(), rt.systemKeyFile) || rt.systemKeyFile} (x-functions-key for /admin/* and /runtime/webhooks/durabletask/*)
 
 Try, in another terminal:
   ${cli} devices add demo-device --out device.json

@@ -1,11 +1,18 @@
 // The one HTTP adapter every API function goes through: authentication and the route's role,
 // then the handler, then the mapping of any error to problem+json. A handler only parses its
 // input and calls lib/.
-import { app, type HttpRequest, type HttpResponseInit, type InvocationContext } from '@azure/functions';
+import {
+  app,
+  type HttpMethod,
+  type HttpRequest,
+  type HttpResponseInit,
+  type InvocationContext,
+} from '@azure/functions';
 import * as df from 'durable-functions';
 import { requireRole } from '../../lib/auth/authenticator';
 import type { Principal, Role } from '../../lib/auth/principal';
-import { describeError, toProblem } from '../../lib/errors';
+import { describeError, PayloadTooLargeError, toProblem } from '../../lib/errors';
+import { DEFAULT_MAX_JSON_BYTES } from '../../lib/validation';
 import { getServices, type Services } from './services';
 
 export type Access =
@@ -27,7 +34,7 @@ export interface ApiContext {
 }
 
 export interface RouteOptions {
-  methods: Array<'GET' | 'POST' | 'PUT' | 'DELETE' | 'PATCH'>;
+  methods: HttpMethod[];
   route: string;
   access: Access;
   /** False for routes that never touch storage (health): skips the one-time table creation. */
@@ -59,7 +66,7 @@ async function runRoute(options: RouteOptions, req: HttpRequest, ctx: Invocation
       requireRole(principal, ...options.access);
     }
     if (options.usesStorage !== false) await services.ready();
-    const body = req.method === 'GET' || req.method === 'HEAD' ? undefined : new Uint8Array(await req.arrayBuffer());
+    const body = await readBody(req);
     const durable = () => {
       if (!options.durableClient) throw new Error('route registered without durableClient');
       return df.getClient(ctx);
@@ -77,6 +84,25 @@ async function runRoute(options: RouteOptions, req: HttpRequest, ctx: Invocation
     }
     return { status: problem.status, headers: problem.headers, jsonBody: problem.body };
   }
+}
+
+/**
+ * The body within docs/api.md's limits, before any handler runs: at most 16 KiB on every route
+ * (not only those that parse JSON), and none at all on GET, HEAD and DELETE, which take none.
+ */
+async function readBody(req: HttpRequest): Promise<Uint8Array | undefined> {
+  const takesNone = req.method === 'GET' || req.method === 'HEAD' || req.method === 'DELETE';
+  const limit = takesNone ? 0 : DEFAULT_MAX_JSON_BYTES;
+  const tooLarge = () =>
+    new PayloadTooLargeError(
+      takesNone
+        ? `${req.method} takes no request body.`
+        : `The request body is larger than ${limit} bytes, the most any operation accepts.`,
+    );
+  if (Number(req.headers.get('content-length') ?? 0) > limit) throw tooLarge();
+  const body = new Uint8Array(await req.arrayBuffer());
+  if (body.length > limit) throw tooLarge();
+  return takesNone ? undefined : body;
 }
 
 export function json(status: number, body: unknown, headers: Record<string, string> = {}): HttpResponseInit {

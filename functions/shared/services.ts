@@ -72,7 +72,8 @@ function createServices(config: Config): Services {
     }
     return c;
   };
-  const signer = new StorageSharedKeyCredential(storage.accountName, storage.accountKey!);
+  // The device queue account's key: it signs device SAS (DEVICE_QUEUE_ACCOUNT_NAME, its own account in Azure).
+  const signer = new StorageSharedKeyCredential(storage.queueAccountName, storage.accountKey!);
   // Queue ACLs (the device SAS policies) are managed with the account key: the key signs the SAS anyway.
   const queueService = storage.connectionString
     ? QueueServiceClient.fromConnectionString(storage.connectionString)

@@ -11,7 +11,7 @@ param applicationInsightsName string
 // Built-in role definition ids (stable across tenants).
 var roles = {
   storageBlobDataOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b' // Flex deployment container, host keys and leases, Durable large payloads
-  storageQueueDataContributor: '974c5e8b-45b9-4653-ba55-5f855dd0fb88' // Durable control/work-item queues, device queues dev-<id>
+  storageQueueDataContributor: '974c5e8b-45b9-4653-ba55-5f855dd0fb88' // Durable control/work-item queues (device queues are in their own account, reached with its key)
   storageTableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3' // Durable history/instances, namespaces/sessions/devices/grants
   keyVaultSecretsUser: '4633458b-17de-408a-b874-0445c86b69e6' // resolve the STORAGE_ACCOUNT_KEY and SEALING_KEY references
   monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb' // Entra-authenticated telemetry to Application Insights

@@ -12,8 +12,9 @@ param appName string
 @description('Blob container URL (https://<account>.blob.core.windows.net/<container>) for deployment packages.')
 param deploymentContainerUrl string
 
-@allowed(['20', '22'])
-param nodeVersion string = '20'
+@description('Node.js major version (functionAppConfig.runtime.version). See main.bicep.')
+@allowed(['22', '24'])
+param nodeVersion string = '22'
 
 @allowed([512, 2048, 4096])
 param instanceMemoryMB int = 2048

@@ -1,11 +1,12 @@
-// Key Vault dedicated to the app's two secrets: the storage account key it signs device queue SAS
-// with (STORAGE_ACCOUNT_KEY) and the key that seals relay keys and tokens at rest (SEALING_KEY).
+// Key Vault dedicated to the app's two secrets: the key of the device queue account, which signs
+// device queue SAS (STORAGE_ACCOUNT_KEY), and the key that seals relay keys and tokens at rest (SEALING_KEY).
 // The app reads both through Key Vault references with its managed identity (Key Vault Secrets
 // User on this vault, granted in appAccess.bicep).
 
 param location string
 param tags object
 param name string
+@description('The device queue account: its key signs device SAS and manages the queues.')
 param storageAccountName string
 
 @description('Which storage key is copied into the secret: 0 = key1, 1 = key2. Flip it to rotate (docs/operations.md).')

@@ -54,9 +54,9 @@ resource policyMonitoringContributor 'Microsoft.Authorization/roleAssignments@20
   name: guid(resourceGroup().id, 'relay-broker-relay-diagnostics', roles.monitoringContributor)
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.monitoringContributor)
-    principalId: enableAudit ? relayDiagnostics.identity.principalId : ''
+    principalId: enableAudit ? relayDiagnostics!.identity.principalId : ''
     principalType: 'ServicePrincipal'
   }
 }
 
-output policyPrincipalId string = enableAudit ? relayDiagnostics.identity.principalId : ''
+output policyPrincipalId string = enableAudit ? relayDiagnostics!.identity.principalId : ''

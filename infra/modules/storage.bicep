@@ -1,6 +1,6 @@
 // The storage account of the function app: Functions host state, Durable Functions task hub,
-// the deployment package container (Flex Consumption), the domain tables and the per-device
-// queues (created at run time by the app, so none are declared here).
+// the deployment package container (Flex Consumption) and the domain tables. The device queues
+// live in an account of their own (deviceQueueStorage.bicep).
 
 param location string
 param tags object
@@ -27,10 +27,9 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
     minimumTlsVersion: 'TLS1_2'
     supportsHttpsTrafficOnly: true
     allowBlobPublicAccess: false
-    // Shared Key must stay enabled: the per-device queue SAS is a service SAS signed with the
-    // account key (Queue storage has no user-delegation SAS). The app itself reaches storage with
-    // its managed identity; the key is used only to sign device SAS (via Key Vault).
-    allowSharedKeyAccess: true
+    // Everything here is reached with the managed identity (host, Durable, deployment, tables):
+    // no key opens this account. The key that signs device SAS belongs to the device queue account.
+    allowSharedKeyAccess: false
     defaultToOAuthAuthentication: true
     accessTier: 'Hot'
     networkAcls: {

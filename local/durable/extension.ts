@@ -5,7 +5,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { ExtensionHostApi, HostExtension } from '../host/functionsHost';
 import type { RpcTypedData } from '../host/coreTypes';
 import { DurableEngine } from './engine';
-import { DurableHttpApi, WEBHOOK_PREFIX } from './httpApi';
+import { DurableHttpApi, managementLinks, requiredQuery, WEBHOOK_PREFIX } from './httpApi';
 import { DurableStore } from './store';
 
 export interface DurableExtensionOptions {
@@ -40,31 +40,24 @@ export function createDurableExtension(options: DurableExtensionOptions): Durabl
   let hookDisposable: { dispose(): void } | undefined;
   const sdkOpenTasks = new Map<string, Map<number, string>>();
 
+  /**
+   * The binding data BindingHelper.cs builds: every URL carries `code=<system key>` as the real
+   * extension's do. No `rpcBaseUrl`: the real one is a keyless loopback listener; without it the
+   * client takes these keyed webhook URLs, so no durable call reaches the engine without the key.
+   */
   const clientData = (): Record<string, unknown> => {
     const base = `${host!.baseUrl}${WEBHOOK_PREFIX}`;
-    const qs = `taskHub=${encodeURIComponent(hubName!)}&connection=Storage`;
-    const inst = `${base}/instances/INSTANCEID`;
+    const qs = requiredQuery(hubName!, host!.systemKey);
+    const links = managementLinks(host!.baseUrl, hubName!, 'INSTANCEID', host!.systemKey);
     return {
       taskHubName: hubName,
       creationUrls: {
         createNewInstancePostUri: `${base}/orchestrators/{functionName}[/{instanceId}]?${qs}`,
         createAndWaitOnNewInstancePostUri: `${base}/orchestrators/{functionName}[/{instanceId}]?timeout={timeoutInSeconds}&pollingInterval={intervalInSeconds}&${qs}`,
       },
-      managementUrls: {
-        id: 'INSTANCEID',
-        statusQueryGetUri: `${inst}?${qs}`,
-        sendEventPostUri: `${inst}/raiseEvent/{eventName}?${qs}`,
-        terminatePostUri: `${inst}/terminate?reason={text}&${qs}`,
-        rewindPostUri: `${inst}/rewind?reason={text}&${qs}`,
-        purgeHistoryDeleteUri: `${inst}?${qs}`,
-        restartPostUri: `${inst}/restart?${qs}`,
-        suspendPostUri: `${inst}/suspend?reason={text}&${qs}`,
-        resumePostUri: `${inst}/resume?reason={text}&${qs}`,
-      },
+      managementUrls: links,
       baseUrl: base,
-      requiredQueryStringParameters: '',
-      // The real extension's rpcBaseUrl is its local listener; ours is the same HTTP API.
-      rpcBaseUrl: `${base}/`,
+      requiredQueryStringParameters: qs,
       httpBaseUrl: `${host!.baseUrl}/`,
     };
   };
@@ -129,7 +122,7 @@ export function createDurableExtension(options: DurableExtensionOptions): Durabl
         crossCheck: options.crossCheck === true,
         sdkOpenTasks: options.crossCheck ? sdkOpenTasks : undefined,
       });
-      api = new DurableHttpApi(engine, hubName, () => h.baseUrl);
+      api = new DurableHttpApi(engine.client, hubName, () => h.baseUrl, h.systemKey);
       await engine.start();
     },
 

@@ -1,7 +1,8 @@
 // The HTTP API the real DurableClient calls (rpcBaseUrl and webhook forms share these routes),
 // with the status codes of the extension's HttpApiHandler.cs (research 2.7).
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { DurableEngine, InstanceExistsError, UnknownOrchestratorError } from './engine';
+import type { DurableClientOperations } from './clientOps';
+import { InstanceExistsError, UnknownOrchestratorError } from './instance';
 import { errorMessage } from './protocol';
 
 export const WEBHOOK_PREFIX = '/runtime/webhooks/durabletask';
@@ -60,8 +61,13 @@ export interface ManagementLinks {
   resumePostUri: string;
 }
 
-export function managementLinks(base: string, hubName: string, instanceId: string): ManagementLinks {
-  const qs = `taskHub=${encodeURIComponent(hubName)}&connection=Storage`;
+/** The query every webhook URL carries: task hub, connection and the system key as `code`. */
+export function requiredQuery(hubName: string, systemKey: string): string {
+  return `taskHub=${encodeURIComponent(hubName)}&connection=Storage&code=${encodeURIComponent(systemKey)}`;
+}
+
+export function managementLinks(base: string, hubName: string, instanceId: string, systemKey: string): ManagementLinks {
+  const qs = requiredQuery(hubName, systemKey);
   const i = `${base}${WEBHOOK_PREFIX}/instances/${instanceId}`;
   return {
     id: instanceId,
@@ -78,9 +84,10 @@ export function managementLinks(base: string, hubName: string, instanceId: strin
 
 export class DurableHttpApi {
   constructor(
-    private readonly engine: DurableEngine,
+    private readonly client: DurableClientOperations,
     private readonly hubName: string,
     private readonly baseUrl: () => string,
+    private readonly systemKey: string,
   ) {}
 
   async handle(req: IncomingMessage, res: ServerResponse, body: Buffer): Promise<boolean> {
@@ -118,7 +125,7 @@ export class DurableHttpApi {
       if (segments.length === 2) {
         if (method === 'GET') await this.status(res, id, q, url);
         else if (method === 'DELETE') {
-          const n = await this.engine.purge(id);
+          const n = await this.client.purge(id);
           if (n === 0) send(res, 404);
           else send(res, 200, { instancesDeleted: n });
         } else send(res, 404);
@@ -140,12 +147,12 @@ export class DurableHttpApi {
           }
           data = body.toString('utf8');
         }
-        return (this.answer(res, await this.engine.raiseEvent(id, segments[3], data)), true);
+        return (this.answer(res, await this.client.raiseEvent(id, segments[3], data)), true);
       }
       if (segments.length !== 3) return (send(res, 404), true);
-      if (op === 'terminate') return (this.answer(res, await this.engine.terminate(id, reason)), true);
-      if (op === 'suspend') return (this.answer(res, await this.engine.suspend(id, reason)), true);
-      if (op === 'resume') return (this.answer(res, await this.engine.resume(id, reason)), true);
+      if (op === 'terminate') return (this.answer(res, await this.client.terminate(id, reason)), true);
+      if (op === 'suspend') return (this.answer(res, await this.client.suspend(id, reason)), true);
+      if (op === 'resume') return (this.answer(res, await this.client.resume(id, reason)), true);
       if (op === 'rewind' || op === 'restart') {
         sendError(res, 501, `The ${op} operation is not supported by the local durable engine.`);
         return true;
@@ -189,8 +196,8 @@ export class DurableHttpApi {
       inputText = text;
     }
     try {
-      const id = await this.engine.startNew(name, instanceId, inputText);
-      const links = managementLinks(this.origin(req), this.hubName, id);
+      const id = await this.client.startNew(name, instanceId, inputText);
+      const links = managementLinks(this.origin(req), this.hubName, id, this.systemKey);
       send(res, 202, links, { location: links.statusQueryGetUri, 'retry-after': '10' });
     } catch (err) {
       if (err instanceof InstanceExistsError)
@@ -200,7 +207,7 @@ export class DurableHttpApi {
   }
 
   private async status(res: ServerResponse, id: string, q: URLSearchParams, url: URL): Promise<void> {
-    const snap = await this.engine.getStatus(id, {
+    const snap = await this.client.getStatus(id, {
       showHistory: bool(q.get('showHistory')) ?? false,
       showHistoryOutput: bool(q.get('showHistoryOutput')) ?? false,
       showInput: bool(q.get('showInput')) ?? true,
@@ -221,7 +228,7 @@ export class DurableHttpApi {
     const top = Math.max(1, Math.min(1000, Number(q.get('top')) || 100));
     const tokenHeader = req.headers['x-ms-continuation-token'];
     const token = Array.isArray(tokenHeader) ? tokenHeader[0] : tokenHeader;
-    const page = await this.engine.list(
+    const page = await this.client.list(
       {
         runtimeStatus: statuses(q.get('runtimeStatus')),
         createdTimeFrom: date(q.get('createdTimeFrom')),
@@ -238,7 +245,7 @@ export class DurableHttpApi {
   private async purgeBy(res: ServerResponse, q: URLSearchParams): Promise<void> {
     const from = date(q.get('createdTimeFrom'));
     if (!from) return send(res, 400, "Please provide value for 'createdTimeFrom' parameter.");
-    const n = await this.engine.purgeBy({
+    const n = await this.client.purgeBy({
       createdTimeFrom: from,
       createdTimeTo: date(q.get('createdTimeTo')),
       runtimeStatus: statuses(q.get('runtimeStatus')),

@@ -1,8 +1,18 @@
 // The pure heart of the engine: given what an execution has recorded so far, the one new event of
 // an episode and the OrchestratorState the real SDK returned, decide which task ids the SDK just
 // allocated (retry-internal ids first, then new actions in yield order: research 2.4/2.5), which
-// work to schedule, which history to append, and whether the code diverged from its history.
+// work to schedule, which history to append, and whether the code diverged from its history;
+// then plan the commit that records it (planCommit and the no-code transitions), still pure.
 import { createHash } from 'node:crypto';
+import {
+  historyBlobs,
+  type InstanceState,
+  type Message,
+  messageBlob,
+  type NotifyParentWork,
+  workBlob,
+  type WorkItem,
+} from './instance';
 import {
   Action,
   ActionType,
@@ -10,11 +20,13 @@ import {
   describeAction,
   encodeActionInput,
   encodeRawInput,
+  encodeResult,
   EventType,
   type HistoryEvent,
   type OrchestratorResult,
   type RetryOptions,
 } from './protocol';
+import type { BlobRecord } from './store';
 
 export type OpenTaskKind = 'activity' | 'timer' | 'sub' | 'retryTimer';
 
@@ -385,6 +397,234 @@ export function crossCheckOpenTasks(exec: ExecState, sdkOpen: Map<number, string
     if (!ok) return `task ${id}: engine expects ${kind}, the SDK has ${sdk}`;
   }
   return undefined;
+}
+
+// ---- commit plans: what one episode (or a transition without code) writes ------------------------
+
+/** Everything one commit writes, derived from the state it read: applied to memory only once stored. */
+export interface CommitPlan {
+  next: InstanceState;
+  /** Events appended to the current generation's history (none when a new generation starts). */
+  appended: HistoryEvent[];
+  /** Continue-as-new: history restarts empty and the old generation's rows are deleted afterwards. */
+  newGeneration: boolean;
+  /** New inbox messages (timers, the next execution's start). */
+  messages: Message[];
+  /** New work rows (activities, sub-orchestration starts, the parent's notification). */
+  work: WorkItem[];
+  /** The rows written with the state, each tagged with the new episode. */
+  upserts: BlobRecord[];
+}
+
+/** Ids a plan may need; the caller makes them so that planning stays pure. */
+export interface PlanIds {
+  executionId(): string;
+  /** Enqueue order of a message that becomes due at `atMs`. */
+  ord(atMs: number): number;
+}
+
+function withRows(plan: Omit<CommitPlan, 'upserts'>, state: InstanceState): CommitPlan {
+  const ep = plan.next.episode;
+  const upserts = [
+    ...historyBlobs(state.gen, state.historyCount, plan.appended, ep),
+    ...plan.messages.map((m) => messageBlob(m, ep)),
+    ...plan.work.map((w) => workBlob(w, ep)),
+  ];
+  if (!plan.newGeneration) plan.next.historyCount = state.historyCount + plan.appended.length;
+  return { ...plan, upserts };
+}
+
+/**
+ * The commit of one orchestrator episode: the next state, the history it appends
+ * (OrchestratorStarted, the new event, what the decision appended, the completion markers), the
+ * messages and work rows it schedules, and the rows that carry them.
+ */
+export function planCommit(
+  state: InstanceState,
+  args: {
+    decision: Decision;
+    started: HistoryEvent;
+    newEvent: HistoryEvent;
+    timestamp: string;
+    nowMs: number;
+    ids: PlanIds;
+  },
+): CommitPlan {
+  const { decision, timestamp, nowMs, ids } = args;
+  const next: InstanceState = { ...state, exec: decision.exec, lastUpdatedTime: timestamp, episode: state.episode + 1 };
+  if (decision.customStatus) next.customStatus = JSON.stringify(decision.customStatus.value);
+  const appended: HistoryEvent[] = [args.started, args.newEvent, ...decision.appended];
+  const messages: Message[] = [];
+  const work: WorkItem[] = [];
+  const outcome = decision.outcome;
+  const completedMarker: HistoryEvent = {
+    EventType: EventType.OrchestratorCompleted,
+    EventId: -1,
+    IsPlayed: false,
+    Timestamp: timestamp,
+  };
+
+  if (outcome.kind === 'running') {
+    if (next.status === 'Pending' || next.status === 'ContinuedAsNew') next.status = 'Running';
+    for (const w of decision.work) planWork(next.exec.executionId, w, nowMs, ids, messages, work);
+    appended.push(completedMarker);
+  } else if (outcome.kind === 'continuedAsNew') {
+    const executionId = ids.executionId();
+    const inputText = encodeActionInput(outcome.input);
+    next.status = 'ContinuedAsNew';
+    next.input = inputText;
+    next.gen = state.gen + 1;
+    next.historyCount = 0;
+    next.exec = newExecState(executionId);
+    // Events received but not consumed stay behind with the old history, as in the real
+    // extension (preserveUnprocessedEvents defaults to false); queued messages carry over.
+    messages.push({
+      key: `m-start-${executionId}`,
+      kind: 'start',
+      ex: executionId,
+      due: nowMs,
+      ord: ids.ord(nowMs),
+      event: {
+        EventType: EventType.ExecutionStarted,
+        EventId: -1,
+        IsPlayed: false,
+        Timestamp: timestamp,
+        Name: state.name,
+        Input: inputText,
+        ParentInstanceId: state.parent?.instanceId,
+      },
+    });
+    return withRows({ next, appended: [], newGeneration: true, messages, work }, state);
+  } else {
+    const completed = outcome.kind === 'completed';
+    next.status = completed ? 'Completed' : 'Failed';
+    next.output = completed
+      ? encodeResult(outcome.output)
+      : JSON.stringify(`Orchestrator function '${state.name}' failed: ${outcome.message}`);
+    appended.push(completedMarker, {
+      EventType: EventType.ExecutionCompleted,
+      EventId: -1,
+      IsPlayed: false,
+      Timestamp: timestamp,
+      Result: completed ? next.output : outcome.message,
+      Details: completed ? undefined : outcome.details,
+    });
+    if (state.parent) work.push(parentNotification(next, outcome));
+  }
+  return withRows({ next, appended, newGeneration: false, messages, work }, state);
+}
+
+/** A decided piece of work as the message (timers) or work row (activities, sub-orchestrations) that carries it. */
+function planWork(ex: string, w: Work, nowMs: number, ids: PlanIds, messages: Message[], work: WorkItem[]): void {
+  if (w.type === 'timer') {
+    const due = Date.parse(w.fireAt);
+    messages.push({
+      key: `m-t-${ex}-${w.id}`,
+      kind: 'timer',
+      ex,
+      due: Number.isFinite(due) ? due : nowMs,
+      ord: ids.ord(Number.isFinite(due) ? Math.max(due, nowMs) : nowMs),
+      event: {
+        EventType: EventType.TimerFired,
+        EventId: -1,
+        IsPlayed: false,
+        Timestamp: w.fireAt,
+        TimerId: w.id,
+        FireAt: w.fireAt,
+      },
+    });
+  } else if (w.type === 'activity') {
+    const { id, name, input, failImmediately } = w;
+    work.push({ key: `w-a-${ex}-${id}`, type: 'activity', ex, id, name, input, failImmediately });
+  } else {
+    const { id, name, input } = w;
+    work.push({ key: `w-s-${ex}-${id}`, type: 'startSub', ex, id, name, childId: w.instanceId, input });
+  }
+}
+
+/** The work row that tells a sub-orchestration's parent how it ended. */
+export function parentNotification(
+  state: InstanceState,
+  outcome: { kind: 'completed'; output: unknown } | { kind: 'failed'; message: string; details?: string },
+): NotifyParentWork {
+  const parent = state.parent!;
+  const ts = state.lastUpdatedTime;
+  const completion: HistoryEvent =
+    outcome.kind === 'completed'
+      ? {
+          EventType: EventType.SubOrchestrationInstanceCompleted,
+          EventId: -1,
+          IsPlayed: false,
+          Timestamp: ts,
+          TaskScheduledId: parent.taskId,
+          Result: encodeResult(outcome.output),
+        }
+      : {
+          EventType: EventType.SubOrchestrationInstanceFailed,
+          EventId: -1,
+          IsPlayed: false,
+          Timestamp: ts,
+          TaskScheduledId: parent.taskId,
+          Reason: `Orchestrator function '${state.name}' failed: ${outcome.message}`,
+          Details: outcome.details ?? JSON.stringify({ message: outcome.message }),
+        };
+  const ex = state.exec.executionId;
+  return { key: `w-n-${ex}`, type: 'notifyParent', ex, parent, completion };
+}
+
+/** Terminate: the instance ends with the reason as its output, without running its code. */
+export function planTerminate(state: InstanceState, reason: string | undefined, timestamp: string): CommitPlan {
+  const next: InstanceState = {
+    ...state,
+    status: 'Terminated',
+    lastUpdatedTime: timestamp,
+    episode: state.episode + 1,
+    output: JSON.stringify(reason ?? ''),
+  };
+  const ev: HistoryEvent = {
+    EventType: EventType.ExecutionTerminated,
+    EventId: -1,
+    IsPlayed: false,
+    Timestamp: timestamp,
+    Input: reason,
+  };
+  return withRows({ next, appended: [ev], newGeneration: false, messages: [], work: [] }, state);
+}
+
+/** Suspend or resume: a status change and its history event; the caller drops a no-op request. */
+export function planSuspendResume(
+  state: InstanceState,
+  suspend: boolean,
+  reason: string | undefined,
+  timestamp: string,
+): CommitPlan {
+  const next: InstanceState = {
+    ...state,
+    status: suspend ? 'Suspended' : 'Running',
+    lastUpdatedTime: timestamp,
+    episode: state.episode + 1,
+  };
+  const ev: HistoryEvent = {
+    EventType: suspend ? EventType.ExecutionSuspended : EventType.ExecutionResumed,
+    EventId: -1,
+    IsPlayed: false,
+    Timestamp: timestamp,
+    Reason: reason,
+  };
+  return withRows({ next, appended: [ev], newGeneration: false, messages: [], work: [] }, state);
+}
+
+/** Fails an instance without running its code (an episode that storage refused to persist). */
+export function planFailure(state: InstanceState, message: string, timestamp: string): CommitPlan {
+  const next: InstanceState = {
+    ...state,
+    status: 'Failed',
+    lastUpdatedTime: timestamp,
+    episode: state.episode + 1,
+    output: JSON.stringify(`Orchestrator function '${state.name}' failed: ${message}`),
+  };
+  const work = state.parent ? [parentNotification(next, { kind: 'failed', message })] : [];
+  return withRows({ next, appended: [], newGeneration: false, messages: [], work }, state);
 }
 
 export type { Action };

@@ -1,7 +1,7 @@
 // The local functions host: loads the app's registrations through the injected core module and
 // invokes them through the library's own InvocationModel with worker-shaped invocation requests.
-// Triggers: HTTP (127.0.0.1:<port>/<routePrefix>), timer (NCRONTAB), and what extensions add
-// (the durable engine registers orchestration/activity triggers and the durableClient input).
+// Every trigger is an extension (extensionApi.ts): HTTP and timer are built in, durable plugs in
+// the same way. The host keeps lifecycle, the registry, the HTTP front door and invoke.
 import { randomUUID } from 'node:crypto';
 import http, { IncomingMessage, ServerResponse } from 'node:http';
 import { AddressInfo } from 'node:net';
@@ -20,16 +20,28 @@ import type {
   HookContext,
   LogCategory,
   LogLevel,
-  RpcBindingInfo,
-  RpcHttpCookie,
   RpcInvocationResponse,
   RpcParameterBinding,
   RpcTypedData,
 } from './coreTypes';
 import { describeError } from '../../lib/errors';
-import { matchRoute, parseRouteTemplate, type RouteTemplate } from './routes';
-import { parseSchedule, type Schedule } from './timerSchedule';
+import { Lifecycle } from '../lifecycle';
+import { type ExtensionHostApi, type HostExtension, triggerOf, type TriggeredFunction } from './extensionApi';
+import { createHttpTrigger } from './httpTrigger';
+import { createTimerTrigger } from './timerTrigger';
+import {
+  applyServerLimits,
+  DEFAULT_LIMITS,
+  type FrontDoorLimits,
+  keyMatches,
+  needsSystemKey,
+  newSystemKey,
+  presentedKey,
+  readBodyWithin,
+  sendProblem,
+} from './frontDoor';
 
+export type { ExtensionHostApi, HostExtension, TriggeredFunction } from './extensionApi';
 export interface LogRecord {
   time: Date;
   level: LogLevel;
@@ -40,73 +52,19 @@ export interface LogRecord {
 }
 export type LogSink = (record: LogRecord) => void;
 
-export interface TriggeredFunction {
-  fn: RegisteredFunction;
-  triggerName: string;
-  trigger: RpcBindingInfo;
-}
-
-/** What an extension (the durable engine) sees of the host. */
-export interface ExtensionHostApi {
-  readonly appDir: string;
-  readonly hostJson: HostJson;
-  /** http://127.0.0.1:<port> */
-  readonly baseUrl: string;
-  functionsWithTrigger(type: string): TriggeredFunction[];
-  /** Invokes a function with the trigger's data; other inputs come from their extensions. */
-  invoke(
-    name: string,
-    triggerData: RpcTypedData,
-    triggerMetadata?: Record<string, RpcTypedData>,
-  ): Promise<RpcInvocationResponse>;
-  log(level: LogLevel, message: string): void;
-}
-
-/** The seam through which trigger and binding types beyond HTTP and timer plug in. */
-export interface HostExtension {
-  readonly name: string;
-  readonly triggerTypes: readonly string[];
-  readonly inputTypes: readonly string[];
-  start(host: ExtensionHostApi): Promise<void>;
-  close(): Promise<void>;
-  /** Data for an input binding of one of `inputTypes`. */
-  inputData?(binding: RpcBindingInfo, fn: RegisteredFunction): RpcTypedData | Promise<RpcTypedData>;
-  /** A request outside the route prefix (e.g. /runtime/webhooks/durabletask/...); return true when handled. */
-  handleHttp?(req: IncomingMessage, res: ServerResponse, body: Buffer): Promise<boolean>;
-}
-
 export interface FunctionsHostOptions {
   appDir: string;
   /** 0 picks a free port. */
   port?: number;
   extensions?: HostExtension[];
   logSink?: LogSink;
-  /** Largest request body accepted (the Azure front end's limit is 100 MB). */
-  maxRequestBytes?: number;
+  /** Request limits of the front door (frontDoor.ts); each defaults to Azure's or a local choice. */
+  limits?: Partial<FrontDoorLimits>;
+  /** The key /admin and the extension webhooks require; a random one per host when not given. */
+  systemKey?: string;
   /** Do not arm timers (tests that trigger them through the admin API). */
   disableTimers?: boolean;
 }
-
-type Status = 'closed' | 'starting' | 'running' | 'closing';
-
-interface HttpRoute {
-  fn: RegisteredFunction;
-  triggerName: string;
-  route: RouteTemplate;
-  methods: string[] | undefined;
-}
-
-interface TimerState {
-  fn: RegisteredFunction;
-  triggerName: string;
-  schedule: Schedule;
-  timer?: NodeJS.Timeout;
-  running?: Promise<void>;
-  last?: Date;
-  next?: Date;
-}
-
-const SUPPORTED_TRIGGERS = ['httpTrigger', 'timerTrigger'];
 
 export function consoleLogSink(record: LogRecord): void {
   const where = record.functionName ? ` ${record.functionName}` : '';
@@ -116,11 +74,10 @@ export function consoleLogSink(record: LogRecord): void {
 }
 
 export class FunctionsHost implements ExtensionHostApi {
-  private status: Status = 'closed';
+  private readonly lifecycle = new Lifecycle('the functions host');
   private readonly registry = new Registry();
   private server?: http.Server;
-  private routes: HttpRoute[] = [];
-  private timers: TimerState[] = [];
+  /** Built-in triggers first: timer (its /admin route before a catch-all), HTTP, then the caller's. */
   private readonly extensions: HostExtension[];
   private readonly logSink: LogSink;
   private readonly inFlight = new Set<Promise<unknown>>();
@@ -128,10 +85,19 @@ export class FunctionsHost implements ExtensionHostApi {
   hostJson: HostJson = { routePrefix: 'api', raw: {} };
   port = 0;
   private previousHostname?: string;
+  private readonly limits: FrontDoorLimits;
+  /** Required on /admin/* and /runtime/webhooks/*, as the real host's master and system keys are. */
+  readonly systemKey: string;
 
   constructor(private readonly options: FunctionsHostOptions) {
     this.appDir = path.resolve(options.appDir);
-    this.extensions = options.extensions ?? [];
+    this.limits = { ...DEFAULT_LIMITS, ...options.limits };
+    this.systemKey = options.systemKey ?? newSystemKey();
+    this.extensions = [
+      createTimerTrigger({ disableTimers: options.disableTimers }),
+      createHttpTrigger(),
+      ...(options.extensions ?? []),
+    ];
     this.logSink = options.logSink ?? consoleLogSink;
   }
 
@@ -146,50 +112,54 @@ export class FunctionsHost implements ExtensionHostApi {
   }
 
   async start(): Promise<this> {
-    if (this.status !== 'closed') throw new Error(`Cannot start the functions host in status ${this.status}`);
-    this.status = 'starting';
-    try {
-      applyLocalSettings(this.appDir);
-      this.hostJson = readHostJson(this.appDir);
-      installCoreModule();
-      activateRegistry(this.registry);
-      this.registry.onLog = (level, category, message) => this.emit({ level, category, message });
-      // Listen first so the app (and WEBSITE_HOSTNAME-sensitive libraries) can know the address.
-      this.server = http.createServer((req, res) => void this.onRequest(req, res));
-      this.server.keepAliveTimeout = 5000;
-      await new Promise<void>((resolve, reject) => {
-        this.server!.once('error', reject);
-        this.server!.listen(this.options.port ?? 0, '127.0.0.1', () => resolve());
-      });
-      this.port = (this.server.address() as AddressInfo).port;
-      // As Core Tools does: the app (and the durable client's URL rewriting) sees this host's address.
-      this.previousHostname = process.env.WEBSITE_HOSTNAME;
-      process.env.WEBSITE_HOSTNAME = `127.0.0.1:${this.port}`;
-
-      loadEntryPoints(resolveEntryPoints(this.appDir));
-      await this.runHooks('appStart', { functionAppDirectory: this.appDir });
-      await this.registry.programmingModel?.getCapabilities({});
-      this.indexFunctions();
-      for (const ext of this.extensions) await ext.start(this);
-      if (!this.options.disableTimers) this.armTimers();
-      this.status = 'running';
-      this.emit({
-        level: 'information',
-        category: 'host',
-        message: `host started on ${this.baseUrl} with ${this.registry.functions.size} functions`,
-      });
-      return this;
-    } catch (err) {
-      this.status = 'running';
-      await this.close().catch(() => undefined);
-      throw err;
-    }
+    await this.lifecycle.start(
+      () => this.boot(),
+      () => this.shutdown(),
+    );
+    this.emit({
+      level: 'information',
+      category: 'host',
+      message: `host started on ${this.baseUrl} with ${this.registry.functions.size} functions`,
+    });
+    return this;
   }
 
-  async close(): Promise<void> {
-    if (this.status !== 'running') return;
-    this.status = 'closing';
-    for (const t of this.timers) clearTimeout(t.timer);
+  close(): Promise<void> {
+    return this.lifecycle.close(() => this.shutdown());
+  }
+
+  private async boot(): Promise<void> {
+    applyLocalSettings(this.appDir);
+    this.hostJson = readHostJson(this.appDir);
+    installCoreModule();
+    activateRegistry(this.registry);
+    this.registry.onLog = (level, category, message) => this.emit({ level, category, message });
+    // Listen first so the app (and WEBSITE_HOSTNAME-sensitive libraries) can know the address.
+    // Node checks the header and request timeouts on this interval: keep it well inside them.
+    const checkMs = Math.max(10, Math.min(1000, this.limits.headersTimeoutMs / 4));
+    this.server = http.createServer(
+      { connectionsCheckingInterval: checkMs },
+      (req, res) => void this.onRequest(req, res),
+    );
+    this.server.keepAliveTimeout = 5000;
+    applyServerLimits(this.server, this.limits);
+    await new Promise<void>((resolve, reject) => {
+      this.server!.once('error', reject);
+      this.server!.listen(this.options.port ?? 0, '127.0.0.1', () => resolve());
+    });
+    this.port = (this.server.address() as AddressInfo).port;
+    // As Core Tools does: the app (and the durable client's URL rewriting) sees this host's address.
+    this.previousHostname = process.env.WEBSITE_HOSTNAME;
+    process.env.WEBSITE_HOSTNAME = `127.0.0.1:${this.port}`;
+
+    loadEntryPoints(resolveEntryPoints(this.appDir));
+    await this.runHooks('appStart', { functionAppDirectory: this.appDir });
+    await this.registry.programmingModel?.getCapabilities({});
+    this.indexFunctions();
+    for (const ext of this.extensions) await ext.start(this);
+  }
+
+  private async shutdown(): Promise<void> {
     for (const ext of [...this.extensions].reverse())
       await ext.close().catch((e: unknown) => this.log('error', `extension ${ext.name} failed to close: ${String(e)}`));
     await Promise.race([Promise.allSettled([...this.inFlight]), delay(10_000)]);
@@ -202,18 +172,15 @@ export class FunctionsHost implements ExtensionHostApi {
       });
     }
     this.server = undefined;
-    this.timers = [];
-    this.routes = [];
     if (this.previousHostname === undefined) delete process.env.WEBSITE_HOSTNAME;
     else process.env.WEBSITE_HOSTNAME = this.previousHostname;
     deactivateRegistry(this.registry);
     this.registry.functions.clear();
     this.registry.hooks.clear();
-    this.status = 'closed';
   }
 
-  log(level: LogLevel, message: string): void {
-    this.emit({ level, category: 'host', message });
+  log(level: LogLevel, message: string, functionName?: string): void {
+    this.emit({ level, category: 'host', message, functionName });
   }
 
   functionsWithTrigger(type: string): TriggeredFunction[] {
@@ -292,6 +259,8 @@ export class FunctionsHost implements ExtensionHostApi {
         error,
       };
       await this.runHookList('postInvocation', post);
+      // A hook may replace the error with any value; it is rethrown as the handler's failure.
+      // eslint-disable-next-line @typescript-eslint/only-throw-error
       if (post.error) throw post.error;
       return model.getResponse(context, post.result);
     })();
@@ -318,13 +287,9 @@ export class FunctionsHost implements ExtensionHostApi {
     for (const cb of this.registry.hooksOf(name)) await cb(ctx);
   }
 
+  /** Checks every function's trigger and bindings against what the extensions serve. */
   private indexFunctions(): void {
-    const known = new Set([
-      ...SUPPORTED_TRIGGERS.map((t) => t.toLowerCase()),
-      ...this.extensions.flatMap((e) => e.triggerTypes.map((t) => t.toLowerCase())),
-    ]);
-    this.routes = [];
-    this.timers = [];
+    const known = new Set(this.extensions.flatMap((e) => e.triggerTypes.map((t) => t.toLowerCase())));
     for (const fn of this.registry.functions.values()) {
       fn.metadata = { ...fn.metadata, bindings: resolvePlaceholders(fn.metadata.bindings) };
       const trigger = triggerOf(fn);
@@ -344,97 +309,48 @@ export class FunctionsHost implements ExtensionHostApi {
       if (fn.metadata.retryOptions && type !== 'httptrigger') {
         throw new Error(`Function "${fn.name}" declares a retry policy, which the local host does not implement`);
       }
-      if (type === 'httptrigger') {
-        const b = trigger.binding as { route?: string; methods?: string[] };
-        this.routes.push({
-          fn,
-          triggerName: trigger.name,
-          route: parseRouteTemplate(b.route ?? fn.name),
-          methods: b.methods?.map((m) => m.toUpperCase()),
-        });
-      } else if (type === 'timertrigger') {
-        const b = trigger.binding as { schedule?: string };
-        if (!b.schedule) throw new Error(`Timer function "${fn.name}" has no schedule`);
-        this.timers.push({ fn, triggerName: trigger.name, schedule: parseSchedule(b.schedule) });
-      }
-    }
-    this.routes.sort((a, b) => b.route.precedence - a.route.precedence);
-  }
-
-  // ---- timers --------------------------------------------------------------------------------
-
-  private armTimers(): void {
-    for (const t of this.timers) {
-      const b = triggerOf(t.fn)!.binding as { runOnStartup?: boolean };
-      if (b.runOnStartup) void this.fireTimer(t, new Date(), false);
-      this.scheduleNext(t, new Date());
     }
   }
 
-  private scheduleNext(t: TimerState, after: Date): void {
-    if (this.status === 'closing' || this.status === 'closed') return;
-    t.next = t.schedule.next(after);
-    const wait = Math.min(Math.max(0, t.next.getTime() - Date.now()), 2 ** 31 - 1);
-    const due = t.next;
-    t.timer = setTimeout(() => {
-      if (Date.now() < due.getTime()) return this.scheduleNext(t, after); // re-arm very long waits
-      void this.onTimerDue(t, due);
-    }, wait);
-  }
+  // ---- HTTP front door -------------------------------------------------------------------------
 
-  private async onTimerDue(t: TimerState, due: Date): Promise<void> {
-    // Occurrences never overlap: a run that is still going delays the next, which is then past due.
-    if (t.running) await t.running;
-    const late = Date.now() - due.getTime() > 1000;
-    await this.fireTimer(t, due, late);
-    // Occurrences missed while it ran collapse into one past-due run, as in the real host.
-    let missed: Date | undefined;
-    for (let n = t.schedule.next(due), i = 0; n.getTime() <= Date.now() && i < 10_000; n = t.schedule.next(n), i++)
-      missed = n;
-    if (missed && this.status === 'running') await this.fireTimer(t, missed, true);
-    this.scheduleNext(t, new Date(Math.max(Date.now(), due.getTime())));
-  }
-
-  private fireTimer(t: TimerState, scheduled: Date, isPastDue: boolean): Promise<void> {
-    const payload = {
-      Schedule: { AdjustForDST: true },
-      ScheduleStatus: {
-        Last: (t.last ?? new Date(0)).toISOString(),
-        Next: t.schedule.next(scheduled).toISOString(),
-        LastUpdated: new Date().toISOString(),
-      },
-      IsPastDue: isPastDue,
-    };
-    t.last = scheduled;
-    const run = this.invoke(t.fn.name, { json: JSON.stringify(payload) })
-      .then(() => undefined)
-      .catch((err: unknown) =>
-        this.emit({
-          level: 'error',
-          category: 'host',
-          functionName: t.fn.name,
-          message: `timer invocation failed: ${errorText(err)}`,
-        }),
-      )
-      .finally(() => {
-        if (t.running === run) t.running = undefined;
-      });
-    t.running = run;
-    return run;
-  }
-
-  // ---- HTTP ----------------------------------------------------------------------------------
-
+  /**
+   * Checks what can be refused without reading the body (URL length, the system key, a declared
+   * length over the limit), reads the body within the limit, then offers the request to each
+   * extension in turn.
+   */
   private async onRequest(req: IncomingMessage, res: ServerResponse): Promise<void> {
     try {
-      const body = await readBody(req, this.options.maxRequestBytes ?? 100 * 1024 * 1024);
-      if (body === undefined) return sendPlain(res, 413, 'Request body too large');
+      if ((req.url ?? '').length > this.limits.maxUrlBytes)
+        return sendProblem(
+          res,
+          414,
+          'uri_too_long',
+          'URI too long',
+          `URLs are limited to ${this.limits.maxUrlBytes} bytes.`,
+        );
       const url = new URL(req.url ?? '/', 'http://127.0.0.1');
-      const prefix = this.hostJson.routePrefix ? `/${this.hostJson.routePrefix}` : '';
-      if (url.pathname.startsWith('/admin/functions/') && req.method === 'POST')
-        return await this.adminInvoke(url, body, res);
-      if (prefix === '' || url.pathname === prefix || url.pathname.startsWith(prefix + '/')) {
-        if (await this.dispatchFunction(req, res, url, url.pathname.slice(prefix.length), body)) return;
+      if (needsSystemKey(url.pathname) && !keyMatches(presentedKey(req, url), this.systemKey)) {
+        return sendProblem(
+          res,
+          401,
+          'unauthenticated',
+          'Unauthorized',
+          'This endpoint requires the host system key (x-functions-key header or code query parameter).',
+          // The body is never read: do not leave it to the next request on this connection.
+          { connection: 'close' },
+        );
+      }
+      const body = await readBodyWithin(req, this.limits.maxRequestBytes);
+      if (body === undefined) {
+        return sendProblem(
+          res,
+          413,
+          'payload_too_large',
+          'Payload too large',
+          `Request bodies are limited to ${this.limits.maxRequestBytes} bytes.`,
+          { connection: 'close' },
+        );
       }
       for (const ext of this.extensions) if (ext.handleHttp && (await ext.handleHttp(req, res, body))) return;
       sendPlain(res, 404, 'Not Found');
@@ -442,62 +358,11 @@ export class FunctionsHost implements ExtensionHostApi {
       this.emit({
         level: 'error',
         category: 'host',
-        message: `request ${req.method} ${req.url?.split('?')[0]} failed: ${errorText(err)}`,
+        message: `request ${req.method} ${req.url?.split('?')[0]} failed: ${describeError(err, 2000)}`,
       });
       if (!res.headersSent) sendPlain(res, 500, 'Internal Server Error');
       else res.destroy();
     }
-  }
-
-  private async dispatchFunction(
-    req: IncomingMessage,
-    res: ServerResponse,
-    url: URL,
-    path: string,
-    body: Buffer,
-  ): Promise<boolean> {
-    const method = (req.method ?? 'GET').toUpperCase();
-    let methodMismatch = false;
-    for (const r of this.routes) {
-      const params = matchRoute(r.route, path);
-      if (!params) continue;
-      if (r.methods && !r.methods.includes(method)) {
-        methodMismatch = true;
-        continue;
-      }
-      const headers: Record<string, string> = {};
-      for (const [k, v] of Object.entries(req.headers))
-        if (v !== undefined) headers[k] = Array.isArray(v) ? v.join(', ') : v;
-      const query: Record<string, string> = {};
-      for (const key of new Set(url.searchParams.keys())) query[key] = url.searchParams.getAll(key).join(',');
-      const httpData = {
-        method,
-        url: `http://${req.headers.host ?? `127.0.0.1:${this.port}`}${req.url ?? '/'}`,
-        headers,
-        query,
-        params,
-        body: method === 'GET' || method === 'HEAD' ? undefined : { bytes: new Uint8Array(body) },
-      };
-      const response = await this.invoke(r.fn.name, { http: httpData });
-      writeHttpResponse(res, response, r.fn.metadata.bindings);
-      return true;
-    }
-    if (methodMismatch) {
-      sendPlain(res, 405, 'Method Not Allowed');
-      return true;
-    }
-    return false;
-  }
-
-  /** Core Tools' admin endpoint to run a non-HTTP function now: POST /admin/functions/{name}. */
-  private async adminInvoke(url: URL, body: Buffer, res: ServerResponse): Promise<void> {
-    const name = decodeURIComponent(url.pathname.slice('/admin/functions/'.length));
-    const timer = this.timers.find((t) => t.fn.name === name);
-    if (!timer) return sendPlain(res, 404, `No timer function named ${name}`);
-    void body;
-    if (timer.running) await timer.running;
-    void this.fireTimer(timer, new Date(), false);
-    res.writeHead(202).end();
   }
 
   private emit(r: Omit<LogRecord, 'time'>): void {
@@ -509,83 +374,10 @@ export class FunctionsHost implements ExtensionHostApi {
   }
 }
 
-function triggerOf(fn: RegisteredFunction): { name: string; binding: RpcBindingInfo } | undefined {
-  for (const [name, binding] of Object.entries(fn.metadata.bindings)) {
-    if (binding.type && /trigger$/i.test(binding.type)) return { name, binding };
-  }
-  return undefined;
-}
-
-function writeHttpResponse(
-  res: ServerResponse,
-  response: RpcInvocationResponse,
-  bindings: Record<string, RpcBindingInfo>,
-): void {
-  const returnsHttp = bindings.$return?.type?.toLowerCase() === 'http';
-  let httpData = returnsHttp ? response.returnValue?.http : undefined;
-  if (!httpData) {
-    const out = response.outputData?.find((o) => bindings[o.name ?? '']?.type?.toLowerCase() === 'http');
-    httpData = out?.data?.http ?? undefined;
-  }
-  if (!httpData) {
-    res.writeHead(204).end();
-    return;
-  }
-  const status = Number(httpData.statusCode ?? 200) || 200;
-  const headers: Record<string, string | string[]> = { ...(httpData.headers ?? {}) };
-  const cookies = (httpData.cookies ?? []).map(serializeCookie);
-  if (cookies.length) headers['set-cookie'] = cookies;
-  const body = httpData.body?.bytes
-    ? Buffer.from(httpData.body.bytes)
-    : httpData.body?.string
-      ? Buffer.from(httpData.body.string)
-      : Buffer.alloc(0);
-  if (body.length && !Object.keys(headers).some((h) => h.toLowerCase() === 'content-type'))
-    headers['content-type'] = 'text/plain;charset=UTF-8';
-  headers['content-length'] = String(body.length);
-  res.writeHead(status, headers);
-  res.end(body);
-}
-
-function serializeCookie(c: RpcHttpCookie): string {
-  const parts = [`${c.name ?? ''}=${c.value ?? ''}`];
-  if (c.domain?.value) parts.push(`Domain=${c.domain.value}`);
-  if (c.path?.value) parts.push(`Path=${c.path.value}`);
-  const secs = c.expires?.value?.seconds;
-  if (secs !== undefined && secs !== null)
-    parts.push(`Expires=${new Date(Number(typeof secs === 'object' ? secs.toNumber() : secs) * 1000).toUTCString()}`);
-  if (c.maxAge?.value !== undefined && c.maxAge?.value !== null) parts.push(`Max-Age=${c.maxAge.value}`);
-  if (c.secure?.value) parts.push('Secure');
-  if (c.httpOnly?.value) parts.push('HttpOnly');
-  if (c.sameSite === 'lax') parts.push('SameSite=Lax');
-  else if (c.sameSite === 'strict') parts.push('SameSite=Strict');
-  else if (c.sameSite === 'explicitNone') parts.push('SameSite=None');
-  return parts.join('; ');
-}
-
-function readBody(req: IncomingMessage, limit: number): Promise<Buffer | undefined> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    let tooBig = false;
-    req.on('data', (c: Buffer) => {
-      size += c.length;
-      if (size > limit) tooBig = true;
-      else chunks.push(c);
-    });
-    req.on('end', () => resolve(tooBig ? undefined : Buffer.concat(chunks)));
-    req.on('error', reject);
-  });
-}
-
 function sendPlain(res: ServerResponse, status: number, text: string): void {
   res
     .writeHead(status, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(text) })
     .end(text);
-}
-
-function errorText(err: unknown): string {
-  return describeError(err, 2000);
 }
 
 function delay(ms: number): Promise<void> {

@@ -75,7 +75,10 @@ describe('pool maintenance end to end', () => {
 
   const getPool = (token = admin) => call<PoolBody>('GET', `${rt.apiUrl}/pool`, { token });
   const tick = async () => {
-    const res = await fetch(`${rt.host!.baseUrl}/admin/functions/poolMaintenanceTimer`, { method: 'POST' });
+    const res = await fetch(`${rt.host!.baseUrl}/admin/functions/poolMaintenanceTimer`, {
+      method: 'POST',
+      headers: { 'x-functions-key': rt.systemKey },
+    });
     assert.equal(res.status, 202);
   };
 
@@ -125,7 +128,7 @@ describe('pool maintenance end to end', () => {
     for (const row of await store.list()) assert.ok(row.sealedKeys, `${row.name} has sealed keys`);
 
     // The next tick replaces the completed instance with a fresh run, which has nothing to create.
-    const first = filled.body.lastRun!.runId;
+    const first = filled.body.lastRun.runId;
     const completed = await waitFor('the run to complete', async () => {
       const r = await getPool();
       return r.body.maintenance.runtimeStatus === 'Completed' ? r : undefined;

@@ -81,6 +81,44 @@ describe('config', () => {
     );
   });
 
+  const azureEnv = {
+    RELAY_BROKER_MODE: 'azure',
+    AUTH_MODE: 'entra',
+    AzureWebJobsStorage__accountName: 'strbkhost',
+    STORAGE_ACCOUNT_KEY: Buffer.alloc(64, 7).toString('base64'),
+    SEALING_KEY: Buffer.alloc(32, 9).toString('base64'),
+    PUBLIC_API_URL: 'https://app.example.net/api',
+    POOL_SUBSCRIPTIONS: '[{"subscriptionId":"s","resourceGroup":"g","location":"l"}]',
+    AUTH_ISSUER: 'https://login.example/t/v2.0',
+    AUTH_AUDIENCE: 'api',
+    AUTH_JWKS_URL: 'https://login.example/t/keys',
+  };
+
+  it('puts the device queues in the account DEVICE_QUEUE_ACCOUNT_NAME names, and signs their SAS for it', () => {
+    const c = loadConfig({ ...azureEnv, DEVICE_QUEUE_ACCOUNT_NAME: 'stqrbkdevices' });
+    assert.equal(c.storage.accountName, 'strbkhost');
+    assert.equal(c.storage.tableEndpoint, 'https://strbkhost.table.core.windows.net');
+    assert.equal(c.storage.queueAccountName, 'stqrbkdevices');
+    assert.equal(c.storage.queueEndpoint, 'https://stqrbkdevices.queue.core.windows.net');
+  });
+
+  it('keeps the device queues in the host account when DEVICE_QUEUE_ACCOUNT_NAME is unset', () => {
+    const c = loadConfig(azureEnv);
+    assert.equal(c.storage.queueAccountName, 'strbkhost');
+    assert.equal(c.storage.queueEndpoint, 'https://strbkhost.queue.core.windows.net');
+  });
+
+  it('refuses a device queue account other than the one a connection string names', () => {
+    assert.throws(
+      () => loadConfig({ ...localEnv, DEVICE_QUEUE_ACCOUNT_NAME: 'other' }),
+      (err: unknown) => err instanceof ConfigError && /DEVICE_QUEUE_ACCOUNT_NAME/.test(err.message),
+    );
+    assert.equal(
+      loadConfig({ ...localEnv, DEVICE_QUEUE_ACCOUNT_NAME: 'devstoreaccount1' }).storage.queueAccountName,
+      'devstoreaccount1',
+    );
+  });
+
   it('documents every setting', () => {
     for (const [name, s] of Object.entries(SETTINGS)) assert.ok(s.doc.length > 10, name);
   });

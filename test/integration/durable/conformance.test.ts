@@ -27,10 +27,17 @@ describe('local durable engine conformance (real durable-functions client and or
     await azurite?.close();
   });
 
+  /** Webhook calls carry the host's system key, as the real host requires. */
+  const withKey = (init: RequestInit = {}): RequestInit => ({
+    ...init,
+    headers: { ...(init.headers as Record<string, string> | undefined), 'x-functions-key': h.host.systemKey },
+  });
+
   /** The extension's status API with showHistory (the JS client drops `historyEvents`). */
   const rawHistory = async (id: string): Promise<Array<{ EventType: string }>> => {
     const r = await fetch(
       `${h.host.baseUrl}/runtime/webhooks/durabletask/instances/${id}?showHistory=true&showHistoryOutput=true`,
+      withKey(),
     );
     return ((await r.json()) as { historyEvents?: Array<{ EventType: string }> }).historyEvents ?? [];
   };
@@ -137,11 +144,10 @@ describe('local durable engine conformance (real durable-functions client and or
     const s = await waitFor(h, id, isDone);
     assert.equal(s.runtimeStatus, 'Terminated');
     assert.equal(s.output, 'enough');
-    const raw = await fetch(`${h.host.baseUrl}/runtime/webhooks/durabletask/instances/${id}/raiseEvent/never`, {
-      method: 'POST',
-      body: '1',
-      headers: { 'content-type': 'application/json' },
-    });
+    const raw = await fetch(
+      `${h.host.baseUrl}/runtime/webhooks/durabletask/instances/${id}/raiseEvent/never`,
+      withKey({ method: 'POST', body: '1', headers: { 'content-type': 'application/json' } }),
+    );
     assert.equal(raw.status, 410);
   });
 
@@ -185,13 +191,17 @@ describe('local durable engine conformance (real durable-functions client and or
     const listed = (list.body as Array<{ instanceId: string; runtimeStatus: string }>).map((s) => s.instanceId);
     for (const id of ids) assert.ok(listed.includes(id), `${id} listed`);
     // One raw page of 2: the continuation header is how the real client pages.
-    const page = await fetch(`${h.host.baseUrl}/runtime/webhooks/durabletask/instances/?runtimeStatus=Running&top=2`);
+    const page = await fetch(
+      `${h.host.baseUrl}/runtime/webhooks/durabletask/instances/?runtimeStatus=Running&top=2`,
+      withKey(),
+    );
     assert.equal(((await page.json()) as unknown[]).length, 2);
     const token = page.headers.get('x-ms-continuation-token');
     assert.ok(token, 'a continuation token for the next page');
-    const next = await fetch(`${h.host.baseUrl}/runtime/webhooks/durabletask/instances/?runtimeStatus=Running&top=2`, {
-      headers: { 'x-ms-continuation-token': token },
-    });
+    const next = await fetch(
+      `${h.host.baseUrl}/runtime/webhooks/durabletask/instances/?runtimeStatus=Running&top=2`,
+      withKey({ headers: { 'x-ms-continuation-token': token } }),
+    );
     assert.equal(next.status, 200);
     for (const id of ids) await h.api(`/api/instances/${id}/terminate`, { method: 'POST' });
   });
@@ -217,14 +227,43 @@ describe('local durable engine conformance (real durable-functions client and or
 
   it('answers the extension status codes: 404 unknown instance, 400 unknown orchestrator, 501 rewind and entities', async () => {
     const base = `${h.host.baseUrl}/runtime/webhooks/durabletask`;
-    assert.equal((await fetch(`${base}/instances/nope`)).status, 404);
-    assert.equal((await fetch(`${base}/orchestrators/NoSuchOrchestrator`, { method: 'POST' })).status, 400);
+    assert.equal((await fetch(`${base}/instances/nope`, withKey())).status, 404);
+    assert.equal((await fetch(`${base}/orchestrators/NoSuchOrchestrator`, withKey({ method: 'POST' }))).status, 400);
     const failed = await startOrchestration(h, 'Fails');
     await waitFor(h, failed, isDone);
-    assert.equal((await fetch(`${base}/instances/${failed}/rewind?reason=x`, { method: 'POST' })).status, 501);
-    assert.equal((await fetch(`${base}/entities/counter/one`)).status, 501);
-    const running = await fetch(`${base}/instances/${failed}`);
+    assert.equal((await fetch(`${base}/instances/${failed}/rewind?reason=x`, withKey({ method: 'POST' }))).status, 501);
+    assert.equal((await fetch(`${base}/entities/counter/one`, withKey())).status, 501);
+    const running = await fetch(`${base}/instances/${failed}`, withKey());
     assert.equal(running.status, 200);
+  });
+
+  it('refuses keyless webhook calls (401) and takes the system key as header or code, as the binding URLs carry it', async () => {
+    const base = `${h.host.baseUrl}/runtime/webhooks/durabletask`;
+    const started = await h.api('/api/start/WaitForever', { method: 'POST' });
+    const links = started.body as { id: string; statusQueryGetUri: string; terminatePostUri: string };
+    assert.match(links.statusQueryGetUri, /[?&]code=/, 'the client binding data carries the key as the real one does');
+    const id = links.id;
+    await waitFor(h, id, (s) => s.runtimeStatus === 'Running');
+    const keyless = [
+      await fetch(`${base}/instances/${id}`),
+      await fetch(`${base}/instances/`),
+      await fetch(`${base}/instances/${id}/raiseEvent/x`, { method: 'POST', body: '1' }),
+      await fetch(`${base}/instances/${id}/terminate`, { method: 'POST' }),
+      await fetch(`${base}/orchestrators/Sequence`, { method: 'POST' }),
+      await fetch(`${base}/instances/${id}?code=wrong`),
+      await fetch(`${base}/instances/${id}`, { headers: { 'x-functions-key': 'wrong' } }),
+    ];
+    for (const r of keyless) {
+      assert.equal(r.status, 401);
+      assert.equal(r.headers.get('content-type'), 'application/problem+json');
+      assert.equal(((await r.json()) as { code: string }).code, 'unauthenticated');
+    }
+    assert.equal((await fetch(links.statusQueryGetUri)).status, 202, 'the code= in the binding URL is accepted');
+    assert.equal((await fetch(`${base}/instances/${id}`, withKey())).status, 202);
+    assert.equal((await fetch(links.terminatePostUri.replace('{text}', 'done'), { method: 'POST' })).status, 202);
+    const s = await waitFor(h, id, isDone);
+    assert.equal(s.runtimeStatus, 'Terminated', 'only the keyed terminate took effect');
+    assert.equal(s.output, 'done');
   });
 
   it('returns the history with showHistory', async () => {

@@ -1,83 +1,73 @@
-// Keeps infra/ honest against lib/config.ts without a Bicep compiler: every setting Azure requires
-// is deployed, nothing unknown is deployed, parameters and module calls line up.
+// Keeps infra/ honest against lib/config.ts by reading what the real Bicep compiler made of it: the
+// committed infra/main.json (scripts/bicep.sh fails CI when it differs from main.bicep). Every
+// setting Azure requires is deployed, nothing unknown is deployed, secrets are Key Vault references,
+// the runtime is the supported Node LTS, and the device queues have a storage account of their own.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { SETTINGS } from '../../../lib/config';
 import {
+  appSettings,
+  at,
   checkSettings,
   describeReport,
-  extractAppSettings,
-  extractModuleCalls,
-  extractParams,
   isClean,
-  settingsFromAppSettingsArrays,
-  SettingEntry,
-  stripComments,
-} from './bicepText';
-
-/** The repository root: the nearest ancestor holding package.json (works from test/ and from dist-*). */
-function repoRoot(): string {
-  let dir = __dirname;
-  for (let i = 0; i < 10; i += 1) {
-    if (fs.existsSync(path.join(dir, 'package.json')) && fs.existsSync(path.join(dir, 'infra'))) return dir;
-    dir = path.dirname(dir);
-  }
-  throw new Error(`no repository root above ${__dirname}`);
-}
+  isObject,
+  moduleDeployment,
+  moduleParam,
+  moduleResources,
+  pinnedBicepVersion,
+  readTemplate,
+  repoRoot,
+} from './armTemplate';
 
 const root = repoRoot();
-const infraDir = path.join(root, 'infra');
-const read = (rel: string) => fs.readFileSync(path.join(root, rel), 'utf8');
-
-function bicepFiles(): string[] {
-  const top = fs
-    .readdirSync(infraDir)
-    .filter((f) => f.endsWith('.bicep'))
-    .map((f) => `infra/${f}`);
-  const modules = fs
-    .readdirSync(path.join(infraDir, 'modules'))
-    .filter((f) => f.endsWith('.bicep'))
-    .map((f) => `infra/modules/${f}`);
-  return [...top, ...modules].sort();
-}
-
-/** App settings declared anywhere in infra/, with main.bicep's text optionally replaced. */
-function infraSettings(mainText?: string): SettingEntry[] {
-  return bicepFiles().flatMap((rel) =>
-    extractAppSettings(rel === 'infra/main.bicep' && mainText !== undefined ? mainText : read(rel), rel),
-  );
-}
+const main = readTemplate(path.join(root, 'infra', 'main.json'));
+const poolSubscription = readTemplate(path.join(root, 'infra', 'pool-subscription.json'));
+const settings = appSettings(main);
 
 const requiredNames = Object.entries(SETTINGS)
   .filter(([, s]) => s.azure === 'required')
   .map(([name]) => name);
 
-/** main.bicep with the app-settings line of `name` removed (asserts it was there). */
-function withoutSetting(mainText: string, name: string): string {
-  const line = new RegExp(`^[ \\t]*'?${name}'?[ \\t]*:.*\\r?\\n`, 'm');
-  assert.match(mainText, line, `main.bicep has no "${name}:" line to delete`);
-  return mainText.replace(line, '');
+/** The deployment (module) whose output an ARM expression reads, e.g. 'storage' for reference(...'storage'...). */
+function referencedDeployments(expression: string): string[] {
+  return [...expression.matchAll(/resourceId\('Microsoft\.Resources\/deployments', '([^']+)'\)/g)].map((m) => m[1]);
 }
 
-describe('infra app settings match lib/config.ts SETTINGS', () => {
-  const mainText = read('infra/main.bicep');
+describe('the compiled templates', () => {
+  it('were compiled by the Bicep CLI that scripts/bicep.sh pins', () => {
+    const pinned = pinnedBicepVersion(root);
+    for (const t of [main, poolSubscription]) {
+      assert.equal(at(t, 'metadata', '_generator', 'name'), 'bicep');
+      const version = at(t, 'metadata', '_generator', 'version');
+      assert.ok(
+        typeof version === 'string' && version.startsWith(`${pinned}.`),
+        `compiled by ${JSON.stringify(version)}`,
+      );
+    }
+  });
+});
 
-  it('main.bicep declares app settings (the extractor found the marked object)', () => {
-    const names = infraSettings().map((e) => e.name);
-    assert.ok(names.length >= requiredNames.length, `only ${names.length} settings found`);
+describe('infra app settings match lib/config.ts SETTINGS', () => {
+  it('the appSettings module gets the settings object', () => {
+    assert.ok(Object.keys(settings).length >= requiredNames.length, `only ${Object.keys(settings).length} settings`);
   });
 
   it('every setting marked azure: required is deployed, and every deployed setting is known', () => {
-    const report = checkSettings(infraSettings(), SETTINGS);
+    const report = checkSettings(Object.keys(settings), SETTINGS);
     assert.ok(isClean(report), describeReport(report));
   });
 
-  it('deleting any one required setting from main.bicep makes the check fail and name it', () => {
+  it('removing any one required setting makes the check fail and name it', () => {
     assert.ok(requiredNames.length > 0);
     for (const name of requiredNames) {
-      const report = checkSettings(infraSettings(withoutSetting(mainText, name)), SETTINGS);
+      assert.ok(name in settings, `${name} is not deployed`);
+      const report = checkSettings(
+        Object.keys(settings).filter((n) => n !== name),
+        SETTINGS,
+      );
       assert.deepEqual(report.missingRequired, [name]);
       assert.ok(!isClean(report));
       assert.match(describeReport(report), new RegExp(`missing from infra: ${name}$`, 'm'));
@@ -85,141 +75,110 @@ describe('infra app settings match lib/config.ts SETTINGS', () => {
   });
 
   it('a setting unknown to lib/config.ts makes the check fail and name it', () => {
-    const text = mainText.replace('  POOL_CAP: string(poolCap)\n', "  POOL_CAP: string(poolCap)\n  POOL_CAPP: '1'\n");
-    assert.notEqual(text, mainText);
-    const report = checkSettings(infraSettings(text), SETTINGS);
+    const report = checkSettings([...Object.keys(settings), 'POOL_CAPP'], SETTINGS);
     assert.deepEqual(report.unknown, ['POOL_CAPP']);
     assert.match(describeReport(report), /unknown to lib\/config.ts SETTINGS: POOL_CAPP/);
   });
 
   it('a local-only setting deployed to Azure makes the check fail', () => {
-    const text = mainText.replace(
-      '  POOL_CAP: string(poolCap)\n',
-      "  POOL_CAP: string(poolCap)\n  RELAY_ARM_CA_FILE: '/tmp/ca.pem'\n",
-    );
-    const report = checkSettings(infraSettings(text), SETTINGS);
+    const report = checkSettings([...Object.keys(settings), 'RELAY_ARM_CA_FILE'], SETTINGS);
     assert.deepEqual(report.localOnly, ['RELAY_ARM_CA_FILE']);
+    assert.ok(!isClean(report));
   });
 
   it('no secret in app settings: no AzureWebJobsStorage connection string, secrets only as Key Vault references', () => {
-    const settings = infraSettings();
     assert.ok(
-      !settings.some((e) => e.name === 'AzureWebJobsStorage'),
+      !('AzureWebJobsStorage' in settings),
       'AzureWebJobsStorage (a keyed connection string) must not be deployed',
     );
     // lib/config.ts documents its secrets as "A Key Vault reference in Azure."
     const secretNames = Object.entries(SETTINGS)
       .filter(([, s]) => s.doc.includes('Key Vault reference'))
       .map(([name]) => name);
-    assert.ok(
-      secretNames.includes('STORAGE_ACCOUNT_KEY'),
-      'the catalogue no longer marks STORAGE_ACCOUNT_KEY as a Key Vault reference',
-    );
+    assert.ok(secretNames.includes('STORAGE_ACCOUNT_KEY') && secretNames.includes('SEALING_KEY'));
     for (const name of secretNames) {
-      const entry = settings.find((e) => e.name === name);
-      assert.ok(entry, `${name} missing`);
       assert.match(
-        entry.valueText,
-        /^'@Microsoft\.KeyVault\(SecretUri=\$\{[^}]+\}\)'$/,
+        settings[name] ?? '',
+        /^\[format\('@Microsoft\.KeyVault\(SecretUri=\{0\}\)', reference\(resourceId\('Microsoft\.Resources\/deployments', 'keyVault'\)/,
         `${name} must be a Key Vault reference`,
       );
     }
-    for (const e of settings) {
-      assert.doesNotMatch(e.valueText, /AccountKey=|listKeys\(|sealingKey\b/, `${e.name} carries a secret value`);
+    for (const [name, value] of Object.entries(settings)) {
+      assert.doesNotMatch(value, /AccountKey=|listKeys\(|parameters\('sealingKey'\)/, `${name} carries a secret value`);
     }
   });
 
-  it('Flex Consumption settings: runtime comes from functionAppConfig, not from app settings', () => {
-    const names = new Set(infraSettings().map((e) => e.name));
-    assert.ok(!names.has('FUNCTIONS_WORKER_RUNTIME') && !names.has('FUNCTIONS_EXTENSION_VERSION'));
-    assert.match(read('infra/modules/functionApp.bicep'), /runtime:\s*\{\s*name:\s*'node'/);
+  it('the only listKeys in the template is the Key Vault secret (the key never leaves that module)', () => {
+    const text = JSON.stringify(main);
+    const count = text.split('listKeys(').length - 1;
+    assert.equal(count, 1, `listKeys( appears ${count} times`);
+    const secrets = moduleResources(main, 'keyVault', 'Microsoft.KeyVault/vaults/secrets');
+    assert.ok(secrets.some((s) => JSON.stringify(s).includes('listKeys(')));
   });
 });
 
-describe('infra parameters and modules line up', () => {
+describe('the runtime', () => {
+  it('Flex Consumption takes runtime from functionAppConfig, not from app settings', () => {
+    assert.ok(!('FUNCTIONS_WORKER_RUNTIME' in settings) && !('FUNCTIONS_EXTENSION_VERSION' in settings));
+    const [site] = moduleResources(main, 'functionApp', 'Microsoft.Web/sites');
+    assert.equal(at(site, 'properties', 'functionAppConfig', 'runtime', 'name'), 'node');
+    assert.equal(at(site, 'properties', 'functionAppConfig', 'runtime', 'version'), "[parameters('nodeVersion')]");
+    assert.equal(moduleParam(main, 'functionApp', 'nodeVersion'), "[parameters('nodeVersion')]");
+  });
+
+  it('defaults to Node 22 and no longer offers Node 20 (end of support 30 Apr 2026)', () => {
+    const param = at(main, 'parameters', 'nodeVersion');
+    assert.equal(at(param, 'defaultValue'), '22');
+    const allowed = at(param, 'allowedValues');
+    assert.ok(Array.isArray(allowed) && !allowed.includes('20') && allowed.includes('22'), JSON.stringify(allowed));
+  });
+});
+
+describe('device queues in a storage account of their own', () => {
+  it('the device queue settings and the signing key point at the device queue account, the host at its own', () => {
+    assert.deepEqual(referencedDeployments(settings.DEVICE_QUEUE_ACCOUNT_NAME ?? ''), ['deviceQueueStorage']);
+    assert.deepEqual(referencedDeployments(settings.STORAGE_QUEUE_ENDPOINT ?? ''), ['deviceQueueStorage']);
+    assert.match(settings.STORAGE_QUEUE_ENDPOINT ?? '', /^\[format\('https:\/\/\{0\}\.queue\.\{1\}'/);
+    assert.deepEqual(referencedDeployments(settings.AzureWebJobsStorage__accountName ?? ''), ['storage']);
+    assert.deepEqual(referencedDeployments(settings.STORAGE_TABLE_ENDPOINT ?? ''), ['storage']);
+    const keySource = moduleParam(main, 'keyVault', 'storageAccountName');
+    assert.ok(typeof keySource === 'string');
+    assert.deepEqual(referencedDeployments(keySource), ['deviceQueueStorage']);
+  });
+
+  it('two distinct accounts: shared key only on the device queue account (its key signs device SAS)', () => {
+    const [host] = moduleResources(main, 'storage', 'Microsoft.Storage/storageAccounts');
+    const [devices] = moduleResources(main, 'deviceQueueStorage', 'Microsoft.Storage/storageAccounts');
+    assert.equal(at(host, 'properties', 'allowSharedKeyAccess'), false);
+    assert.equal(at(devices, 'properties', 'allowSharedKeyAccess'), true);
+    const hostName = moduleParam(main, 'storage', 'name');
+    const devicesName = moduleParam(main, 'deviceQueueStorage', 'name');
+    assert.ok(typeof hostName === 'string' && typeof devicesName === 'string');
+    assert.notEqual(hostName, devicesName);
+    assert.ok(isObject(moduleDeployment(main, 'deviceQueueStorage')));
+  });
+});
+
+describe('infra parameters line up', () => {
   it('every parameter in main.parameters.json is a param of main.bicep, and every param without a default is given', () => {
-    const json: unknown = JSON.parse(read('infra/main.parameters.json'));
+    const json: unknown = JSON.parse(fs.readFileSync(path.join(root, 'infra', 'main.parameters.json'), 'utf8'));
     assert.ok(typeof json === 'object' && json !== null && 'parameters' in json);
     const given = Object.keys((json as { parameters: Record<string, unknown> }).parameters);
-    const params = extractParams(read('infra/main.bicep'));
-    const declared = new Set(params.map((p) => p.name));
+    const params = at(main, 'parameters');
+    assert.ok(isObject(params));
     assert.deepEqual(
-      given.filter((g) => !declared.has(g)),
+      given.filter((g) => !(g in params)),
       [],
       'parameters file names params main.bicep does not declare',
     );
+    const withoutDefault = Object.entries(params)
+      .filter(([, p]) => isObject(p) && !('defaultValue' in p))
+      .map(([name]) => name);
+    assert.ok(withoutDefault.length > 0);
     assert.deepEqual(
-      params.filter((p) => !p.hasDefault && !given.includes(p.name)).map((p) => p.name),
+      withoutDefault.filter((name) => !given.includes(name)),
       [],
       'params of main.bicep without a default must be in main.parameters.json',
-    );
-  });
-
-  it('every module call points at an existing file, passes only its params and all its params without defaults', () => {
-    const problems: string[] = [];
-    let calls = 0;
-    for (const rel of bicepFiles()) {
-      for (const call of extractModuleCalls(read(rel), rel)) {
-        calls += 1;
-        const target = path.join(path.dirname(path.join(root, rel)), call.path);
-        if (!fs.existsSync(target)) {
-          problems.push(`${rel}: module ${call.symbol} -> ${call.path} does not exist`);
-          continue;
-        }
-        const params = extractParams(fs.readFileSync(target, 'utf8'));
-        const declared = new Set(params.map((p) => p.name));
-        for (const passed of call.paramNames) {
-          if (!declared.has(passed)) problems.push(`${rel}: module ${call.symbol} passes unknown param ${passed}`);
-        }
-        for (const p of params) {
-          if (!p.hasDefault && !call.paramNames.includes(p.name))
-            problems.push(`${rel}: module ${call.symbol} misses required param ${p.name}`);
-        }
-      }
-    }
-    assert.ok(calls >= 6, `only ${calls} module calls found`);
-    assert.deepEqual(problems, []);
-  });
-});
-
-describe('the Bicep text extractor', () => {
-  it('keeps URLs inside strings when removing comments', () => {
-    assert.equal(stripComments("a: 'https://x/y' // note\n/* b */c: 1"), "a: 'https://x/y' \nc: 1");
-  });
-
-  it('reads the siteConfig.appSettings array form too', () => {
-    const text = `siteConfig: {
-      appSettings: [
-        {
-          name: 'FUNCTIONS_WORKER_RUNTIME' // for Consumption
-          value: 'node'
-        }
-        {
-          name: 'POOL_NAME'
-          value: '\${poolName}-x'
-        }
-      ]
-    }`;
-    assert.deepEqual(
-      settingsFromAppSettingsArrays(text, 't').map((e) => [e.name, e.valueText]),
-      [
-        ['FUNCTIONS_WORKER_RUNTIME', "'node'"],
-        ['POOL_NAME', "'${poolName}-x'"],
-      ],
-    );
-  });
-
-  it('refuses a line it cannot read inside the marked object instead of skipping it', () => {
-    const text = "var s = {\n  // app-settings:begin\n  POOL_NAME: 'a'\n  ...other\n  // app-settings:end\n}";
-    assert.throws(() => extractAppSettings(text, 't'), /cannot read "\.\.\.other"/);
-  });
-
-  it('reads nested values as one setting and ignores their inner keys', () => {
-    const text =
-      "var s = {\n  // app-settings:begin\n  A: empty(x) ? {\n    B: 1\n  } : 'y'\n  'C': '${x}'\n  // app-settings:end\n}";
-    assert.deepEqual(
-      extractAppSettings(text, 't').map((e) => e.name),
-      ['A', 'C'],
     );
   });
 });
