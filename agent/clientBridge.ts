@@ -23,6 +23,11 @@ export interface ClientBridgeOptions {
   /** CA to trust for the relay (the emulator's PEM); default the system's roots. */
   ca?: string;
   log: AgentLog;
+  /**
+   * Unsolicited pong on every relayed connection this often (default 30 s): an idle SSH session must
+   * outlive the ~4 min idle cut of Azure's load balancers, as with Microsoft's clients.
+   */
+  keepAliveIntervalMs?: number;
   /** The relay hinted that the session may be gone (refused a connect, or closed one with 1001). */
   onSessionGone?: (why: string) => void;
 }
@@ -98,7 +103,7 @@ export class ClientBridge {
         this.o.relay.endpoint,
         this.o.relay.hybridConnection,
         this.o.relay.sendToken,
-        { ca: this.o.ca, handshakeTimeoutMs: 30_000 },
+        { ca: this.o.ca, handshakeTimeoutMs: 30_000, keepAliveIntervalMs: this.o.keepAliveIntervalMs },
       );
     } catch (err) {
       socket.destroy();

@@ -39,10 +39,7 @@ export interface DeviceAgentOptions {
   queueClient?: QueueClient;
   postReady?: ReadyPoster;
   listenerOptions?: Partial<
-    Pick<
-      HybridConnectionListenerOptions,
-      'reconnectInitialDelayMs' | 'reconnectMaxDelayMs' | 'pingIntervalMs' | 'pongTimeoutMs'
-    >
+    Pick<HybridConnectionListenerOptions, 'reconnectInitialDelayMs' | 'reconnectMaxDelayMs' | 'keepAliveIntervalMs'>
   >;
   now?: () => Date;
   /** The retry jitter's source (default Math.random); injected in tests. */

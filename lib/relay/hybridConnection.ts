@@ -1,6 +1,13 @@
-// Our Azure Relay Hybrid Connections client on `ws` 8: the listener (control channel with ping,
+// Our Azure Relay Hybrid Connections client on `ws` 8: the listener (control channel with keepalive,
 // re-listen with backoff and jitter, token renewal, accept/reject) and the sender connect, each
 // connection exposed as a Duplex stream over binary frames. Tokens go in a header, never in logs.
+//
+// Keepalive is what Microsoft's own clients do: an unsolicited pong every `keepAliveIntervalMs` on
+// the control channel and on every relayed connection (the .NET client's WebSocket KeepAliveInterval,
+// hyco-https's pong timer), well inside the ~4 min idle cut of Azure's load balancers. Nothing waits
+// for a pong: nothing documents that Relay answers pings, and a ping has been seen to drop a control
+// channel (Azure/azure-relay-dotnet#103). A dead peer is found by reads failing: TCP keepalive probes
+// on the socket (whose ACKs the kernel reads) and the socket's error/close.
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { IncomingMessage } from 'node:http';
@@ -48,6 +55,29 @@ export function hybridConnectionUrl(
 }
 
 /**
+ * Unsolicited pong period (azbridge sets 30 s on the .NET client; its default is 3.5 min): well
+ * inside the ~4 min idle timeout of Azure's load balancers, and 2-6 bytes per period.
+ */
+export const DEFAULT_KEEPALIVE_INTERVAL_MS = 30_000;
+
+/**
+ * Keeps `ws` alive and lets the kernel find a dead peer: unsolicited pongs every `intervalMs` (a
+ * pong needs no answer, RFC 6455 5.5.3) and TCP keepalive probes on the socket once it is idle that
+ * long. Returns nothing to wait for: liveness is the socket's reads failing (error/close), never a pong.
+ */
+function keepAlive(ws: WebSocket, intervalMs: number): void {
+  if (!Number.isFinite(intervalMs) || intervalMs <= 0) return;
+  const timer = setInterval(() => {
+    if (ws.readyState === WebSocket.OPEN) ws.pong();
+  }, intervalMs);
+  // The socket keeps the process alive while it is open; the timer alone must not.
+  timer.unref();
+  ws.once('close', () => clearInterval(timer));
+  const socket = (ws as unknown as { _socket?: { setKeepAlive?: (on: boolean, delayMs: number) => void } })._socket;
+  socket?.setKeepAlive?.(true, intervalMs);
+}
+
+/**
  * Buffer per direction of a relayed stream. ws's default (16 KiB) pauses the socket after every
  * frame of a bulk transfer; 1 MiB keeps the pipe full and still bounds memory per connection.
  */
@@ -67,7 +97,8 @@ function zeroMask(mask: Buffer): void {
   mask.fill(0);
 }
 
-function toStream(ws: WebSocket, connectionId: string): HybridConnectionStream {
+function toStream(ws: WebSocket, connectionId: string, keepAliveIntervalMs: number): HybridConnectionStream {
+  keepAlive(ws, keepAliveIntervalMs);
   const state: { closeCode?: number; closeReason?: string } = {};
   // Registered before createWebSocketStream's own handler, so the code is known when the stream ends.
   ws.on('close', (code: number, reason: Buffer) => {
@@ -138,6 +169,8 @@ export interface ConnectOptions {
   handshakeTimeoutMs?: number;
   /** The rendezvous id to ask for (default a random UUID). */
   id?: string;
+  /** Unsolicited pong on the connection every this many ms (default 30000; 0 turns keepalive off). */
+  keepAliveIntervalMs?: number;
 }
 
 /** Sender side: connects to a hybrid connection with a Send token; resolves once a listener accepted. */
@@ -153,7 +186,7 @@ export async function connectHybridConnection(
     ca: options.ca,
     handshakeTimeoutMs: options.handshakeTimeoutMs ?? 30_000,
   });
-  return toStream(ws, id);
+  return toStream(ws, id, options.keepAliveIntervalMs ?? DEFAULT_KEEPALIVE_INTERVAL_MS);
 }
 
 export interface AcceptRequest {
@@ -195,10 +228,11 @@ export interface HybridConnectionListenerOptions {
   /** A Listen token, or a provider of fresh ones (required for renewal and for surviving expiry). */
   token: TokenSource;
   ca?: CaOption;
-  /** WebSocket ping on the control channel every this many ms (default 30000). */
-  pingIntervalMs?: number;
-  /** No pong within this many ms: the channel is dead, re-listen (default 10000). */
-  pongTimeoutMs?: number;
+  /**
+   * Unsolicited pong on the control channel and on every accepted connection every this many ms
+   * (default 30000; 0 turns keepalive off). No answer is expected or waited for.
+   */
+  keepAliveIntervalMs?: number;
   /** Re-listen backoff: first delay, cap (defaults 1000 and 30000), doubled per failure, jittered. */
   reconnectInitialDelayMs?: number;
   reconnectMaxDelayMs?: number;
@@ -263,8 +297,6 @@ export class HybridConnectionListener extends EventEmitter<HybridConnectionListe
   private attempt = 0;
   private currentToken?: string;
   private reconnectTimer?: NodeJS.Timeout;
-  private pingTimer?: NodeJS.Timeout;
-  private pongTimer?: NodeJS.Timeout;
   private renewTimer?: NodeJS.Timeout;
   private readonly pendingAccepts = new Set<WebSocket>();
   private readonly streams = new Set<HybridConnectionStream>();
@@ -275,8 +307,7 @@ export class HybridConnectionListener extends EventEmitter<HybridConnectionListe
   constructor(options: HybridConnectionListenerOptions) {
     super();
     this.opts = {
-      pingIntervalMs: 30_000,
-      pongTimeoutMs: 10_000,
+      keepAliveIntervalMs: DEFAULT_KEEPALIVE_INTERVAL_MS,
       reconnectInitialDelayMs: 1000,
       reconnectMaxDelayMs: 30_000,
       renewBeforeExpiryMs: 60_000,
@@ -366,7 +397,7 @@ export class HybridConnectionListener extends EventEmitter<HybridConnectionListe
       if (this.state !== 'connecting') return ws.close(1000, 'Listener closed');
       this.state = 'online';
       this.attempt = 0;
-      this.startPing(ws);
+      keepAlive(ws, this.opts.keepAliveIntervalMs);
       this.scheduleRenewal();
       for (const w of this.startWaiters.splice(0)) w.resolve();
       this.emit('online');
@@ -374,7 +405,6 @@ export class HybridConnectionListener extends EventEmitter<HybridConnectionListe
     ws.on('message', (data: RawData, isBinary: boolean) => {
       if (!isBinary) this.onControlMessage(data.toString());
     });
-    ws.on('pong', () => clearTimeout(this.pongTimer));
     ws.once('close', (code: number, reasonBuffer: Buffer) => {
       if (this.ws === ws) this.ws = undefined;
       this.stopTimers();
@@ -430,19 +460,8 @@ export class HybridConnectionListener extends EventEmitter<HybridConnectionListe
   }
 
   private stopTimers(): void {
-    clearInterval(this.pingTimer);
-    clearTimeout(this.pongTimer);
     clearTimeout(this.renewTimer);
-    this.pingTimer = this.pongTimer = this.renewTimer = undefined;
-  }
-
-  private startPing(ws: WebSocket): void {
-    this.pingTimer = setInterval(() => {
-      if (ws.readyState !== WebSocket.OPEN) return;
-      clearTimeout(this.pongTimer);
-      this.pongTimer = setTimeout(() => ws.terminate(), this.opts.pongTimeoutMs);
-      ws.ping();
-    }, this.opts.pingIntervalMs);
+    this.renewTimer = undefined;
   }
 
   private scheduleRenewal(): void {
@@ -493,7 +512,7 @@ export class HybridConnectionListener extends EventEmitter<HybridConnectionListe
           track: this.pendingAccepts,
         }),
       );
-      const stream = toStream(ws, info.id);
+      const stream = toStream(ws, info.id, this.opts.keepAliveIntervalMs);
       this.streams.add(stream);
       stream.once('close', () => this.streams.delete(stream));
       this.emit('connection', stream, info);

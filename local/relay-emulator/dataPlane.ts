@@ -22,6 +22,13 @@ export interface DataPlaneOptions {
   host: string;
   /** How long an accept address stays valid (the service says about 30 s). */
   rendezvousTimeoutMs: number;
+  /**
+   * A WebSocket (control channel or either hop of a rendezvous) with no frame either way for this
+   * long is cut, as Azure's load balancers cut idle connections after ~4 min.
+   */
+  idleTimeoutMs: number;
+  /** Answer pings with pongs (ws's default). Off by default: nothing documents that Relay answers pings. */
+  autoPong: boolean;
   now: () => Date;
 }
 
@@ -90,6 +97,7 @@ export class NamespaceDataPlane {
     this.wss = new WebSocketServer({
       noServer: true,
       perMessageDeflate: false,
+      autoPong: options.autoPong,
       maxPayload: 64 * 1024 * 1024,
       handleProtocols: (protocols, req) => {
         const chosen = this.chosenProtocol.get(req);
@@ -228,7 +236,10 @@ export class NamespaceDataPlane {
       if (this.listenerCount(hc.name) >= MAX_LISTENERS_PER_HYBRID_CONNECTION) {
         return rejectHandshake(socket, 403, 'Listener limit of 25 reached');
       }
-      this.wss.handleUpgrade(req, socket, head, (ws) => this.onControlChannel(ws, hc.name, auth.expiresAt));
+      this.wss.handleUpgrade(req, socket, head, (ws) => {
+        watchIdle(ws, this.options.idleTimeoutMs);
+        this.onControlChannel(ws, hc.name, auth.expiresAt);
+      });
       return;
     }
     if (action === 'connect') {
@@ -354,6 +365,7 @@ export class NamespaceDataPlane {
     }
     const socketInfo = socket as unknown as Partial<Socket>;
     const address = `wss://${this.options.host}:${this.port}/$hc/${encodeURIComponent(hybridConnection)}?sb-hc-action=accept&sb-hc-id=${encodeURIComponent(id)}`;
+    touch(listener.ws);
     listener.ws.send(
       JSON.stringify({
         accept: {
@@ -392,9 +404,11 @@ export class NamespaceDataPlane {
     }
     if (pending.socket.destroyed) return rejectHandshake(socket, 410, 'The sender went away');
     this.wss.handleUpgrade(req, socket, head, (listenerWs) => {
+      watchIdle(listenerWs, this.options.idleTimeoutMs);
       this.chosenProtocol.set(pending.req, listenerWs.protocol || false);
       if (pending.socket.destroyed) return closeSocket(listenerWs, 1000, 'The sender went away');
       this.wss.handleUpgrade(pending.req, pending.socket, pending.head, (senderWs) => {
+        watchIdle(senderWs, this.options.idleTimeoutMs);
         const rendezvous: LiveRendezvous = {
           hybridConnection: pending.hybridConnection,
           sender: senderWs,
@@ -421,10 +435,47 @@ function closeSocket(ws: WebSocket, code: number, reason: string): void {
   ws.close(canSendCloseCode(code) ? code : 1000, reason.slice(0, 120));
 }
 
+/** The activity mark of each watched socket: calling it restarts the socket's idle clock. */
+const idleMarks = new WeakMap<WebSocket, () => void>();
+
+function touch(ws: WebSocket): void {
+  idleMarks.get(ws)?.();
+}
+
+/**
+ * Cuts `ws` (no close frame, as a load balancer drops a flow) once no frame went either way for
+ * `idleMs`. Frames received (data, ping, pong) and data sent count; one timer per socket, re-armed
+ * lazily so a bulk transfer does not reset a timer per frame.
+ */
+function watchIdle(ws: WebSocket, idleMs: number): void {
+  if (!Number.isFinite(idleMs) || idleMs <= 0) return;
+  let last = Date.now();
+  let timer: NodeJS.Timeout | undefined;
+  const check = (): void => {
+    const idle = Date.now() - last;
+    if (idle >= idleMs) {
+      timer = undefined;
+      ws.terminate();
+      return;
+    }
+    timer = setTimeout(check, Math.min(idleMs - idle, MAX_TIMER_MS));
+  };
+  const mark = (): void => {
+    last = Date.now();
+  };
+  idleMarks.set(ws, mark);
+  ws.on('message', mark);
+  ws.on('ping', mark);
+  ws.on('pong', mark);
+  ws.once('close', () => clearTimeout(timer));
+  timer = setTimeout(check, Math.min(idleMs, MAX_TIMER_MS));
+}
+
 /** Relays frames from `from` to `to`, keeping the binary/text flag, with backpressure and close propagation. */
 function pipeFrames(from: WebSocket, to: WebSocket, onClosed: () => void): void {
   from.on('message', (data: RawData, isBinary: boolean) => {
     if (to.readyState !== WebSocket.OPEN) return;
+    touch(to);
     to.send(data as Buffer, { binary: isBinary }, () => {
       if (from.isPaused && to.bufferedAmount < HIGH_WATER_BYTES / 2) from.resume();
     });

@@ -1,28 +1,78 @@
 // The Azure Relay emulator: wires the ARM surface (https, one port) and the per-namespace Hybrid
-// Connections data plane over one shared store, with fault injection and request counters.
+// Connections data plane over one shared store, with fault injection and request counters. Strict
+// like Azure by default: RBAC by scope, ARM throttling, conflicting-operation 429s, real-scale
+// provisioning times, no automatic pongs and an idle cut; each has a setting (README "Settings").
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { randomUUID } from 'node:crypto';
 import https from 'node:https';
-import { resolveArmRoute } from './arm/armRouter';
-import { API_VERSIONS, ArmError, type ArmContext, type ArmResponse } from './arm/armTypes';
+import { resolveArmRoute, type ResolvedRoute } from './arm/armRouter';
+import { API_VERSIONS, ArmError, type ArmContext, type ArmRequest, type ArmResponse } from './arm/armTypes';
 import { generateTlsIdentity, type TlsIdentity } from './certificate';
 import { DataPlaneRegistry } from './dataPlane';
 import { FaultInjector, type ArmOperation, type FaultSpec } from './faults';
 import { InMemoryRelayStore, type IRelayStore } from './store';
+import {
+  ArmAuthorizer,
+  actionAndScope,
+  DEFAULT_ROLE_ASSIGNMENTS,
+  principalOf,
+  type RoleAssignment,
+} from './armAuthorization';
+import { ConflictTracker, conflictMessage, type ConflictOptions } from './armConflicts';
+import { ArmThrottle, type RequestKind, type ThrottlingOptions } from './armThrottling';
 
 export { FaultInjector } from './faults';
 export type { ActiveFault, ArmOperation, FaultKind, FaultSpec } from './faults';
 export { InMemoryRelayStore } from './store';
 export type { IRelayStore } from './store';
 export { CLOSE_ENTITY_DELETED, CLOSE_POLICY_VIOLATION, MAX_LISTENERS_PER_HYBRID_CONNECTION } from './dataPlane';
+export { BUILT_IN_ROLES, DEFAULT_ROLE_ASSIGNMENTS, LOCAL_APP_PRINCIPAL } from './armAuthorization';
+export type { BuiltInRole, RoleAssignment } from './armAuthorization';
+export { ARM_LIMITS } from './armThrottling';
+export type { BucketLimit, ThrottlingOptions } from './armThrottling';
+export type { ConflictOptions } from './armConflicts';
 
-export const DEFAULT_CREATE_DELAY_MS = 2000;
+/** Recorded real traffic: PUT at 02:21:10, `Succeeded` at 02:21:54 (README "Sources"). */
+export const REAL_CREATE_DELAY_MS = 44_000;
+/** Recorded real traffic: DELETE 202, operation done 38 s later. */
+export const REAL_DELETE_DELAY_MS = 38_000;
+/** Azure's load balancers cut a flow idle for ~4 min (azure-relay#33: 4:10-4:15). */
+export const DEFAULT_IDLE_TIMEOUT_MS = 240_000;
+
+/**
+ * Ways the emulator can be kinder than Azure, for what the product does not survive yet. Each is
+ * off by default; whoever turns one on says why next to it.
+ */
+export interface RelayEmulatorLenience {
+  /** Any principal may list namespaces at subscription scope (Azure: 403 AuthorizationFailed under a resource-group role). */
+  subscriptionScopeList?: boolean;
+  /** A hybrid connection may be re-created under a name deleted moments ago (Azure: 429 SubCode 40901). */
+  hybridConnectionNameReuse?: boolean;
+  /** Writes under one namespace may overlap (Azure: the later one gets 429 SubCode 40901). */
+  concurrentWrites?: boolean;
+}
 
 export interface RelayEmulatorOptions {
-  /** How long a new namespace stays `Created`/`Activating` (default env RELAY_EMULATOR_CREATE_DELAY_MS or 2000). */
+  /**
+   * Multiplies every ARM duration (create, delete, write duration, conflict and throttling windows,
+   * bucket refill time) so tests run real behaviour faster (default 1: real scale).
+   */
+  timeScale?: number;
+  /** How long a new namespace stays `Created`/`Activating` (default env RELAY_EMULATOR_CREATE_DELAY_MS, else 44 s × timeScale). */
   createDelayMs?: number;
-  /** How long a deleted namespace answers 202 on its operation result before 200 (default 200). */
+  /** How long a deleted namespace answers 202 on its operation result before 200 (default 38 s × timeScale). */
   deleteDelayMs?: number;
+  /** principal → role → scope (default DEFAULT_ROLE_ASSIGNMENTS: Azure Relay Owner on resource groups only). */
+  roleAssignments?: readonly RoleAssignment[];
+  /** ARM's token buckets and Relay's namespace-write limit (default: Azure's values). */
+  throttling?: ThrottlingOptions;
+  /** Conflicting-operation 429s (default: on). */
+  conflicts?: ConflictOptions;
+  /** Cut any data-plane WebSocket idle this long (default 240000; not time-scaled; 0 = never). */
+  idleTimeoutMs?: number;
+  /** Answer WebSocket pings on the data plane (default false: nothing documents that Relay does). */
+  autoPong?: boolean;
+  lenient?: RelayEmulatorLenience;
   /** Namespaces per subscription before PUT answers QuotaExceeded (default 100). */
   quotaPerSubscription?: number;
   /** Faults armed from the start; more can be added at runtime through `emulator.faults`. */
@@ -43,6 +93,10 @@ export interface RelayEmulatorStats {
   /** PUT, PATCH, POST and DELETE requests (ARM throttles them as writes). */
   writes: number;
   total: number;
+  /** 429s answered by the throttles (ARM's buckets, the namespace-write limit; injected faults not counted). */
+  throttled: number;
+  /** 429 SubCode 40901 "conflicting operation" answers. */
+  conflicts: number;
 }
 
 type Status = 'closed' | 'starting' | 'running' | 'closing';
@@ -67,17 +121,34 @@ export class RelayEmulator {
   private dataPlane?: DataPlaneRegistry;
   private port = 0;
   private readonly timers = new Set<NodeJS.Timeout>();
-  private counters: RelayEmulatorStats = { byOperation: {}, reads: 0, writes: 0, total: 0 };
+  private counters: RelayEmulatorStats = emptyStats();
   private readonly createDelayMs: number;
   private readonly deleteDelayMs: number;
   private readonly quotaPerSubscription: number;
+  private readonly authorizer: ArmAuthorizer;
+  private readonly throttle: ArmThrottle;
+  private readonly conflicts: ConflictTracker;
 
   constructor(private readonly options: RelayEmulatorOptions = {}) {
+    const timeScale = options.timeScale ?? 1;
+    if (!Number.isFinite(timeScale) || timeScale <= 0) throw new Error(`timeScale must be > 0, got ${timeScale}`);
     this.store = options.store ?? new InMemoryRelayStore();
-    this.createDelayMs = options.createDelayMs ?? envCreateDelayMs() ?? DEFAULT_CREATE_DELAY_MS;
-    this.deleteDelayMs = options.deleteDelayMs ?? 200;
+    this.createDelayMs = options.createDelayMs ?? envCreateDelayMs() ?? REAL_CREATE_DELAY_MS * timeScale;
+    this.deleteDelayMs = options.deleteDelayMs ?? REAL_DELETE_DELAY_MS * timeScale;
     this.quotaPerSubscription = options.quotaPerSubscription ?? 100;
+    this.authorizer = new ArmAuthorizer(options.roleAssignments ?? DEFAULT_ROLE_ASSIGNMENTS);
+    this.throttle = new ArmThrottle(options.throttling ?? {}, timeScale);
+    this.conflicts = new ConflictTracker(
+      options.conflicts ?? {},
+      timeScale,
+      !(options.lenient?.hybridConnectionNameReuse ?? false),
+    );
     for (const fault of options.faults ?? []) this.faults.add(fault);
+  }
+
+  /** The provisioning durations in effect (after timeScale and the environment). */
+  get timing(): { createDelayMs: number; deleteDelayMs: number } {
+    return { createDelayMs: this.createDelayMs, deleteDelayMs: this.deleteDelayMs };
   }
 
   /** `https://127.0.0.1:<port>`: pass it as `endpoint` to RelayAPI. */
@@ -102,6 +173,8 @@ export class RelayEmulator {
         tls: this.tls,
         host: HOST,
         rendezvousTimeoutMs: this.options.rendezvousTimeoutMs ?? 30_000,
+        idleTimeoutMs: this.options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS,
+        autoPong: this.options.autoPong ?? false,
         now: () => new Date(),
       });
       const server = https.createServer({ cert: this.tls.cert, key: this.tls.key }, (req, res) => {
@@ -151,7 +224,7 @@ export class RelayEmulator {
   }
 
   resetStats(): void {
-    this.counters = { byOperation: {}, reads: 0, writes: 0, total: 0 };
+    this.counters = emptyStats();
   }
 
   /** Test hook: cuts listener control channels (of one namespace, or all) as a network failure would. */
@@ -190,13 +263,16 @@ export class RelayEmulator {
     if (method === 'GET') this.counters.reads++;
     else this.counters.writes++;
     let answer: ArmResponse;
+    let rateHeaders: Record<string, string> = {};
     try {
       const url = new URL(req.url ?? '/', `https://${HOST}`);
       const resolved = resolveArmRoute(method, url.pathname);
       this.counters.byOperation[resolved.op] = (this.counters.byOperation[resolved.op] ?? 0) + 1;
-      if (!/^Bearer \S+/.test(req.headers.authorization ?? '')) {
+      const bearer = /^Bearer (\S+)/.exec(req.headers.authorization ?? '');
+      if (!bearer) {
         throw new ArmError(401, 'AuthenticationFailed', 'Authentication failed. The Authorization header is missing.');
       }
+      const principal = principalOf(bearer[1]);
       const apiVersion = url.searchParams.get('api-version');
       if (!apiVersion)
         throw new ArmError(
@@ -207,11 +283,26 @@ export class RelayEmulator {
       if (!API_VERSIONS.has(apiVersion))
         throw new ArmError(400, 'InvalidApiVersionParameter', `The api-version '${apiVersion}' is invalid.`);
       const body = await readJsonBody(req);
-      const name = resolved.route.namespace;
-      const slow = this.faults.take(resolved.op, name, ['slow']);
+      const route = resolved.route;
+      const name = route.namespace;
+      // ARM's pipeline: authorization at the request's scope, then the subscription's throttles.
+      const lenientList = resolved.op === 'namespaces.list' && this.options.lenient?.subscriptionScopeList;
+      if (!lenientList) {
+        const { action, scope } = actionAndScope(method, resolved.op, route, url.pathname);
+        this.authorizer.check(principal, action, scope);
+      }
+      const kind: RequestKind = method === 'GET' ? 'reads' : method === 'DELETE' ? 'deletes' : 'writes';
+      const namespaceWrite = resolved.op === 'namespaces.createOrUpdate' || resolved.op === 'namespaces.update';
+      const admitted = this.throttle.admit(route.subscriptionId, principal, kind, namespaceWrite);
+      rateHeaders = admitted.headers;
+      // A throttled request reaches no resource provider, so it uses up no injected fault either.
+      const slow = admitted.ok ? this.faults.take(resolved.op, name, ['slow']) : undefined;
       if (slow) await this.sleep(slow.delayMs);
-      const fault = this.faults.take(resolved.op, name, ['429', '500']);
-      if (fault?.kind === '429') {
+      const fault = admitted.ok ? this.faults.take(resolved.op, name, ['429', '500']) : undefined;
+      if (!admitted.ok) {
+        this.counters.throttled++;
+        answer = { status: 429, body: { error: { code: admitted.code, message: admitted.message } } };
+      } else if (fault?.kind === '429') {
         answer = {
           status: 429,
           headers: { 'retry-after': String(fault.retryAfterSeconds) },
@@ -220,7 +311,7 @@ export class RelayEmulator {
       } else if (fault?.kind === '500') {
         answer = { status: 500, body: { error: { code: 'InternalServerError', message: 'Injected server error.' } } };
       } else {
-        answer = await resolved.handler(this.context(), { method, route: resolved.route, body }, resolved.op);
+        answer = await this.serve(resolved, { method, route, body });
       }
     } catch (err) {
       answer =
@@ -233,9 +324,56 @@ export class RelayEmulator {
       ...(payload ? { 'content-type': 'application/json; charset=utf-8' } : {}),
       'content-length': String(Buffer.byteLength(payload)),
       'x-ms-request-id': randomUUID(),
+      ...rateHeaders,
       ...(answer.headers ?? {}),
     });
     res.end(payload);
+  }
+
+  /**
+   * Runs the handler as Microsoft.Relay would: a write under a namespace is in progress for a while
+   * and another one meanwhile is a conflict; a hybrid connection name deleted moments ago is still
+   * being cleaned up.
+   */
+  private async serve(resolved: ResolvedRoute, request: ArmRequest): Promise<ArmResponse> {
+    const { op, route } = resolved;
+    const ns = route.namespace;
+    if (ns === undefined || !HOLDING_WRITES.has(op)) {
+      const answer = await resolved.handler(this.context(), request, op);
+      if (op === 'namespaces.delete' && ns !== undefined) this.conflicts.forgetNamespace(ns);
+      return answer;
+    }
+    if (
+      op === 'hybridConnections.createOrUpdate' &&
+      route.hybridConnection !== undefined &&
+      !this.store.getHybridConnection(ns, route.hybridConnection)
+    ) {
+      const waitMs = this.conflicts.nameReuseWaitMs(ns, route.hybridConnection);
+      if (waitMs > 0) {
+        this.counters.conflicts++;
+        return conflict(
+          `Resource Conflict: the hybrid connection '${route.hybridConnection}' was deleted moments ago and its background cleanup is still pending.`,
+        );
+      }
+    }
+    const lenientOverlap = this.options.lenient?.concurrentWrites ?? false;
+    if (!this.conflicts.tryBegin(ns) && !lenientOverlap) {
+      this.counters.conflicts++;
+      return conflict(`Another operation on namespace '${ns}' is still running.`);
+    }
+    try {
+      // The change applies on arrival (validation sees the state then); the answer comes once the
+      // operation's time is up, and until then the namespace takes no other write.
+      const answer = await resolved.handler(this.context(), request, op);
+      if (op === 'hybridConnections.delete' && answer.status === 200 && route.hybridConnection !== undefined) {
+        this.conflicts.hybridConnectionDeleted(ns, route.hybridConnection);
+      }
+      if (this.conflicts.writeDurationMs > 0) await this.sleep(this.conflicts.writeDurationMs);
+      return answer;
+    } finally {
+      // Under the lenient overlap the first writer's end frees the namespace for everyone: harmless.
+      this.conflicts.end(ns);
+    }
   }
 
   private sleep(ms: number): Promise<void> {
@@ -247,6 +385,30 @@ export class RelayEmulator {
       this.timers.add(timer);
     });
   }
+}
+
+function emptyStats(): RelayEmulatorStats {
+  return { byOperation: {}, reads: 0, writes: 0, total: 0, throttled: 0, conflicts: 0 };
+}
+
+/** Writes under a namespace that the resource provider runs one at a time. */
+const HOLDING_WRITES: ReadonlySet<ArmOperation> = new Set<ArmOperation>([
+  'hybridConnections.createOrUpdate',
+  'hybridConnections.delete',
+  'hybridConnections.createOrUpdateAuthorizationRule',
+  'hybridConnections.deleteAuthorizationRule',
+  'hybridConnections.regenerateKeys',
+  'namespaces.createOrUpdateAuthorizationRule',
+  'namespaces.deleteAuthorizationRule',
+  'namespaces.regenerateKeys',
+]);
+
+/** 429 SubCode 40901 as Microsoft.Relay answers it through ARM (no Retry-After seen in public reports). */
+function conflict(detail: string): ArmResponse {
+  return {
+    status: 429,
+    body: { error: { code: 'MessagingGatewayTooManyRequests', message: conflictMessage(detail) } },
+  };
 }
 
 async function readJsonBody(req: IncomingMessage): Promise<unknown> {

@@ -135,13 +135,16 @@ describe('sessions end to end', () => {
     const r = await open('dev-silent');
     assertProblem(r, 504, 'device_not_ready');
     assert.ok(Date.now() - started < 8_500, 'answered within the budget');
-    const list = await call<{ sessions: Array<{ sessionId: string; namespace?: string }> }>(
-      'GET',
-      `${rt.apiUrl}/sessions?deviceId=dev-silent`,
-      { token: admin },
-    );
-    const ns = list.body.sessions[0]?.namespace;
-    assert.ok(ns, 'the session recorded its namespace');
+    // The orchestration recycles first and records the end (with the namespace) after: the 504 can
+    // come before the record does, the more so when ARM answers a recycle write 429 and it is retried.
+    const ns = await waitFor('the session to record its namespace', async () => {
+      const list = await call<{ sessions: Array<{ sessionId: string; namespace?: string }> }>(
+        'GET',
+        `${rt.apiUrl}/sessions?deviceId=dev-silent`,
+        { token: admin },
+      );
+      return list.body.sessions[0]?.namespace;
+    });
     await waitFor('the namespace to return', async () =>
       (await store.get(ns))?.state === 'available' ? true : undefined,
     );

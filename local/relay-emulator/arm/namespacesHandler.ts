@@ -153,8 +153,16 @@ export async function deleteNamespace(ctx: ArmContext, req: ArmRequest): Promise
 
 export function deleteOperationResult(ctx: ArmContext, req: ArmRequest): ArmResponse {
   const ns = ctx.store.getNamespace(req.route.namespace ?? '');
-  if (ns?.deletingSince)
-    return { status: 202, body: namespaceJson(ctx, ns), headers: { location: operationResultUrl(ctx, ns) } };
+  if (ns?.deletingSince) {
+    // Real polls answered 202 with Retry-After 37 then 35 (seconds left, roughly).
+    const leftMs = ns.deletingSince.getTime() + ctx.deleteDelayMs - ctx.now().getTime();
+    const retryAfter = String(Math.max(1, Math.ceil(leftMs / 1000)));
+    return {
+      status: 202,
+      body: namespaceJson(ctx, ns),
+      headers: { location: operationResultUrl(ctx, ns), 'retry-after': retryAfter },
+    };
+  }
   return { status: 200 };
 }
 

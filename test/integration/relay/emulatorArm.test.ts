@@ -49,7 +49,7 @@ describe('relay emulator ARM surface', () => {
     `/subscriptions/${SUBSCRIPTION}/resourceGroups/${rg}/providers/Microsoft.Relay/namespaces/${name}`;
 
   before(async () => {
-    emulator = await new RelayEmulator({ createDelayMs: 150, deleteDelayMs: 100 }).start();
+    emulator = await new RelayEmulator({ createDelayMs: 150, deleteDelayMs: 100, timeScale: 0.01 }).start();
     api = createRelayApiFactory({ endpoint: emulator.armEndpoint, caPem: emulator.caCertPem })(SUBSCRIPTION);
   });
   after(async () => {
