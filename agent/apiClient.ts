@@ -15,6 +15,8 @@ export interface ApiClientOptions {
   token?: string;
   /** Per-request timeout (default 30000; the open budget is 8 s). */
   timeoutMs?: number;
+  /** The fetch to use (through a proxy: agent/proxy.ts `fetchVia`); default the built-in one. */
+  fetch?: typeof fetch;
 }
 
 export class ApiClient {
@@ -38,7 +40,7 @@ export class ApiClient {
     const signal = options.signal ? AbortSignal.any([options.signal, timeout]) : timeout;
     let res: Response;
     try {
-      res = await fetch(url, {
+      res = await (this.options.fetch ?? fetch)(url, {
         method,
         headers,
         body: options.body === undefined ? undefined : JSON.stringify(options.body),

@@ -3,6 +3,7 @@
 import net from 'node:net';
 import { describeError } from '../lib/errors';
 import {
+  type AgentForUrl,
   connectHybridConnection,
   RELAY_CLOSE_ENTITY_DELETED,
   RelayHandshakeError,
@@ -22,6 +23,8 @@ export interface ClientBridgeOptions {
   relay: RelayTarget;
   /** CA to trust for the relay (the emulator's PEM); default the system's roots. */
   ca?: string;
+  /** Through a proxy: the agent for each relay WebSocket. */
+  agent?: AgentForUrl;
   log: AgentLog;
   /**
    * Unsolicited pong on every relayed connection this often (default 30 s): an idle SSH session must
@@ -103,7 +106,12 @@ export class ClientBridge {
         this.o.relay.endpoint,
         this.o.relay.hybridConnection,
         this.o.relay.sendToken,
-        { ca: this.o.ca, handshakeTimeoutMs: 30_000, keepAliveIntervalMs: this.o.keepAliveIntervalMs },
+        {
+          ca: this.o.ca,
+          handshakeTimeoutMs: 30_000,
+          keepAliveIntervalMs: this.o.keepAliveIntervalMs,
+          agent: this.o.agent,
+        },
       );
     } catch (err) {
       socket.destroy();

@@ -14,6 +14,7 @@ import {
 } from '../lib/relay/hybridConnection';
 import { decideMessage } from './messageDecision';
 import { pipeBothWays } from './pipe';
+import { azureProxyOptions, fetchVia, proxyAgentFor, type ProxySettings } from './proxy';
 
 export type AgentLog = (event: string, fields: Record<string, unknown>, human: string) => void;
 
@@ -34,6 +35,8 @@ export interface DeviceAgentOptions {
   relayCa?: string;
   /** Where accepted connections go (default 127.0.0.1). */
   targetHost?: string;
+  /** The HTTP proxy for all three channels (queue, ready calls, relay WebSockets); default none. */
+  proxy?: ProxySettings;
   log: AgentLog;
   /** Injected in tests; default a QueueClient on `queueUrl?queueSas`. */
   queueClient?: QueueClient;
@@ -53,23 +56,33 @@ const HANDLED_MEMORY = 1000;
 const short = (id: string): string => id.slice(0, 8);
 
 /** The enrollment's queue, with a short retry policy so a poll never hangs for minutes. */
-export function queueClientFor(enrollment: Pick<Enrollment, 'queueUrl' | 'queueSas'>): QueueClient {
+export function queueClientFor(
+  enrollment: Pick<Enrollment, 'queueUrl' | 'queueSas'>,
+  proxy?: ProxySettings,
+): QueueClient {
   const sas = enrollment.queueSas.replace(/^\?/, '');
+  const proxyOptions = azureProxyOptions(proxy, enrollment.queueUrl);
   return new QueueClient(`${enrollment.queueUrl}?${sas}`, new AnonymousCredential(), {
     retryOptions: { maxTries: 2, tryTimeoutInMs: 15_000 },
+    ...(proxyOptions ? { proxyOptions } : {}),
   });
 }
 
-export const postReadyWithFetch: ReadyPoster = async (url, body) => {
-  const res = await fetch(url, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify(body),
-    signal: AbortSignal.timeout(10_000),
-  });
-  await res.arrayBuffer().catch(() => undefined);
-  return res.status;
-};
+export const postReadyWithFetch: ReadyPoster = (url, body) => postReadyVia(undefined)(url, body);
+
+/** postReadyWithFetch through the proxy that applies to the readyUrl, if any. */
+export const postReadyVia =
+  (proxy: ProxySettings | undefined): ReadyPoster =>
+  async (url, body) => {
+    const res = await fetchVia(proxy)(url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+      signal: AbortSignal.timeout(10_000),
+    });
+    await res.arrayBuffer().catch(() => undefined);
+    return res.status;
+  };
 
 export class DeviceAgent {
   private status: Status = 'idle';
@@ -87,7 +100,7 @@ export class DeviceAgent {
   private readonly now: () => Date;
 
   constructor(private readonly o: DeviceAgentOptions) {
-    this.queue = o.queueClient ?? queueClientFor(o.enrollment);
+    this.queue = o.queueClient ?? queueClientFor(o.enrollment, o.proxy);
     this.now = o.now ?? (() => new Date());
     this.pollBackoff = new Backoff({
       baseMs: 2 * this.pollIntervalMs,
@@ -265,7 +278,7 @@ export class DeviceAgent {
 
   /** Posts to the session's readyUrl (retrying transient failures); returns the HTTP status or 0. */
   async answer(m: SessionOpenMessage, extra: { status?: 'refused'; detail?: string } = {}): Promise<number> {
-    const post = this.o.postReady ?? postReadyWithFetch;
+    const post = this.o.postReady ?? postReadyVia(this.o.proxy);
     const body = { readyToken: m.readyToken, ...extra };
     // Four attempts, about 0.5, 1 and 2 s apart (jittered), and none past the message's notAfter.
     const backoff = new Backoff({ baseMs: 500, capMs: 2000, jitter: 'equal', maxAttempts: 4, random: this.o.random });
@@ -295,6 +308,15 @@ export class DeviceAgent {
 function describeQueueError(err: unknown): { statusCode?: number; detail: string } {
   if (err instanceof RestError) {
     const statusCode = err.statusCode;
+    // Some proxies (tinyproxy) answer a plain proxied request with 401 and a Basic challenge, not 407;
+    // Azure Storage never asks for Basic credentials.
+    const challenge = err.response?.headers.get('proxy-authenticate') ?? err.response?.headers.get('www-authenticate');
+    if (statusCode === 407 || (statusCode === 401 && /^basic/i.test(challenge ?? ''))) {
+      return {
+        statusCode,
+        detail: `the proxy refused the credentials (${statusCode}): check the user and password in --proxy or HTTPS_PROXY`,
+      };
+    }
     if (statusCode === 403) {
       return {
         statusCode,
@@ -353,6 +375,7 @@ class AgentSession {
       hybridConnection: relay.hybridConnection,
       token: relay.listenToken,
       ca: this.o.relayCa,
+      ...(this.o.proxy ? { agent: (url: string) => proxyAgentFor(this.o.proxy, url) } : {}),
       ...this.o.listenerOptions,
     });
     this.listener = listener;

@@ -13,7 +13,7 @@ import { resolveRelayCa } from '../config';
 import { CliError, EXIT_FAILURE, EXIT_OK } from '../errors';
 import { parseDeviceId, parseListen, parsePort, parsePositiveInt } from '../options';
 import type { Output } from '../output';
-import { action, apiFor, untilSignal } from './context';
+import { action, apiFor, relayAgentFor, untilSignal } from './context';
 import { sessionViewSchema } from './sessions';
 
 const relaySchema = z
@@ -283,6 +283,7 @@ export async function runTunnel(
     listen: o.listen,
     relay,
     ca: relayCa,
+    agent: relayAgentFor(cmd),
     log: (event, fields, human) => out.event(event, { sessionId, ...fields }, human),
     onSessionGone: () => checkNow(),
   });

@@ -6,11 +6,14 @@ import { ApiClient } from '../apiClient';
 import { resolveApiConfig, type ApiConfig } from '../config';
 import { CliError, EXIT_FAILURE, EXIT_OK } from '../errors';
 import { Output } from '../output';
+import { fetchVia, proxyAgentFor, resolveProxySettings, type ProxySettings } from '../proxy';
+import type { AgentForUrl } from '../../lib/relay/hybridConnection';
 
 export interface GlobalOptions {
   json?: boolean;
   apiUrl?: string;
   token?: string;
+  proxy?: string;
 }
 
 export function globalsOf(cmd: Command): GlobalOptions {
@@ -24,7 +27,19 @@ export function outputFor(cmd: Command): Output {
 export async function apiFor(cmd: Command, out: Output): Promise<{ api: ApiClient; config: ApiConfig }> {
   const g = globalsOf(cmd);
   const config = await resolveApiConfig({ apiUrl: g.apiUrl, token: g.token }, out);
-  return { api: new ApiClient({ apiUrl: config.apiUrl, token: config.token }), config };
+  const fetch = fetchVia(proxyFor(cmd));
+  return { api: new ApiClient({ apiUrl: config.apiUrl, token: config.token, fetch }), config };
+}
+
+/** The proxy settings in force for this command: --proxy, else the environment (agent/proxy.ts). */
+export function proxyFor(cmd: Command): ProxySettings | undefined {
+  return resolveProxySettings(globalsOf(cmd).proxy);
+}
+
+/** The agent for each relay WebSocket URL, through the proxy when one applies. */
+export function relayAgentFor(cmd: Command): AgentForUrl | undefined {
+  const settings = proxyFor(cmd);
+  return settings ? (url) => proxyAgentFor(settings, url) : undefined;
 }
 
 /** The exit code the process ends with once the command returns (commander ignores return values). */

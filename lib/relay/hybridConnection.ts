@@ -10,7 +10,7 @@
 // on the socket (whose ACKs the kernel reads) and the socket's error/close.
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import type { IncomingMessage } from 'node:http';
+import type { Agent, IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocket, createWebSocketStream, type RawData } from 'ws';
 import { delayFor } from '../backoff';
@@ -20,6 +20,8 @@ import { parseSasToken } from './sas';
 /** A SAS token, or a function that mints a fresh one (called at each (re)connect and before expiry). */
 export type TokenSource = string | (() => string | Promise<string>);
 export type CaOption = string | Buffer | Array<string | Buffer>;
+/** The http(s) Agent for a WebSocket URL (an HTTP CONNECT proxy tunnel), or undefined to connect directly. */
+export type AgentForUrl = (url: string) => Agent | undefined;
 
 /** Close codes of the Hybrid Connections protocol. */
 export const RELAY_CLOSE_ENTITY_DELETED = 1001;
@@ -121,12 +123,19 @@ function toStream(ws: WebSocket, connectionId: string, keepAliveIntervalMs: numb
 /** Opens a WebSocket and settles when it is open, refused (RelayHandshakeError) or failed. */
 function openWebSocket(
   url: string,
-  options: { headers?: Record<string, string>; ca?: CaOption; handshakeTimeoutMs: number; track?: Set<WebSocket> },
+  options: {
+    headers?: Record<string, string>;
+    ca?: CaOption;
+    handshakeTimeoutMs: number;
+    track?: Set<WebSocket>;
+    agent?: AgentForUrl;
+  },
 ): Promise<WebSocket> {
   return new Promise((resolve, reject) => {
     const ws = new WebSocket(url, {
       headers: options.headers,
       ca: options.ca,
+      agent: options.agent?.(url),
       handshakeTimeout: options.handshakeTimeoutMs,
       perMessageDeflate: false,
       maxPayload: 64 * 1024 * 1024,
@@ -171,6 +180,7 @@ export interface ConnectOptions {
   id?: string;
   /** Unsolicited pong on the connection every this many ms (default 30000; 0 turns keepalive off). */
   keepAliveIntervalMs?: number;
+  agent?: AgentForUrl;
 }
 
 /** Sender side: connects to a hybrid connection with a Send token; resolves once a listener accepted. */
@@ -185,6 +195,7 @@ export async function connectHybridConnection(
     headers: { ServiceBusAuthorization: token },
     ca: options.ca,
     handshakeTimeoutMs: options.handshakeTimeoutMs ?? 30_000,
+    agent: options.agent,
   });
   return toStream(ws, id, options.keepAliveIntervalMs ?? DEFAULT_KEEPALIVE_INTERVAL_MS);
 }
@@ -233,6 +244,8 @@ export interface HybridConnectionListenerOptions {
    * (default 30000; 0 turns keepalive off). No answer is expected or waited for.
    */
   keepAliveIntervalMs?: number;
+  /** Through a proxy: the agent for the control channel and each rendezvous URL. */
+  agent?: AgentForUrl;
   /** Re-listen backoff: first delay, cap (defaults 1000 and 30000), doubled per failure, jittered. */
   reconnectInitialDelayMs?: number;
   reconnectMaxDelayMs?: number;
@@ -301,8 +314,8 @@ export class HybridConnectionListener extends EventEmitter<HybridConnectionListe
   private readonly pendingAccepts = new Set<WebSocket>();
   private readonly streams = new Set<HybridConnectionStream>();
   private startWaiters: Array<{ resolve: () => void; reject: (err: Error) => void }> = [];
-  private readonly opts: Required<Omit<HybridConnectionListenerOptions, 'ca' | 'acceptFilter'>> &
-    Pick<HybridConnectionListenerOptions, 'ca' | 'acceptFilter'>;
+  private readonly opts: Required<Omit<HybridConnectionListenerOptions, 'ca' | 'acceptFilter' | 'agent'>> &
+    Pick<HybridConnectionListenerOptions, 'ca' | 'acceptFilter' | 'agent'>;
 
   constructor(options: HybridConnectionListenerOptions) {
     super();
@@ -379,6 +392,7 @@ export class HybridConnectionListener extends EventEmitter<HybridConnectionListe
     const ws = new WebSocket(url, {
       headers: { ServiceBusAuthorization: token },
       ca: this.opts.ca,
+      agent: this.opts.agent?.(url),
       handshakeTimeout: this.opts.handshakeTimeoutMs,
       perMessageDeflate: false,
       ...maskOptionFor(url),
@@ -508,6 +522,7 @@ export class HybridConnectionListener extends EventEmitter<HybridConnectionListe
       const ws = await this.trackPending(
         openWebSocket(address, {
           ca: this.opts.ca,
+          agent: this.opts.agent,
           handshakeTimeoutMs: this.opts.handshakeTimeoutMs,
           track: this.pendingAccepts,
         }),
@@ -529,6 +544,7 @@ export class HybridConnectionListener extends EventEmitter<HybridConnectionListe
       const ws = await this.trackPending(
         openWebSocket(url.toString(), {
           ca: this.opts.ca,
+          agent: this.opts.agent,
           handshakeTimeoutMs: this.opts.handshakeTimeoutMs,
           track: this.pendingAccepts,
         }),
