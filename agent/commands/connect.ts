@@ -138,7 +138,9 @@ async function openSession(
         progress.stop(`session ${sessionId} ready after ${(progress.elapsedMs / 1000).toFixed(1)} s`);
         return { sessionId, relay: view.relay, elapsedMs: progress.elapsedMs };
       }
-      if (view.status === 'failed' || view.status === 'ended') throw openFailed(view.reason, sessionId);
+      // Ending before it was ever ready is how an open fails (ending: its namespace is being recycled).
+      if (view.status === 'ending' || view.status === 'failed' || view.status === 'ended')
+        throw openFailed(view.reason, sessionId);
     }
     progress.stop();
     return { cancelled: true, sessionId };
@@ -341,7 +343,7 @@ export async function runTunnel(
     if (cancel.requested) break;
     try {
       const view = sessionViewSchema.parse((await api.get(`/sessions/${sessionId}`)).body);
-      if (view.status === 'ended' || view.status === 'failed')
+      if (view.status === 'ending' || view.status === 'ended' || view.status === 'failed')
         ended = { reason: view.reason ?? view.status, by: 'remote' };
       warnedPoll = false;
     } catch (err) {

@@ -7,7 +7,7 @@ import { TableClient } from '@azure/data-tables';
 import { NamespaceStore } from '../../lib/pool/namespaceStore';
 import { LocalRuntime } from '../../local/runtime';
 import { call } from '../support/http';
-import { SimulatedDevice, type Enrollment } from '../support/simulatedDevice';
+import { AgentHarness, type Enrollment } from '../support/agentHarness';
 
 const SESSIONS = 20;
 
@@ -18,7 +18,7 @@ describe('sessions survive a host crash', () => {
     prefillNamespaces: SESSIONS + 2,
     settings: { SESSION_RATE_LIMIT_PER_MINUTE: '1000' },
   });
-  const devices: SimulatedDevice[] = [];
+  const devices: AgentHarness[] = [];
 
   before(async () => {
     await rt.start();
@@ -36,7 +36,7 @@ describe('sessions survive a host crash', () => {
         body: { deviceId: `crash-${i}` },
       });
       assert.equal(r.status, 201, r.text);
-      devices.push(new SimulatedDevice(r.body, { pollMs: 250, ca: rt.relay!.caCertPem }).start());
+      devices.push(new AgentHarness(r.body, { allowPorts: [22], pollMs: 250, ca: rt.relay!.caCertPem }).start());
     }
     // Half live for one minute (their lifetime timer must fire after the restart), half until ended.
     const opened = await Promise.all(
