@@ -4,8 +4,8 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { RestError } from '@azure/storage-queue';
 import type { Enrollment } from '../lib/devices/deviceRegistry';
+import { describeError } from '../lib/errors';
 import { queueClientFor } from './deviceAgent';
-import { messageOf } from './errors';
 import { connectThroughProxy, fetchVia, proxyFor, redactProxyUrl, type ProxySettings } from './proxy';
 
 export type CheckStatus = 'pass' | 'fail' | 'warn';
@@ -38,7 +38,7 @@ function codeOf(err: unknown): string {
   if (typeof e.cause?.code === 'string') return e.cause.code;
   if (typeof e.cause?.message === 'string') return e.cause.message;
   if (typeof e.code === 'string') return e.code;
-  return messageOf(err);
+  return describeError(err);
 }
 
 function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {

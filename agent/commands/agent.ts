@@ -1,8 +1,9 @@
 // `relay-broker agent`: runs the device agent until Ctrl-C/SIGTERM, then closes every session and exits 0.
 import { promises as fs } from 'node:fs';
+import { describeError } from '../../lib/errors';
 import type { Command } from 'commander';
 import { resolveRelayCa } from '../config';
-import { CliError, EXIT_OK, messageOf } from '../errors';
+import { CliError, EXIT_OK } from '../errors';
 import { parseAllowList, parsePositiveInt } from '../options';
 import type { Output } from '../output';
 import { redactProxyUrl } from '../proxy';
@@ -24,7 +25,7 @@ export async function readEnrollment(file: string, out: Output) {
   } catch (err) {
     throw new CliError({
       title: 'Cannot read the enrollment',
-      detail: `${file}: ${messageOf(err)}`,
+      detail: `${file}: ${describeError(err)}`,
       hint: 'Create it with `relay-broker devices add <id> --out <file>` and copy it to the device.',
     });
   }

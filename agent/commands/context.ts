@@ -1,9 +1,10 @@
 // What every command shares: the global options (--json, --api-url, --token), the Output, the API
 // client resolved from flags/env/local state, and the wrapper that turns failures into exit codes.
 import type { Command } from 'commander';
+import { describeError } from '../../lib/errors';
 import { ApiClient } from '../apiClient';
 import { resolveApiConfig, type ApiConfig } from '../config';
-import { CliError, EXIT_FAILURE, EXIT_OK, messageOf } from '../errors';
+import { CliError, EXIT_FAILURE, EXIT_OK } from '../errors';
 import { Output } from '../output';
 import { fetchVia, proxyAgentFor, resolveProxySettings, type ProxySettings } from '../proxy';
 import type { AgentForUrl } from '../../lib/relay/hybridConnection';
@@ -64,7 +65,7 @@ export function action<A extends unknown[]>(fn: (cmd: Command, out: Output, ...a
       }
       out.problem({
         title: 'Unexpected error',
-        detail: messageOf(err),
+        detail: describeError(err),
         hint: 'Set RELAY_BROKER_DEBUG=1 for details and report it.',
       });
       if (process.env.RELAY_BROKER_DEBUG && err instanceof Error && err.stack) process.stderr.write(`${err.stack}\n`);

@@ -3,7 +3,8 @@
 import { execFile } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { CliError, messageOf } from '../errors';
+import { describeError } from '../../lib/errors';
+import { CliError } from '../errors';
 
 export type Step =
   | { kind: 'mkdir'; path: string; mode?: number }
@@ -103,7 +104,7 @@ export async function executePlan(steps: Step[], onStep: (r: StepResult) => void
     } catch (err) {
       throw new CliError({
         title: 'The service step failed',
-        detail: `${describeStep(step).split('\n')[0]}: ${messageOf(err)}`,
+        detail: `${describeStep(step).split('\n')[0]}: ${describeError(err)}`,
         hint: 'Run it as root (Linux) or from an elevated prompt (Windows); `--dry-run` prints every step.',
       });
     }
@@ -115,6 +116,6 @@ export async function capture(command: string[]): Promise<{ code: number; output
   try {
     return await runCommand(command);
   } catch (err) {
-    return { code: 127, output: messageOf(err) };
+    return { code: 127, output: describeError(err) };
   }
 }

@@ -13,7 +13,8 @@ import { EventEmitter } from 'node:events';
 import type { Agent, IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocket, createWebSocketStream, type RawData } from 'ws';
-import { BrokerError, type BrokerErrorOptions } from '../errors';
+import { delayFor } from '../backoff';
+import { RelayHandshakeError } from '../errors';
 import { parseSasToken } from './sas';
 
 /** A SAS token, or a function that mints a fresh one (called at each (re)connect and before expiry). */
@@ -26,19 +27,8 @@ export type AgentForUrl = (url: string) => Agent | undefined;
 export const RELAY_CLOSE_ENTITY_DELETED = 1001;
 export const RELAY_CLOSE_POLICY_VIOLATION = 1008;
 
-/** The relay refused a handshake (`statusCode` is its HTTP status) or it could not be reached (0). */
-export class RelayHandshakeError extends BrokerError {
-  readonly code = 'relay_handshake_failed';
-  readonly status = 502;
-  readonly title = 'The relay refused or failed the connection';
-  constructor(
-    readonly statusCode: number,
-    detail: string,
-    options?: BrokerErrorOptions,
-  ) {
-    super(detail, options);
-  }
-}
+// In lib/errors.ts with every other code; re-exported for existing importers.
+export { RelayHandshakeError };
 
 /** A relayed connection: a Duplex over the rendezvous WebSocket (binary frames, with backpressure). */
 export interface HybridConnectionStream extends Duplex {
@@ -259,6 +249,8 @@ export interface HybridConnectionListenerOptions {
   /** Re-listen backoff: first delay, cap (defaults 1000 and 30000), doubled per failure, jittered. */
   reconnectInitialDelayMs?: number;
   reconnectMaxDelayMs?: number;
+  /** The re-listen jitter's source (default Math.random); injected in tests. */
+  random?: () => number;
   /** Renew the token this long before it expires (default 60000, at most half its remaining life). */
   renewBeforeExpiryMs?: number;
   handshakeTimeoutMs?: number;
@@ -333,6 +325,7 @@ export class HybridConnectionListener extends EventEmitter<HybridConnectionListe
       reconnectMaxDelayMs: 30_000,
       renewBeforeExpiryMs: 60_000,
       handshakeTimeoutMs: 15_000,
+      random: Math.random,
       ...options,
     };
   }
@@ -452,12 +445,14 @@ export class HybridConnectionListener extends EventEmitter<HybridConnectionListe
 
   private scheduleReconnect(event: Omit<ListenerOfflineEvent, 'retryInMs'>, forcedDelayMs?: number): void {
     if (this.state === 'ended') return;
-    const cap = Math.min(
-      this.opts.reconnectMaxDelayMs,
-      this.opts.reconnectInitialDelayMs * 2 ** Math.min(this.attempt, 30),
-    );
     // Equal jitter: half fixed, half random, so a fleet of agents does not reconnect in step.
-    const retryInMs = forcedDelayMs ?? Math.round(cap / 2 + Math.random() * (cap / 2));
+    const retryInMs =
+      forcedDelayMs ??
+      delayFor(
+        this.attempt,
+        { baseMs: this.opts.reconnectInitialDelayMs, capMs: this.opts.reconnectMaxDelayMs, jitter: 'equal' },
+        this.opts.random,
+      );
     this.attempt++;
     this.state = 'offline';
     this.emit('offline', { ...event, retryInMs });

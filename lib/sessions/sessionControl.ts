@@ -3,7 +3,7 @@
 // A session is found by its id through the store's index row, not through orchestration history.
 import type { Principal } from '../auth/principal';
 import type { DeviceRegistry } from '../devices/deviceRegistry';
-import { ConflictError, ForbiddenError, NotFoundError } from '../errors';
+import { InvalidReadyTokenError, SessionNotFoundError, SessionNotPendingError } from '../errors';
 import { sha256Base64url, tokenMatchesHash, type Sealer } from '../sealing';
 import { SESSION_EVENTS, sessionInputSchema, type SessionStatus } from './session';
 import { isRunning, type SessionOrchestrations } from './orchestrations';
@@ -78,16 +78,13 @@ export class SessionControl {
    */
   async deviceReady(sessionId: string, answer: DeviceReadyAnswer): Promise<void> {
     if (!tokenMatchesHash(answer.readyToken, sha256Base64url(this.o.sealer.readyToken(sessionId)))) {
-      throw new ForbiddenError('The readyToken does not match this session.', 'invalid_ready_token');
+      throw new InvalidReadyTokenError('The readyToken does not match this session.');
     }
     const instance = await this.o.orchestrations.getStatus(sessionId);
-    if (!instance) throw new NotFoundError(`Session ${sessionId} does not exist.`, 'session_not_found');
+    if (!instance) throw new SessionNotFoundError(`Session ${sessionId} does not exist.`);
     const cs = readCustomStatus(instance.customStatus);
     const notPending = () =>
-      new ConflictError(
-        `Session ${sessionId} is not waiting for its device (it is ${cs.status}).`,
-        'session_not_pending',
-      );
+      new SessionNotPendingError(`Session ${sessionId} is not waiting for its device (it is ${cs.status}).`);
     if (!isRunning(instance) || cs.status !== 'pending') throw notPending();
     const raised = await this.o.orchestrations.raiseEvent(sessionId, SESSION_EVENTS.deviceReady, {
       status: answer.status,
@@ -119,7 +116,7 @@ export class SessionControl {
    * not exist. Sessions recorded before the index row existed are found through their orchestration.
    */
   private async find(principal: Principal, sessionId: string): Promise<SessionRecord> {
-    const notFound = () => new NotFoundError(`Session ${sessionId} does not exist.`, 'session_not_found');
+    const notFound = () => new SessionNotFoundError(`Session ${sessionId} does not exist.`);
     const where = (await this.o.sessions.locate(sessionId)) ?? (await this.locateByOrchestration(sessionId));
     if (!where) throw notFound();
     assertCanSee(principal, where.openerId, sessionId);

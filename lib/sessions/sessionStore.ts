@@ -5,7 +5,7 @@
 // selects records only.
 import { odata, RestError, TableClient, type TableEntity } from '@azure/data-tables';
 import { z } from 'zod';
-import { ConflictError, NotFoundError } from '../errors';
+import { ConcurrencyError, SessionExistsError, SessionNotFoundError } from '../errors';
 import {
   decideSessionWrite,
   endReasonSchema,
@@ -74,7 +74,7 @@ export class SessionStore {
         await this.table.createEntity(entity);
       } catch (err) {
         if (err instanceof RestError && err.statusCode === 409)
-          throw new ConflictError(`Session ${r.sessionId} exists.`, 'session_exists');
+          throw new SessionExistsError(`Session ${r.sessionId} exists.`);
         throw err;
       }
     };
@@ -122,7 +122,7 @@ export class SessionStore {
         current = fromEntity(await this.table.getEntity<Record<string, unknown>>(deviceId, sessionId));
       } catch (err) {
         if (err instanceof RestError && err.statusCode === 404)
-          throw new NotFoundError(`Session ${sessionId} is not recorded.`, 'session_not_found');
+          throw new SessionNotFoundError(`Session ${sessionId} is not recorded.`);
         throw err;
       }
       const { etag, ...record } = current;
@@ -136,7 +136,7 @@ export class SessionStore {
         throw err;
       }
     }
-    throw new ConflictError(`Session ${sessionId} kept changing; try again.`, 'concurrent_update');
+    throw new ConcurrencyError(`Session ${sessionId} kept changing; try again.`);
   }
 
   async list(filter: { deviceId?: string; status?: SessionStatus; limit?: number } = {}): Promise<SessionRecord[]> {

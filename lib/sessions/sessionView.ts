@@ -2,7 +2,16 @@
 // relay credentials only for the principal that opened it, only while it is ready.
 import type { Principal } from '../auth/principal';
 import { isAdmin } from '../auth/principal';
-import { DeviceNotReadyError, NotFoundError, PoolExhaustedError, UpstreamError, type BrokerError } from '../errors';
+import {
+  DeviceNotFoundError,
+  DeviceNotReadyError,
+  DeviceRefusedError,
+  PoolExhaustedError,
+  SessionEndedError,
+  SessionFailedError,
+  SessionNotFoundError,
+  type BrokerError,
+} from '../errors';
 import type { Sealer } from '../sealing';
 import type { EndReason, RelayCredentials, SessionStatus } from './session';
 import type { SessionState } from './sessionState';
@@ -26,7 +35,7 @@ export interface SessionView {
 /** Who may see a session at all: its opener and admins. Others get 404 so ids do not leak. */
 export function assertCanSee(principal: Principal, openerId: string, sessionId: string): void {
   if (principal.id !== openerId && !isAdmin(principal))
-    throw new NotFoundError(`Session ${sessionId} does not exist.`, 'session_not_found');
+    throw new SessionNotFoundError(`Session ${sessionId} does not exist.`);
 }
 
 /** The view of a session for `principal`, from its record and its computed state (sessionState). */
@@ -84,18 +93,16 @@ export function openFailure(reason: EndReason, retryAfterSeconds = 30): BrokerEr
         'The device did not report ready in time: check that its agent is running and can reach its queue.',
       );
     case 'device_refused':
-      return new UpstreamError(
+      return new DeviceRefusedError(
         'The device refused the session (for example, the port is not in its --allow list).',
-        'device_refused',
       );
     case 'device_deleted':
-      return new NotFoundError('The device was deleted while the session opened.', 'device_not_found');
+      return new DeviceNotFoundError('The device was deleted while the session opened.');
     case 'requested':
-      return new UpstreamError('The session was ended before it became ready.', 'session_ended');
+      return new SessionEndedError('The session was ended before it became ready.');
     default:
-      return new UpstreamError(
+      return new SessionFailedError(
         'The session could not be opened; the namespace was returned to the pool. Try again.',
-        'session_failed',
       );
   }
 }

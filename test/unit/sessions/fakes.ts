@@ -1,6 +1,6 @@
 // In-memory stand-ins for the session rules' two dependencies that need servers: the orchestration
 // port (a scripted Durable client) and the sessions table. Unit tests only.
-import { ConflictError, NotFoundError } from '../../../lib/errors';
+import { SessionExistsError, SessionNotFoundError } from '../../../lib/errors';
 import type { InstanceState, SessionOrchestrations } from '../../../lib/sessions/orchestrations';
 import { decideSessionWrite, type SessionInput, type SessionStatus } from '../../../lib/sessions/session';
 import type { SessionLocation, SessionRecord, SessionStore } from '../../../lib/sessions/sessionStore';
@@ -65,7 +65,7 @@ export class MemorySessionStore implements StoreSurface {
   readonly index = new Map<string, SessionLocation>();
 
   insert(r: SessionRecord): Promise<void> {
-    if (this.records.has(r.sessionId)) throw new ConflictError(`Session ${r.sessionId} exists.`, 'session_exists');
+    if (this.records.has(r.sessionId)) throw new SessionExistsError(`Session ${r.sessionId} exists.`);
     this.records.set(r.sessionId, { ...r });
     this.index.set(r.sessionId, { deviceId: r.deviceId, openerId: r.openerId });
     return Promise.resolve();
@@ -105,8 +105,7 @@ export class MemorySessionStore implements StoreSurface {
     fields: Partial<SessionRecord> = {},
   ): Promise<SessionRecord> {
     const r = this.records.get(sessionId);
-    if (!r || r.deviceId !== deviceId)
-      throw new NotFoundError(`Session ${sessionId} is not recorded.`, 'session_not_found');
+    if (!r || r.deviceId !== deviceId) throw new SessionNotFoundError(`Session ${sessionId} is not recorded.`);
     if (decideSessionWrite(r.status, status) === 'skip') return Promise.resolve({ ...r });
     const next = { ...r, ...fields, status };
     this.records.set(sessionId, next);

@@ -4,7 +4,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import type { Principal } from '../../../lib/auth/principal';
-import { NotFoundError } from '../../../lib/errors';
+import { DeviceNotFoundError } from '../../../lib/errors';
 import { Sealer } from '../../../lib/sealing';
 import { SessionOpener } from '../../../lib/sessions/sessionOpener';
 import { FakeOrchestrations, MemorySessionStore } from './fakes';
@@ -29,7 +29,7 @@ function setup(o: { granted?: boolean; devices?: string[] } = {}) {
       requireRecord: (d) =>
         (o.devices ?? ['plc-1']).includes(d)
           ? Promise.resolve({} as never)
-          : Promise.reject(new NotFoundError(`Device ${d} is not registered.`, 'device_not_found')),
+          : Promise.reject(new DeviceNotFoundError(`Device ${d} is not registered.`)),
     },
     rateLimiter: { enforce: (id) => void limited.push(id) },
     sealer,
