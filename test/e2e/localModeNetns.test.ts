@@ -13,7 +13,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { LocalNetwork } from '../../lib/config';
 import { LocalRuntime } from '../../local/runtime';
-import { CliProcess, runCli } from '../integration/agent/cliProcess';
+import { CLI_PATH, CliProcess, runCli } from '../integration/agent/cliProcess';
 import { echoThrough, freePortRange } from './localModeSupport';
 
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
@@ -156,7 +156,10 @@ describe(
           '--poll-ms',
           '200',
         ],
-        { env: { RELAY_BROKER_STATE_DIR: path.join(deviceDir, 'none') }, prefix: ['ip', 'netns', 'exec', NS] },
+        {
+          env: { RELAY_BROKER_STATE_DIR: path.join(deviceDir, 'none') },
+          command: ['ip', 'netns', 'exec', NS, process.execPath, CLI_PATH],
+        },
       );
       procs.push(agent);
       await agent.waitForEvent('agent.started');
