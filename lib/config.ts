@@ -185,15 +185,20 @@ export const SETTINGS = {
   },
 } as const satisfies Record<string, { azure: 'required' | 'optional' | 'local'; doc: string }>;
 
-const hostSetting = z
+const bindSetting = z
   .string()
   .trim()
-  .regex(/^[A-Za-z0-9.:-]{1,253}$/, 'must be a host name or an IP address');
+  .regex(/^[A-Za-z0-9.:-]{1,253}$/, 'must be an IP address or a host name');
+// Goes into URLs and certificates as is: an IPv4 address or a DNS name (an IPv6 literal would need brackets).
+const publicHostSetting = z
+  .string()
+  .trim()
+  .regex(/^[A-Za-z0-9.-]{1,253}$/, 'must be a host name or an IPv4 address');
 
 const localNetworkSchema = z.object({
   PORT: intSetting(1, 65_535 - 128, 7071),
-  RELAY_BROKER_BIND: hostSetting.optional(),
-  RELAY_BROKER_PUBLIC_HOST: hostSetting.optional(),
+  RELAY_BROKER_BIND: bindSetting.optional(),
+  RELAY_BROKER_PUBLIC_HOST: publicHostSetting.optional(),
   RELAY_BROKER_RELAY_PORTS: z
     .string()
     .trim()
