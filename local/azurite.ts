@@ -78,7 +78,14 @@ export class Azurite {
       try {
         return await this.startServiceOnce(service);
       } catch (err) {
-        if (attempt >= 4 || !(err instanceof Error) || !/EADDRINUSE/.test(err.message)) throw err;
+        const fixed = service === 'queue' ? this.options.queuePort : this.options.tablePort;
+        const inUse = err instanceof Error && /EADDRINUSE/.test(err.message);
+        // A fixed port (npm start's queue, which enrollments name) is not swapped for another one.
+        if (inUse && fixed)
+          throw new Error(`Azurite ${service}: port ${fixed} is in use (another npm start? choose another PORT)`, {
+            cause: err,
+          });
+        if (attempt >= 4 || !inUse) throw err;
       }
     }
   }
