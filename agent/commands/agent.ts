@@ -3,7 +3,7 @@ import { promises as fs } from 'node:fs';
 import { describeError } from '../../lib/errors';
 import type { Command } from 'commander';
 import { resolveRelayCa } from '../config';
-import { CliError, EXIT_OK } from '../errors';
+import { CliError, EXIT_OK, UsageError } from '../errors';
 import { parseAllowList, parsePositiveInt } from '../options';
 import type { Output } from '../output';
 import { redactProxyUrl } from '../proxy';
@@ -74,6 +74,20 @@ export function registerAgent(program: Command): void {
     .option('--poll-ms <ms>', 'queue poll interval', parsePositiveInt('--poll-ms', 60_000), 1000)
     .option('--relay-ca <file>', 'PEM of a CA to trust for the relay (the local emulator)')
     .option('--target-host <host>', 'where the allowed ports are served', '127.0.0.1')
+    .option(
+      '--heartbeat-ms <ms>',
+      'how often the agent reports to the broker (0: never)',
+      (v: string) => {
+        const n = Number(v);
+        if (!Number.isInteger(n) || n < 0 || n > 600_000) throw new UsageError(`--heartbeat-ms: ${v} is not 0..600000`);
+        return n;
+      },
+      5000,
+    )
+    .option(
+      '--state-file <file>',
+      'where the sessions it serves are kept (0600) so a restart takes them back (default <enrollment>.state.json)',
+    )
     .action(
       action(async (cmd, out) => {
         const o = cmd.opts<{
@@ -82,6 +96,8 @@ export function registerAgent(program: Command): void {
           pollMs: number;
           relayCa?: string;
           targetHost: string;
+          heartbeatMs: number;
+          stateFile?: string;
         }>();
         const enrollment = await readEnrollment(o.enrollment, out);
         const relayCa = await resolveRelayCa(o.relayCa, enrollment.apiUrl);
@@ -103,11 +119,26 @@ export function registerAgent(program: Command): void {
           relayCa,
           targetHost: o.targetHost,
           proxy,
+          heartbeatIntervalMs: o.heartbeatMs,
+          enrollmentFile: o.enrollment,
+          stateFile: o.stateFile ?? `${o.enrollment}.state.json`,
+          onFatal: () => fatal.abort(),
           log: (event, fields, human) => out.event(event, fields, human),
         });
-        const stopped = untilSignal();
+        // The device removed (the API says so): stop with a non-zero exit, so a service manager
+        // that restarts on failure shows it failing rather than serving nothing quietly.
+        const fatal = new AbortController();
+        const stopped = untilSignal(fatal.signal);
         agent.start();
         const signal = await stopped;
+        if (signal === 'aborted') {
+          await agent.close('the device was removed');
+          throw new CliError({
+            title: 'The device was removed',
+            detail: `The broker no longer knows device ${enrollment.deviceId} (devices rm); the agent stopped.`,
+            hint: 'Register it again with `relay-broker devices add` and install the new enrollment, or uninstall the agent.',
+          });
+        }
         out.event('agent.stopping', { signal }, `${signal}: closing every session`);
         await agent.close();
         return EXIT_OK;

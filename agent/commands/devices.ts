@@ -16,6 +16,8 @@ export const enrollmentSchema = z.object({
   queueUrl: z.string(),
   queueSas: z.string(),
   expiresAt: z.string(),
+  /** The device credential (heartbeats, renewal); absent in files from before it existed. */
+  deviceKey: z.string().optional(),
 });
 
 const deviceSchema = z
