@@ -55,8 +55,10 @@ export interface DeviceAgentOptions {
   random?: () => number;
   /** Heartbeat interval (default 5000; 0 disables heartbeats). */
   heartbeatIntervalMs?: number;
-  /** The enrollment file: renewal writes the new expiry here, and a rotated file is picked up live. */
+  /** The enrollment file: a rotated file is picked up live (and renewal writes here, unless renewalFile). */
   enrollmentFile?: string;
+  /** Where a renewed enrollment is written when the enrollment file is read-only (a service's state directory). */
+  renewalFile?: string;
   /** How often the enrollment file is checked for a change (default 2000). */
   enrollmentWatchMs?: number;
   /** Where the sessions it serves are kept (0600), so a restarted agent takes them back. */
@@ -92,7 +94,11 @@ export function describeRelayCause(e: { statusCode?: number; reason: string; cau
     };
   }
   if (code === 'ENOTFOUND' || code === 'EAI_AGAIN') {
-    return { kind: 'dns', text: `DNS: cannot resolve the relay's host (${code}); check the device's DNS`, definitive: true };
+    return {
+      kind: 'dns',
+      text: `DNS: cannot resolve the relay's host (${code}); check the device's DNS`,
+      definitive: true,
+    };
   }
   if (e.statusCode === 407 || /\b407\b|proxy/i.test(message)) {
     return {
@@ -201,8 +207,10 @@ export class DeviceAgent {
       `agent for device ${this.o.enrollment.deviceId} started: allowing port(s) ${allow.join(', ')}, polling every ${this.pollIntervalMs} ms`,
     );
     this.loop = this.pollLoop();
-    void this.resume();
-    if (this.heartbeatIntervalMs > 0 && this.enrollment.deviceKey) this.heartbeatLoop = this.runHeartbeats();
+    // The first heartbeat goes once the state file is read, so it already reports the sessions taken back.
+    const resumed = this.resume();
+    if (this.heartbeatIntervalMs > 0 && this.enrollment.deviceKey)
+      this.heartbeatLoop = resumed.then(() => this.runHeartbeats());
     else if (this.heartbeatIntervalMs > 0) {
       this.o.log(
         'heartbeat.disabled',
@@ -258,8 +266,8 @@ export class DeviceAgent {
       ...(refused.length ? { refused } : {}),
       ...(lost.length ? { lost } : {}),
     };
-    let status = 0;
-    let text = '';
+    let status: number;
+    let text: string;
     try {
       const res = await fetchVia(this.o.proxy)(`${e.apiUrl}/devices/${encodeURIComponent(e.deviceId)}/heartbeat`, {
         method: 'POST',
@@ -332,14 +340,16 @@ export class DeviceAgent {
   private async renewed(expiresAt: string): Promise<void> {
     this.enrollment = { ...this.enrollment, expiresAt };
     this.o.log('enrollment.renewed', { expiresAt }, `enrollment renewed until ${expiresAt}`);
-    const file = this.o.enrollmentFile;
+    const file = this.o.renewalFile ?? this.o.enrollmentFile;
     if (!file) return;
     try {
-      const current = enrollmentSchema.parse(JSON.parse(await fs.readFile(file, 'utf8')));
-      if (current.deviceKey !== this.enrollment.deviceKey) return; // rotated meanwhile: that file wins
-      const text = `${JSON.stringify({ ...current, expiresAt }, null, 2)}\n`;
+      if (file === this.o.enrollmentFile) {
+        const current = enrollmentSchema.parse(JSON.parse(await fs.readFile(file, 'utf8')));
+        if (current.deviceKey !== this.enrollment.deviceKey) return; // rotated meanwhile: that file wins
+      }
+      const text = `${JSON.stringify({ ...this.enrollment, expiresAt }, null, 2)}\n`;
       await writePrivateFile(file, text);
-      this.lastEnrollmentText = text;
+      if (file === this.o.enrollmentFile) this.lastEnrollmentText = text;
     } catch (err) {
       this.o.log(
         'enrollment.write_failed',
@@ -386,7 +396,8 @@ export class DeviceAgent {
       { expiresAt: next.expiresAt },
       `picked up the new enrollment in ${file} (valid until ${next.expiresAt}); no restart needed`,
     );
-    if (!this.heartbeatLoop && next.deviceKey && this.heartbeatIntervalMs > 0) this.heartbeatLoop = this.runHeartbeats();
+    if (!this.heartbeatLoop && next.deviceKey && this.heartbeatIntervalMs > 0)
+      this.heartbeatLoop = this.runHeartbeats();
     else this.wakeHeartbeat?.();
   }
 
@@ -394,7 +405,7 @@ export class DeviceAgent {
   private async resume(): Promise<void> {
     const file = this.o.stateFile;
     if (!file) return;
-    let saved: SessionOpenMessage[] = [];
+    let saved: SessionOpenMessage[];
     try {
       const parsed = stateFileSchema.safeParse(safeJson(await fs.readFile(file, 'utf8')));
       saved = parsed.success ? parsed.data.sessions : [];
@@ -432,7 +443,11 @@ export class DeviceAgent {
       try {
         await writePrivateFile(file, `${JSON.stringify({ version: 1, sessions })}\n`);
       } catch (err) {
-        this.o.log('state.write_failed', { detail: describeError(err) }, `could not write ${file}: ${describeError(err)}`);
+        this.o.log(
+          'state.write_failed',
+          { detail: describeError(err) },
+          `could not write ${file}: ${describeError(err)}`,
+        );
       }
     });
     return this.saving;
@@ -665,7 +680,8 @@ function describeQueueError(err: unknown): { statusCode?: number; detail: string
     if (statusCode === 404)
       return {
         statusCode,
-        detail: 'the queue does not exist (404): the device may have been removed, or the enrollment names a wrong queue URL',
+        detail:
+          'the queue does not exist (404): the device may have been removed, or the enrollment names a wrong queue URL',
       };
     return { statusCode, detail: `${statusCode ?? ''} ${err.code ?? ''} ${describeError(err.message, 200)}`.trim() };
   }
@@ -721,7 +737,11 @@ class AgentSession {
    */
   async resume(): Promise<void> {
     this.served = true;
-    this.log('session.resuming', { port: this.m.port }, `taking the session back after a restart (port ${this.m.port})`);
+    this.log(
+      'session.resuming',
+      { port: this.m.port },
+      `taking the session back after a restart (port ${this.m.port})`,
+    );
     const listener = this.openListener();
     try {
       await listener.start();

@@ -16,7 +16,8 @@ route('devicesHeartbeat', {
     const { req, services, ctx } = api;
     const deviceId = parseWith(deviceIdSchema, req.params.deviceId, 'The device id');
     const key = /^Bearer\s+(\S{16,256})$/i.exec(req.headers.get('authorization') ?? '')?.[1];
-    if (!key) throw new UnauthenticatedError('A heartbeat carries the device credential: Authorization: Bearer <deviceKey>.');
+    if (!key)
+      throw new UnauthenticatedError('A heartbeat carries the device credential: Authorization: Bearer <deviceKey>.');
     const hb = parseJsonBody(api.body, req.headers.get('content-type'), heartbeatSchema);
     const endSession = endThroughOrchestration(
       sessionOrchestrations(() => api.durable()),

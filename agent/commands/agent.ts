@@ -1,5 +1,6 @@
 // `relay-broker agent`: runs the device agent until Ctrl-C/SIGTERM, then closes every session and exits 0.
 import { promises as fs } from 'node:fs';
+import path from 'node:path';
 import { describeError } from '../../lib/errors';
 import type { Command } from 'commander';
 import { resolveRelayCa } from '../config';
@@ -60,6 +61,34 @@ export async function readEnrollment(file: string, out: Output) {
   return r.data;
 }
 
+/**
+ * The agent's own files. Without a state directory they sit next to the enrollment file, and
+ * renewal writes the enrollment file itself; with one (a service: the enrollment is read-only),
+ * the sessions and the renewed enrollment go there.
+ */
+export function agentFiles(enrollmentFile: string, stateDir?: string): { stateFile: string; renewalFile?: string } {
+  if (!stateDir) return { stateFile: `${enrollmentFile}.state.json` };
+  return { stateFile: path.join(stateDir, 'sessions.json'), renewalFile: path.join(stateDir, 'enrollment.json') };
+}
+
+/**
+ * The enrollment to start with: the renewed copy when it is the same enrollment (same device
+ * credential) with a later expiry; the given file otherwise (a rotated file wins over a renewed copy).
+ */
+export async function newestEnrollment(enrollmentFile: string, renewalFile: string | undefined): Promise<string> {
+  if (!renewalFile) return enrollmentFile;
+  const read = async (f: string) => {
+    try {
+      return enrollmentSchema.safeParse(JSON.parse(await fs.readFile(f, 'utf8'))).data;
+    } catch {
+      return undefined;
+    }
+  };
+  const [given, renewed] = await Promise.all([read(enrollmentFile), read(renewalFile)]);
+  if (!given?.deviceKey || !renewed || renewed.deviceKey !== given.deviceKey) return enrollmentFile;
+  return Date.parse(renewed.expiresAt) > Date.parse(given.expiresAt) ? renewalFile : enrollmentFile;
+}
+
 export function registerAgent(program: Command): void {
   const agent = program
     .command('agent')
@@ -85,8 +114,8 @@ export function registerAgent(program: Command): void {
       5000,
     )
     .option(
-      '--state-file <file>',
-      'where the sessions it serves are kept (0600) so a restart takes them back (default <enrollment>.state.json)',
+      '--state-dir <dir>',
+      "where it keeps the sessions it serves (so a restart takes them back) and a renewed enrollment when the enrollment file is read-only (default: systemd's $STATE_DIRECTORY, else next to the enrollment file)",
     )
     .action(
       action(async (cmd, out) => {
@@ -97,9 +126,10 @@ export function registerAgent(program: Command): void {
           relayCa?: string;
           targetHost: string;
           heartbeatMs: number;
-          stateFile?: string;
+          stateDir?: string;
         }>();
-        const enrollment = await readEnrollment(o.enrollment, out);
+        const files = agentFiles(o.enrollment, o.stateDir ?? process.env.STATE_DIRECTORY);
+        const enrollment = await readEnrollment(await newestEnrollment(o.enrollment, files.renewalFile), out);
         const relayCa = await resolveRelayCa(o.relayCa, enrollment.apiUrl);
         const proxy = proxyFor(cmd);
         if (proxy) {
@@ -121,7 +151,7 @@ export function registerAgent(program: Command): void {
           proxy,
           heartbeatIntervalMs: o.heartbeatMs,
           enrollmentFile: o.enrollment,
-          stateFile: o.stateFile ?? `${o.enrollment}.state.json`,
+          ...files,
           onFatal: () => fatal.abort(),
           log: (event, fields, human) => out.event(event, fields, human),
         });

@@ -83,7 +83,12 @@ export class DevicePresence {
    * Second run: the same answer; the write is skipped (nothing changed), a lost session already
    * `ending` is not in the open list any more.
    */
-  async heartbeat(deviceId: string, deviceKey: string, hb: Heartbeat, endSession: EndSessionFn): Promise<HeartbeatAnswer> {
+  async heartbeat(
+    deviceId: string,
+    deviceKey: string,
+    hb: Heartbeat,
+    endSession: EndSessionFn,
+  ): Promise<HeartbeatAnswer> {
     const record = await this.o.store.get(deviceId);
     // "Removed" must be unambiguous for the agent: only an absent row answers device_not_found.
     if (!record) throw new DeviceNotFoundError(`Device ${deviceId} is not registered (it was removed).`);

@@ -437,7 +437,11 @@ export class HybridConnectionListener extends EventEmitter<HybridConnectionListe
       }
       // 1008 with a provider: reconnect at once with a fresh token.
       this.scheduleReconnect(
-        { code, reason: reason || socketError?.message || 'control channel closed', ...(socketError ? { cause: socketError } : {}) },
+        {
+          code,
+          reason: reason || socketError?.message || 'control channel closed',
+          ...(socketError ? { cause: socketError } : {}),
+        },
         code === RELAY_CLOSE_POLICY_VIOLATION ? 0 : undefined,
       );
     });
