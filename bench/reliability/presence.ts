@@ -208,7 +208,7 @@ export async function measurePresence(log: (line: string) => void): Promise<Figu
         name: 'agent_restart_resumed_s',
         value: percentile(resumed, 50),
         unit: 's',
-        goal: 'a few seconds (the restart itself excluded: the agent is started again at once)',
+        goal: 'a few seconds (the new agent process start included; a service manager restart delay, RestartSec=5s, excluded)',
         command: COMMAND,
         note: `median; max ${Math.max(...resumed).toFixed(1)} s. ${note}`,
       },
