@@ -845,6 +845,9 @@ class AgentSession {
       ca: this.o.relayCa,
       ...(this.o.proxy ? { agent: (url: string) => proxyAgentFor(this.o.proxy, url) } : {}),
       ...this.o.listenerOptions,
+      // The target first: a target that refuses is answered to the client's handshake (502 with the
+      // cause), so `connect` prints why instead of a connection that closes without a word.
+      acceptFilter: (request) => this.connectTarget(request.id),
     });
     this.listener = listener;
     listener.on('error', (err) =>
@@ -887,21 +890,71 @@ class AgentSession {
       if (this.served && e.reason !== 'entity_deleted') this.agent.reportLost(this.id);
       void this.close(why);
     });
-    listener.on('connection', (stream) => this.onConnection(stream));
+    listener.on('connection', (stream, request) => {
+      const socket = this.connected.get(request.id);
+      this.connected.delete(request.id);
+      this.onConnection(stream, socket);
+    });
     return listener;
   }
 
   private endReason?: string;
+  /** Target sockets connected for a rendezvous being accepted, by its id. */
+  private readonly connected = new Map<string, net.Socket>();
 
-  private onConnection(stream: HybridConnectionStream): void {
+  private async connectTarget(id: string): Promise<{ statusCode: number; statusDescription: string } | undefined> {
+    const host = this.o.targetHost ?? '127.0.0.1';
+    const socket = net.connect({ host, port: this.m.port, allowHalfOpen: true });
+    socket.setNoDelay(true);
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(Object.assign(new Error('timed out'), { code: 'ETIMEDOUT' })), 10_000);
+        socket.once('connect', () => {
+          clearTimeout(timer);
+          resolve();
+        });
+        socket.once('error', (err) => {
+          clearTimeout(timer);
+          reject(err);
+        });
+      });
+    } catch (err) {
+      socket.destroy();
+      const code = (err as { code?: string }).code ?? describeError(err, 80);
+      this.targetError = `${code} ${host}:${this.m.port}`;
+      this.log(
+        'connection.failed',
+        { detail: this.targetError },
+        `a connection was refused: cannot reach ${host}:${this.m.port} (${code}); is the service running on the device?`,
+      );
+      return {
+        statusCode: 502,
+        statusDescription: `the device's target ${host}:${this.m.port} refused the connection (${code}): is the service running on the device?`,
+      };
+    }
+    this.targetError = undefined;
+    socket.on('error', () => undefined); // until the pipe takes it (it listens for errors itself)
+    // The socket waits for its stream; one whose accept never completes is dropped after a while.
+    this.connected.set(id, socket);
+    setTimeout(() => {
+      if (this.connected.get(id) === socket) {
+        this.connected.delete(id);
+        socket.destroy();
+      }
+    }, 60_000).unref();
+    return undefined;
+  }
+
+  private onConnection(stream: HybridConnectionStream, connectedSocket?: net.Socket): void {
     if (this.status === 'closing' || this.status === 'closed') {
       stream.destroy();
+      connectedSocket?.destroy();
       return;
     }
     const host = this.o.targetHost ?? '127.0.0.1';
     const cid = short(stream.connectionId);
     this.streams.add(stream);
-    const socket = net.connect({ host, port: this.m.port, allowHalfOpen: true });
+    const socket = connectedSocket ?? net.connect({ host, port: this.m.port, allowHalfOpen: true });
     socket.setNoDelay(true);
     this.sockets.add(socket);
     this.log(
@@ -909,7 +962,7 @@ class AgentSession {
       { connectionId: stream.connectionId },
       `connection ${cid} accepted -> ${host}:${this.m.port}`,
     );
-    let connected = false;
+    let connected = connectedSocket !== undefined;
     socket.once('connect', () => {
       connected = true;
     });
@@ -950,6 +1003,8 @@ class AgentSession {
       await this.listener?.close({ dropConnections: true });
       for (const s of this.streams) s.destroy();
       for (const s of this.sockets) s.destroy();
+      for (const s of this.connected.values()) s.destroy();
+      this.connected.clear();
       await Promise.allSettled([...this.pipes]);
       this.status = 'closed';
       this.onClosed?.();
