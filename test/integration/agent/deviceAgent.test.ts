@@ -2,9 +2,8 @@
 // session.open messages are put on the queue by the test, ready posts land on a fake readyUrl.
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
-import type { Readable } from 'node:stream';
 import { DeviceAgent } from '../../../agent/deviceAgent';
 import type { Enrollment } from '../../../lib/devices/deviceRegistry';
 import {
