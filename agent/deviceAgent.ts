@@ -887,7 +887,7 @@ class AgentSession {
       // While starting, start() answers the control plane (refused) and closes.
       if (this.status === 'starting') return;
       // A session that was served and whose listener the relay refuses for good (not deleted: that is the end) is lost.
-      if (this.served && e.reason !== 'entity_deleted') this.agent.reportLost(this.id);
+      if (this.served && (e.reason === 'unauthorized' || e.reason === 'not_found')) this.agent.reportLost(this.id);
       void this.close(why);
     });
     listener.on('connection', (stream, request) => {

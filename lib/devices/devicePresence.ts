@@ -112,11 +112,16 @@ export class DevicePresence {
     // report it. Pending ones are left alone: the open message may not have reached the agent yet.
     for (const s of open) {
       if (s.status !== 'ready' || heldIds.has(s.sessionId) || hb.stopping) continue;
+      // Past (or at) its lifetime the agent drops it by itself: that is the lifetime end, not a loss.
+      if (Date.parse(s.expiresAt) - now.getTime() <= graceMs) continue;
       const since = Date.parse(s.readyAt ?? s.createdAt);
       if (now.getTime() - since >= graceMs && now.getTime() - Date.parse(hb.startedAt) >= graceMs / 2)
         lost.add(s.sessionId);
     }
-    for (const s of open) if (lost.has(s.sessionId)) await endSession(s, 'device_lost');
+    for (const s of open) {
+      if (lost.has(s.sessionId) && Date.parse(s.expiresAt) - now.getTime() > graceMs)
+        await endSession(s, 'device_lost');
+    }
 
     // Before the presence write: the renewal's replace carries the ETag read above.
     let renewed: HeartbeatAnswer['renewed'];

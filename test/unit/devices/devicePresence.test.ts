@@ -142,6 +142,12 @@ describe('DevicePresence', () => {
     assert.deepEqual(t.ended, [{ sessionId: S1, reason: 'device_lost' }]);
   });
 
+  it('does not call a session lost that the agent dropped at the end of its lifetime', async () => {
+    const t = setup({ open: [{ ...session(S1, 'ready', 60_000), expiresAt: new Date(T0 - 1000).toISOString() }] });
+    await t.beat();
+    assert.deepEqual(t.ended, []);
+  });
+
   it('ends a session the agent reports lost, and stops it', async () => {
     const t = setup({ open: [session(S1, 'ready', 1000)] });
     const a = await t.beat({ sessions: [{ sessionId: S1, listener: 'offline' }], lost: [S1] });
