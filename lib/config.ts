@@ -152,6 +152,18 @@ export const SETTINGS = {
   SESSION_MAX_LIFETIME_MINUTES: { azure: 'optional', doc: 'Longest lifetime a request may ask for (default 720).' },
   SESSION_RATE_LIMIT_PER_MINUTE: { azure: 'optional', doc: 'POST /sessions per principal per minute (default 30).' },
   DEVICE_SAS_DAYS: { azure: 'optional', doc: 'Validity of a device enrollment (queue SAS) in days (default 365).' },
+  DEVICE_ENROLLMENT_SECONDS: {
+    azure: 'local',
+    doc: 'Validity of a device enrollment in seconds, overriding DEVICE_SAS_DAYS (tests of renewal).',
+  },
+  DEVICE_OFFLINE_AFTER_SECONDS: {
+    azure: 'optional',
+    doc: "A device whose agent has not reported for this long is offline; opens to it fail at once with device_offline (default 40; more than DEVICE_SEEN_WRITE_SECONDS plus the agent's heartbeat interval).",
+  },
+  DEVICE_SEEN_WRITE_SECONDS: {
+    azure: 'optional',
+    doc: "How often a heartbeat with nothing new writes the device's lastSeenAt (default 15): the table-write cost of presence.",
+  },
   AUTH_MODE: {
     azure: 'required',
     doc: '`entra` (validate bearer JWTs), `appservice` (trust x-ms-client-principal behind App Service Authentication) or `local`.',
@@ -287,6 +299,9 @@ const envSchema = z
     SESSION_MAX_LIFETIME_MINUTES: intSetting(1, 720, 720),
     SESSION_RATE_LIMIT_PER_MINUTE: intSetting(1, 100_000, 30),
     DEVICE_SAS_DAYS: intSetting(1, 3650, 365),
+    DEVICE_ENROLLMENT_SECONDS: intSetting(10, 3650 * 86_400, 0),
+    DEVICE_OFFLINE_AFTER_SECONDS: intSetting(2, 86_400, 40),
+    DEVICE_SEEN_WRITE_SECONDS: intSetting(1, 3600, 15),
     AUTH_MODE: z.enum(['entra', 'appservice', 'local']).default('entra'),
     AUTH_ISSUER: z.string().min(1).optional(),
     AUTH_AUDIENCE: z.string().min(1).optional(),
@@ -371,7 +386,7 @@ export interface Config {
     maxLifetimeMinutes: number;
     rateLimitPerMinute: number;
   };
-  devices: { sasDays: number };
+  devices: { enrollmentSeconds: number; offlineAfterSeconds: number; seenWriteSeconds: number };
   auth: { mode: 'entra' | 'appservice' | 'local'; issuer?: string; audience?: string; jwksUrl?: string };
 }
 
@@ -494,7 +509,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       maxLifetimeMinutes: e.SESSION_MAX_LIFETIME_MINUTES,
       rateLimitPerMinute: e.SESSION_RATE_LIMIT_PER_MINUTE,
     },
-    devices: { sasDays: e.DEVICE_SAS_DAYS },
+    devices: {
+      enrollmentSeconds: e.DEVICE_ENROLLMENT_SECONDS || e.DEVICE_SAS_DAYS * 86_400,
+      offlineAfterSeconds: e.DEVICE_OFFLINE_AFTER_SECONDS,
+      seenWriteSeconds: e.DEVICE_SEEN_WRITE_SECONDS,
+    },
     auth: { mode: e.AUTH_MODE, issuer: e.AUTH_ISSUER, audience: e.AUTH_AUDIENCE, jwksUrl: e.AUTH_JWKS_URL },
   };
   if (config.mode === 'azure' && !e.POOL_SUBSCRIPTIONS) {

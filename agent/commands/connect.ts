@@ -39,6 +39,7 @@ export const REASON_TEXT: Record<EndReason, string> = {
   device_deleted: 'the device was removed',
   device_not_ready: 'the device did not report ready in time',
   device_refused: 'the device refused it',
+  device_lost: "the device's agent lost it (it restarted and could not take it back)",
   pool_exhausted: 'no relay namespace was available',
   error: 'it failed in the control plane',
 };

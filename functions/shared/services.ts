@@ -10,6 +10,7 @@ import { GrantStore } from '../../lib/auth/grantStore';
 import { RateLimiter } from '../../lib/auth/rateLimiter';
 import { getConfig, type Config } from '../../lib/config';
 import { DeviceNotifier } from '../../lib/devices/deviceNotifier';
+import { DevicePresence } from '../../lib/devices/devicePresence';
 import { DeviceRegistry } from '../../lib/devices/deviceRegistry';
 import { DeviceStore } from '../../lib/devices/deviceStore';
 import { NamespaceStore } from '../../lib/pool/namespaceStore';
@@ -32,6 +33,7 @@ export interface Services {
   table(name: string): TableClient;
   queueService: QueueServiceClient;
   devices: DeviceRegistry;
+  devicePresence: DevicePresence;
   deviceStore: DeviceStore;
   grants: GrantStore;
   rateLimiter: RateLimiter;
@@ -90,11 +92,18 @@ function createServices(config: Config): Services {
     queueService,
     signer,
     apiUrl: config.publicApiUrl,
-    sasDays: config.devices.sasDays,
+    enrollmentSeconds: config.devices.enrollmentSeconds,
+    offlineAfterMs: config.devices.offlineAfterSeconds * 1000,
   });
   const sealer = new Sealer(config.sealingKey);
-  const namespaces = new NamespaceStore(table(TABLES.namespaces), config.pool.name);
   const sessionStore = new SessionStore(table(TABLES.sessions));
+  const devicePresence = new DevicePresence({
+    store: deviceStore,
+    registry: devices,
+    sessions: sessionStore,
+    seenWriteMs: config.devices.seenWriteSeconds * 1000,
+  });
+  const namespaces = new NamespaceStore(table(TABLES.namespaces), config.pool.name);
   const apiFactory = createRelayApiFactory({
     endpoint: config.relay.armEndpoint,
     caPem: config.relay.armCaFile ? fs.readFileSync(config.relay.armCaFile, 'utf8') : undefined,
@@ -140,6 +149,7 @@ function createServices(config: Config): Services {
     table,
     queueService,
     devices,
+    devicePresence,
     deviceStore,
     grants,
     rateLimiter,

@@ -223,6 +223,8 @@ export interface ListenerOfflineEvent {
   /** The HTTP status, when the handshake was refused. */
   statusCode?: number;
   reason: string;
+  /** The socket error behind it (DNS, TLS, refused, proxy), so the caller can name the fix. */
+  cause?: Error;
   /** When the next attempt starts. */
   retryInMs: number;
 }
@@ -400,7 +402,11 @@ export class HybridConnectionListener extends EventEmitter<HybridConnectionListe
     this.ws = ws;
     let handshakeStatus: number | undefined;
     let opened = false;
-    ws.on('error', () => undefined); // every failure is followed by 'close', handled there
+    let socketError: Error | undefined;
+    // Every failure is followed by 'close', handled there; the error is kept as the cause.
+    ws.on('error', (err: Error) => {
+      socketError ??= err;
+    });
     ws.once('unexpected-response', (_req, res: IncomingMessage) => {
       handshakeStatus = res.statusCode;
       res.resume();
@@ -431,7 +437,11 @@ export class HybridConnectionListener extends EventEmitter<HybridConnectionListe
       }
       // 1008 with a provider: reconnect at once with a fresh token.
       this.scheduleReconnect(
-        { code, reason: reason || 'control channel closed' },
+        {
+          code,
+          reason: reason || socketError?.message || 'control channel closed',
+          ...(socketError ? { cause: socketError } : {}),
+        },
         code === RELAY_CLOSE_POLICY_VIOLATION ? 0 : undefined,
       );
     });

@@ -20,6 +20,8 @@ export const END_REASONS = [
   'device_not_ready',
   'pool_exhausted',
   'device_refused',
+  /** The device's agent lost the session (restarted without it, or its listener cannot come back). */
+  'device_lost',
   'error',
 ] as const;
 export const endReasonSchema = z.enum(END_REASONS);

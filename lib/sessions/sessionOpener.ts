@@ -6,9 +6,10 @@ import { authorizeSessionOpen } from '../auth/grantStore';
 import type { Principal } from '../auth/principal';
 import type { RateLimiter } from '../auth/rateLimiter';
 import type { DeviceRegistry } from '../devices/deviceRegistry';
-import { ValidationError } from '../errors';
+import { refusalDetail } from '../devices/devicePresence';
+import { DeviceOfflineError, ValidationError, type BrokerError } from '../errors';
 import type { Sealer } from '../sealing';
-import type { OpenSessionRequest, RelayCredentials, SessionInput } from './session';
+import type { EndReason, OpenSessionRequest, RelayCredentials, SessionInput } from './session';
 import type { SessionOrchestrations } from './orchestrations';
 import { sessionState } from './sessionState';
 import type { SessionRecord, SessionStore } from './sessionStore';
@@ -18,7 +19,8 @@ export interface SessionOpenerOptions {
   sessions: Pick<SessionStore, 'insert'>;
   orchestrations: SessionOrchestrations;
   grants: Pick<GrantStore, 'isGranted'>;
-  devices: Pick<DeviceRegistry, 'requireRecord'>;
+  /** `presenceOf` (optional in fakes) makes an open to an offline device fail at once. */
+  devices: Pick<DeviceRegistry, 'requireRecord'> & Partial<Pick<DeviceRegistry, 'presenceOf'>>;
   rateLimiter: Pick<RateLimiter, 'enforce'>;
   sealer: Sealer;
   limits: { openBudgetMs: number; readyTimeoutMs: number; defaultLifetimeMinutes: number; maxLifetimeMinutes: number };
@@ -56,7 +58,15 @@ export class SessionOpener {
     this.o.rateLimiter.enforce(principal.id);
     // Grants before existence: an operator cannot probe which device ids exist.
     await authorizeSessionOpen(principal, request.deviceId, this.o.grants);
-    await this.o.devices.requireRecord(request.deviceId);
+    const device = await this.o.devices.requireRecord(request.deviceId);
+    // Offline only when its agent reported before and then stopped or went quiet; a device never
+    // seen (an agent that predates heartbeats) still gets its ready timeout.
+    if (this.o.devices.presenceOf?.(device) === 'offline') {
+      throw new DeviceOfflineError(
+        `Device ${request.deviceId} is offline: its agent ${device.agentState === 'stopped' ? 'stopped' : 'has not reported'} since ${device.lastSeenAt}.`,
+        { extensions: { lastSeenAt: device.lastSeenAt } },
+      );
+    }
     const lifetime = request.maxLifetimeMinutes ?? limits.defaultLifetimeMinutes;
     if (lifetime > limits.maxLifetimeMinutes) {
       const message = `may be at most ${limits.maxLifetimeMinutes} here`;
@@ -97,12 +107,19 @@ export class SessionOpener {
       }
       // Ending, ended or failed before it was ever ready: the open failed, for that reason.
       if (state.status !== 'pending' && state.status !== 'ready') {
-        throw openFailure(state.reason ?? 'error', state.retryAfterSeconds);
+        throw await this.failure(record, state.reason ?? 'error', state.retryAfterSeconds);
       }
       await this.sleep(
         Math.min(POLL_DELAYS_MS[Math.min(poll, POLL_DELAYS_MS.length - 1)], Math.max(0, deadline - this.now())),
       );
     }
     return { status: 'pending', sessionId };
+  }
+
+  /** The open's error; a refusal carries the agent's own reason when the device reported it. */
+  private async failure(record: SessionRecord, reason: EndReason, retryAfterSeconds?: number): Promise<BrokerError> {
+    if (reason !== 'device_refused') return openFailure(reason, retryAfterSeconds);
+    const device = await this.o.devices.requireRecord(record.deviceId).catch(() => undefined);
+    return openFailure(reason, retryAfterSeconds, device && refusalDetail(device, record.sessionId));
   }
 }
