@@ -37,6 +37,8 @@ export const REASON_TEXT: Record<EndReason, string> = {
   requested: 'it was ended through the API (sessions end)',
   lifetime: 'its lifetime is over',
   device_deleted: 'the device was removed',
+  client_gone: 'its client stopped reporting (the control plane heard no heartbeat in time)',
+  idle: 'no connection went through it for its idle time',
   device_not_ready: 'the device did not report ready in time',
   device_refused: 'the device refused it',
   pool_exhausted: 'no relay namespace was available',
@@ -164,6 +166,78 @@ function isTransient(err: unknown): boolean {
 /** The API's Retry-After on a 429/503, in ms. */
 function retryAfterOf(err: unknown): number | undefined {
   return err instanceof CliError ? parseRetryAfter(err.problem.retryAfter) : undefined;
+}
+
+const heartbeatAnswerSchema = z
+  .object({ status: z.string(), reason: z.string().optional(), heartbeatSeconds: z.number().positive().optional() })
+  .loose();
+
+/** The bridge's figures the heartbeat carries. */
+type BridgeReport = ReturnType<import('../clientBridge').ClientBridge['report']>;
+
+/**
+ * Tells the control plane the client is alive, with the bridge's connections and bytes, as often as
+ * its answer asks (a quarter of its client-gone limit): a client that vanishes (killed, network gone)
+ * has its session ended within that limit. A failed beat is retried with backoff; an answer saying
+ * the session is over wakes the status check at once.
+ */
+export class SessionHeartbeat {
+  private timer?: NodeJS.Timeout;
+  private stopped = false;
+  private readonly failures = new Backoff({ baseMs: 2000, capMs: 30_000, jitter: 'equal' });
+  private warned = false;
+
+  constructor(
+    private readonly api: ApiClient,
+    private readonly sessionId: string,
+    private readonly report: () => BridgeReport,
+    private readonly onOver: () => void,
+    private readonly warn: (text: string) => void,
+  ) {}
+
+  start(): void {
+    void this.beat();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    clearTimeout(this.timer);
+  }
+
+  /** One last report (final bytes) before the session is ended locally; errors are ignored. */
+  async final(): Promise<void> {
+    this.stop();
+    await this.api.post(`/sessions/${this.sessionId}/heartbeat`, this.report()).catch(() => undefined);
+  }
+
+  private async beat(): Promise<void> {
+    if (this.stopped) return;
+    let nextMs: number;
+    try {
+      const res = await this.api.post(`/sessions/${this.sessionId}/heartbeat`, this.report());
+      const answer = heartbeatAnswerSchema.parse(res.body);
+      this.failures.reset();
+      this.warned = false;
+      nextMs = (answer.heartbeatSeconds ?? 30) * 1000;
+      if (answer.status === 'ending' || answer.status === 'ended' || answer.status === 'failed') this.onOver();
+    } catch (err) {
+      if (err instanceof CliError && err.problem.status === 404) {
+        // session_not_found: the status check says how it ended; not_found: a broker without heartbeats.
+        if (err.problem.code === 'session_not_found') this.onOver();
+        return;
+      }
+      if (!this.warned) {
+        this.warned = true;
+        this.warn(
+          `cannot report to the broker: ${err instanceof CliError ? err.problem.detail : describeError(err)}; retrying`,
+        );
+      }
+      nextMs = this.failures.next(retryAfterOf(err)) ?? 30_000;
+    }
+    if (this.stopped) return;
+    this.timer = setTimeout(() => void this.beat(), nextMs);
+    this.timer.unref?.();
+  }
 }
 
 function clientHints(port: number, host: string, localPort: number, user: string): string[] {
@@ -300,6 +374,14 @@ export async function runTunnel(
       hint: 'Pick another --listen address (port 0 picks a free one).',
     });
   }
+  const heartbeat = new SessionHeartbeat(
+    api,
+    sessionId,
+    () => bridge.report(),
+    () => checkNow(),
+    (text) => out.warn(text),
+  );
+  heartbeat.start();
   const host = address.host === '0.0.0.0' || address.host === '::' ? '127.0.0.1' : address.host;
   out.event(
     'session.ready',
@@ -366,6 +448,7 @@ export async function runTunnel(
       `${signalName ?? 'stop'}: ending session ${sessionId}`,
     );
     await bridge.close();
+    await heartbeat.final();
     try {
       await api.delete(`/sessions/${sessionId}`);
     } catch (err) {
@@ -377,6 +460,7 @@ export async function runTunnel(
     launcher?.onEnded?.();
     return launcher?.exitCode?.() ?? EXIT_OK;
   }
+  heartbeat.stop();
   await bridge.close();
   launcher?.onEnded?.();
   const text = isEndReason(ended.reason)

@@ -5,6 +5,8 @@ import { DefaultAzureCredential, type TokenCredential } from '@azure/identity';
 import { TableClient } from '@azure/data-tables';
 import { QueueServiceClient, StorageSharedKeyCredential } from '@azure/storage-queue';
 import fs from 'node:fs';
+import { AuditLog } from '../../lib/audit/auditLog';
+import { auditSessionEnds } from '../../lib/audit/sessionAudit';
 import { Authenticator, authenticatorFromConfig } from '../../lib/auth/authenticator';
 import { GrantStore } from '../../lib/auth/grantStore';
 import { RateLimiter } from '../../lib/auth/rateLimiter';
@@ -24,7 +26,13 @@ import { SessionRelay } from '../../lib/sessions/sessionRelay';
 import { SessionService } from '../../lib/sessions/sessionService';
 import { SessionStore } from '../../lib/sessions/sessionStore';
 
-export const TABLES = { devices: 'devices', sessions: 'sessions', namespaces: 'namespaces', grants: 'grants' } as const;
+export const TABLES = {
+  devices: 'devices',
+  sessions: 'sessions',
+  namespaces: 'namespaces',
+  grants: 'grants',
+  audit: 'audit',
+} as const;
 
 export interface Services {
   config: Config;
@@ -38,6 +46,8 @@ export interface Services {
   sealer: Sealer;
   namespaces: NamespaceStore;
   sessionStore: SessionStore;
+  /** The append-only audit table (admin actions, finished sessions). */
+  audit: AuditLog;
   relayManager: RelayManager;
   sessionService: SessionService;
   /** The session requests (open; read, list, end, ready, device removal) over an orchestration port. */
@@ -94,7 +104,8 @@ function createServices(config: Config): Services {
   });
   const sealer = new Sealer(config.sealingKey);
   const namespaces = new NamespaceStore(table(TABLES.namespaces), config.pool.name);
-  const sessionStore = new SessionStore(table(TABLES.sessions));
+  const audit = new AuditLog(table(TABLES.audit));
+  const sessionStore = new SessionStore(table(TABLES.sessions), { onEnded: auditSessionEnds(audit, config.cost) });
   const apiFactory = createRelayApiFactory({
     endpoint: config.relay.armEndpoint,
     caPem: config.relay.armCaFile ? fs.readFileSync(config.relay.armCaFile, 'utf8') : undefined,
@@ -146,6 +157,7 @@ function createServices(config: Config): Services {
     sealer,
     namespaces,
     sessionStore,
+    audit,
     relayManager,
     sessionService,
     sessionOpener: (orchestrations) =>
@@ -158,7 +170,16 @@ function createServices(config: Config): Services {
         sealer,
         limits: config.sessions,
       }),
-    sessionControl: (orchestrations) => new SessionControl({ sessions: sessionStore, orchestrations, devices, sealer }),
+    sessionControl: (orchestrations) =>
+      new SessionControl({
+        sessions: sessionStore,
+        orchestrations,
+        devices,
+        sealer,
+        audit,
+        liveness: { clientGoneSeconds: config.sessions.clientGoneSeconds, idleMinutes: config.sessions.idleMinutes },
+        prices: config.cost,
+      }),
     poolMaintenance,
     ready,
   };
