@@ -69,7 +69,8 @@ const INDEX_PREFIX = '~session~';
 const INDEX_ROW = '~';
 const indexKey = (sessionId: string) => `${INDEX_PREFIX}${sessionId}`;
 const TIME_INDEX = '~time~';
-const openerIndex = (openerId: string) => `~opener~${openerId}`;
+// Principal ids may hold characters a PartitionKey may not (/, #, ?): encoded.
+const openerIndex = (openerId: string) => `~opener~${encodeURIComponent(openerId)}`;
 /** Newest first: the key grows as creation time goes back; the id keeps keys unique. */
 const timeKey = (r: Pick<SessionRecord, 'createdAt' | 'sessionId'>) =>
   `${String(9_999_999_999_999 - Date.parse(r.createdAt)).padStart(13, '0')}_${r.sessionId}`;
