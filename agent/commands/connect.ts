@@ -3,7 +3,7 @@
 // Exit codes: 0 after Ctrl-C or when the session reached its lifetime; 1 when it failed to open or
 // was ended by someone else (sessions end, device removed).
 import os from 'node:os';
-import { Option, type Command } from 'commander';
+import { InvalidArgumentError, Option, type Command } from 'commander';
 import { z } from 'zod';
 import { Backoff, parseRetryAfter, type BackoffPolicy } from '../../lib/backoff';
 import { describeError } from '../../lib/errors';
@@ -92,7 +92,7 @@ const sleep = (ms: number, cancel: Cancel): Promise<void> =>
 async function openSession(
   api: ApiClient,
   out: Output,
-  input: { deviceId: string; port: number; lifetime: number; waitTimeoutMs: number },
+  input: { deviceId: string; port: number; lifetime: number; idleMinutes?: number; waitTimeoutMs: number },
   cancel: Cancel,
 ): Promise<{ sessionId: string; relay: Relay; elapsedMs: number } | { cancelled: true; sessionId?: string }> {
   const progress = out.progress('waiting for device', { deviceId: input.deviceId });
@@ -103,6 +103,7 @@ async function openSession(
       deviceId: input.deviceId,
       port: input.port,
       maxLifetimeMinutes: input.lifetime,
+      ...(input.idleMinutes !== undefined ? { idleMinutes: input.idleMinutes } : {}),
     });
     const first = openAnswerSchema.parse(res.body);
     sessionId = first.sessionId;
@@ -240,6 +241,15 @@ export class SessionHeartbeat {
   }
 }
 
+/** `--idle-minutes`: 0 is meaningful (never idle), so parsePositiveInt does not fit. */
+function parseNonNegativeInt(name: string, max: number) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!/^\d+$/.test(value) || n > max) throw new InvalidArgumentError(`${name} must be an integer from 0 to ${max}`);
+    return n;
+  };
+}
+
 function clientHints(port: number, host: string, localPort: number, user: string): string[] {
   const address = `${host}:${localPort}`;
   const lines = [`connect your client to ${address}`];
@@ -263,6 +273,8 @@ export interface TunnelOptions {
   port: number;
   listen: { host: string; port: number };
   lifetime: number;
+  /** Minutes without a connection before the broker ends the session (0: never; default the broker's). */
+  idleMinutes?: number;
   relayCa?: string;
   user: string;
   statusPollMs: number;
@@ -291,6 +303,11 @@ export function tunnelOptions(command: Command, defaultPort: number): Command {
         .default({ host: '127.0.0.1', port: 0 }, '127.0.0.1:0'),
     )
     .option('--lifetime <minutes>', 'session lifetime in minutes', parsePositiveInt('--lifetime', 720), 60)
+    .option(
+      '--idle-minutes <minutes>',
+      "end the session after this many minutes without a connection (0: never; default the broker's, 15)",
+      parseNonNegativeInt('--idle-minutes', 720),
+    )
     .option('--relay-ca <file>', 'PEM of a CA to trust for the relay (the local emulator)')
     .option('--user <name>', 'user name for ssh', os.userInfo().username || 'user')
     .option(
@@ -333,7 +350,13 @@ export async function runTunnel(
   const opened = await openSession(
     api,
     out,
-    { deviceId, port: o.port, lifetime: o.lifetime, waitTimeoutMs: o.waitTimeout * 1000 },
+    {
+      deviceId,
+      port: o.port,
+      lifetime: o.lifetime,
+      ...(o.idleMinutes !== undefined ? { idleMinutes: o.idleMinutes } : {}),
+      waitTimeoutMs: o.waitTimeout * 1000,
+    },
     cancel,
   );
   if ('cancelled' in opened) {
