@@ -213,6 +213,23 @@ function describePool(body: unknown): string[] {
     );
     for (const r of Array.isArray(target.reasons) ? target.reasons : []) lines.push(`  ${String(r)}`);
   }
+  const cost = b.cost as
+    | {
+        month?: string;
+        monthToDateUsd?: number;
+        finishedSessions?: number;
+        runningSessions?: number;
+        idle?: { sessions?: number; usdPerHour?: number };
+        prices?: { pricesDate?: string };
+      }
+    | undefined;
+  if (cost && typeof cost.monthToDateUsd === 'number') {
+    lines.push(
+      '',
+      `cost ${cost.month ?? ''}: ≈ $${cost.monthToDateUsd.toFixed(2)} month to date (${cost.finishedSessions ?? 0} finished, ${cost.runningSessions ?? 0} running session(s); Relay list prices of ${cost.prices?.pricesDate ?? '?'})`,
+      `idle now: ${cost.idle?.sessions ?? 0} ready session(s) with no connection, ≈ $${(cost.idle?.usdPerHour ?? 0).toFixed(4)} per hour; idle namespaces cost nothing`,
+    );
+  }
   const run = b.lastRun as Record<string, unknown> | undefined;
   if (run) {
     const errors = Array.isArray(run.errors) ? run.errors.length : 0;

@@ -6,6 +6,7 @@ import { TableClient } from '@azure/data-tables';
 import { QueueServiceClient, StorageSharedKeyCredential } from '@azure/storage-queue';
 import fs from 'node:fs';
 import { AuditLog } from '../../lib/audit/auditLog';
+import { CostLedger } from '../../lib/audit/costLedger';
 import { auditSessionEnds } from '../../lib/audit/sessionAudit';
 import { Authenticator, authenticatorFromConfig } from '../../lib/auth/authenticator';
 import { GrantStore } from '../../lib/auth/grantStore';
@@ -32,6 +33,7 @@ export const TABLES = {
   namespaces: 'namespaces',
   grants: 'grants',
   audit: 'audit',
+  costs: 'costs',
 } as const;
 
 export interface Services {
@@ -48,6 +50,8 @@ export interface Services {
   sessionStore: SessionStore;
   /** The append-only audit table (admin actions, finished sessions). */
   audit: AuditLog;
+  /** Finished sessions' costs by month (GET /pool's month-to-date). */
+  costs: CostLedger;
   relayManager: RelayManager;
   sessionService: SessionService;
   /** The session requests (open; read, list, end, ready, device removal) over an orchestration port. */
@@ -105,7 +109,14 @@ function createServices(config: Config): Services {
   const sealer = new Sealer(config.sealingKey);
   const namespaces = new NamespaceStore(table(TABLES.namespaces), config.pool.name);
   const audit = new AuditLog(table(TABLES.audit));
-  const sessionStore = new SessionStore(table(TABLES.sessions), { onEnded: auditSessionEnds(audit, config.cost) });
+  const costs = new CostLedger(table(TABLES.costs), config.cost);
+  const writeAudit = auditSessionEnds(audit, config.cost);
+  const sessionStore = new SessionStore(table(TABLES.sessions), {
+    onEnded: async (r) => {
+      await writeAudit(r);
+      await costs.record(r);
+    },
+  });
   const apiFactory = createRelayApiFactory({
     endpoint: config.relay.armEndpoint,
     caPem: config.relay.armCaFile ? fs.readFileSync(config.relay.armCaFile, 'utf8') : undefined,
@@ -158,6 +169,7 @@ function createServices(config: Config): Services {
     namespaces,
     sessionStore,
     audit,
+    costs,
     relayManager,
     sessionService,
     sessionOpener: (orchestrations) =>

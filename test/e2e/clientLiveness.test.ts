@@ -246,4 +246,22 @@ describe('clients and idle sessions end to end', () => {
     assert.match(table.stdout, new RegExp(`device\\.add\\s+\\S+\\s+${DEVICE}`));
     if (process.env.AUDIT_EXPORT_FILE) await fs.writeFile(process.env.AUDIT_EXPORT_FILE, csv.stdout);
   });
+
+  it('shows the month-to-date and the idle cost in GET /pool and `relay-broker pool`', async () => {
+    const pool = await call<{ cost: { monthToDateUsd: number; finishedSessions: number; idle: { sessions: number } } }>(
+      'GET',
+      `${rt.apiUrl}/pool`,
+      { token: admin },
+    );
+    assert.equal(pool.status, 200, pool.text);
+    assert.ok(pool.body.cost.finishedSessions >= 4, JSON.stringify(pool.body.cost));
+    assert.ok(pool.body.cost.monthToDateUsd > 0);
+    const cli = await runCli(['pool'], { env });
+    assert.equal(cli.code, 0, cli.stderr);
+    assert.match(
+      cli.stdout,
+      /month to date \(\d+ finished, \d+ running session\(s\); Relay list prices of 2026-12-03\)/,
+    );
+    assert.match(cli.stdout, /idle namespaces cost nothing/);
+  });
 });
