@@ -167,7 +167,7 @@ export const SETTINGS = {
   },
   SESSION_MAX_PER_PRINCIPAL: {
     azure: 'optional',
-    doc: 'Most sessions one principal may hold open (pending, ready or ending) at once; more answer 429 `too_many_sessions` (default 10; 0: no cap).',
+    doc: 'Most sessions one operator may hold open (pending, ready or ending) at once; more answer 429 `too_many_sessions` (default 10; 0: no cap; admins are not capped).',
   },
   AUDIT_RETENTION_DAYS: {
     azure: 'optional',

@@ -169,7 +169,7 @@ export class RateLimitedError extends BrokerError {
   }
 }
 
-/** The principal holds SESSION_MAX_PER_PRINCIPAL open sessions already: one must end first. */
+/** The operator holds SESSION_MAX_PER_PRINCIPAL open sessions already: one must end first. */
 export class TooManySessionsError extends BrokerError {
   readonly code = 'too_many_sessions';
   constructor(detail: string, openSessions: number, cap: number, options: BrokerErrorOptions = {}) {

@@ -210,7 +210,7 @@ describe('operators list their own sessions, newest first', () => {
 });
 
 describe('SessionOpener: the per-principal cap', () => {
-  it('refuses an open past the cap with too_many_sessions, counting only open sessions', async () => {
+  it('refuses an operator’s open past the cap with too_many_sessions, counting only open sessions', async () => {
     const sessions = new MemorySessionStore();
     let n = 10;
     const opener = new SessionOpener({
@@ -243,5 +243,7 @@ describe('SessionOpener: the per-principal cap', () => {
     await sessions.transition('plc-1', id(11), 'ended', { reason: 'requested' });
     await opener.open(alice, { deviceId: 'plc-1', port: 22 });
     assert.equal(sessions.records.size, 4);
+    // Admins are not capped.
+    for (let i = 0; i < 3; i++) await opener.open(admin, { deviceId: 'plc-1', port: 22 });
   });
 });
