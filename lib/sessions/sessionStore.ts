@@ -4,7 +4,8 @@
 // so a session is found by its id alone (no orchestration history needed); `~time~` and
 // `~opener~<principal>` list sessions newest first (RK: inverted creation time), the opener's row
 // also saying whether the session is still open (the per-principal cap counts those). '~' sorts
-// after every device id, so `PartitionKey lt '~'` selects records only.
+// after every device id, so `PartitionKey lt '~'` selects records only. `~live~` holds one row per
+// ready session, so the liveness sweep reads the ready ones without scanning the history.
 import { odata, RestError, TableClient, type TableEntity } from '@azure/data-tables';
 import { z } from 'zod';
 import { ConcurrencyError, SessionExistsError, SessionNotFoundError } from '../errors';
@@ -69,6 +70,8 @@ const INDEX_PREFIX = '~session~';
 const INDEX_ROW = '~';
 const indexKey = (sessionId: string) => `${INDEX_PREFIX}${sessionId}`;
 const TIME_INDEX = '~time~';
+/** One row per ready session (from its ready write to its end): the liveness sweep reads these, not the table. */
+const LIVE_INDEX = '~live~';
 // Principal ids may hold characters a PartitionKey may not (/, #, ?): encoded.
 const openerIndex = (openerId: string) => `~opener~${encodeURIComponent(openerId)}`;
 /** Newest first: the key grows as creation time goes back; the id keeps keys unique. */
@@ -135,6 +138,7 @@ export class SessionStore {
       create(toEntity(r)),
       create({ partitionKey: TIME_INDEX, ...byTime }),
       create({ partitionKey: openerIndex(r.openerId), ...byTime, open: !isTerminal(r.status) }),
+      ...(r.status === 'ready' ? [this.markLive(r)] : []),
     ]);
   }
 
@@ -200,16 +204,33 @@ export class SessionStore {
         if (err instanceof RestError && err.statusCode === 412) continue;
         throw err;
       }
+      if (next.status === 'ready') await this.markLive(next);
       if (isTerminal(next.status)) await this.afterEnd(next);
       return next;
     }
     throw new ConcurrencyError(`Session ${sessionId} kept changing; try again.`);
   }
 
-  /** The opener's index row says closed, and the audit hears of the end. Both idempotent. */
+  private async markLive(r: SessionRecord): Promise<void> {
+    await this.table.upsertEntity(
+      { partitionKey: LIVE_INDEX, rowKey: r.sessionId, deviceId: r.deviceId, sessionId: r.sessionId },
+      'Replace',
+    );
+  }
+
+  /** The opener's index row says closed, the live row goes, and the audit hears of the end. All idempotent. */
   private async afterEnd(record: SessionRecord): Promise<void> {
     await this.closeOpenerRow(record);
+    await this.dropLive(record.sessionId);
     await this.options.onEnded?.(record);
+  }
+
+  private async dropLive(sessionId: string): Promise<void> {
+    try {
+      await this.table.deleteEntity(LIVE_INDEX, sessionId);
+    } catch (err) {
+      if (!(err instanceof RestError && err.statusCode === 404)) throw err;
+    }
   }
 
   private async closeOpenerRow(r: Pick<SessionRecord, 'openerId' | 'createdAt' | 'sessionId'>): Promise<void> {
@@ -289,13 +310,24 @@ export class SessionStore {
     return open;
   }
 
-  /** Every ready session (the liveness sweep reads their client reports), all pages. */
+  /**
+   * Every ready session (the liveness sweep reads their client reports), from the live index: as
+   * many reads as sessions are ready, however long the table's history. A live row whose record
+   * moved on (ending) is skipped; one whose record is final (its removal was lost) is removed.
+   */
   async listReady(): Promise<SessionRecord[]> {
-    const out: SessionRecord[] = [];
-    const filter = odata`PartitionKey lt ${'~'} and status eq ${'ready'}`;
+    const rows: Array<z.infer<typeof timeIndexSchema>> = [];
+    const filter = odata`PartitionKey eq ${LIVE_INDEX}`;
     for await (const e of this.table.listEntities<Record<string, unknown>>({ queryOptions: { filter } })) {
-      const { etag: _e, ...r } = fromEntity(e);
-      out.push(r);
+      rows.push(timeIndexSchema.parse(e));
+    }
+    const out: SessionRecord[] = [];
+    for (let i = 0; i < rows.length; i += 50) {
+      const records = await Promise.all(rows.slice(i, i + 50).map((r) => this.get(r.deviceId, r.sessionId)));
+      for (const r of records) {
+        if (r?.status === 'ready') out.push(r);
+        else if (r && isTerminal(r.status)) await this.dropLive(r.sessionId);
+      }
     }
     return out;
   }
