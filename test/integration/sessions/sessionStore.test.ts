@@ -140,6 +140,25 @@ describe('SessionStore (Azurite)', () => {
     assert.equal(await store.countOpen('bob'), 1);
   });
 
+  it('lists the ready sessions from the live index: in at ready, out at the end', async () => {
+    const store = await freshStore();
+    await store.insert(record(A));
+    await store.insert(record(B, 'plc-2'));
+    assert.deepEqual(await store.listReady(), []);
+    await store.transition('plc-1', A, 'ready', { readyAt: at(1) });
+    await store.transition('plc-2', B, 'ready', { readyAt: at(1) });
+    assert.deepEqual((await store.listReady()).map((r) => r.sessionId).sort(), [A, B]);
+    await store.transition('plc-1', A, 'ending', { reason: 'idle', endedBy: 'system' });
+    assert.deepEqual(
+      (await store.listReady()).map((r) => r.sessionId),
+      [B],
+      'an ending session is not judged again',
+    );
+    await store.transition('plc-1', A, 'ended', { reason: 'idle', endedAt: at(2) });
+    await store.transition('plc-2', B, 'failed', { reason: 'error', endedAt: at(2) });
+    assert.deepEqual(await store.listReady(), []);
+  });
+
   it('stores heartbeats: seen, activity only with a connection, bytes; a final record is left alone', async () => {
     const store = await freshStore();
     await store.insert({ ...record(A), status: 'ready' as const, readyAt: at(0) });
