@@ -143,6 +143,8 @@ export const HINTS: Partial<Record<ErrorCode, (later: string) => string>> = {
   role_required: () => 'This command needs a token with the admin role.',
   pool_exhausted: (later) => `Every relay namespace is in use and the pool is growing. ${later}`,
   rate_limited: (later) => `Too many requests. ${later}`,
+  too_many_sessions: () =>
+    'You hold as many open sessions as allowed: end one with `relay-broker sessions end <id>` (list yours with `relay-broker sessions list --status ready`).',
   device_not_ready: () =>
     'Check that `relay-broker agent` runs on the device, can reach its queue, and that its enrollment is current.',
   device_refused: () =>

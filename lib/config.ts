@@ -151,6 +151,34 @@ export const SETTINGS = {
   SESSION_DEFAULT_LIFETIME_MINUTES: { azure: 'optional', doc: 'Lifetime when the request gives none (default 60).' },
   SESSION_MAX_LIFETIME_MINUTES: { azure: 'optional', doc: 'Longest lifetime a request may ask for (default 720).' },
   SESSION_RATE_LIMIT_PER_MINUTE: { azure: 'optional', doc: 'POST /sessions per principal per minute (default 30).' },
+  SESSION_CLIENT_GONE_SECONDS: {
+    azure: 'optional',
+    doc: 'A session whose client (connect, rdp, ssh) has heartbeated and then stays silent this long ends with reason `client_gone` (default 120; 0: never). Clients heartbeat every quarter of it.',
+  },
+  SESSION_IDLE_MINUTES: {
+    azure: 'optional',
+    doc: 'A ready session with no connection through it for this long ends with reason `idle` (default 15; 0: never). A request may set its own `idleMinutes`.',
+  },
+  SESSION_MAX_PER_PRINCIPAL: {
+    azure: 'optional',
+    doc: 'Most sessions one operator may hold open (pending, ready or ending) at once; more answer 429 `too_many_sessions` (default 10; 0: no cap; admins are not capped).',
+  },
+  AUDIT_RETENTION_DAYS: {
+    azure: 'optional',
+    doc: 'Days the audit table keeps its rows; an hourly timer deletes older ones (default 400).',
+  },
+  COST_LISTENER_HOUR_USD: {
+    azure: 'optional',
+    doc: 'Relay price of one listener-hour in USD for cost estimates (default 0.0134, list price of 2026-12-03, see docs/deploy.md).',
+  },
+  COST_GB_USD: {
+    azure: 'optional',
+    doc: 'Relay price of one GB beyond the included 5 GB per listener-month, in USD (default 1.00, list price of 2026-12-03).',
+  },
+  COST_PRICES_DATE: {
+    azure: 'optional',
+    doc: 'The date the two prices above were read, shown with every estimate (default 2026-12-03).',
+  },
   DEVICE_SAS_DAYS: { azure: 'optional', doc: 'Validity of a device enrollment (queue SAS) in days (default 365).' },
   DEVICE_ENROLLMENT_SECONDS: {
     azure: 'local',
@@ -298,6 +326,13 @@ const envSchema = z
     SESSION_DEFAULT_LIFETIME_MINUTES: intSetting(1, 720, 60),
     SESSION_MAX_LIFETIME_MINUTES: intSetting(1, 720, 720),
     SESSION_RATE_LIMIT_PER_MINUTE: intSetting(1, 100_000, 30),
+    SESSION_CLIENT_GONE_SECONDS: intSetting(0, 86_400, 120).refine((v) => v === 0 || v >= 5, 'must be 0 or at least 5'),
+    SESSION_IDLE_MINUTES: intSetting(0, 720, 15),
+    SESSION_MAX_PER_PRINCIPAL: intSetting(0, 100_000, 10),
+    AUDIT_RETENTION_DAYS: intSetting(1, 36_500, 400),
+    COST_LISTENER_HOUR_USD: numberSetting(0, 1000, 0.0134),
+    COST_GB_USD: numberSetting(0, 1000, 1),
+    COST_PRICES_DATE: z.iso.date().default('2026-12-03'),
     DEVICE_SAS_DAYS: intSetting(1, 3650, 365),
     DEVICE_ENROLLMENT_SECONDS: intSetting(10, 3650 * 86_400, 0),
     DEVICE_OFFLINE_AFTER_SECONDS: intSetting(2, 86_400, 40),
@@ -385,7 +420,16 @@ export interface Config {
     defaultLifetimeMinutes: number;
     maxLifetimeMinutes: number;
     rateLimitPerMinute: number;
+    /** 0: clients are never declared gone. */
+    clientGoneSeconds: number;
+    /** Default idle limit (0: never). */
+    idleMinutes: number;
+    /** 0: no cap. */
+    maxPerPrincipal: number;
   };
+  audit: { retentionDays: number };
+  /** Relay prices for estimates, and the day they were read. */
+  cost: { listenerHourUsd: number; gbUsd: number; pricesDate: string };
   devices: { enrollmentSeconds: number; offlineAfterSeconds: number; seenWriteSeconds: number };
   auth: { mode: 'entra' | 'appservice' | 'local'; issuer?: string; audience?: string; jwksUrl?: string };
 }
@@ -508,7 +552,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       defaultLifetimeMinutes: e.SESSION_DEFAULT_LIFETIME_MINUTES,
       maxLifetimeMinutes: e.SESSION_MAX_LIFETIME_MINUTES,
       rateLimitPerMinute: e.SESSION_RATE_LIMIT_PER_MINUTE,
+      clientGoneSeconds: e.SESSION_CLIENT_GONE_SECONDS,
+      idleMinutes: e.SESSION_IDLE_MINUTES,
+      maxPerPrincipal: e.SESSION_MAX_PER_PRINCIPAL,
     },
+    audit: { retentionDays: e.AUDIT_RETENTION_DAYS },
+    cost: { listenerHourUsd: e.COST_LISTENER_HOUR_USD, gbUsd: e.COST_GB_USD, pricesDate: e.COST_PRICES_DATE },
     devices: {
       enrollmentSeconds: e.DEVICE_ENROLLMENT_SECONDS || e.DEVICE_SAS_DAYS * 86_400,
       offlineAfterSeconds: e.DEVICE_OFFLINE_AFTER_SECONDS,

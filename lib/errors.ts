@@ -53,6 +53,7 @@ export const ERRORS = {
   payload_too_large: { status: 413, title: 'The request body is too large' },
   unsupported_media_type: { status: 415, title: 'The request body must be application/json' },
   rate_limited: { status: 429, title: 'Too many requests' },
+  too_many_sessions: { status: 429, title: 'Too many open sessions' },
   internal_error: { status: 500, title: 'Internal error' },
   sealed_data_invalid: { status: 500, title: 'Stored secret could not be opened' },
   auth_keys_unavailable: { status: 502, title: 'An Azure dependency failed' },
@@ -166,6 +167,14 @@ export class RateLimitedError extends BrokerError {
   readonly code = 'rate_limited';
   constructor(detail: string, retryAfterSeconds: number, options: BrokerErrorOptions = {}) {
     super(detail, { ...options, headers: retryAfterHeader(retryAfterSeconds) });
+  }
+}
+
+/** The operator holds SESSION_MAX_PER_PRINCIPAL open sessions already: one must end first. */
+export class TooManySessionsError extends BrokerError {
+  readonly code = 'too_many_sessions';
+  constructor(detail: string, openSessions: number, cap: number, options: BrokerErrorOptions = {}) {
+    super(detail, { ...options, extensions: { ...options.extensions, openSessions, cap } });
   }
 }
 

@@ -3,11 +3,11 @@
 import { randomUUID } from 'node:crypto';
 import type { GrantStore } from '../auth/grantStore';
 import { authorizeSessionOpen } from '../auth/grantStore';
-import type { Principal } from '../auth/principal';
+import { isAdmin, type Principal } from '../auth/principal';
 import type { RateLimiter } from '../auth/rateLimiter';
 import type { DeviceRegistry } from '../devices/deviceRegistry';
 import { refusalDetail } from '../devices/devicePresence';
-import { DeviceOfflineError, ValidationError, type BrokerError } from '../errors';
+import { DeviceOfflineError, TooManySessionsError, ValidationError, type BrokerError } from '../errors';
 import type { Sealer } from '../sealing';
 import type { EndReason, OpenSessionRequest, RelayCredentials, SessionInput } from './session';
 import type { SessionOrchestrations } from './orchestrations';
@@ -16,14 +16,21 @@ import type { SessionRecord, SessionStore } from './sessionStore';
 import { credentialsFrom, openFailure } from './sessionView';
 
 export interface SessionOpenerOptions {
-  sessions: Pick<SessionStore, 'insert'>;
+  sessions: Pick<SessionStore, 'insert' | 'countOpen'>;
   orchestrations: SessionOrchestrations;
   grants: Pick<GrantStore, 'isGranted'>;
   /** `presenceOf` (optional in fakes) makes an open to an offline device fail at once. */
   devices: Pick<DeviceRegistry, 'requireRecord'> & Partial<Pick<DeviceRegistry, 'presenceOf'>>;
   rateLimiter: Pick<RateLimiter, 'enforce'>;
   sealer: Sealer;
-  limits: { openBudgetMs: number; readyTimeoutMs: number; defaultLifetimeMinutes: number; maxLifetimeMinutes: number };
+  limits: {
+    openBudgetMs: number;
+    readyTimeoutMs: number;
+    defaultLifetimeMinutes: number;
+    maxLifetimeMinutes: number;
+    /** Open sessions one principal may hold (0: no cap). */
+    maxPerPrincipal?: number;
+  };
   now?: () => number;
   sleep?: (ms: number) => Promise<void>;
   newId?: () => string;
@@ -72,6 +79,7 @@ export class SessionOpener {
       const message = `may be at most ${limits.maxLifetimeMinutes} here`;
       throw new ValidationError(`maxLifetimeMinutes ${message}.`, [{ path: 'maxLifetimeMinutes', message }]);
     }
+    await this.enforceCap(principal);
     const started = this.now();
     const input: SessionInput = {
       sessionId: this.newId(),
@@ -91,11 +99,30 @@ export class SessionOpener {
       status: 'pending',
       createdAt: input.createdAt,
       expiresAt: input.expiresAt,
+      ...(request.idleMinutes !== undefined ? { idleMinutes: request.idleMinutes } : {}),
     };
     // The record first: a session the orchestration runs is always one the audit knows.
     await this.o.sessions.insert(record);
     await this.o.orchestrations.startNew(input);
     return this.waitForReady(record, started + limits.openBudgetMs);
+  }
+
+  /**
+   * The per-principal cap, counted from the opener index. Checked before the record is written, so
+   * opens racing each other may pass it together: the cap bounds a principal's hold, not exactly.
+   */
+  private async enforceCap(principal: Principal): Promise<void> {
+    const cap = this.o.limits.maxPerPrincipal ?? 0;
+    // Admins are not capped: they may raise the cap anyway, and drills and benchmarks open many.
+    if (cap <= 0 || isAdmin(principal)) return;
+    const open = await this.o.sessions.countOpen(principal.id);
+    if (open >= cap) {
+      throw new TooManySessionsError(
+        `${principal.id} holds ${open} open session(s), the most allowed (${cap}); end one first.`,
+        open,
+        cap,
+      );
+    }
   }
 
   private async waitForReady(record: SessionRecord, deadline: number): Promise<OpenOutcome> {

@@ -12,6 +12,7 @@ import {
   SessionNotFoundError,
   type BrokerError,
 } from '../errors';
+import type { CostEstimate } from '../audit/cost';
 import type { Sealer } from '../sealing';
 import type { EndReason, RelayCredentials, SessionStatus } from './session';
 import type { SessionState } from './sessionState';
@@ -29,6 +30,14 @@ export interface SessionView {
   expiresAt: string;
   openedBy?: string;
   namespace?: string;
+  /** Who ended it (a principal id, or `system` for client_gone/idle). */
+  endedBy?: string;
+  /** As its client last reported. */
+  bytesToDevice?: number;
+  bytesFromDevice?: number;
+  clientSeenAt?: string;
+  /** Relay cost so far (or in all, once ended), estimated from its ready time and bytes. */
+  cost?: CostEstimate;
   relay?: RelayCredentials;
 }
 
