@@ -11,7 +11,9 @@
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { IncomingMessage } from 'node:http';
+import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
+import tls from 'node:tls';
 import { WebSocket, createWebSocketStream, type RawData } from 'ws';
 import { BrokerError, type BrokerErrorOptions } from '../errors';
 import { parseSasToken } from './sas';
@@ -107,6 +109,40 @@ function zeroMask(mask: Buffer): void {
   mask.fill(0);
 }
 
+/**
+ * The TLS cipher suites we offer: for TLS 1.3 only TLS_AES_128_GCM_SHA256, which every TLS 1.3
+ * server must implement (RFC 8446 section 9.1); for TLS 1.2 Node's defaults. Every byte of a tunnel
+ * is encrypted and decrypted on each relay hop, and servers that pick by their own preference
+ * (OpenSSL's, Node's) otherwise choose AES-256-GCM, which costs about twice as much CPU per byte
+ * here (docs/benchmarks.md) for no gain that matters to a 128-bit-secure tunnel.
+ */
+export const RELAY_TLS_CIPHERS = [
+  'TLS_AES_128_GCM_SHA256',
+  ...tls.DEFAULT_CIPHERS.split(':').filter((c) => !c.startsWith('TLS_')),
+].join(':');
+
+/** The parts of a Writable's internals that batching needs (Node's documented `writev` hook). */
+interface WritevHook {
+  _writev(chunks: Array<{ chunk: Buffer }>, callback: (err?: Error | null) => void): void;
+}
+
+/**
+ * Writes that queued up while the socket was busy go out as one corked batch: one TLS write and one
+ * syscall for many frames instead of one each, and no copy (each chunk stays its own binary frame).
+ * The batch's callback is the last frame's, so backpressure is unchanged: the stream's buffer
+ * (STREAM_HIGH_WATER_MARK) drains only as fast as the socket takes the frames.
+ */
+function batchWrites(duplex: Duplex, ws: WebSocket): void {
+  (duplex as unknown as WritevHook)._writev = (chunks, callback) => {
+    const socket = (ws as unknown as { _socket?: Socket | null })._socket;
+    socket?.cork();
+    const last = chunks.length - 1;
+    for (let i = 0; i < last; i++) ws.send(chunks[i].chunk);
+    ws.send(chunks[last].chunk, callback);
+    socket?.uncork();
+  };
+}
+
 function toStream(ws: WebSocket, connectionId: string, keepAliveIntervalMs: number): HybridConnectionStream {
   keepAlive(ws, keepAliveIntervalMs);
   const state: { closeCode?: number; closeReason?: string } = {};
@@ -116,6 +152,7 @@ function toStream(ws: WebSocket, connectionId: string, keepAliveIntervalMs: numb
     state.closeReason = reason.toString();
   });
   const duplex = createWebSocketStream(ws, { highWaterMark: STREAM_HIGH_WATER_MARK });
+  batchWrites(duplex, ws);
   // Once the WebSocket is gone nothing can be written either: finish the stream when its data is read.
   ws.once('close', () => {
     if (duplex.readableEnded) duplex.destroy();
@@ -140,6 +177,7 @@ function openWebSocket(
       handshakeTimeout: options.handshakeTimeoutMs,
       perMessageDeflate: false,
       maxPayload: 64 * 1024 * 1024,
+      ciphers: RELAY_TLS_CIPHERS,
       ...maskOptionFor(url),
     });
     // While it connects, the owner can cut it (listener close); removed once it settles.
@@ -388,6 +426,7 @@ export class HybridConnectionListener extends EventEmitter<HybridConnectionListe
       ca: this.opts.ca,
       handshakeTimeout: this.opts.handshakeTimeoutMs,
       perMessageDeflate: false,
+      ciphers: RELAY_TLS_CIPHERS,
       ...maskOptionFor(url),
     });
     this.ws = ws;

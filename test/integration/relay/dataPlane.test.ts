@@ -3,12 +3,14 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
+import tls from 'node:tls';
 import { after, before, describe, it } from 'node:test';
 import type { Readable } from 'node:stream';
 import {
   connectHybridConnection,
   HybridConnectionListener,
   RelayHandshakeError,
+  RELAY_TLS_CIPHERS,
   type HybridConnectionListenerOptions,
   type HybridConnectionStream,
   type ListenerEndedEvent,
@@ -111,6 +113,38 @@ describe('Hybrid Connections data plane (our client)', () => {
     assert.equal(sha(await echoed), sha(payload));
     sender.end();
     await listener.close({ dropConnections: true });
+  });
+
+  it('thousands of small writes queued in one tick arrive intact and in order, then the end', async () => {
+    const keys = await keysOf(a);
+    const listener = listen(a, token(keys, 'listen'));
+    echoOn(listener);
+    await listener.start();
+    const sender = await connect(a, token(keys, 'send'));
+    // Written before the socket can drain, so the stream hands them over in batches (writev).
+    const chunks = Array.from({ length: 3000 }, (_, i) => randomBytes(1 + (i % 997)));
+    const payload = Buffer.concat(chunks);
+    const echoed = readBytes(sender, payload.length);
+    for (const c of chunks) sender.write(c);
+    assert.equal(sha(await echoed), sha(payload));
+    sender.end();
+    await listener.close({ dropConnections: true });
+  });
+
+  it('our client offers TLS 1.3 with AES-128-GCM, and the relay (choosing by its own order) takes it', async () => {
+    const url = new URL(a.endpoint);
+    const socket = tls.connect({
+      host: url.hostname,
+      port: Number(url.port),
+      servername: url.hostname,
+      ca: env.emulator.caCertPem,
+      ciphers: RELAY_TLS_CIPHERS,
+    });
+    await once(socket, 'secureConnect');
+    const cipher = socket.getCipher();
+    socket.destroy();
+    assert.equal(cipher.version, 'TLSv1.3');
+    assert.equal(cipher.name, 'TLS_AES_128_GCM_SHA256');
   });
 
   it('a Send token cannot listen and a Listen token cannot send', async () => {
