@@ -331,7 +331,9 @@ export const benchmark: Benchmark = {
       // CPU ms per MiB carried, per process, summed over the counted tunnel runs.
       const parts = { connect: connect.proc.pid, emulator: emulator.proc.pid, agent: agent.proc.pid };
       const cpuBefore = async (): Promise<Record<string, number | undefined>> =>
-        Object.fromEntries(await Promise.all(Object.entries(parts).map(async ([k, pid]) => [k, await cpuMs(pid)])));
+        Object.fromEntries(
+          await Promise.all(Object.entries(parts).map(async ([k, pid]) => [k, await cpuMs(pid)] as const)),
+        );
       const cpuTotal: Record<string, number> = { connect: 0, emulator: 0, agent: 0 };
       mode = 'sink';
       // One warm-up each, not counted.
