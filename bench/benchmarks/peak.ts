@@ -114,6 +114,23 @@ async function rssMbOf(pid: number | undefined): Promise<number> {
   }
 }
 
+/**
+ * fetch, retried when the connection fails before an answer (a kept-alive socket the host closed
+ * as it was reused: ECONNRESET); nothing reached the handler then, so a retry is not a second call.
+ */
+async function call(url: string, init?: RequestInit): Promise<Response> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await fetch(url, init);
+    } catch (err) {
+      if (attempt >= 3) throw err;
+      connectionRetries++;
+      await new Promise((r) => setTimeout(r, 100 * attempt));
+    }
+  }
+}
+let connectionRetries = 0;
+
 export async function runPeak(o: PeakOptions, log: (line: string) => void): Promise<Figure[]> {
   const holdOpens = Math.ceil(o.holdS * o.opensPerS * 1.3) + 10;
   const namespaces = o.peak + holdOpens + o.rampConcurrency;
@@ -171,10 +188,16 @@ export async function runPeak(o: PeakOptions, log: (line: string) => void): Prom
     const live: string[] = [];
     let deviceIndex = 0;
     let failedOpens = 0;
-    const openOne = async (): Promise<Open> => {
+    const openOne = (): Promise<Open> =>
+      tryOpen().catch((err: unknown) => {
+        failedOpens++;
+        log(`an open failed: ${err instanceof Error ? err.message : String(err)}`);
+        return { ms: Number.NaN, status: 0, carried: false };
+      });
+    const tryOpen = async (): Promise<Open> => {
       const deviceId = enrollments[deviceIndex++ % enrollments.length].deviceId;
       const begin = performance.now();
-      const r = await fetch(`${rt.apiUrl}/sessions`, {
+      const r = await call(`${rt.apiUrl}/sessions`, {
         method: 'POST',
         headers: { authorization: `Bearer ${admin}`, 'content-type': 'application/json' },
         body: JSON.stringify({ deviceId, port }),
@@ -190,7 +213,7 @@ export async function runPeak(o: PeakOptions, log: (line: string) => void): Prom
         // Past the budget: poll as a client would, so the session still joins the peak.
         for (let i = 0; i < 60 && !relay; i++) {
           await new Promise((res) => setTimeout(res, 500));
-          const g = await fetch(`${rt.apiUrl}/sessions/${body.sessionId}`, {
+          const g = await call(`${rt.apiUrl}/sessions/${body.sessionId}`, {
             headers: { authorization: `Bearer ${admin}` },
           });
           const v = (await g.json()) as { status?: string; relay?: typeof relay };
@@ -222,7 +245,7 @@ export async function runPeak(o: PeakOptions, log: (line: string) => void): Prom
       ends++;
       const sessionId = live.splice(Math.floor(Math.random() * live.length), 1)[0];
       await clientsWorker.ask({ type: 'end', sessionId }, (a) => a.type === 'ended' && a.sessionId === sessionId);
-      const r = await fetch(`${rt.apiUrl}/sessions/${sessionId}`, {
+      const r = await call(`${rt.apiUrl}/sessions/${sessionId}`, {
         method: 'DELETE',
         headers: { authorization: `Bearer ${admin}` },
       });
@@ -234,6 +257,11 @@ export async function runPeak(o: PeakOptions, log: (line: string) => void): Prom
     const ramp: Open[] = [];
     let attempts = 0;
     let opening = 0;
+    const rampProgress = setInterval(
+      () =>
+        log(`  ramp t+${((performance.now() - t) / 1000).toFixed(0)} s: ${live.length} live, ${failedOpens} failed`),
+      30_000,
+    );
     await Promise.all(
       Array.from({ length: Math.min(o.rampConcurrency, o.peak) }, async () => {
         while (live.length + opening < o.peak && attempts < o.peak * 1.2) {
@@ -243,6 +271,7 @@ export async function runPeak(o: PeakOptions, log: (line: string) => void): Prom
         }
       }),
     );
+    clearInterval(rampProgress);
     const rampS = (performance.now() - t) / 1000;
     const rampOk = ramp.filter((x) => x.carried).map((x) => x.ms);
     log(
@@ -322,6 +351,7 @@ export async function runPeak(o: PeakOptions, log: (line: string) => void): Prom
     fig('storage_requests_per_s', storagePerS, 'requests/s');
     fig('live_at_end', after.cli.live, 'sessions', String(o.peak));
     fig('failed_opens', failedOpens, 'opens', '0');
+    log(`${connectionRetries} requests retried after a connection reset before any answer`);
     return figures;
   } finally {
     diagnostics.unsubscribe('http.client.request.start', onRequest);
