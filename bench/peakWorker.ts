@@ -239,6 +239,9 @@ async function handle(cmd: WorkerCommand): Promise<void> {
   }
 }
 
+// The benchmark went away without a stop (killed, crashed): do not linger with timers and sockets.
+process.on('disconnect', () => process.exit(process.exitCode ?? 0));
+
 process.on('message', (cmd: WorkerCommand) => {
   handle(cmd).catch((err: unknown) => {
     console.error(err);

@@ -188,6 +188,9 @@ export async function runPeak(o: PeakOptions, log: (line: string) => void): Prom
     const live: string[] = [];
     let deviceIndex = 0;
     let failedOpens = 0;
+    /** Failed opens by the POST's status (→ the status polled after a 202) and the session's last status. */
+    const failures = new Map<string, number>();
+    const failureSummary = (): string => [...failures].map(([k, v]) => `${k} ×${v}`).join(', ') || 'none';
     const openOne = (): Promise<Open> =>
       tryOpen().catch((err: unknown) => {
         failedOpens++;
@@ -209,6 +212,7 @@ export async function runPeak(o: PeakOptions, log: (line: string) => void): Prom
       let ms = performance.now() - begin;
       let status = r.status;
       let relay = body.relay;
+      let lastStatus = '';
       if (status === 202 && body.sessionId) {
         // Past the budget: poll as a client would, so the session still joins the peak.
         for (let i = 0; i < 60 && !relay; i++) {
@@ -216,7 +220,8 @@ export async function runPeak(o: PeakOptions, log: (line: string) => void): Prom
           const g = await call(`${rt.apiUrl}/sessions/${body.sessionId}`, {
             headers: { authorization: `Bearer ${admin}` },
           });
-          const v = (await g.json()) as { status?: string; relay?: typeof relay };
+          const v = (await g.json()) as { status?: string; reason?: string; relay?: typeof relay };
+          lastStatus = `${v.status ?? ''}${v.reason ? ` (${v.reason})` : ''}`;
           if (v.status === 'ready' && v.relay) relay = v.relay;
           if (v.status === 'failed' || v.status === 'ended') break;
         }
@@ -225,6 +230,8 @@ export async function runPeak(o: PeakOptions, log: (line: string) => void): Prom
       }
       if (!relay || !body.sessionId) {
         failedOpens++;
+        const why = `${r.status}${status !== r.status ? `→${status}` : ''} ${lastStatus}`.trim();
+        failures.set(why, (failures.get(why) ?? 0) + 1);
         return { ms, status, carried: false };
       }
       const sessionId = body.sessionId;
@@ -259,7 +266,9 @@ export async function runPeak(o: PeakOptions, log: (line: string) => void): Prom
     let opening = 0;
     const rampProgress = setInterval(
       () =>
-        log(`  ramp t+${((performance.now() - t) / 1000).toFixed(0)} s: ${live.length} live, ${failedOpens} failed`),
+        log(
+          `  ramp t+${((performance.now() - t) / 1000).toFixed(0)} s: ${live.length} live, ${failedOpens} failed (${failureSummary()})`,
+        ),
       30_000,
     );
     await Promise.all(
@@ -351,6 +360,7 @@ export async function runPeak(o: PeakOptions, log: (line: string) => void): Prom
     fig('storage_requests_per_s', storagePerS, 'requests/s');
     fig('live_at_end', after.cli.live, 'sessions', String(o.peak));
     fig('failed_opens', failedOpens, 'opens', '0');
+    log(`failed opens: ${failureSummary()}`);
     log(`${connectionRetries} requests retried after a connection reset before any answer`);
     return figures;
   } finally {

@@ -13,7 +13,6 @@ import { EventEmitter } from 'node:events';
 import type { IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import tls from 'node:tls';
 import { WebSocket, createWebSocketStream, type RawData } from 'ws';
 import { BrokerError, type BrokerErrorOptions } from '../errors';
 import { parseSasToken } from './sas';
@@ -109,18 +108,6 @@ function zeroMask(mask: Buffer): void {
   mask.fill(0);
 }
 
-/**
- * The TLS cipher suites we offer: for TLS 1.3 only TLS_AES_128_GCM_SHA256, which every TLS 1.3
- * server must implement (RFC 8446 section 9.1); for TLS 1.2 Node's defaults. Every byte of a tunnel
- * is encrypted and decrypted on each relay hop, and servers that pick by their own preference
- * (OpenSSL's, Node's) otherwise choose AES-256-GCM, which costs about twice as much CPU per byte
- * here (docs/benchmarks.md) for no gain that matters to a 128-bit-secure tunnel.
- */
-export const RELAY_TLS_CIPHERS = [
-  'TLS_AES_128_GCM_SHA256',
-  ...tls.DEFAULT_CIPHERS.split(':').filter((c) => !c.startsWith('TLS_')),
-].join(':');
-
 /** The parts of a Writable's internals that batching needs (Node's documented `writev` hook). */
 interface WritevHook {
   _writev(chunks: Array<{ chunk: Buffer }>, callback: (err?: Error | null) => void): void;
@@ -177,7 +164,6 @@ function openWebSocket(
       handshakeTimeout: options.handshakeTimeoutMs,
       perMessageDeflate: false,
       maxPayload: 64 * 1024 * 1024,
-      ciphers: RELAY_TLS_CIPHERS,
       ...maskOptionFor(url),
     });
     // While it connects, the owner can cut it (listener close); removed once it settles.
@@ -426,7 +412,6 @@ export class HybridConnectionListener extends EventEmitter<HybridConnectionListe
       ca: this.opts.ca,
       handshakeTimeout: this.opts.handshakeTimeoutMs,
       perMessageDeflate: false,
-      ciphers: RELAY_TLS_CIPHERS,
       ...maskOptionFor(url),
     });
     this.ws = ws;

@@ -3,14 +3,12 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import tls from 'node:tls';
 import { after, before, describe, it } from 'node:test';
 import type { Readable } from 'node:stream';
 import {
   connectHybridConnection,
   HybridConnectionListener,
   RelayHandshakeError,
-  RELAY_TLS_CIPHERS,
   type HybridConnectionListenerOptions,
   type HybridConnectionStream,
   type ListenerEndedEvent,
@@ -129,22 +127,6 @@ describe('Hybrid Connections data plane (our client)', () => {
     assert.equal(sha(await echoed), sha(payload));
     sender.end();
     await listener.close({ dropConnections: true });
-  });
-
-  it('our client offers TLS 1.3 with AES-128-GCM, and the relay (choosing by its own order) takes it', async () => {
-    const url = new URL(a.endpoint);
-    const socket = tls.connect({
-      host: url.hostname,
-      port: Number(url.port),
-      servername: url.hostname,
-      ca: env.emulator.caCertPem,
-      ciphers: RELAY_TLS_CIPHERS,
-    });
-    await once(socket, 'secureConnect');
-    const cipher = socket.getCipher();
-    socket.destroy();
-    assert.equal(cipher.version, 'TLSv1.3');
-    assert.equal(cipher.name, 'TLS_AES_128_GCM_SHA256');
   });
 
   it('a Send token cannot listen and a Listen token cannot send', async () => {
