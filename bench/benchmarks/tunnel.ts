@@ -367,6 +367,14 @@ export const benchmark: Benchmark = {
           .join(', ')}`,
       );
 
+      // The agent's own baseline first (queue polls, keepalives, no session traffic), so the
+      // session's share can be told apart from it.
+      const idleBefore = await cpuBefore();
+      const idleStarted = Date.now();
+      await new Promise((resolve) => setTimeout(resolve, RDP_SECONDS * 1000));
+      const idleAfter = await cpuBefore();
+      const idleAgentPct = (((idleAfter.agent ?? NaN) - (idleBefore.agent ?? NaN)) / (Date.now() - idleStarted)) * 100;
+
       // One RDP-like session (≈60 KB/s, bursty, device -> client): the agent's and connect's CPU.
       mode = 'rdp';
       const r = await openSocket(tunnelPort);
@@ -384,7 +392,7 @@ export const benchmark: Benchmark = {
       const agentCpuPct = (((rdpAfter.agent ?? NaN) - (rdpBefore.agent ?? NaN)) / (rdpElapsedS * 1000)) * 100;
       const connectCpuPct = (((rdpAfter.connect ?? NaN) - (rdpBefore.connect ?? NaN)) / (rdpElapsedS * 1000)) * 100;
       log(
-        `RDP-like session at ${(rdpRate / 1024).toFixed(1)} KiB/s for ${rdpElapsedS.toFixed(0)} s: agent ${agentCpuPct.toFixed(2)} % of a core, connect ${connectCpuPct.toFixed(2)} % (10 ms clock ticks)`,
+        `RDP-like session at ${(rdpRate / 1024).toFixed(1)} KiB/s for ${rdpElapsedS.toFixed(0)} s: agent ${agentCpuPct.toFixed(2)} % of a core (idle, polling its queue every 200 ms: ${idleAgentPct.toFixed(2)} %), connect ${connectCpuPct.toFixed(2)} % (10 ms clock ticks)`,
       );
       const directMBs = percentile(direct, 50);
       const tunnelMBs = percentile(tunnel, 50);
@@ -422,6 +430,13 @@ export const benchmark: Benchmark = {
           unit: '% of a core',
           command: COMMAND,
           note: `one session, target -> client ≈60 KB/s in 50 ms bursts for ${RDP_SECONDS} s; /proc clock ticks (10 ms resolution)`,
+        },
+        {
+          name: 'tunnel_agent_idle_cpu_pct',
+          value: idleAgentPct,
+          unit: '% of a core',
+          command: COMMAND,
+          note: `the same agent with no traffic for ${RDP_SECONDS} s (queue polls every 200 ms here, keepalives)`,
         },
         {
           name: 'tunnel_connect_cpu_pct_at_60kbs',
