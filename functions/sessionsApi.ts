@@ -19,6 +19,7 @@ import {
   publicStatus,
   readCustomStatus,
 } from '../lib/sessions/sessionView';
+import { recordSessionOpen } from '../lib/metrics';
 import { deviceIdSchema, parseJsonBody, parseWith, sessionIdSchema } from '../lib/validation';
 import { SESSION_ORCHESTRATOR } from './sessionOrchestrator';
 import { raiseEventIfRunning, statusOrUndefined } from './shared/durable';
@@ -32,6 +33,7 @@ route('sessionsOpen', {
   route: 'sessions',
   access: ['admin', 'operator'],
   durableClient: true,
+  observe: recordSessionOpen,
   handler: async ({ req, body, services, principal, durable, ctx }) => {
     const p = principal!;
     const input = parseJsonBody(body, req.headers.get('content-type'), openSessionRequestSchema);

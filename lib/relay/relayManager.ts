@@ -1,6 +1,7 @@
 // RelayManager: the only module that calls Azure Resource Manager for Relay (through an injected
 // RelayAPI factory): prepare, key lookup, recycle, delete and list namespaces, with our own retry of
 // transient faults (429/5xx/timeouts, honouring Retry-After) and typed errors for everything else.
+import { armMetricsPolicy } from '../metrics';
 import { RelayAPI, type AuthorizationRule, type RelayNamespace } from '@azure/arm-relay';
 import { DefaultAzureCredential } from '@azure/identity';
 import { BrokerError, type BrokerErrorOptions } from '../errors';
@@ -646,6 +647,7 @@ export function createRelayApiFactory(options: RelayApiFactoryOptions = {}): Rel
       ...(options.endpoint ? { endpoint: options.endpoint.replace(/\/+$/, '') } : {}),
       ...(options.caPem ? { tlsOptions: { ca: options.caPem } } : {}),
       retryOptions: { maxRetries: 0 },
+      additionalPolicies: [{ policy: armMetricsPolicy, position: 'perRetry' }],
       userAgentOptions: { userAgentPrefix: 'relay-broker' },
     });
   return Object.assign(factory, { lroPollIntervalMs: options.lroPollIntervalMs ?? (isAzure ? undefined : 50) });
