@@ -65,8 +65,10 @@
     history.replaceState(null, '', redirectUri() + location.hash);
     const saved = JSON.parse(sessionStorage.getItem(PKCE_KEY) || 'null');
     sessionStorage.removeItem(PKCE_KEY);
-    if (params.has('error')) throw new Error(`Sign-in failed: ${params.get('error_description') || params.get('error')}`);
-    if (!saved || saved.state !== params.get('state')) throw new Error('Sign-in failed: the answer does not match the request.');
+    if (params.has('error'))
+      throw new Error(`Sign-in failed: ${params.get('error_description') || params.get('error')}`);
+    if (!saved || saved.state !== params.get('state'))
+      throw new Error('Sign-in failed: the answer does not match the request.');
     const { clientId, authority, apiScope } = config.entra;
     const res = await fetch(`${authority}/oauth2/v2.0/token`, {
       method: 'POST',
@@ -164,8 +166,11 @@
         cells.forEach((_, i) => row.append(el(i === 0 ? 'th' : 'td', i === 0 ? { scope: 'row' } : {})));
         if (actionsOf) row.append(el('td', { class: 'actions' }));
       }
+      const heads = tbody.closest('table').tHead.rows[0].cells;
       cells.forEach((text, i) => {
         if (row.cells[i].textContent !== String(text)) row.cells[i].textContent = String(text);
+        // The column's name, shown before the value when a narrow window stacks the cells.
+        row.cells[i].dataset.label = heads[i] ? heads[i].textContent : '';
       });
       if (actionsOf) actionsOf(item, row.cells[cells.length]);
       const expected = previous ? previous.nextSibling : tbody.firstChild;
@@ -174,6 +179,20 @@
     }
     for (const row of [...tbody.rows]) if (!seen.has(row.dataset.key)) row.remove();
     if (!items.length) tbody.append(el('tr', { class: 'empty' }, el('td', { colspan: String(columns) }, emptyText)));
+    keepTableRoles(tbody.closest('table'));
+  }
+
+  /** Explicit table roles: a narrow window lays the cells out as blocks, which drops the implicit ones. */
+  function keepTableRoles(table) {
+    table.setAttribute('role', 'table');
+    for (const group of table.querySelectorAll('thead, tbody')) group.setAttribute('role', 'rowgroup');
+    for (const row of table.rows) {
+      row.setAttribute('role', 'row');
+      for (const cell of row.cells) {
+        const role = cell.tagName === 'TD' ? 'cell' : cell.scope === 'row' ? 'rowheader' : 'columnheader';
+        if (cell.getAttribute('role') !== role) cell.setAttribute('role', role);
+      }
+    }
   }
 
   const button = (label, accessibleName, onclick) =>
@@ -213,13 +232,19 @@
   async function grant(deviceId) {
     const principalId = prompt(`Principal id (object id) to grant access to ${deviceId}:`);
     if (!principalId) return;
-    await act(() => api('PUT', `/grants/${encodeURIComponent(principalId)}/${encodeURIComponent(deviceId)}`, {}), `Granted ${principalId} access to ${deviceId}.`);
+    await act(
+      () => api('PUT', `/grants/${encodeURIComponent(principalId)}/${encodeURIComponent(deviceId)}`, {}),
+      `Granted ${principalId} access to ${deviceId}.`,
+    );
   }
 
   async function revoke(deviceId) {
     const principalId = prompt(`Principal id whose access to ${deviceId} to revoke:`);
     if (!principalId) return;
-    await act(() => api('DELETE', `/grants/${encodeURIComponent(principalId)}/${encodeURIComponent(deviceId)}`), `Revoked ${principalId}'s access to ${deviceId}.`);
+    await act(
+      () => api('DELETE', `/grants/${encodeURIComponent(principalId)}/${encodeURIComponent(deviceId)}`),
+      `Revoked ${principalId}'s access to ${deviceId}.`,
+    );
   }
 
   async function rotate(deviceId) {
@@ -312,18 +337,31 @@
   async function endSession(s) {
     if (!confirm(`End the session to ${s.deviceId} port ${s.port}? Its connections drop.`)) return;
     recentlyEnded.set(s.sessionId, { ...s, status: 'ending' });
-    await act(() => api('DELETE', `/sessions/${encodeURIComponent(s.sessionId)}`), `Ending session ${s.sessionId.slice(0, 8)}.`);
+    await act(
+      () => api('DELETE', `/sessions/${encodeURIComponent(s.sessionId)}`),
+      `Ending session ${s.sessionId.slice(0, 8)}.`,
+    );
   }
 
   async function loadPool() {
     const p = await api('GET', '/pool');
     const states = Object.keys(p.byState);
     $('#pool-summary').replaceChildren(
-      el('p', {}, `Pool “${p.pool}”: ${p.total} namespace(s). `, states.map((s) => `${s} ${p.byState[s]}`).join(', '), '.'),
+      el(
+        'p',
+        {},
+        `Pool “${p.pool}”: ${p.total} namespace(s). `,
+        states.map((s) => `${s} ${p.byState[s]}`).join(', '),
+        '.',
+      ),
     );
     const head = $('#pool-table thead tr');
     if (!head.childElementCount)
-      head.append(el('th', { scope: 'col' }, 'Subscription'), ...states.map((s) => el('th', { scope: 'col' }, s)), el('th', { scope: 'col' }, 'total'));
+      head.append(
+        el('th', { scope: 'col' }, 'Subscription'),
+        ...states.map((s) => el('th', { scope: 'col' }, s)),
+        el('th', { scope: 'col' }, 'total'),
+      );
     syncRows(
       $('#pool-table tbody'),
       p.bySubscription,
@@ -338,7 +376,11 @@
     );
     const t = p.target;
     $('#pool-target').replaceChildren(
-      el('p', {}, `Target ${t.value} usable namespaces (now ${t.usable}); would create ${t.wouldCreate}, delete ${t.wouldDelete}.`),
+      el(
+        'p',
+        {},
+        `Target ${t.value} usable namespaces (now ${t.usable}); would create ${t.wouldCreate}, delete ${t.wouldDelete}.`,
+      ),
       el('ul', {}, ...t.reasons.map((r) => el('li', {}, r))),
     );
     const run = p.lastRun;
@@ -353,14 +395,29 @@
             el('dt', {}, 'Finished'),
             el('dd', {}, `${when(run.finishedAt)} (${Math.round(run.durationMs / 100) / 10} s)`),
             el('dt', {}, 'Steps'),
-            el('dd', {}, Object.entries(run.steps).map(([k, v]) => `${k}: ${Object.entries(v).map(([r, n]) => `${r} ${n}`).join(', ')}`).join('; ') || 'none'),
+            el(
+              'dd',
+              {},
+              Object.entries(run.steps)
+                .map(
+                  ([k, v]) =>
+                    `${k}: ${Object.entries(v)
+                      .map(([r, n]) => `${r} ${n}`)
+                      .join(', ')}`,
+                )
+                .join('; ') || 'none',
+            ),
             el('dt', {}, 'Errors'),
             el('dd', {}, run.errors.length ? run.errors.join('; ') : 'none'),
             el('dt', {}, 'Subscriptions found full'),
             el('dd', {}, Object.keys(run.fullSubscriptions).join(', ') || 'none'),
           )
         : el('p', {}, 'No maintenance run recorded yet.'),
-      el('p', {}, `Maintenance now: ${m.running ? 'running' : 'idle'}${m.runtimeStatus ? ` (${m.runtimeStatus})` : ''}.`),
+      el(
+        'p',
+        {},
+        `Maintenance now: ${m.running ? 'running' : 'idle'}${m.runtimeStatus ? ` (${m.runtimeStatus})` : ''}.`,
+      ),
     );
     stamp('#pool-updated');
   }
@@ -389,7 +446,9 @@
     auditColumns =
       auditSource === 'sessions'
         ? ['createdAt', 'sessionId', 'deviceId', 'port', 'openedBy', 'status', 'reason', 'endedAt']
-        : [...new Set(items.flatMap((i) => Object.keys(i)))].filter((k) => typeof items[0]?.[k] !== 'object').slice(0, 9);
+        : [...new Set(items.flatMap((i) => Object.keys(i)))]
+            .filter((k) => typeof items[0]?.[k] !== 'object')
+            .slice(0, 9);
     const head = $('#audit-table thead tr');
     if (head.dataset.columns !== auditColumns.join()) {
       head.replaceChildren(...auditColumns.map((c) => el('th', { scope: 'col' }, c)));
@@ -414,8 +473,14 @@
       // Quote everything; a leading =, +, - or @ is defused so a spreadsheet does not run it.
       return `"${(/^[=+\-@]/.test(s) ? `'${s}` : s).replace(/"/g, '""')}"`;
     };
-    const csv = [auditColumns.map(cell).join(','), ...auditRows.map((r) => auditColumns.map((c) => cell(r[c])).join(','))].join('\r\n');
-    const link = el('a', { href: URL.createObjectURL(new Blob([csv], { type: 'text/csv' })), download: 'relay-broker-audit.csv' });
+    const csv = [
+      auditColumns.map(cell).join(','),
+      ...auditRows.map((r) => auditColumns.map((c) => cell(r[c])).join(',')),
+    ].join('\r\n');
+    const link = el('a', {
+      href: URL.createObjectURL(new Blob([csv], { type: 'text/csv' })),
+      download: 'relay-broker-audit.csv',
+    });
     document.body.append(link);
     link.click();
     link.remove();
@@ -451,8 +516,10 @@
   async function showPage(focus) {
     const page = currentPage();
     for (const p of PAGES) $(`#page-${p}`).hidden = p !== page;
-    for (const a of document.querySelectorAll('nav a'))
-      a.getAttribute('href') === `#${page}` ? a.setAttribute('aria-current', 'page') : a.removeAttribute('aria-current');
+    for (const a of document.querySelectorAll('nav a')) {
+      if (a.getAttribute('href') === `#${page}`) a.setAttribute('aria-current', 'page');
+      else a.removeAttribute('aria-current');
+    }
     document.title = `${page[0].toUpperCase()}${page.slice(1)} · relay-broker console`;
     if (page !== 'sessions') recentlyEnded.clear();
     lastSessionIds = undefined;
@@ -466,7 +533,8 @@
     $('#signin').hidden = true;
     $('#nav').hidden = false;
     $('#who').hidden = false;
-    $('#who-name').textContent = `Signed in as ${c.name || c.preferred_username || c.sub || 'unknown'}${Array.isArray(c.roles) ? ` (${c.roles.join(', ')})` : ''}`;
+    $('#who-name').textContent =
+      `Signed in as ${c.name || c.preferred_username || c.sub || 'unknown'}${Array.isArray(c.roles) ? ` (${c.roles.join(', ')})` : ''}`;
     void showPage(false);
   }
 
@@ -494,7 +562,9 @@
     $('#signin-entra-button').addEventListener('click', () => void entraSignIn());
     $('#signin-token').addEventListener('submit', async (e) => {
       e.preventDefault();
-      const value = $('#token').value.trim().replace(/^Bearer\s+/i, '');
+      const value = $('#token')
+        .value.trim()
+        .replace(/^Bearer\s+/i, '');
       sessionStorage.setItem(TOKEN_KEY, value);
       $('#token').value = '';
       try {
