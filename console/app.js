@@ -546,7 +546,11 @@
     $('#who').hidden = true;
     $('#signin').hidden = false;
     $('#signin-entra').hidden = !config.entra;
-    $('#signin-token').hidden = config.auth !== 'local';
+    // Pasting a token works in every mode (the API validates it); local mode has no other way.
+    $('#signin-token').hidden = false;
+    if (config.auth !== 'local')
+      $('#signin-token-help').textContent =
+        'Or paste an access token for the API (for example from az account get-access-token --scope <API scope>). It is kept in this tab only.';
     $('#signin-error').textContent = message || '';
     $('#signin-title').focus();
   }
