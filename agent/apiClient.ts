@@ -1,6 +1,7 @@
 // The CLI's client of the relay-broker HTTP API (docs/api.md): JSON in and out, bearer token,
 // and every failure turned into a CliError with the problem's title, detail and what to do.
-import { CliError, messageOf, type CliProblem } from './errors';
+import { describeError, isErrorCode, type ErrorCode } from '../lib/errors';
+import { CliError, type CliProblem } from './errors';
 
 export interface ApiResponse {
   status: number;
@@ -14,6 +15,8 @@ export interface ApiClientOptions {
   token?: string;
   /** Per-request timeout (default 30000; the open budget is 8 s). */
   timeoutMs?: number;
+  /** The fetch to use (through a proxy: agent/proxy.ts `fetchVia`); default the built-in one. */
+  fetch?: typeof fetch;
 }
 
 export class ApiClient {
@@ -37,7 +40,7 @@ export class ApiClient {
     const signal = options.signal ? AbortSignal.any([options.signal, timeout]) : timeout;
     let res: Response;
     try {
-      res = await fetch(url, {
+      res = await (this.options.fetch ?? fetch)(url, {
         method,
         headers,
         body: options.body === undefined ? undefined : JSON.stringify(options.body),
@@ -89,7 +92,7 @@ function unreachable(apiUrl: string, err: unknown, timedOut: boolean): CliError 
   }
   return new CliError({
     title: 'Cannot reach the API',
-    detail: `${apiUrl}: ${code ?? (typeof cause?.message === 'string' ? cause.message : messageOf(err))}`,
+    detail: `${apiUrl}: ${code ?? (typeof cause?.message === 'string' ? cause.message : describeError(err))}`,
     hint: 'Check --api-url or RELAY_BROKER_URL; locally, is `npm start` running?',
   });
 }
@@ -110,6 +113,7 @@ export function problemError(status: number, body: unknown, headers: Headers, wh
     status,
     ...(code ? { code } : {}),
     ...(str(doc.correlationId) ? { correlationId: str(doc.correlationId) } : {}),
+    ...(retryAfter ? { retryAfter } : {}),
   };
   const fieldErrors = Array.isArray(doc.errors)
     ? doc.errors
@@ -126,32 +130,30 @@ export function problemError(status: number, body: unknown, headers: Headers, wh
   return new CliError(problem);
 }
 
+/**
+ * What to do about an error code. Keyed by the registry's codes, so a hint for a code the server
+ * never sends does not compile; codes without a hint fall back to the status.
+ */
+export const HINTS: Partial<Record<ErrorCode, (later: string) => string>> = {
+  device_not_found: () => 'Check the device id with `relay-broker devices list`.',
+  device_exists: () =>
+    'Pick another id, or `relay-broker devices rotate <id>` to get a new enrollment for the existing device.',
+  device_not_granted: () =>
+    'Ask an admin to grant you this device: `relay-broker grants add <your principal id> <deviceId>`.',
+  role_required: () => 'This command needs a token with the admin role.',
+  pool_exhausted: (later) => `Every relay namespace is in use and the pool is growing. ${later}`,
+  rate_limited: (later) => `Too many requests. ${later}`,
+  device_not_ready: () =>
+    'Check that `relay-broker agent` runs on the device, can reach its queue, and that its enrollment is current.',
+  device_refused: () =>
+    "Add the port to the agent's --allow list on the device, or ask for an allowed port with --port.",
+  session_not_found: () => 'Check the session id with `relay-broker sessions list`.',
+};
+
 function hintFor(status: number, code: string | undefined, retryAfter: string | undefined): string | undefined {
   const later = retryAfter ? `Retry in ${retryAfter} s.` : 'Retry in a moment.';
-  switch (code) {
-    case 'device_not_found':
-      return 'Check the device id with `relay-broker devices list`.';
-    case 'device_exists':
-      return 'Pick another id, or `relay-broker devices rotate <id>` to get a new enrollment for the existing device.';
-    case 'device_not_granted':
-      return 'Ask an admin to grant you this device: `relay-broker grants add <your principal id> <deviceId>`.';
-    case 'role_required':
-      return 'This command needs a token with the admin role.';
-    case 'pool_exhausted':
-      return `Every relay namespace is in use and the pool is growing. ${later}`;
-    case 'rate_limited':
-      return `Too many requests. ${later}`;
-    case 'device_not_ready':
-      return 'Check that `relay-broker agent` runs on the device, can reach its queue, and that its enrollment is current.';
-    case 'device_refused':
-      return "Add the port to the agent's --allow list on the device, or ask for an allowed port with --port.";
-    case 'session_not_found':
-      return 'Check the session id with `relay-broker sessions list`.';
-    case 'lifetime_too_long':
-      return 'Ask for a shorter --lifetime.';
-    default:
-      break;
-  }
+  const byCode = isErrorCode(code) ? HINTS[code] : undefined;
+  if (byCode) return byCode(later);
   if (status === 401)
     return 'The token is missing, expired or invalid: pass --token or set RELAY_BROKER_TOKEN (locally: `relay-broker local token --role admin`).';
   if (status === 403) return 'Your token does not allow this; ask an admin for the role or grant.';

@@ -12,7 +12,7 @@ import { registerLocal } from './commands/local';
 import { registerSessions } from './commands/sessions';
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE } from './errors';
 
-const VERSION = '0.1.0';
+export const VERSION = '0.1.0';
 
 export function buildProgram(): Command {
   const program = new Command('relay-broker');
@@ -25,6 +25,10 @@ export function buildProgram(): Command {
     )
     .option('--api-url <url>', 'the broker API, e.g. https://<app>.azurewebsites.net/api (env RELAY_BROKER_URL)')
     .option('--token <token>', 'bearer token for the API (env RELAY_BROKER_TOKEN)')
+    .option(
+      '--proxy <url>',
+      'HTTP proxy for every connection, http://[user:password@]host:port (default HTTPS_PROXY/HTTP_PROXY, minus NO_PROXY)',
+    )
     .showHelpAfterError('(run with --help for usage)')
     // Settings inherited by every subcommand defined after this point.
     .exitOverride()

@@ -1,14 +1,15 @@
 // The client side of a tunnel: a local TCP listener whose every connection is carried to the
 // session's hybrid connection as a sender (Send token), piped both ways with backpressure.
 import net from 'node:net';
+import { describeError } from '../lib/errors';
 import {
+  type AgentForUrl,
   connectHybridConnection,
   RELAY_CLOSE_ENTITY_DELETED,
   RelayHandshakeError,
   type HybridConnectionStream,
 } from '../lib/relay/hybridConnection';
 import type { AgentLog } from './deviceAgent';
-import { messageOf } from './errors';
 import { pipeBothWays } from './pipe';
 
 export interface RelayTarget {
@@ -22,6 +23,8 @@ export interface ClientBridgeOptions {
   relay: RelayTarget;
   /** CA to trust for the relay (the emulator's PEM); default the system's roots. */
   ca?: string;
+  /** Through a proxy: the agent for each relay WebSocket. */
+  agent?: AgentForUrl;
   log: AgentLog;
   /**
    * Unsolicited pong on every relayed connection this often (default 30 s): an idle SSH session must
@@ -103,7 +106,12 @@ export class ClientBridge {
         this.o.relay.endpoint,
         this.o.relay.hybridConnection,
         this.o.relay.sendToken,
-        { ca: this.o.ca, handshakeTimeoutMs: 30_000, keepAliveIntervalMs: this.o.keepAliveIntervalMs },
+        {
+          ca: this.o.ca,
+          handshakeTimeoutMs: 30_000,
+          keepAliveIntervalMs: this.o.keepAliveIntervalMs,
+          agent: this.o.agent,
+        },
       );
     } catch (err) {
       socket.destroy();
@@ -113,7 +121,7 @@ export class ClientBridge {
           ? 'no listener on the device side (the agent is offline or re-listening, or the session ended)'
           : statusCode === 401 || statusCode === 403
             ? 'the relay refused the send token (the session ended)'
-            : messageOf(err);
+            : describeError(err);
       this.o.log(
         'connection.refused',
         { connection: n, from, statusCode, detail: why },
@@ -145,9 +153,9 @@ export class ClientBridge {
         bytesReceived: r.bytesFromRelay,
         endedBy: r.endedBy,
         closeCode: code,
-        ...(r.error ? { detail: messageOf(r.error) } : {}),
+        ...(r.error ? { detail: describeError(r.error) } : {}),
       },
-      `connection #${n} closed by ${r.endedBy === 'local' ? 'the client' : r.endedBy === 'relay' ? 'the device side' : `an error (${messageOf(r.error)})`}: sent ${r.bytesToRelay} B, received ${r.bytesFromRelay} B`,
+      `connection #${n} closed by ${r.endedBy === 'local' ? 'the client' : r.endedBy === 'relay' ? 'the device side' : `an error (${describeError(r.error)})`}: sent ${r.bytesToRelay} B, received ${r.bytesFromRelay} B`,
     );
     if (code === RELAY_CLOSE_ENTITY_DELETED)
       this.o.onSessionGone?.('the relay closed the connection: the hybrid connection was deleted (the session ended)');

@@ -1,10 +1,11 @@
 // Where the CLI finds the API and its credentials: flags, else the environment
 // (RELAY_BROKER_URL, RELAY_BROKER_TOKEN), else the local state `npm start` wrote (.relay-broker/local.json).
 import { promises as fs } from 'node:fs';
+import { describeError } from '../lib/errors';
 import path from 'node:path';
 import { z } from 'zod';
 import type { LocalIssuer } from '../lib/auth/localIssuer';
-import { CliError, messageOf } from './errors';
+import { CliError } from './errors';
 import type { Output } from './output';
 
 /** The package root: <outDir>/agent/config.js is two levels below it. */
@@ -33,7 +34,7 @@ export async function readLocalState(env: NodeJS.ProcessEnv = process.env): Prom
     text = await fs.readFile(file, 'utf8');
   } catch (err) {
     if ((err as { code?: unknown }).code === 'ENOENT') return undefined;
-    throw new CliError({ title: 'Cannot read the local state', detail: `${file}: ${messageOf(err)}` });
+    throw new CliError({ title: 'Cannot read the local state', detail: `${file}: ${describeError(err)}` });
   }
   let parsed: unknown;
   try {
@@ -89,7 +90,7 @@ export async function mintLocalToken(
   } catch (err) {
     throw new CliError({
       title: 'Cannot load the local issuer',
-      detail: messageOf(err),
+      detail: describeError(err),
       hint: 'Is `npm start` running? It writes the issuer next to the local state.',
     });
   }
@@ -161,7 +162,7 @@ async function readCa(file: string): Promise<string> {
   } catch (err) {
     throw new CliError({
       title: 'Cannot read the relay CA',
-      detail: `${file}: ${messageOf(err)}`,
+      detail: `${file}: ${describeError(err)}`,
       hint: 'Pass a PEM file with --relay-ca.',
     });
   }

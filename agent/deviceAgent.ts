@@ -3,16 +3,18 @@
 // connection to 127.0.0.1:<port>. One log event per state change; never a token or a SAS.
 import net from 'node:net';
 import { AnonymousCredential, QueueClient, RestError, type DequeuedMessageItem } from '@azure/storage-queue';
+import { Backoff, sleep } from '../lib/backoff';
 import type { Enrollment } from '../lib/devices/deviceRegistry';
 import type { SessionOpenMessage } from '../lib/devices/deviceNotifier';
+import { describeError } from '../lib/errors';
 import {
   HybridConnectionListener,
   type HybridConnectionListenerOptions,
   type HybridConnectionStream,
 } from '../lib/relay/hybridConnection';
-import { messageOf } from './errors';
 import { decideMessage } from './messageDecision';
 import { pipeBothWays } from './pipe';
+import { azureProxyOptions, fetchVia, proxyAgentFor, type ProxySettings } from './proxy';
 
 export type AgentLog = (event: string, fields: Record<string, unknown>, human: string) => void;
 
@@ -33,6 +35,8 @@ export interface DeviceAgentOptions {
   relayCa?: string;
   /** Where accepted connections go (default 127.0.0.1). */
   targetHost?: string;
+  /** The HTTP proxy for all three channels (queue, ready calls, relay WebSockets); default none. */
+  proxy?: ProxySettings;
   log: AgentLog;
   /** Injected in tests; default a QueueClient on `queueUrl?queueSas`. */
   queueClient?: QueueClient;
@@ -41,6 +45,8 @@ export interface DeviceAgentOptions {
     Pick<HybridConnectionListenerOptions, 'reconnectInitialDelayMs' | 'reconnectMaxDelayMs' | 'keepAliveIntervalMs'>
   >;
   now?: () => Date;
+  /** The retry jitter's source (default Math.random); injected in tests. */
+  random?: () => number;
 }
 
 type Status = 'idle' | 'running' | 'closing' | 'closed';
@@ -50,23 +56,33 @@ const HANDLED_MEMORY = 1000;
 const short = (id: string): string => id.slice(0, 8);
 
 /** The enrollment's queue, with a short retry policy so a poll never hangs for minutes. */
-export function queueClientFor(enrollment: Pick<Enrollment, 'queueUrl' | 'queueSas'>): QueueClient {
+export function queueClientFor(
+  enrollment: Pick<Enrollment, 'queueUrl' | 'queueSas'>,
+  proxy?: ProxySettings,
+): QueueClient {
   const sas = enrollment.queueSas.replace(/^\?/, '');
+  const proxyOptions = azureProxyOptions(proxy, enrollment.queueUrl);
   return new QueueClient(`${enrollment.queueUrl}?${sas}`, new AnonymousCredential(), {
     retryOptions: { maxTries: 2, tryTimeoutInMs: 15_000 },
+    ...(proxyOptions ? { proxyOptions } : {}),
   });
 }
 
-export const postReadyWithFetch: ReadyPoster = async (url, body) => {
-  const res = await fetch(url, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify(body),
-    signal: AbortSignal.timeout(10_000),
-  });
-  await res.arrayBuffer().catch(() => undefined);
-  return res.status;
-};
+export const postReadyWithFetch: ReadyPoster = (url, body) => postReadyVia(undefined)(url, body);
+
+/** postReadyWithFetch through the proxy that applies to the readyUrl, if any. */
+export const postReadyVia =
+  (proxy: ProxySettings | undefined): ReadyPoster =>
+  async (url, body) => {
+    const res = await fetchVia(proxy)(url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+      signal: AbortSignal.timeout(10_000),
+    });
+    await res.arrayBuffer().catch(() => undefined);
+    return res.status;
+  };
 
 export class DeviceAgent {
   private status: Status = 'idle';
@@ -79,12 +95,19 @@ export class DeviceAgent {
   private wake?: () => void;
   private sleepTimer?: NodeJS.Timeout;
   private readonly abort = new AbortController();
-  private pollFailures = 0;
+  /** Failed polls back off exponentially with equal jitter, so a fleet that lost its queue at once does not retry in step. */
+  private readonly pollBackoff: Backoff;
   private readonly now: () => Date;
 
   constructor(private readonly o: DeviceAgentOptions) {
-    this.queue = o.queueClient ?? queueClientFor(o.enrollment);
+    this.queue = o.queueClient ?? queueClientFor(o.enrollment, o.proxy);
     this.now = o.now ?? (() => new Date());
+    this.pollBackoff = new Backoff({
+      baseMs: 2 * this.pollIntervalMs,
+      capMs: MAX_POLL_BACKOFF_MS,
+      jitter: 'equal',
+      random: o.random,
+    });
   }
 
   /** Session ids running now. */
@@ -134,27 +157,27 @@ export class DeviceAgent {
           visibilityTimeout: this.o.visibilityTimeoutSeconds ?? 30,
           abortSignal: this.abort.signal,
         });
-        if (this.pollFailures > 0) {
+        if (this.pollBackoff.failures > 0) {
           this.o.log(
             'poll.recovered',
-            { failures: this.pollFailures },
-            `queue reachable again after ${this.pollFailures} failed poll(s)`,
+            { failures: this.pollBackoff.failures },
+            `queue reachable again after ${this.pollBackoff.failures} failed poll(s)`,
           );
-          this.pollFailures = 0;
+          this.pollBackoff.reset();
         }
         for (const item of res.receivedMessageItems) this.track(this.handleMessage(item));
         // A full batch: there may be more right away.
         if (res.receivedMessageItems.length === 32) delayMs = 0;
       } catch (err) {
         if (this.status !== 'running') break;
-        this.pollFailures++;
-        delayMs = Math.min(MAX_POLL_BACKOFF_MS, this.pollIntervalMs * 2 ** Math.min(this.pollFailures, 10));
+        delayMs = this.pollBackoff.next() ?? MAX_POLL_BACKOFF_MS;
+        const failures = this.pollBackoff.failures;
         // Say it on the first failure and when it changes nature; not on every retry.
-        if (this.pollFailures === 1 || this.pollFailures % 10 === 0) {
+        if (failures === 1 || failures % 10 === 0) {
           const { statusCode, detail } = describeQueueError(err);
           this.o.log(
             'poll.failed',
-            { statusCode, detail, retryInMs: delayMs, failures: this.pollFailures },
+            { statusCode, detail, retryInMs: delayMs, failures },
             `cannot poll the queue: ${detail}; retrying in ${(delayMs / 1000).toFixed(1)} s`,
           );
         }
@@ -236,8 +259,8 @@ export class DeviceAgent {
     } catch (err) {
       this.o.log(
         'message.failed',
-        { messageId: item.messageId, detail: messageOf(err) },
-        `handling message ${short(item.messageId)} failed: ${messageOf(err)}`,
+        { messageId: item.messageId, detail: describeError(err) },
+        `handling message ${short(item.messageId)} failed: ${describeError(err)}`,
       );
     }
     // Deleted once handled, whatever the outcome: a message that cannot be handled now never will be.
@@ -255,19 +278,23 @@ export class DeviceAgent {
 
   /** Posts to the session's readyUrl (retrying transient failures); returns the HTTP status or 0. */
   async answer(m: SessionOpenMessage, extra: { status?: 'refused'; detail?: string } = {}): Promise<number> {
-    const post = this.o.postReady ?? postReadyWithFetch;
+    const post = this.o.postReady ?? postReadyVia(this.o.proxy);
     const body = { readyToken: m.readyToken, ...extra };
-    let lastDetail = '';
-    for (let attempt = 0; attempt < 4; attempt++) {
-      if (attempt > 0) await new Promise((r) => setTimeout(r, 250 * 2 ** attempt));
+    // Four attempts, about 0.5, 1 and 2 s apart (jittered), and none past the message's notAfter.
+    const backoff = new Backoff({ baseMs: 500, capMs: 2000, jitter: 'equal', maxAttempts: 4, random: this.o.random });
+    let lastDetail: string;
+    for (;;) {
       try {
         const status = await post(m.readyUrl, body);
         if (status < 500) return status;
         lastDetail = `HTTP ${status}`;
       } catch (err) {
-        lastDetail = messageOf(err);
+        lastDetail = describeError(err);
       }
       if (Date.parse(m.notAfter) <= this.now().getTime()) break;
+      const delayMs = backoff.next();
+      if (delayMs === undefined) break;
+      await sleep(delayMs);
     }
     this.o.log(
       'ready.failed',
@@ -281,6 +308,15 @@ export class DeviceAgent {
 function describeQueueError(err: unknown): { statusCode?: number; detail: string } {
   if (err instanceof RestError) {
     const statusCode = err.statusCode;
+    // Some proxies (tinyproxy) answer a plain proxied request with 401 and a Basic challenge, not 407;
+    // Azure Storage never asks for Basic credentials.
+    const challenge = err.response?.headers.get('proxy-authenticate') ?? err.response?.headers.get('www-authenticate');
+    if (statusCode === 407 || (statusCode === 401 && /^basic/i.test(challenge ?? ''))) {
+      return {
+        statusCode,
+        detail: `the proxy refused the credentials (${statusCode}): check the user and password in --proxy or HTTPS_PROXY`,
+      };
+    }
     if (statusCode === 403) {
       return {
         statusCode,
@@ -289,13 +325,9 @@ function describeQueueError(err: unknown): { statusCode?: number; detail: string
       };
     }
     if (statusCode === 404) return { statusCode, detail: 'the queue does not exist (404): the device was removed' };
-    return { statusCode, detail: `${statusCode ?? ''} ${err.code ?? ''} ${firstLine(err.message)}`.trim() };
+    return { statusCode, detail: `${statusCode ?? ''} ${err.code ?? ''} ${describeError(err.message, 200)}`.trim() };
   }
-  return { detail: messageOf(err) };
-}
-
-function firstLine(s: string): string {
-  return (s.split('\n')[0] ?? '').slice(0, 200);
+  return { detail: describeError(err) };
 }
 
 type SessionStatus = 'starting' | 'online' | 'closing' | 'closed';
@@ -343,11 +375,12 @@ class AgentSession {
       hybridConnection: relay.hybridConnection,
       token: relay.listenToken,
       ca: this.o.relayCa,
+      ...(this.o.proxy ? { agent: (url: string) => proxyAgentFor(this.o.proxy, url) } : {}),
       ...this.o.listenerOptions,
     });
     this.listener = listener;
     listener.on('error', (err) =>
-      this.log('listener.error', { detail: messageOf(err) }, `listener problem: ${messageOf(err)}`),
+      this.log('listener.error', { detail: describeError(err) }, `listener problem: ${describeError(err)}`),
     );
     listener.on('online', () => {
       if (!this.everOnline) this.log('listener.online', {}, 'listener online');
@@ -449,8 +482,8 @@ class AgentSession {
       if (!connected && r.error) {
         this.log(
           'connection.failed',
-          { connectionId: stream.connectionId, detail: messageOf(r.error) },
-          `connection ${cid}: cannot reach ${host}:${this.m.port}: ${(r.error as { code?: string }).code ?? messageOf(r.error)}`,
+          { connectionId: stream.connectionId, detail: describeError(r.error) },
+          `connection ${cid}: cannot reach ${host}:${this.m.port}: ${(r.error as { code?: string }).code ?? describeError(r.error)}`,
         );
         return;
       }
@@ -461,9 +494,9 @@ class AgentSession {
           bytesToTarget: r.bytesFromRelay,
           bytesFromTarget: r.bytesToRelay,
           endedBy: r.endedBy,
-          ...(r.error ? { detail: messageOf(r.error) } : {}),
+          ...(r.error ? { detail: describeError(r.error) } : {}),
         },
-        `connection ${cid} closed by ${r.endedBy === 'local' ? 'the target' : r.endedBy === 'relay' ? 'the client' : `an error (${messageOf(r.error)})`}: ${r.bytesFromRelay} B to the target, ${r.bytesToRelay} B back`,
+        `connection ${cid} closed by ${r.endedBy === 'local' ? 'the target' : r.endedBy === 'relay' ? 'the client' : `an error (${describeError(r.error)})`}: ${r.bytesFromRelay} B to the target, ${r.bytesToRelay} B back`,
       );
     });
     this.pipes.add(piped);

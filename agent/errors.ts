@@ -1,5 +1,6 @@
 // What the CLI can fail with: a title, a detail and a hint of what to do, plus the exit code.
-// Every failure reaches the user through one of these; a stack trace never does.
+// Every failure reaches the user through one of these; a stack trace never does. Anything else
+// thrown becomes text through lib/errors.ts `describeError` (one line, secrets redacted).
 
 export const EXIT_OK = 0;
 export const EXIT_FAILURE = 1;
@@ -14,6 +15,8 @@ export interface CliProblem {
   status?: number;
   code?: string;
   correlationId?: string;
+  /** The answer's Retry-After header, as sent (seconds or an HTTP date). */
+  retryAfter?: string;
 }
 
 export class CliError extends Error {
@@ -34,10 +37,4 @@ export class UsageError extends CliError {
     super({ title: 'Invalid usage', detail, hint }, EXIT_USAGE);
     this.name = 'UsageError';
   }
-}
-
-/** The message of anything thrown, for a log line (never a stack). */
-export function messageOf(err: unknown): string {
-  if (err instanceof Error) return err.message;
-  return String(err);
 }

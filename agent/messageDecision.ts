@@ -1,8 +1,8 @@
 // What the agent does with one queue message (pure): open, refuse, close, or ignore/drop with a
 // reason. The side effects live in deviceAgent.ts; the rules live here, where they are tested.
 import { decodeDeviceMessage, type SessionCloseMessage, type SessionOpenMessage } from '../lib/devices/deviceNotifier';
+import { describeError } from '../lib/errors';
 import { z } from 'zod';
-import { messageOf } from './errors';
 
 export type MessageDecision =
   | { action: 'open'; message: SessionOpenMessage }
@@ -40,8 +40,8 @@ export function decideMessage(text: string, ctx: DecisionContext): MessageDecisi
             .slice(0, 3)
             .map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`)
             .join('; ')}`
-        : `not base64 JSON: ${messageOf(err)}`;
-    return { action: 'drop', reason: 'malformed', detail: firstLine(detail) };
+        : `not base64 JSON: ${describeError(err)}`;
+    return { action: 'drop', reason: 'malformed', detail: describeError(detail, 200) };
   }
   if (message.deviceId !== ctx.deviceId) {
     return {
@@ -96,9 +96,4 @@ export function decideMessage(text: string, ctx: DecisionContext): MessageDecisi
     };
   }
   return { action: 'open', message };
-}
-
-function firstLine(s: string): string {
-  const line = s.split('\n')[0] ?? '';
-  return line.length > 200 ? `${line.slice(0, 200)}…` : line;
 }

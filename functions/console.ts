@@ -4,7 +4,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { HttpResponseInit } from '@azure/functions';
-import { NotFoundError } from '../lib/errors';
+import { RouteNotFoundError } from '../lib/errors';
 import { json, route } from './shared/route';
 
 const CONSOLE_DIR = path.resolve(__dirname, '..', '..', 'console');
@@ -66,7 +66,7 @@ route('console', {
       return Promise.resolve(json(200, { mode: config.mode, auth: config.auth.mode, entra }, headers));
     }
     const type = FILES[file];
-    if (!type) throw new NotFoundError(`The console has no file ${file}.`);
+    if (!type) throw new RouteNotFoundError(`The console has no file ${file}.`);
     return Promise.resolve({
       status: 200,
       headers: { 'content-type': type, ...headers },

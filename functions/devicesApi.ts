@@ -1,7 +1,7 @@
 // Device registry routes (admin): register, list, show, rotate the enrollment, delete.
 import { registerDeviceSchema } from '../lib/devices/deviceRegistry';
-import { SESSION_EVENTS } from '../lib/sessions/session';
 import { parseJsonBody, parseWith, deviceIdSchema } from '../lib/validation';
+import { sessionOrchestrations } from './shared/sessionOrchestrations';
 import { json, route } from './shared/route';
 
 route('devicesCreate', {
@@ -47,20 +47,15 @@ route('devicesDelete', {
   route: 'devices/{deviceId}',
   access: ['admin'],
   durableClient: true,
-  handler: async ({ req, services, durable, ctx }) => {
+  handler: async (api) => {
+    const { req, services, ctx } = api;
     const deviceId = parseWith(deviceIdSchema, req.params.deviceId, 'The device id');
-    await services.devices.requireRecord(deviceId);
-    // End the device's sessions first: their recycle must not wait for a device that is gone.
-    const open = await services.sessionStore.listOpen(deviceId);
-    for (const s of open) {
-      await durable()
-        .raiseEvent(s.sessionId, SESSION_EVENTS.endSession, { reason: 'device_deleted' })
-        .catch((err: unknown) =>
-          ctx.warn(`could not end session ${s.sessionId} of deleted device ${deviceId}: ${String(err)}`),
-        );
-    }
-    await services.devices.delete(deviceId);
-    ctx.info(`device ${deviceId} deleted; ${open.length} open session(s) ended`);
+    const ended = await services
+      .sessionControl(sessionOrchestrations(() => api.durable()))
+      .deleteDevice(deviceId, (sessionId, err) =>
+        ctx.warn(`could not end session ${sessionId} of deleted device ${deviceId}: ${String(err)}`),
+      );
+    ctx.info(`device ${deviceId} deleted; ${ended} open session(s) ended`);
     return { status: 204 };
   },
 });

@@ -1,6 +1,6 @@
 // Grants (admin): which operator may open sessions to which device (`*` for all of them).
 import { z } from 'zod';
-import { NotFoundError } from '../lib/errors';
+import { GrantNotFoundError } from '../lib/errors';
 import { parseWith } from '../lib/validation';
 import { json, route } from './shared/route';
 
@@ -20,8 +20,7 @@ route('grantsDelete', {
   access: ['admin'],
   handler: async ({ req, services }) => {
     const existed = await services.grants.delete(req.params.principalId, req.params.deviceId);
-    if (!existed)
-      throw new NotFoundError(`No grant of ${req.params.deviceId} to ${req.params.principalId}.`, 'grant_not_found');
+    if (!existed) throw new GrantNotFoundError(`No grant of ${req.params.deviceId} to ${req.params.principalId}.`);
     return { status: 204 };
   },
 });

@@ -1,7 +1,7 @@
 // GET /api/metrics (admin, local mode): the OpenTelemetry instruments of lib/metrics.ts in the
 // Prometheus text format. In Azure the same instruments go to Application Insights (Azure Monitor
 // exporter); a per-instance scrape there would show one instance's share, so it is not offered.
-import { NotFoundError } from '../lib/errors';
+import { RouteNotFoundError } from '../lib/errors';
 import { prometheusText } from '../lib/metrics';
 import { route } from './shared/route';
 
@@ -12,7 +12,9 @@ route('metrics', {
   usesStorage: false,
   handler: async ({ services }) => {
     if (services.config.mode !== 'local') {
-      throw new NotFoundError('Metrics are exported to Application Insights in Azure; GET /metrics is local only.');
+      throw new RouteNotFoundError(
+        'Metrics are exported to Application Insights in Azure; GET /metrics is local only.',
+      );
     }
     return {
       status: 200,

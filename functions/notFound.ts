@@ -1,7 +1,7 @@
 // The catch-all: any path under /api that no other function serves, and any method a route does
 // not take, answers a problem document instead of the host's bare 404. Route precedence ranks a
 // `{*path}` template below every other one (locally and in Azure), so it only gets the leftovers.
-import { NotFoundError } from '../lib/errors';
+import { RouteNotFoundError } from '../lib/errors';
 import { route } from './shared/route';
 
 route('notFound', {
@@ -10,6 +10,6 @@ route('notFound', {
   access: 'anonymous',
   usesStorage: false,
   handler: ({ req }) => {
-    throw new NotFoundError(`No operation matches ${req.method} ${new URL(req.url).pathname}.`);
+    throw new RouteNotFoundError(`No operation matches ${req.method} ${new URL(req.url).pathname}.`);
   },
 });

@@ -25,19 +25,16 @@ import {
   recordPoolRunActivity,
   recyclePoolNamespaceActivity,
 } from './poolActivities';
+import { describeError } from '../lib/errors';
 import { getServices } from './shared/services';
-import { statusOrUndefined } from './shared/durable';
+import { durableRetry, statusOrUndefined } from './shared/durable';
 
 export const POOL_MAINTENANCE_TIMER = 'poolMaintenanceTimer';
 
 /** Transient storage faults are retried by the engine; ARM faults are outcomes, not exceptions. */
-const activityRetry = (() => {
-  const r = new df.RetryOptions(2000, 3);
-  r.backoffCoefficient = 2;
-  return r;
-})();
+const activityRetry = durableRetry({ baseMs: 2000, maxAttempts: 3 });
 
-const firstLine = (err: unknown) => (err instanceof Error ? err.message : String(err)).split('\n')[0].slice(0, 300);
+const firstLine = (err: unknown) => describeError(err, 300);
 const describeCounts = (c: Record<string, number>) =>
   Object.entries(c)
     .filter(([, n]) => n > 0)

@@ -11,6 +11,7 @@ import {
   type EndReason,
   type SessionCustomStatus,
 } from '../lib/sessions/session';
+import { describeError } from '../lib/errors';
 import type { OpenSessionResult } from '../lib/sessions/sessionService';
 import {
   closeOnDeviceActivity,
@@ -19,21 +20,14 @@ import {
   recordSessionEndActivity,
   recycleSessionNamespaceActivity,
 } from './sessionActivities';
+import { durableRetry } from './shared/durable';
 
 export const SESSION_ORCHESTRATOR = 'sessionOrchestrator';
 
-const recycleRetry = (() => {
-  const r = new df.RetryOptions(2000, 4);
-  r.backoffCoefficient = 2;
-  return r;
-})();
+const recycleRetry = durableRetry({ baseMs: 2000, maxAttempts: 4 });
 
 /** Audit-record writes: a storage blip must neither fail the orchestration nor skip the recycle. */
-const recordRetry = (() => {
-  const r = new df.RetryOptions(1000, 5);
-  r.backoffCoefficient = 2;
-  return r;
-})();
+const recordRetry = durableRetry({ baseMs: 1000, maxAttempts: 5 });
 
 export const sessionOrchestrator: OrchestrationHandler = function* (context: OrchestrationContext) {
   const input = sessionInputSchema.parse(context.df.getInput());
@@ -164,7 +158,7 @@ export const sessionOrchestrator: OrchestrationHandler = function* (context: Orc
 };
 
 function firstLine(err: unknown): string {
-  return err instanceof Error ? err.message.split('\n')[0] : String(err);
+  return describeError(err, 300);
 }
 
 df.app.orchestration(SESSION_ORCHESTRATOR, sessionOrchestrator);

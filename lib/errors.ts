@@ -1,13 +1,16 @@
-// Typed errors with a stable `code` and HTTP status, and the one mapping of any error to an
-// RFC 9457 problem document. lib/ throws these; functions/ maps them with `toProblem`.
+// The closed registry of errors: every stable `code` the API can answer with, its HTTP status, the
+// one class that raises it, the one mapping of any error to an RFC 9457 problem document
+// (`toProblem`) and the one way to turn anything thrown into text (`describeError`).
+// lib/ throws these; functions/ maps them with `toProblem`; docs/api.md lists the same table.
 import { randomUUID } from 'node:crypto';
+import { redactSecrets } from './auth/logRedaction';
 
 export interface ProblemDetails {
   type: string;
   title: string;
   status: number;
   detail: string;
-  code: string;
+  code: ErrorCode;
   instance?: string;
   correlationId?: string;
   errors?: Array<{ path: string; message: string }>;
@@ -16,6 +19,65 @@ export interface ProblemDetails {
 
 export const PROBLEM_CONTENT_TYPE = 'application/problem+json';
 const PROBLEM_TYPE_BASE = 'https://relay-broker.dev/problems/';
+
+// ---------------------------------------------------------------------------------------------
+// The registry
+
+/**
+ * Every code the API can answer with: its HTTP status and the problem's title. Closed: a code not
+ * here does not compile, and each has exactly one class below (`internal_error` is `toProblem`'s
+ * answer to anything that is not a BrokerError). docs/api.md lists the same table (tested).
+ */
+export const ERRORS = {
+  validation_failed: { status: 400, title: 'The request is not valid' },
+  malformed_json: { status: 400, title: 'The request body is not valid JSON' },
+  unauthenticated: { status: 401, title: 'Authentication is required' },
+  role_required: { status: 403, title: 'Not allowed' },
+  device_not_granted: { status: 403, title: 'Not allowed' },
+  invalid_ready_token: { status: 403, title: 'Not allowed' },
+  not_found: { status: 404, title: 'Not found' },
+  device_not_found: { status: 404, title: 'Not found' },
+  session_not_found: { status: 404, title: 'Not found' },
+  grant_not_found: { status: 404, title: 'Not found' },
+  namespace_not_found: { status: 404, title: 'Not found' },
+  relay_resource_not_found: { status: 404, title: 'The Relay resource does not exist' },
+  device_exists: { status: 409, title: 'Conflict with the current state' },
+  device_being_deleted: { status: 409, title: 'Conflict with the current state' },
+  session_exists: { status: 409, title: 'Conflict with the current state' },
+  session_not_pending: { status: 409, title: 'Conflict with the current state' },
+  namespace_exists: { status: 409, title: 'Conflict with the current state' },
+  concurrent_update: { status: 409, title: 'The resource was changed by someone else' },
+  invalid_transition: { status: 409, title: 'The transition is not allowed' },
+  relay_conflict: { status: 409, title: 'The Relay resource is in a conflicting state' },
+  payload_too_large: { status: 413, title: 'The request body is too large' },
+  unsupported_media_type: { status: 415, title: 'The request body must be application/json' },
+  rate_limited: { status: 429, title: 'Too many requests' },
+  internal_error: { status: 500, title: 'Internal error' },
+  sealed_data_invalid: { status: 500, title: 'Stored secret could not be opened' },
+  auth_keys_unavailable: { status: 502, title: 'An Azure dependency failed' },
+  device_refused: { status: 502, title: 'An Azure dependency failed' },
+  session_ended: { status: 502, title: 'An Azure dependency failed' },
+  session_failed: { status: 502, title: 'An Azure dependency failed' },
+  relay_arm_failed: { status: 502, title: 'An Azure Relay management call failed' },
+  relay_handshake_failed: { status: 502, title: 'The relay refused or failed the connection' },
+  pool_exhausted: { status: 503, title: 'No relay namespace is available' },
+  relay_arm_unavailable: { status: 503, title: 'Azure Relay management is unavailable; try again later' },
+  relay_quota_exceeded: { status: 503, title: 'The subscription has no Relay namespace quota left' },
+  device_not_ready: { status: 504, title: 'The device did not answer in time' },
+  relay_activation_timeout: { status: 504, title: 'The Relay namespace did not finish activating' },
+} as const satisfies Record<string, { status: number; title: string }>;
+
+export type ErrorCode = keyof typeof ERRORS;
+/** The codes answered with HTTP status `S`. */
+export type ErrorCodeWithStatus<S extends number> = {
+  [C in ErrorCode]: (typeof ERRORS)[C]['status'] extends S ? C : never;
+}[ErrorCode];
+
+export const ERROR_CODES = Object.keys(ERRORS) as ErrorCode[];
+
+export function isErrorCode(value: unknown): value is ErrorCode {
+  return typeof value === 'string' && Object.hasOwn(ERRORS, value);
+}
 
 export interface BrokerErrorOptions {
   /** Logical location of the failure, e.g. `namespaceStore.lease` (boundary-style op tag). */
@@ -27,11 +89,12 @@ export interface BrokerErrorOptions {
   headers?: Record<string, string>;
 }
 
-/** Base of every error the domain raises on purpose. `detail` is shown to the caller: no secrets. */
+/**
+ * Base of every error the domain raises on purpose. A subclass names its code; status and title
+ * come from ERRORS. `detail` is shown to the caller: no secrets.
+ */
 export abstract class BrokerError extends Error {
-  abstract readonly code: string;
-  abstract readonly status: number;
-  abstract readonly title: string;
+  abstract readonly code: Exclude<ErrorCode, 'internal_error'>;
   readonly op?: string;
   readonly extensions: Record<string, unknown>;
   readonly headers: Record<string, string>;
@@ -43,7 +106,22 @@ export abstract class BrokerError extends Error {
     this.extensions = options.extensions ?? {};
     this.headers = options.headers ?? {};
   }
+
+  get status(): number {
+    return ERRORS[this.code].status;
+  }
+
+  get title(): string {
+    return ERRORS[this.code].title;
+  }
 }
+
+const retryAfterHeader = (seconds: number): Record<string, string> => ({
+  'retry-after': String(Math.max(1, Math.ceil(seconds))),
+});
+
+// ---------------------------------------------------------------------------------------------
+// 400, 401, 413, 415, 429
 
 export interface FieldError {
   path: string;
@@ -52,8 +130,6 @@ export interface FieldError {
 
 export class ValidationError extends BrokerError {
   readonly code = 'validation_failed';
-  readonly status = 400;
-  readonly title = 'The request is not valid';
   constructor(
     detail: string,
     readonly fieldErrors: FieldError[] = [],
@@ -65,26 +141,18 @@ export class ValidationError extends BrokerError {
 
 export class MalformedJsonError extends BrokerError {
   readonly code = 'malformed_json';
-  readonly status = 400;
-  readonly title = 'The request body is not valid JSON';
 }
 
 export class PayloadTooLargeError extends BrokerError {
   readonly code = 'payload_too_large';
-  readonly status = 413;
-  readonly title = 'The request body is too large';
 }
 
 export class UnsupportedMediaTypeError extends BrokerError {
   readonly code = 'unsupported_media_type';
-  readonly status = 415;
-  readonly title = 'The request body must be application/json';
 }
 
 export class UnauthenticatedError extends BrokerError {
   readonly code = 'unauthenticated';
-  readonly status = 401;
-  readonly title = 'Authentication is required';
   constructor(detail: string, options: BrokerErrorOptions = {}) {
     super(detail, {
       ...options,
@@ -93,96 +161,254 @@ export class UnauthenticatedError extends BrokerError {
   }
 }
 
-export class ForbiddenError extends BrokerError {
-  readonly code: string;
-  readonly status = 403;
-  readonly title = 'Not allowed';
-  constructor(detail: string, code = 'forbidden', options?: BrokerErrorOptions) {
-    super(detail, options);
-    this.code = code;
-  }
-}
-
-export class NotFoundError extends BrokerError {
-  readonly code: string;
-  readonly status = 404;
-  readonly title = 'Not found';
-  constructor(detail: string, code = 'not_found', options?: BrokerErrorOptions) {
-    super(detail, options);
-    this.code = code;
-  }
-}
-
-export class ConflictError extends BrokerError {
-  readonly code: string;
-  readonly status = 409;
-  readonly title = 'Conflict with the current state';
-  constructor(detail: string, code = 'conflict', options?: BrokerErrorOptions) {
-    super(detail, options);
-    this.code = code;
-  }
-}
-
-export class MethodNotAllowedError extends BrokerError {
-  readonly code = 'method_not_allowed';
-  readonly status = 405;
-  readonly title = 'Method not allowed';
-}
-
 export class RateLimitedError extends BrokerError {
   readonly code = 'rate_limited';
-  readonly status = 429;
-  readonly title = 'Too many requests';
   constructor(detail: string, retryAfterSeconds: number, options: BrokerErrorOptions = {}) {
-    super(detail, { ...options, headers: { 'retry-after': String(Math.max(1, Math.ceil(retryAfterSeconds))) } });
+    super(detail, { ...options, headers: retryAfterHeader(retryAfterSeconds) });
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 403: a base per status so callers can catch "any 403"; the code is the subclass's.
+
+export abstract class ForbiddenError extends BrokerError {
+  abstract override readonly code: ErrorCodeWithStatus<403>;
+}
+
+/** The principal lacks the role the call needs. */
+export class RoleRequiredError extends ForbiddenError {
+  readonly code = 'role_required';
+}
+
+export class DeviceNotGrantedError extends ForbiddenError {
+  readonly code = 'device_not_granted';
+}
+
+export class InvalidReadyTokenError extends ForbiddenError {
+  readonly code = 'invalid_ready_token';
+}
+
+// ---------------------------------------------------------------------------------------------
+// 404
+
+export abstract class NotFoundError extends BrokerError {
+  abstract override readonly code: ErrorCodeWithStatus<404>;
+}
+
+/** No operation serves the request's path and method (the API's catch-all route). */
+export class RouteNotFoundError extends NotFoundError {
+  readonly code = 'not_found';
+}
+
+export class DeviceNotFoundError extends NotFoundError {
+  readonly code = 'device_not_found';
+}
+
+export class SessionNotFoundError extends NotFoundError {
+  readonly code = 'session_not_found';
+}
+
+export class GrantNotFoundError extends NotFoundError {
+  readonly code = 'grant_not_found';
+}
+
+/** No row of that name in the pool's table. */
+export class NamespaceNotFoundError extends NotFoundError {
+  readonly code = 'namespace_not_found';
+}
+
+// ---------------------------------------------------------------------------------------------
+// 409
+
+export abstract class ConflictError extends BrokerError {
+  abstract override readonly code: ErrorCodeWithStatus<409>;
+}
+
+export class DeviceExistsError extends ConflictError {
+  readonly code = 'device_exists';
+}
+
+/** A device of that id was deleted moments ago and its queue is still going. */
+export class DeviceBeingDeletedError extends ConflictError {
+  readonly code = 'device_being_deleted';
+}
+
+export class SessionExistsError extends ConflictError {
+  readonly code = 'session_exists';
+}
+
+/** The device answered a session that no longer waits for it. */
+export class SessionNotPendingError extends ConflictError {
+  readonly code = 'session_not_pending';
+}
+
+/** The name is taken in the pool's table by another namespace or state. */
+export class NamespaceExistsError extends ConflictError {
+  readonly code = 'namespace_exists';
+}
+
+/** A write lost an optimistic-concurrency race (ETag mismatch) more often than it retries. */
+export class ConcurrencyError extends ConflictError {
+  readonly code = 'concurrent_update';
+}
+
+/** A state machine refused a transition. */
+export class InvalidTransitionError extends ConflictError {
+  readonly code = 'invalid_transition';
+}
+
+// ---------------------------------------------------------------------------------------------
+// 500, 502, 503, 504
+
+/** A sealed secret at rest could not be opened (unknown format, truncated, wrong key, tampered). */
+export class SealedDataError extends BrokerError {
+  readonly code = 'sealed_data_invalid';
 }
 
 export class PoolExhaustedError extends BrokerError {
   readonly code = 'pool_exhausted';
-  readonly status = 503;
-  readonly title = 'No relay namespace is available';
   constructor(detail: string, retryAfterSeconds = 30, options: BrokerErrorOptions = {}) {
-    super(detail, { ...options, headers: { 'retry-after': String(Math.max(1, Math.ceil(retryAfterSeconds))) } });
+    super(detail, { ...options, headers: retryAfterHeader(retryAfterSeconds) });
   }
 }
 
 export class DeviceNotReadyError extends BrokerError {
   readonly code = 'device_not_ready';
-  readonly status = 504;
-  readonly title = 'The device did not answer in time';
 }
 
-/** A dependency (ARM, Storage) failed in a way a retry did not fix. */
-export class UpstreamError extends BrokerError {
-  readonly code: string;
-  readonly status = 502;
-  readonly title = 'An Azure dependency failed';
-  constructor(detail: string, code = 'upstream_failed', options?: BrokerErrorOptions) {
+/** A dependency (the token issuer, the device, the orchestration) failed in a way a retry did not fix. */
+export abstract class UpstreamError extends BrokerError {
+  abstract override readonly code: ErrorCodeWithStatus<502>;
+}
+
+/** The token issuer's signing keys could not be fetched. */
+export class AuthKeysUnavailableError extends UpstreamError {
+  readonly code = 'auth_keys_unavailable';
+}
+
+/** The device refused the session (e.g. the port is not in its --allow list). */
+export class DeviceRefusedError extends UpstreamError {
+  readonly code = 'device_refused';
+}
+
+/** The session was ended before it became ready. */
+export class SessionEndedError extends UpstreamError {
+  readonly code = 'session_ended';
+}
+
+/** The session could not be opened; its namespace went back to the pool. */
+export class SessionFailedError extends UpstreamError {
+  readonly code = 'session_failed';
+}
+
+// ---------------------------------------------------------------------------------------------
+// Relay: management (ARM) and data plane (the WebSocket handshake)
+
+export type RelayArmCode = Extract<ErrorCode, `relay_${string}`>;
+
+export interface RelayArmErrorOptions extends BrokerErrorOptions {
+  operation: string;
+  armStatus?: number;
+  armCode?: string;
+}
+
+/** An ARM call for Relay failed and retrying would not help. The base of the family below. */
+export class RelayArmError extends BrokerError {
+  readonly code: Exclude<RelayArmCode, 'relay_handshake_failed'> = 'relay_arm_failed';
+  readonly operation: string;
+  readonly armStatus?: number;
+  readonly armCode?: string;
+  constructor(detail: string, options: RelayArmErrorOptions) {
     super(detail, options);
-    this.code = code;
+    this.operation = options.operation;
+    this.armStatus = options.armStatus;
+    this.armCode = options.armCode;
   }
 }
 
-/** A write lost an optimistic-concurrency race (ETag mismatch). Callers retry elsewhere. */
-export class ConcurrencyError extends BrokerError {
-  readonly code = 'concurrent_update';
-  readonly status = 409;
-  readonly title = 'The resource was changed by someone else';
+/** A transient fault persisted past the retry budget (attempts or deadline). */
+export class RelayArmUnavailableError extends RelayArmError {
+  override readonly code = 'relay_arm_unavailable';
 }
 
-/** A state machine refused a transition. */
-export class InvalidTransitionError extends BrokerError {
-  readonly code = 'invalid_transition';
-  readonly status = 409;
-  readonly title = 'The transition is not allowed';
+export class RelayResourceNotFoundError extends RelayArmError {
+  override readonly code = 'relay_resource_not_found';
 }
 
+export class RelayConflictError extends RelayArmError {
+  override readonly code = 'relay_conflict';
+}
+
+export class RelayQuotaExceededError extends RelayArmError {
+  override readonly code = 'relay_quota_exceeded';
+}
+
+/** A namespace did not reach `Succeeded` in time (or reached `Failed`). */
+export class RelayActivationTimeoutError extends RelayArmError {
+  override readonly code = 'relay_activation_timeout';
+}
+
+/** The relay refused a handshake (`statusCode` is its HTTP status) or it could not be reached (0). */
+export class RelayHandshakeError extends BrokerError {
+  readonly code = 'relay_handshake_failed';
+  constructor(
+    readonly statusCode: number,
+    detail: string,
+    options?: BrokerErrorOptions,
+  ) {
+    super(detail, options);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/** A setting is missing or invalid: raised at start-up, never answered to a caller. */
 export class ConfigError extends Error {
   constructor(message: string) {
     super(message);
     this.name = 'ConfigError';
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Anything thrown, as text
+
+export interface DescribeErrorOptions {
+  /** Append this many stack frames (server logs of unexpected errors only; never stored or shown). */
+  stackFrames?: number;
+}
+
+/**
+ * The one way to turn anything thrown into text for a log line, a row's `lastError`, a run
+ * record or a CLI message: `Name: message` (the name only when it says more than `Error`),
+ * whitespace folded onto one line, every recognised secret redacted, then cut to `maxLen`
+ * characters (redacted before it is cut, so a cut never leaves half a secret behind).
+ */
+export function describeError(err: unknown, maxLen = 500, options: DescribeErrorOptions = {}): string {
+  let text: string;
+  if (err instanceof Error) {
+    const message = err.message || err.name;
+    text = err.name && err.name !== 'Error' && message !== err.name ? `${err.name}: ${message}` : message;
+  } else if (typeof err === 'string') {
+    text = err;
+  } else {
+    try {
+      text = JSON.stringify(err) ?? String(err);
+    } catch {
+      text = String(err);
+    }
+  }
+  text = redactSecrets(text.replace(/\s+/g, ' ').trim());
+  if (text.length > maxLen) text = `${text.slice(0, Math.max(0, maxLen - 1))}…`;
+  const frames = options.stackFrames ?? 0;
+  if (frames > 0 && err instanceof Error && err.stack) {
+    const stack = err.stack
+      .split('\n')
+      .filter((line) => /^\s+at /.test(line))
+      .slice(0, frames);
+    if (stack.length > 0) text += `\n${redactSecrets(stack.join('\n'))}`;
+  }
+  return text;
 }
 
 export interface ProblemResponse {
@@ -213,13 +439,13 @@ export function toProblem(err: unknown, instance?: string): ProblemResponse {
   }
   const correlationId = randomUUID();
   return {
-    status: 500,
+    status: ERRORS.internal_error.status,
     headers: { 'content-type': PROBLEM_CONTENT_TYPE },
     correlationId,
     body: {
       type: PROBLEM_TYPE_BASE + 'internal_error',
-      title: 'Internal error',
-      status: 500,
+      title: ERRORS.internal_error.title,
+      status: ERRORS.internal_error.status,
       detail: `An unexpected error occurred. Quote correlation id ${correlationId} when reporting it.`,
       code: 'internal_error',
       correlationId,

@@ -11,15 +11,12 @@ import {
   randomBytes,
   timingSafeEqual,
 } from 'node:crypto';
-import { BrokerError } from './errors';
+import { SealedDataError } from './errors';
 
 const VERSION = 'v1';
 
-export class SealedDataError extends BrokerError {
-  readonly code = 'sealed_data_invalid';
-  readonly status = 500;
-  readonly title = 'Stored secret could not be opened';
-}
+// In lib/errors.ts with every other code; re-exported for existing importers.
+export { SealedDataError };
 
 export class Sealer {
   private readonly encKey: Buffer;

@@ -1,14 +1,18 @@
 // `relay-broker agent`: runs the device agent until Ctrl-C/SIGTERM, then closes every session and exits 0.
 import { promises as fs } from 'node:fs';
+import { describeError } from '../../lib/errors';
 import type { Command } from 'commander';
 import { resolveRelayCa } from '../config';
-import { CliError, EXIT_OK, messageOf } from '../errors';
+import { CliError, EXIT_OK } from '../errors';
 import { parseAllowList, parsePositiveInt } from '../options';
 import type { Output } from '../output';
-import { action, untilSignal } from './context';
+import { redactProxyUrl } from '../proxy';
+import { action, proxyFor, untilSignal } from './context';
+import { registerDoctor } from './doctor';
+import { registerService } from './service';
 import { enrollmentSchema } from './devices';
 
-async function readEnrollment(file: string, out: Output) {
+export async function readEnrollment(file: string, out: Output) {
   let text: string;
   try {
     const stat = await fs.stat(file);
@@ -21,7 +25,7 @@ async function readEnrollment(file: string, out: Output) {
   } catch (err) {
     throw new CliError({
       title: 'Cannot read the enrollment',
-      detail: `${file}: ${messageOf(err)}`,
+      detail: `${file}: ${describeError(err)}`,
       hint: 'Create it with `relay-broker devices add <id> --out <file>` and copy it to the device.',
     });
   }
@@ -57,8 +61,13 @@ async function readEnrollment(file: string, out: Output) {
 }
 
 export function registerAgent(program: Command): void {
-  program
+  const agent = program
     .command('agent')
+    .description('the device agent: run it (the default), as a service, or check the setup (doctor)');
+  // `agent --enrollment ... --allow ...` runs it: `run` is the default subcommand, so `agent service
+  // install --enrollment ...` keeps its own options (a parent's options would swallow them).
+  agent
+    .command('run', { isDefault: true })
     .description('run the device agent: serve sessions to the allowed local ports through the relay')
     .requiredOption('--enrollment <file>', 'the enrollment file from `relay-broker devices add`')
     .requiredOption('--allow <ports>', 'ports sessions may reach on this device, e.g. 3389,22', parseAllowList)
@@ -76,6 +85,15 @@ export function registerAgent(program: Command): void {
         }>();
         const enrollment = await readEnrollment(o.enrollment, out);
         const relayCa = await resolveRelayCa(o.relayCa, enrollment.apiUrl);
+        const proxy = proxyFor(cmd);
+        if (proxy) {
+          const via = redactProxyUrl(proxy.url);
+          out.event(
+            'agent.proxy',
+            { proxy: via, source: proxy.source, noProxy: proxy.noProxy },
+            `using the proxy ${via} (from ${proxy.source})${proxy.noProxy.length ? `, not for ${proxy.noProxy.join(', ')}` : ''}`,
+          );
+        }
         // Loaded here: the storage SDK is heavy and only this command needs it.
         const { DeviceAgent } = await import('../deviceAgent');
         const agent = new DeviceAgent({
@@ -84,6 +102,7 @@ export function registerAgent(program: Command): void {
           pollIntervalMs: o.pollMs,
           relayCa,
           targetHost: o.targetHost,
+          proxy,
           log: (event, fields, human) => out.event(event, fields, human),
         });
         const stopped = untilSignal();
@@ -94,4 +113,6 @@ export function registerAgent(program: Command): void {
         return EXIT_OK;
       }),
     );
+  registerService(agent);
+  registerDoctor(agent);
 }

@@ -5,12 +5,15 @@
 import os from 'node:os';
 import { Option, type Command } from 'commander';
 import { z } from 'zod';
+import { Backoff, parseRetryAfter, type BackoffPolicy } from '../../lib/backoff';
+import { describeError } from '../../lib/errors';
+import { END_REASONS, type EndReason } from '../../lib/sessions/session';
 import type { ApiClient } from '../apiClient';
 import { resolveRelayCa } from '../config';
-import { CliError, EXIT_FAILURE, EXIT_OK, messageOf } from '../errors';
+import { CliError, EXIT_FAILURE, EXIT_OK } from '../errors';
 import { parseDeviceId, parseListen, parsePort, parsePositiveInt } from '../options';
 import type { Output } from '../output';
-import { action, apiFor, untilSignal } from './context';
+import { action, apiFor, relayAgentFor, untilSignal } from './context';
 import { sessionViewSchema } from './sessions';
 
 const relaySchema = z
@@ -25,7 +28,12 @@ const relaySchema = z
 const openAnswerSchema = z.object({ sessionId: z.string(), status: z.string(), relay: relaySchema.optional() }).loose();
 type Relay = z.infer<typeof relaySchema>;
 
-const REASON_TEXT: Record<string, string> = {
+/** How often a pending session is polled, and the backoff after a failed poll. */
+const PENDING_POLL_MS = 1000;
+const STATUS_RETRY: BackoffPolicy = { baseMs: 1000, capMs: 8000, jitter: 'equal' };
+
+/** Why a session ended or failed, in words. Keyed by the closed set of end reasons: one missing does not compile. */
+export const REASON_TEXT: Record<EndReason, string> = {
   requested: 'it was ended through the API (sessions end)',
   lifetime: 'its lifetime is over',
   device_deleted: 'the device was removed',
@@ -35,19 +43,29 @@ const REASON_TEXT: Record<string, string> = {
   error: 'it failed in the control plane',
 };
 
+function isEndReason(value: string | undefined): value is EndReason {
+  return value !== undefined && (END_REASONS as readonly string[]).includes(value);
+}
+
+/** What to do about a session that failed to open, by its reason (the others fall back to a generic hint). */
+export const OPEN_FAILED_HINTS: Partial<Record<EndReason, string>> = {
+  device_not_ready:
+    'Check that `relay-broker agent` runs on the device and can reach its queue (its log says why it did not answer).',
+  device_refused:
+    'The agent refused it, most likely because the port is not in its --allow list: add it there, or pick an allowed --port.',
+  pool_exhausted: 'Every relay namespace is in use; retry in a minute.',
+};
+
 /** The CliError for a session that failed to open, by its reason. */
 export function openFailed(reason: string | undefined, sessionId: string): CliError {
-  const hints: Record<string, string> = {
-    device_not_ready:
-      'Check that `relay-broker agent` runs on the device and can reach its queue (its log says why it did not answer).',
-    device_refused:
-      'The agent refused it, most likely because the port is not in its --allow list: add it there, or pick an allowed --port.',
-    pool_exhausted: 'Every relay namespace is in use; retry in a minute.',
-  };
+  const why = reason ?? 'error';
+  const known = isEndReason(why) ? why : undefined;
   return new CliError({
     title: 'The session could not be opened',
-    detail: `Session ${sessionId} failed: ${REASON_TEXT[reason ?? 'error'] ?? reason ?? 'unknown reason'}.`,
-    hint: hints[reason ?? ''] ?? 'Retry; if it persists, check `relay-broker sessions show <id>` and the broker logs.',
+    detail: `Session ${sessionId} failed: ${known ? REASON_TEXT[known] : (reason ?? 'unknown reason')}.`,
+    hint:
+      (known && OPEN_FAILED_HINTS[known]) ??
+      'Retry; if it persists, check `relay-broker sessions show <id>` and the broker logs.',
     code: reason,
   });
 }
@@ -91,7 +109,9 @@ async function openSession(
       return { sessionId, relay: first.relay, elapsedMs: progress.elapsedMs };
     }
     const deadline = Date.now() + input.waitTimeoutMs;
-    let transientErrors = 0;
+    // A blip while waiting (a restart, a 5xx) is not the session failing: up to 5 retries, backing off.
+    const blips = new Backoff({ ...STATUS_RETRY, maxAttempts: 6 });
+    let retryInMs: number | undefined;
     while (!cancel.requested) {
       if (Date.now() > deadline) {
         throw new CliError({
@@ -100,15 +120,17 @@ async function openSession(
           hint: 'Check that `relay-broker agent` runs on the device.',
         });
       }
-      await sleep(1000, cancel);
+      await sleep(retryInMs ?? PENDING_POLL_MS, cancel);
       if (cancel.requested) break;
       let body: unknown;
       try {
         body = (await api.get(`/sessions/${sessionId}`)).body;
-        transientErrors = 0;
+        blips.reset();
+        retryInMs = undefined;
       } catch (err) {
         // A blip while waiting (a restart, a 5xx) is not the session failing: try a few more times.
-        if (!isTransient(err) || ++transientErrors > 5) throw err;
+        retryInMs = isTransient(err) ? blips.next(retryAfterOf(err)) : undefined;
+        if (retryInMs === undefined) throw err;
         continue;
       }
       const view = sessionViewSchema.parse(body);
@@ -116,13 +138,15 @@ async function openSession(
         progress.stop(`session ${sessionId} ready after ${(progress.elapsedMs / 1000).toFixed(1)} s`);
         return { sessionId, relay: view.relay, elapsedMs: progress.elapsedMs };
       }
-      if (view.status === 'failed' || view.status === 'ended') throw openFailed(view.reason, sessionId);
+      // Ending before it was ever ready is how an open fails (ending: its namespace is being recycled).
+      if (view.status === 'ending' || view.status === 'failed' || view.status === 'ended')
+        throw openFailed(view.reason, sessionId);
     }
     progress.stop();
     return { cancelled: true, sessionId };
   } catch (err) {
     progress.stop();
-    if (sessionId && !(err instanceof CliError && err.problem.code && REASON_TEXT[err.problem.code])) {
+    if (sessionId && !(err instanceof CliError && isEndReason(err.problem.code))) {
       // Do not leave a pending session behind us.
       await api.delete(`/sessions/${sessionId}`).catch(() => undefined);
     }
@@ -135,6 +159,11 @@ function isTransient(err: unknown): boolean {
   if (!(err instanceof CliError)) return false;
   const status = err.problem.status;
   return status === undefined || status === 429 || status >= 500;
+}
+
+/** The API's Retry-After on a 429/503, in ms. */
+function retryAfterOf(err: unknown): number | undefined {
+  return err instanceof CliError ? parseRetryAfter(err.problem.retryAfter) : undefined;
 }
 
 function clientHints(port: number, host: string, localPort: number, user: string): string[] {
@@ -256,6 +285,7 @@ export async function runTunnel(
     listen: o.listen,
     relay,
     ca: relayCa,
+    agent: relayAgentFor(cmd),
     log: (event, fields, human) => out.event(event, { sessionId, ...fields }, human),
     onSessionGone: () => checkNow(),
   });
@@ -266,7 +296,7 @@ export async function runTunnel(
     await api.delete(`/sessions/${sessionId}`).catch(() => undefined);
     throw new CliError({
       title: 'Cannot listen locally',
-      detail: `${o.listen.host}:${o.listen.port}: ${messageOf(err)}`,
+      detail: `${o.listen.host}:${o.listen.port}: ${describeError(err)}`,
       hint: 'Pick another --listen address (port 0 picks a free one).',
     });
   }
@@ -313,7 +343,7 @@ export async function runTunnel(
     if (cancel.requested) break;
     try {
       const view = sessionViewSchema.parse((await api.get(`/sessions/${sessionId}`)).body);
-      if (view.status === 'ended' || view.status === 'failed')
+      if (view.status === 'ending' || view.status === 'ended' || view.status === 'failed')
         ended = { reason: view.reason ?? view.status, by: 'remote' };
       warnedPoll = false;
     } catch (err) {
@@ -322,7 +352,7 @@ export async function runTunnel(
       } else if (!warnedPoll) {
         warnedPoll = true;
         out.warn(
-          `cannot check the session: ${err instanceof CliError ? err.problem.detail : messageOf(err)}; the tunnel stays up`,
+          `cannot check the session: ${err instanceof CliError ? err.problem.detail : describeError(err)}; the tunnel stays up`,
         );
       }
     }
@@ -340,7 +370,7 @@ export async function runTunnel(
       await api.delete(`/sessions/${sessionId}`);
     } catch (err) {
       out.warn(
-        `could not end the session through the API: ${err instanceof CliError ? err.problem.detail : messageOf(err)}; it ends at ${relay.expiresAt} anyway`,
+        `could not end the session through the API: ${err instanceof CliError ? err.problem.detail : describeError(err)}; it ends at ${relay.expiresAt} anyway`,
       );
     }
     out.event('session.ended', { sessionId, reason: 'requested', by: 'local' }, `session ${sessionId} ended`);
@@ -349,7 +379,11 @@ export async function runTunnel(
   }
   await bridge.close();
   launcher?.onEnded?.();
-  const text = REASON_TEXT[ended.reason] ?? (ended.reason === 'not_found' ? 'it no longer exists' : ended.reason);
+  const text = isEndReason(ended.reason)
+    ? REASON_TEXT[ended.reason]
+    : ended.reason === 'not_found'
+      ? 'it no longer exists'
+      : ended.reason;
   out.event(
     'session.ended',
     { sessionId, reason: ended.reason, by: 'remote' },

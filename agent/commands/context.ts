@@ -1,15 +1,19 @@
 // What every command shares: the global options (--json, --api-url, --token), the Output, the API
 // client resolved from flags/env/local state, and the wrapper that turns failures into exit codes.
 import type { Command } from 'commander';
+import { describeError } from '../../lib/errors';
 import { ApiClient } from '../apiClient';
 import { resolveApiConfig, type ApiConfig } from '../config';
-import { CliError, EXIT_FAILURE, EXIT_OK, messageOf } from '../errors';
+import { CliError, EXIT_FAILURE, EXIT_OK } from '../errors';
 import { Output } from '../output';
+import { fetchVia, proxyAgentFor, resolveProxySettings, type ProxySettings } from '../proxy';
+import type { AgentForUrl } from '../../lib/relay/hybridConnection';
 
 export interface GlobalOptions {
   json?: boolean;
   apiUrl?: string;
   token?: string;
+  proxy?: string;
 }
 
 export function globalsOf(cmd: Command): GlobalOptions {
@@ -23,7 +27,19 @@ export function outputFor(cmd: Command): Output {
 export async function apiFor(cmd: Command, out: Output): Promise<{ api: ApiClient; config: ApiConfig }> {
   const g = globalsOf(cmd);
   const config = await resolveApiConfig({ apiUrl: g.apiUrl, token: g.token }, out);
-  return { api: new ApiClient({ apiUrl: config.apiUrl, token: config.token }), config };
+  const fetch = fetchVia(proxyFor(cmd));
+  return { api: new ApiClient({ apiUrl: config.apiUrl, token: config.token, fetch }), config };
+}
+
+/** The proxy settings in force for this command: --proxy, else the environment (agent/proxy.ts). */
+export function proxyFor(cmd: Command): ProxySettings | undefined {
+  return resolveProxySettings(globalsOf(cmd).proxy);
+}
+
+/** The agent for each relay WebSocket URL, through the proxy when one applies. */
+export function relayAgentFor(cmd: Command): AgentForUrl | undefined {
+  const settings = proxyFor(cmd);
+  return settings ? (url) => proxyAgentFor(settings, url) : undefined;
 }
 
 /** The exit code the process ends with once the command returns (commander ignores return values). */
@@ -49,7 +65,7 @@ export function action<A extends unknown[]>(fn: (cmd: Command, out: Output, ...a
       }
       out.problem({
         title: 'Unexpected error',
-        detail: messageOf(err),
+        detail: describeError(err),
         hint: 'Set RELAY_BROKER_DEBUG=1 for details and report it.',
       });
       if (process.env.RELAY_BROKER_DEBUG && err instanceof Error && err.stack) process.stderr.write(`${err.stack}\n`);

@@ -1,10 +1,11 @@
 // `relay-broker devices add|list|show|rotate|rm`: the device registry over the HTTP API. The
 // enrollment (it holds the queue SAS) goes to a 0600 file, never to the terminal.
 import { constants, promises as fs } from 'node:fs';
+import { describeError } from '../../lib/errors';
 import path from 'node:path';
 import type { Command } from 'commander';
 import { z } from 'zod';
-import { CliError, messageOf } from '../errors';
+import { CliError } from '../errors';
 import { collectTag, parseDeviceId } from '../options';
 import { table } from '../output';
 import { action, apiFor } from './context';
@@ -81,7 +82,7 @@ async function writeEnrollment(
   } catch (err) {
     throw new CliError({
       title: 'Could not write the enrollment',
-      detail: `${file}: ${messageOf(err)}`,
+      detail: `${file}: ${describeError(err)}`,
       hint: `The device is registered; get a fresh enrollment with \`relay-broker devices rotate ${enrollment.deviceId} --out <file>\`.`,
     });
   }

@@ -2,6 +2,7 @@
 // A session view can carry the opener's send token: it is removed before anything is printed.
 import { InvalidArgumentError, type Command } from 'commander';
 import { z } from 'zod';
+import { SESSION_STATUSES } from '../../lib/sessions/session';
 import { parseDeviceId, parsePositiveInt, parseSessionId } from '../options';
 import { table } from '../output';
 import { action, apiFor } from './context';
@@ -44,7 +45,7 @@ export function withoutSecrets(body: unknown): unknown {
   return copy;
 }
 
-const STATUSES = ['pending', 'ready', 'ended', 'failed'];
+const STATUSES: readonly string[] = SESSION_STATUSES;
 
 function describeSession(s: SessionViewDoc): string[] {
   return [

@@ -1,12 +1,12 @@
-// Open latency: POST /sessions → 201 with credentials on the whole local stack, devices polling
-// their queues every second, pool pre-filled. p50/p95/p99 at 1, 50 and 500 concurrent opens,
+// Open latency: POST /sessions → 201 with credentials on the whole local stack, devices (the
+// product's DeviceAgent) polling their queues every second, pool pre-filled. p50/p95/p99 at 1, 50 and 500 concurrent opens,
 // with a breakdown of where the time goes.
 import diagnostics from 'node:diagnostics_channel';
 import type { ClientRequest } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import { TableClient } from '@azure/data-tables';
 import { LocalRuntime } from '../../local/runtime';
-import { SimulatedDevice, type Enrollment } from '../../test/support/simulatedDevice';
+import { AgentHarness, type Enrollment } from '../../test/support/agentHarness';
 import { percentile, type Benchmark, type Figure } from '../figures';
 
 const COMMAND = 'npm run bench -- open';
@@ -57,7 +57,7 @@ export const benchmark: Benchmark = {
       settings: { SESSION_RATE_LIMIT_PER_MINUTE: '100000' },
       // The open budget (8 s) and ready timeout stay at their defaults, as in production.
     });
-    const devices: SimulatedDevice[] = [];
+    const devices: AgentHarness[] = [];
     const figures: Figure[] = [];
     try {
       await rt.start();
@@ -74,7 +74,13 @@ export const benchmark: Benchmark = {
           body: JSON.stringify({ deviceId: `bench-dev-${i}` }),
         });
         if (r.status !== 201) throw new Error(`device registration failed: ${r.status} ${await r.text()}`);
-        devices.push(new SimulatedDevice((await r.json()) as Enrollment, { pollMs: POLL_MS, ca: rt.relay!.caCertPem }));
+        devices.push(
+          new AgentHarness((await r.json()) as Enrollment, {
+            allowPorts: [22],
+            pollMs: POLL_MS,
+            ca: rt.relay!.caCertPem,
+          }),
+        );
       }
       log(`registered ${DEVICES} devices in ${((performance.now() - t) / 1000).toFixed(1)} s; starting their pollers`);
       // Spread the pollers over the interval, as real devices are.
@@ -180,7 +186,7 @@ export const benchmark: Benchmark = {
         log(
           `   where the time goes (p50 over ${all.length} notified): POST → message sent ${med((s) => s.toNotifyMs)} ms (HTTP, start, episode, openSession), sent → device has it ${med((s) => s.toDeviceMs - s.toNotifyMs)} ms (queue poll), → listener online ${med((s) => s.listenMs)} ms, ready posted → 201 ${med((s) => s.readyToCreatedMs, ok)} ms (ready call, episode, status poll)`,
         );
-        const note = `${ok.length}/${samples.length} got 201; ${DEVICES} simulated devices polling every ${POLL_MS} ms share the opens; 2-core machine: host, engine, emulator and devices in one process, Azurite in another`;
+        const note = `${ok.length}/${samples.length} got 201; ${DEVICES} device agents polling every ${POLL_MS} ms share the opens; 2-core machine: host, engine, emulator and devices in one process, Azurite in another`;
         if (level.name === 'c1')
           figures.push({
             name: 'open_p50_ms_c1',
@@ -247,7 +253,7 @@ export const benchmark: Benchmark = {
     }
     return figures;
 
-    async function openOnce(apiUrl: string, token: string, device: SimulatedDevice): Promise<Sample> {
+    async function openOnce(apiUrl: string, token: string, device: AgentHarness): Promise<Sample> {
       const start = performance.now();
       const startWall = Date.now();
       const r = await fetch(`${apiUrl}/sessions`, {

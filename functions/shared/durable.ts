@@ -1,11 +1,21 @@
 // The durable client's "not found" and "already finished" answers as values, not exceptions:
 // the client throws plain Errors naming the HTTP status, which would otherwise surface as 500s.
+import * as df from 'durable-functions';
 import type { DurableClient, DurableOrchestrationStatus } from 'durable-functions';
+import type { DurableRetryPolicy } from '../../lib/backoff';
 
 const statusIn = (err: unknown, codes: number[]): boolean => {
   const text = err instanceof Error ? err.message : String(err);
   return codes.some((c) => new RegExp(`\\b${c}\\b`).test(text));
 };
+
+/** The engine's RetryOptions for an activity: doubling from `baseMs`, capped, deterministic. */
+export function durableRetry(policy: DurableRetryPolicy): df.RetryOptions {
+  const r = new df.RetryOptions(policy.baseMs, policy.maxAttempts);
+  r.backoffCoefficient = 2;
+  if (policy.capMs !== undefined) r.maxRetryIntervalInMilliseconds = policy.capMs;
+  return r;
+}
 
 /** The instance's status, or undefined when no instance has that id. */
 export async function statusOrUndefined(

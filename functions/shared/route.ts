@@ -11,8 +11,7 @@ import {
 import * as df from 'durable-functions';
 import { requireRole } from '../../lib/auth/authenticator';
 import type { Principal, Role } from '../../lib/auth/principal';
-import { redactSecrets } from '../../lib/auth/logRedaction';
-import { PayloadTooLargeError, toProblem } from '../../lib/errors';
+import { describeError, PayloadTooLargeError, toProblem } from '../../lib/errors';
 import { DEFAULT_MAX_JSON_BYTES } from '../../lib/validation';
 import { getServices, type Services } from './services';
 
@@ -87,7 +86,9 @@ async function runRoute(options: RouteOptions, req: HttpRequest, ctx: Invocation
     observe(problem.body.code);
     if (problem.correlationId) {
       // The full error goes to the log under the correlation id; the caller sees only the id.
-      ctx.error(`unhandled error ${problem.correlationId} on ${req.method} ${instance}: ${describe(err)}`);
+      ctx.error(
+        `unhandled error ${problem.correlationId} on ${req.method} ${instance}: ${describeError(err, 2000, { stackFrames: 5 })}`,
+      );
     } else if (problem.status >= 500) {
       ctx.warn(`${req.method} ${instance} -> ${problem.status} ${problem.body.code}: ${problem.body.detail}`);
     }
@@ -117,14 +118,6 @@ async function readBody(req: HttpRequest): Promise<Uint8Array | undefined> {
 function outcomeOf(response: HttpResponseInit): string {
   const status = (response.jsonBody as { status?: unknown } | undefined)?.status;
   return typeof status === 'string' ? status : String(response.status ?? 200);
-}
-
-function describe(err: unknown): string {
-  const text =
-    err instanceof Error
-      ? `${err.name}: ${err.message}${err.stack ? `\n${err.stack.split('\n').slice(1, 6).join('\n')}` : ''}`
-      : String(err);
-  return redactSecrets(text);
 }
 
 export function json(status: number, body: unknown, headers: Record<string, string> = {}): HttpResponseInit {

@@ -15,9 +15,12 @@ import { DeviceStore } from '../../lib/devices/deviceStore';
 import { NamespaceStore } from '../../lib/pool/namespaceStore';
 import { PoolMaintenance } from '../../lib/pool/poolMaintenance';
 import { PoolRunStore } from '../../lib/pool/poolRunStore';
-import { openNamespaceKeys } from '../../lib/pool/sealedKeys';
 import { createRelayApiFactory, RelayManager } from '../../lib/relay/relayManager';
 import { Sealer } from '../../lib/sealing';
+import type { SessionOrchestrations } from '../../lib/sessions/orchestrations';
+import { SessionControl } from '../../lib/sessions/sessionControl';
+import { SessionOpener } from '../../lib/sessions/sessionOpener';
+import { SessionRelay } from '../../lib/sessions/sessionRelay';
 import { SessionService } from '../../lib/sessions/sessionService';
 import { SessionStore } from '../../lib/sessions/sessionStore';
 
@@ -37,6 +40,9 @@ export interface Services {
   sessionStore: SessionStore;
   relayManager: RelayManager;
   sessionService: SessionService;
+  /** The session requests (open; read, list, end, ready, device removal) over an orchestration port. */
+  sessionOpener(orchestrations: SessionOrchestrations): SessionOpener;
+  sessionControl(orchestrations: SessionOrchestrations): SessionControl;
   /** The pool maintenance steps (timer + orchestration) and GET /pool. */
   poolMaintenance: PoolMaintenance;
   /** Resolves once every table exists (idempotent; runs once per process). */
@@ -95,38 +101,11 @@ function createServices(config: Config): Services {
     ...(config.mode === 'azure' ? { credential: azureCredential() } : {}),
   });
   const relayManager = new RelayManager({ apiFactory });
-  const refOf = (ns: {
-    subscriptionId: string;
-    resourceGroup: string;
-    name: string;
-    hybridConnection?: string;
-    endpoint?: string;
-  }) => ({
-    subscriptionId: ns.subscriptionId,
-    resourceGroup: ns.resourceGroup,
-    name: ns.name,
-    hybridConnection: ns.hybridConnection,
-    endpoint: ns.endpoint,
-  });
   const sessionService = new SessionService({
     namespaces,
     sessions: sessionStore,
     notifier: new DeviceNotifier(queueService),
-    relay: {
-      // The hot path: the keys sealed in the row (no ARM call); ARM only for a row without them
-      // (prepared before keys were sealed, or sealed for another generation or sealing key).
-      keysFor: async (ns) => {
-        const sealed = openNamespaceKeys(sealer, ns);
-        if (sealed) return sealed;
-        const keys = await relayManager.getSessionKeys(refOf(ns));
-        return { listen: keys.listen, send: keys.send };
-      },
-      recycle: async (ns) => {
-        await relayManager.recycle(refOf(ns));
-        const keys = await relayManager.getSessionKeys(refOf(ns));
-        return { listen: keys.listen, send: keys.send };
-      },
-    },
+    relay: new SessionRelay(relayManager, sealer),
     sealer,
     publicApiUrl: config.publicApiUrl,
   });
@@ -144,6 +123,8 @@ function createServices(config: Config): Services {
     // Names are global DNS labels: the storage account tells deployments apart.
     nameSalt: config.storage.accountName.replace(/[^a-z0-9]/g, '').slice(0, 6),
   });
+  const grants = new GrantStore(table(TABLES.grants));
+  const rateLimiter = new RateLimiter({ perMinute: config.sessions.rateLimitPerMinute });
   let readyPromise: Promise<void> | undefined;
   const ready = () =>
     (readyPromise ??= Promise.all(Object.values(TABLES).map((t) => table(t).createTable())).then(
@@ -160,13 +141,24 @@ function createServices(config: Config): Services {
     queueService,
     devices,
     deviceStore,
-    grants: new GrantStore(table(TABLES.grants)),
-    rateLimiter: new RateLimiter({ perMinute: config.sessions.rateLimitPerMinute }),
+    grants,
+    rateLimiter,
     sealer,
     namespaces,
     sessionStore,
     relayManager,
     sessionService,
+    sessionOpener: (orchestrations) =>
+      new SessionOpener({
+        sessions: sessionStore,
+        orchestrations,
+        grants,
+        devices,
+        rateLimiter,
+        sealer,
+        limits: config.sessions,
+      }),
+    sessionControl: (orchestrations) => new SessionControl({ sessions: sessionStore, orchestrations, devices, sealer }),
     poolMaintenance,
     ready,
   };

@@ -3,7 +3,7 @@
 // x-ms-client-principal header when, and only when, the app runs behind App Service Authentication.
 import { createRemoteJWKSet, errors as joseErrors, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
 import { z } from 'zod';
-import { ForbiddenError, UnauthenticatedError, UpstreamError } from '../errors';
+import { AuthKeysUnavailableError, RoleRequiredError, UnauthenticatedError } from '../errors';
 import { type Principal, type Role, ROLES } from './principal';
 
 export type AuthMode = 'entra' | 'appservice' | 'local';
@@ -147,7 +147,7 @@ export function authenticatorFromConfig(
 /** Throws ForbiddenError (403, code `role_required`) unless the principal holds at least one of `roles`. */
 export function requireRole(principal: Principal, ...roles: Role[]): void {
   if (roles.some((r) => principal.roles.includes(r))) return;
-  throw new ForbiddenError(`This call needs the role ${roles.join(' or ')}.`, 'role_required');
+  throw new RoleRequiredError(`This call needs the role ${roles.join(' or ')}.`);
 }
 
 function hasValue(v: string | readonly string[] | undefined): boolean {
@@ -241,9 +241,8 @@ function mapVerifyError(err: unknown): Error {
     isNetworkError(err)
   ) {
     // The JWKS could not be fetched or read: keep the cause (no token in it) for the logs.
-    return new UpstreamError(
+    return new AuthKeysUnavailableError(
       'The signing keys of the token issuer could not be fetched; try again shortly.',
-      'auth_keys_unavailable',
       {
         op: 'auth.jwks',
         cause: err,

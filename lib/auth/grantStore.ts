@@ -2,7 +2,7 @@
 // principal id, RK = deviceId or `*`), and the one authorization rule for opening a session.
 import { odata, type TableClient } from '@azure/data-tables';
 import { z } from 'zod';
-import { ForbiddenError, ValidationError } from '../errors';
+import { DeviceNotGrantedError, RoleRequiredError, ValidationError } from '../errors';
 import { deleteIfExists, getOrUndefined, insertOrConflict } from '../storage/tables';
 import { DEVICE_ID_PATTERN } from '../validation';
 import { PRINCIPAL_ID_PATTERN } from './authenticator';
@@ -150,9 +150,9 @@ export async function authorizeSessionOpen(
 ): Promise<void> {
   if (isAdmin(principal)) return;
   if (!principal.roles.includes('operator')) {
-    throw new ForbiddenError('Opening a session needs the role operator or admin.', 'role_required');
+    throw new RoleRequiredError('Opening a session needs the role operator or admin.');
   }
   if (!(await grants.isGranted(principal.id, deviceId))) {
-    throw new ForbiddenError(`You are not granted access to device ${deviceId}.`, 'device_not_granted');
+    throw new DeviceNotGrantedError(`You are not granted access to device ${deviceId}.`);
   }
 }

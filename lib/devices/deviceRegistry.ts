@@ -10,7 +10,7 @@ import {
 } from '@azure/storage-queue';
 import { z } from 'zod';
 import type { Principal } from '../auth/principal';
-import { ConflictError, NotFoundError } from '../errors';
+import { DeviceBeingDeletedError, DeviceNotFoundError } from '../errors';
 import { deviceIdSchema } from '../validation';
 import { DeviceStore, type DeviceRecord } from './deviceStore';
 
@@ -91,9 +91,8 @@ export class DeviceRegistry {
       } catch (err) {
         // Azure refuses to recreate a queue for ~30 s after deleting it.
         if (err instanceof RestError && err.statusCode === 409) {
-          throw new ConflictError(
+          throw new DeviceBeingDeletedError(
             `Device ${input.deviceId} was deleted moments ago; its queue is still being removed. Retry in 30 s.`,
-            'device_being_deleted',
             {
               headers: { 'retry-after': '30' },
             },
@@ -148,7 +147,7 @@ export class DeviceRegistry {
    */
   async delete(deviceId: string): Promise<void> {
     const record = await this.o.store.get(deviceId);
-    if (!record) throw new NotFoundError(`Device ${deviceId} is not registered.`, 'device_not_found');
+    if (!record) throw new DeviceNotFoundError(`Device ${deviceId} is not registered.`);
     const queue = this.o.queueService.getQueueClient(record.queueName);
     try {
       await queue.setAccessPolicy([]);

@@ -2,7 +2,7 @@
 // queue name and the id of the stored access policy its SAS is bound to; never the SAS itself.
 import { odata, TableClient } from '@azure/data-tables';
 import { z } from 'zod';
-import { ConcurrencyError, ConflictError, NotFoundError } from '../errors';
+import { ConcurrencyError, DeviceExistsError, DeviceNotFoundError } from '../errors';
 import { deleteIfExists, getOrUndefined, insertOrConflict, tableFault } from '../storage/tables';
 
 export const DEVICE_PARTITION = 'device';
@@ -74,7 +74,7 @@ export class DeviceStore {
   /** Inserts a new device; a second insert of the same id is a ConflictError (`device_exists`). */
   async insert(d: DeviceRecord): Promise<void> {
     if ((await insertOrConflict(this.table, toEntity(d))) === 'conflict') {
-      throw new ConflictError(`Device ${d.deviceId} is already registered.`, 'device_exists', {
+      throw new DeviceExistsError(`Device ${d.deviceId} is already registered.`, {
         op: 'deviceStore.insert',
       });
     }
@@ -86,7 +86,7 @@ export class DeviceStore {
 
   async require(deviceId: string): Promise<DeviceRecord & { etag: string }> {
     const d = await this.get(deviceId);
-    if (!d) throw new NotFoundError(`Device ${deviceId} is not registered.`, 'device_not_found');
+    if (!d) throw new DeviceNotFoundError(`Device ${deviceId} is not registered.`);
     return d;
   }
 

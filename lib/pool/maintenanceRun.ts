@@ -2,6 +2,7 @@
 // step's outcomes, the summary handed to `recordRun`), how the run record is built from it, and the
 // orchestration's name and instance id. Data and pure functions only: functions/poolMaintenance.ts,
 // the orchestrator, needs nothing else.
+import { describeError } from '../errors';
 import type { Namespace, NamespaceState } from './namespace';
 import type { PoolRunRecord } from './poolRunStore';
 
@@ -130,8 +131,7 @@ export function runRecordOf(summary: RunSummary, quotaBackoffMinutes: number): P
   return record;
 }
 
-/** An error's text for a row's lastError or the run record: its name and message, short. */
+/** An error's text for a row's lastError or the run record: lib/errors.ts describeError (redacted, short). */
 export function errorSummary(err: unknown): string {
-  const text = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
-  return text.slice(0, 500);
+  return describeError(err, 500);
 }

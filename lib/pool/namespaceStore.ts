@@ -10,7 +10,7 @@
 // every namespace name, so `RowKey lt '~'` selects namespace rows only. Tombstones of deleted
 // names live in the partition `<pool>~deleted`.
 import { odata, type TableClient } from '@azure/data-tables';
-import { ConcurrencyError, ConflictError, InvalidTransitionError, NotFoundError } from '../errors';
+import { ConcurrencyError, InvalidTransitionError, NamespaceExistsError, NamespaceNotFoundError } from '../errors';
 import { conditionalUpdate, deleteIfExists, getOrUndefined, insertOrConflict } from '../storage/tables';
 import {
   LeaseAllocator,
@@ -124,9 +124,8 @@ export class NamespaceStore {
     if (created !== 'conflict') return { ...ns, etag: created.etag };
     const existing = await this.get(input.name);
     if (existing && existing.state === 'creating' && existing.subscriptionId === input.subscriptionId) return existing;
-    throw new ConflictError(
+    throw new NamespaceExistsError(
       `namespace ${input.name} already exists in pool ${this.poolName} (state ${existing?.state ?? 'unknown'})`,
-      'namespace_exists',
       { op: 'namespaceStore.insertCreating' },
     );
   }
@@ -378,11 +377,9 @@ export class NamespaceStore {
       decide: (cur) => {
         if (!cur) return { done: undefined };
         if (cur.state !== 'deleting') {
-          throw new ConflictError(
-            `namespace ${name} is ${cur.state}; only a deleting namespace is removed`,
-            'invalid_transition',
-            { op: 'namespaceStore.remove' },
-          );
+          throw new InvalidTransitionError(`namespace ${name} is ${cur.state}; only a deleting namespace is removed`, {
+            op: 'namespaceStore.remove',
+          });
         }
         return {
           write: async () => {
@@ -417,8 +414,7 @@ export class NamespaceStore {
       subject: `namespace ${name}`,
       read: () => this.get(name),
       decide: (cur) => {
-        if (!cur)
-          throw new NotFoundError(`namespace ${name} is not in pool ${this.poolName}`, 'namespace_not_found', { op });
+        if (!cur) throw new NamespaceNotFoundError(`namespace ${name} is not in pool ${this.poolName}`, { op });
         if (etag !== undefined && cur.etag !== etag) {
           throw new ConcurrencyError(`namespace ${name} changed since it was read (now ${cur.state})`, { op });
         }

@@ -10,33 +10,25 @@
 // on the socket (whose ACKs the kernel reads) and the socket's error/close.
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import type { IncomingMessage } from 'node:http';
+import type { Agent, IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocket, createWebSocketStream, type RawData } from 'ws';
-import { BrokerError, type BrokerErrorOptions } from '../errors';
+import { delayFor } from '../backoff';
+import { RelayHandshakeError } from '../errors';
 import { parseSasToken } from './sas';
 
 /** A SAS token, or a function that mints a fresh one (called at each (re)connect and before expiry). */
 export type TokenSource = string | (() => string | Promise<string>);
 export type CaOption = string | Buffer | Array<string | Buffer>;
+/** The http(s) Agent for a WebSocket URL (an HTTP CONNECT proxy tunnel), or undefined to connect directly. */
+export type AgentForUrl = (url: string) => Agent | undefined;
 
 /** Close codes of the Hybrid Connections protocol. */
 export const RELAY_CLOSE_ENTITY_DELETED = 1001;
 export const RELAY_CLOSE_POLICY_VIOLATION = 1008;
 
-/** The relay refused a handshake (`statusCode` is its HTTP status) or it could not be reached (0). */
-export class RelayHandshakeError extends BrokerError {
-  readonly code = 'relay_handshake_failed';
-  readonly status = 502;
-  readonly title = 'The relay refused or failed the connection';
-  constructor(
-    readonly statusCode: number,
-    detail: string,
-    options?: BrokerErrorOptions,
-  ) {
-    super(detail, options);
-  }
-}
+// In lib/errors.ts with every other code; re-exported for existing importers.
+export { RelayHandshakeError };
 
 /** A relayed connection: a Duplex over the rendezvous WebSocket (binary frames, with backpressure). */
 export interface HybridConnectionStream extends Duplex {
@@ -131,12 +123,19 @@ function toStream(ws: WebSocket, connectionId: string, keepAliveIntervalMs: numb
 /** Opens a WebSocket and settles when it is open, refused (RelayHandshakeError) or failed. */
 function openWebSocket(
   url: string,
-  options: { headers?: Record<string, string>; ca?: CaOption; handshakeTimeoutMs: number; track?: Set<WebSocket> },
+  options: {
+    headers?: Record<string, string>;
+    ca?: CaOption;
+    handshakeTimeoutMs: number;
+    track?: Set<WebSocket>;
+    agent?: AgentForUrl;
+  },
 ): Promise<WebSocket> {
   return new Promise((resolve, reject) => {
     const ws = new WebSocket(url, {
       headers: options.headers,
       ca: options.ca,
+      agent: options.agent?.(url),
       handshakeTimeout: options.handshakeTimeoutMs,
       perMessageDeflate: false,
       maxPayload: 64 * 1024 * 1024,
@@ -181,6 +180,7 @@ export interface ConnectOptions {
   id?: string;
   /** Unsolicited pong on the connection every this many ms (default 30000; 0 turns keepalive off). */
   keepAliveIntervalMs?: number;
+  agent?: AgentForUrl;
 }
 
 /** Sender side: connects to a hybrid connection with a Send token; resolves once a listener accepted. */
@@ -195,6 +195,7 @@ export async function connectHybridConnection(
     headers: { ServiceBusAuthorization: token },
     ca: options.ca,
     handshakeTimeoutMs: options.handshakeTimeoutMs ?? 30_000,
+    agent: options.agent,
   });
   return toStream(ws, id, options.keepAliveIntervalMs ?? DEFAULT_KEEPALIVE_INTERVAL_MS);
 }
@@ -243,9 +244,13 @@ export interface HybridConnectionListenerOptions {
    * (default 30000; 0 turns keepalive off). No answer is expected or waited for.
    */
   keepAliveIntervalMs?: number;
+  /** Through a proxy: the agent for the control channel and each rendezvous URL. */
+  agent?: AgentForUrl;
   /** Re-listen backoff: first delay, cap (defaults 1000 and 30000), doubled per failure, jittered. */
   reconnectInitialDelayMs?: number;
   reconnectMaxDelayMs?: number;
+  /** The re-listen jitter's source (default Math.random); injected in tests. */
+  random?: () => number;
   /** Renew the token this long before it expires (default 60000, at most half its remaining life). */
   renewBeforeExpiryMs?: number;
   handshakeTimeoutMs?: number;
@@ -309,8 +314,8 @@ export class HybridConnectionListener extends EventEmitter<HybridConnectionListe
   private readonly pendingAccepts = new Set<WebSocket>();
   private readonly streams = new Set<HybridConnectionStream>();
   private startWaiters: Array<{ resolve: () => void; reject: (err: Error) => void }> = [];
-  private readonly opts: Required<Omit<HybridConnectionListenerOptions, 'ca' | 'acceptFilter'>> &
-    Pick<HybridConnectionListenerOptions, 'ca' | 'acceptFilter'>;
+  private readonly opts: Required<Omit<HybridConnectionListenerOptions, 'ca' | 'acceptFilter' | 'agent'>> &
+    Pick<HybridConnectionListenerOptions, 'ca' | 'acceptFilter' | 'agent'>;
 
   constructor(options: HybridConnectionListenerOptions) {
     super();
@@ -320,6 +325,7 @@ export class HybridConnectionListener extends EventEmitter<HybridConnectionListe
       reconnectMaxDelayMs: 30_000,
       renewBeforeExpiryMs: 60_000,
       handshakeTimeoutMs: 15_000,
+      random: Math.random,
       ...options,
     };
   }
@@ -386,6 +392,7 @@ export class HybridConnectionListener extends EventEmitter<HybridConnectionListe
     const ws = new WebSocket(url, {
       headers: { ServiceBusAuthorization: token },
       ca: this.opts.ca,
+      agent: this.opts.agent?.(url),
       handshakeTimeout: this.opts.handshakeTimeoutMs,
       perMessageDeflate: false,
       ...maskOptionFor(url),
@@ -438,12 +445,14 @@ export class HybridConnectionListener extends EventEmitter<HybridConnectionListe
 
   private scheduleReconnect(event: Omit<ListenerOfflineEvent, 'retryInMs'>, forcedDelayMs?: number): void {
     if (this.state === 'ended') return;
-    const cap = Math.min(
-      this.opts.reconnectMaxDelayMs,
-      this.opts.reconnectInitialDelayMs * 2 ** Math.min(this.attempt, 30),
-    );
     // Equal jitter: half fixed, half random, so a fleet of agents does not reconnect in step.
-    const retryInMs = forcedDelayMs ?? Math.round(cap / 2 + Math.random() * (cap / 2));
+    const retryInMs =
+      forcedDelayMs ??
+      delayFor(
+        this.attempt,
+        { baseMs: this.opts.reconnectInitialDelayMs, capMs: this.opts.reconnectMaxDelayMs, jitter: 'equal' },
+        this.opts.random,
+      );
     this.attempt++;
     this.state = 'offline';
     this.emit('offline', { ...event, retryInMs });
@@ -513,6 +522,7 @@ export class HybridConnectionListener extends EventEmitter<HybridConnectionListe
       const ws = await this.trackPending(
         openWebSocket(address, {
           ca: this.opts.ca,
+          agent: this.opts.agent,
           handshakeTimeoutMs: this.opts.handshakeTimeoutMs,
           track: this.pendingAccepts,
         }),
@@ -534,6 +544,7 @@ export class HybridConnectionListener extends EventEmitter<HybridConnectionListe
       const ws = await this.trackPending(
         openWebSocket(url.toString(), {
           ca: this.opts.ca,
+          agent: this.opts.agent,
           handshakeTimeoutMs: this.opts.handshakeTimeoutMs,
           track: this.pendingAccepts,
         }),

@@ -1,10 +1,17 @@
 // RelayManager: the only module that calls Azure Resource Manager for Relay (through an injected
-// RelayAPI factory): prepare, key lookup, recycle, delete and list namespaces, with our own retry of
-// transient faults (429/5xx/timeouts, honouring Retry-After) and typed errors for everything else.
-import { armMetricsPolicy } from '../metrics';
+// RelayAPI factory): prepare, key lookup, recycle, delete and list namespaces. Every call goes
+// through armRetry.ts: our own retry of transient faults, typed errors for everything else.
 import { RelayAPI, type AuthorizationRule, type RelayNamespace } from '@azure/arm-relay';
 import { DefaultAzureCredential } from '@azure/identity';
-import { BrokerError, type BrokerErrorOptions } from '../errors';
+import { sleep } from '../backoff';
+import { armMetricsPolicy } from '../metrics';
+import {
+  RelayActivationTimeoutError,
+  RelayArmError,
+  RelayArmUnavailableError,
+  RelayResourceNotFoundError,
+} from '../errors';
+import { callArm, DEFAULT_RETRY_POLICY, type RetryPolicy } from './armRetry';
 import { createSasToken, relayAudience, type SasKey } from './sas';
 
 export type TokenCredentialLike = ConstructorParameters<typeof RelayAPI>[0];
@@ -17,62 +24,17 @@ export const DEFAULT_LISTEN_RULE = 'device-listen';
 export const DEFAULT_SEND_RULE = 'client-send';
 const AZURE_ARM_HOST = 'management.azure.com';
 
-// ---------------------------------------------------------------------------------------------
-// Errors
-
-export interface RelayArmErrorOptions extends BrokerErrorOptions {
-  operation: string;
-  armStatus?: number;
-  armCode?: string;
-}
-
-/** An ARM call for Relay failed and retrying would not help (or retries ran out). */
-export class RelayArmError extends BrokerError {
-  readonly code: string = 'relay_arm_failed';
-  readonly status: number = 502;
-  readonly title: string = 'An Azure Relay management call failed';
-  readonly operation: string;
-  readonly armStatus?: number;
-  readonly armCode?: string;
-  constructor(detail: string, options: RelayArmErrorOptions) {
-    super(detail, options);
-    this.operation = options.operation;
-    this.armStatus = options.armStatus;
-    this.armCode = options.armCode;
-  }
-}
-
-/** A transient fault persisted past the retry budget (attempts or deadline). */
-export class RelayArmUnavailableError extends RelayArmError {
-  override readonly code = 'relay_arm_unavailable';
-  override readonly status = 503;
-  override readonly title = 'Azure Relay management is unavailable; try again later';
-}
-
-export class RelayResourceNotFoundError extends RelayArmError {
-  override readonly code = 'relay_resource_not_found';
-  override readonly status = 404;
-  override readonly title = 'The Relay resource does not exist';
-}
-
-export class RelayConflictError extends RelayArmError {
-  override readonly code = 'relay_conflict';
-  override readonly status = 409;
-  override readonly title = 'The Relay resource is in a conflicting state';
-}
-
-export class RelayQuotaExceededError extends RelayArmError {
-  override readonly code = 'relay_quota_exceeded';
-  override readonly status = 503;
-  override readonly title = 'The subscription has no Relay namespace quota left';
-}
-
-/** A namespace did not reach `Succeeded` in time (or reached `Failed`). */
-export class RelayActivationTimeoutError extends RelayArmError {
-  override readonly code = 'relay_activation_timeout';
-  override readonly status = 504;
-  override readonly title = 'The Relay namespace did not finish activating';
-}
+// The relay errors live in lib/errors.ts with every other code; re-exported for existing importers.
+export {
+  RelayActivationTimeoutError,
+  RelayArmError,
+  RelayArmUnavailableError,
+  RelayConflictError,
+  RelayQuotaExceededError,
+  RelayResourceNotFoundError,
+  type RelayArmErrorOptions,
+} from '../errors';
+export type { RetryPolicy };
 
 // ---------------------------------------------------------------------------------------------
 // Public shapes
@@ -151,18 +113,6 @@ export interface ManagedNamespace {
   endpoint?: string;
 }
 
-export interface RetryPolicy {
-  /** Attempts per call, the first included (default 6). */
-  maxAttempts: number;
-  /** First backoff delay (default 500), doubled per attempt, jittered, capped at `maxDelayMs` (default 20000). */
-  initialDelayMs: number;
-  maxDelayMs: number;
-  /** No call (with its retries) runs longer than this (default 120000). */
-  deadlineMs: number;
-  /** One request longer than this is aborted and counts as transient (default 60000). */
-  attemptTimeoutMs: number;
-}
-
 export interface RelayManagerOptions {
   apiFactory: RelayApiFactory;
   /** How often to poll a namespace being created or deleted (default: the factory's, else 2000). */
@@ -174,79 +124,9 @@ export interface RelayManagerOptions {
   sendRuleName?: string;
   /** Injected for tests. */
   sleep?: (ms: number) => Promise<void>;
+  /** Injected for tests: the retry jitter's source (default Math.random). */
+  random?: () => number;
 }
-
-// ---------------------------------------------------------------------------------------------
-// Fault classification
-
-interface ArmFault {
-  statusCode?: number;
-  code?: string;
-  name?: string;
-  message: string;
-  retryAfterMs?: number;
-}
-
-const TRANSIENT_NETWORK_CODES = new Set([
-  'ECONNRESET',
-  'ETIMEDOUT',
-  'ECONNREFUSED',
-  'EPIPE',
-  'EAI_AGAIN',
-  'ECONNABORTED',
-  'REQUEST_SEND_ERROR',
-]);
-
-function describeFault(err: unknown): ArmFault {
-  if (typeof err !== 'object' || err === null) return { message: String(err) };
-  const e = err as {
-    statusCode?: unknown;
-    code?: unknown;
-    name?: unknown;
-    message?: unknown;
-    response?: { headers?: { get?: (n: string) => string | undefined } };
-  };
-  const retryAfter = typeof e.response?.headers?.get === 'function' ? e.response.headers.get('retry-after') : undefined;
-  return {
-    statusCode: typeof e.statusCode === 'number' ? e.statusCode : undefined,
-    code: typeof e.code === 'string' ? e.code : undefined,
-    name: typeof e.name === 'string' ? e.name : undefined,
-    message: typeof e.message === 'string' ? e.message : 'unknown error',
-    retryAfterMs: parseRetryAfter(retryAfter),
-  };
-}
-
-/** Retry-After in seconds or as an HTTP date. */
-export function parseRetryAfter(value: string | undefined, now = Date.now()): number | undefined {
-  if (!value) return undefined;
-  if (/^\d+(\.\d+)?$/.test(value.trim())) return Math.round(Number(value) * 1000);
-  const at = Date.parse(value);
-  return Number.isNaN(at) ? undefined : Math.max(0, at - now);
-}
-
-function isTransient(f: ArmFault): boolean {
-  if (f.statusCode !== undefined) return f.statusCode === 408 || f.statusCode === 429 || f.statusCode >= 500;
-  if (f.name === 'AbortError' || f.name === 'TimeoutError') return true;
-  return f.code !== undefined && TRANSIENT_NETWORK_CODES.has(f.code);
-}
-
-function toTypedError(operation: string, f: ArmFault, cause: unknown): RelayArmError {
-  const options: RelayArmErrorOptions = {
-    operation,
-    armStatus: f.statusCode,
-    armCode: f.code,
-    cause,
-    op: `relayManager.${operation}`,
-  };
-  const detail = `${operation} failed${f.statusCode ? ` with ${f.statusCode}` : ''}${f.code ? ` ${f.code}` : ''}: ${f.message}`;
-  if (f.code === 'QuotaExceeded' || /TooManyNamespace|quota/i.test(f.message))
-    return new RelayQuotaExceededError(detail, options);
-  if (f.statusCode === 404) return new RelayResourceNotFoundError(detail, options);
-  if (f.statusCode === 409) return new RelayConflictError(detail, options);
-  return new RelayArmError(detail, options);
-}
-
-const defaultSleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 // ---------------------------------------------------------------------------------------------
 
@@ -260,19 +140,12 @@ export class RelayManager {
   private readonly clients = new Map<string, RelayAPI>();
 
   constructor(private readonly options: RelayManagerOptions) {
-    this.retry = {
-      maxAttempts: 6,
-      initialDelayMs: 500,
-      maxDelayMs: 20_000,
-      deadlineMs: 120_000,
-      attemptTimeoutMs: 60_000,
-      ...options.retry,
-    };
+    this.retry = { ...DEFAULT_RETRY_POLICY, ...options.retry };
     this.pollIntervalMs = options.lroPollIntervalMs ?? options.apiFactory.lroPollIntervalMs ?? 2000;
     this.activationTimeoutMs = options.activationTimeoutMs ?? 300_000;
     this.listenRule = options.listenRuleName ?? DEFAULT_LISTEN_RULE;
     this.sendRule = options.sendRuleName ?? DEFAULT_SEND_RULE;
-    this.sleep = options.sleep ?? defaultSleep;
+    this.sleep = options.sleep ?? ((ms) => sleep(ms));
   }
 
   /**
@@ -581,39 +454,18 @@ export class RelayManager {
   }
 
   /** One ARM call with bounded retries of transient faults, honouring Retry-After, within a total deadline. */
-  private async call<T>(
+  private call<T>(
     count: ArmCallCount,
     operation: string,
     kind: 'read' | 'write',
     fn: (signal: AbortSignal) => Promise<T>,
   ): Promise<T> {
-    const deadline = Date.now() + this.retry.deadlineMs;
-    for (let attempt = 1; ; attempt++) {
-      if (kind === 'read') count.reads++;
-      else count.writes++;
-      try {
-        return await fn(AbortSignal.timeout(Math.max(1, Math.min(this.retry.attemptTimeoutMs, deadline - Date.now()))));
-      } catch (err) {
-        if (err instanceof RelayArmError) throw err;
-        const fault = describeFault(err);
-        if (!isTransient(fault)) throw toTypedError(operation, fault, err);
-        const backoff = Math.min(this.retry.maxDelayMs, this.retry.initialDelayMs * 2 ** (attempt - 1));
-        const delay = fault.retryAfterMs ?? Math.round(backoff / 2 + (Math.random() * backoff) / 2);
-        if (attempt >= this.retry.maxAttempts || Date.now() + delay > deadline) {
-          throw new RelayArmUnavailableError(
-            `${operation} still failing after ${attempt} attempt(s) (last: ${fault.statusCode ?? fault.code ?? fault.name}: ${fault.message})`,
-            {
-              operation,
-              armStatus: fault.statusCode,
-              armCode: fault.code,
-              cause: err,
-              op: `relayManager.${operation}`,
-            },
-          );
-        }
-        await this.sleep(delay);
-      }
-    }
+    return callArm(operation, fn, {
+      policy: this.retry,
+      sleep: this.sleep,
+      random: this.options.random,
+      onAttempt: () => (kind === 'read' ? count.reads++ : count.writes++),
+    });
   }
 }
 

@@ -4,7 +4,11 @@ import { z } from 'zod';
 import { InvalidTransitionError } from '../errors';
 import { deviceIdSchema } from '../validation';
 
-export const SESSION_STATUSES = ['pending', 'ready', 'ended', 'failed'] as const;
+/**
+ * `ending`: the end is decided (DELETE accepted, lifetime over, device not ready, …) and the
+ * hybrid connection is being deleted and the namespace recycled; `ended`/`failed` once that is done.
+ */
+export const SESSION_STATUSES = ['pending', 'ready', 'ending', 'ended', 'failed'] as const;
 export const sessionStatusSchema = z.enum(SESSION_STATUSES);
 export type SessionStatus = z.infer<typeof sessionStatusSchema>;
 
@@ -25,9 +29,14 @@ export function statusForReason(reason: EndReason): 'ended' | 'failed' {
   return reason === 'requested' || reason === 'lifetime' || reason === 'device_deleted' ? 'ended' : 'failed';
 }
 
+export function isTerminal(status: SessionStatus): status is 'ended' | 'failed' {
+  return status === 'ended' || status === 'failed';
+}
+
 export const SESSION_TRANSITIONS: Readonly<Record<SessionStatus, readonly SessionStatus[]>> = Object.freeze({
-  pending: ['ready', 'ended', 'failed'],
-  ready: ['ended', 'failed'],
+  pending: ['ready', 'ending', 'ended', 'failed'],
+  ready: ['ending', 'ended', 'failed'],
+  ending: ['ended', 'failed'],
   ended: [],
   failed: [],
 });
@@ -36,6 +45,18 @@ export function assertSessionTransition(from: SessionStatus, to: SessionStatus):
   if (!SESSION_TRANSITIONS[from].includes(to)) {
     throw new InvalidTransitionError(`A session cannot go from ${from} to ${to}.`);
   }
+}
+
+/**
+ * What a write of `to` does to a record now in `from`: `skip` when it is already there or was
+ * overtaken (the first recorded end wins; an end requested before the ready write wins over it),
+ * `apply` when the table allows it; otherwise InvalidTransitionError.
+ */
+export function decideSessionWrite(from: SessionStatus, to: SessionStatus): 'apply' | 'skip' {
+  if (from === to || isTerminal(from)) return 'skip';
+  if (from === 'ending' && to === 'ready') return 'skip';
+  assertSessionTransition(from, to);
+  return 'apply';
 }
 
 export const openSessionRequestSchema = z

@@ -1,7 +1,7 @@
 // The steps of a session, one method per orchestration activity: open (lease, mint, notify),
 // mark ready, tell the device to close, recycle the namespace, record the end. Each is safe to
 // run twice; its doc comment says what the second run does.
-import { PoolExhaustedError } from '../errors';
+import { describeError, PoolExhaustedError } from '../errors';
 import type { DeviceNotifier } from '../devices/deviceNotifier';
 import type { Namespace } from '../pool/namespace';
 import { holdsRecycleClaim, type NamespaceStore } from '../pool/namespaceStore';
@@ -218,8 +218,7 @@ export class SessionService {
   }
 }
 
-/** An error's message for a stored `lastError`: short, and never more than the message says. */
+/** An error's text for a stored `lastError`: lib/errors.ts describeError (redacted, short). */
 export function errorSummary(err: unknown): string {
-  const text = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
-  return text.slice(0, 500);
+  return describeError(err, 500);
 }

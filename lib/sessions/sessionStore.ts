@@ -1,10 +1,13 @@
 // The `sessions` table (PK deviceId, RK sessionId): the audit trail of who opened what, when,
-// on which namespace, and how it ended. It never holds a token or a key.
+// on which namespace, and how it ended. It never holds a token or a key. Beside each record, an
+// index row (PK `~session~<sessionId>`) names its device, so a session is found by its id alone
+// (no orchestration history needed). '~' sorts after every device id, so `PartitionKey lt '~'`
+// selects records only.
 import { odata, RestError, TableClient, type TableEntity } from '@azure/data-tables';
 import { z } from 'zod';
-import { ConflictError, NotFoundError } from '../errors';
+import { ConcurrencyError, SessionExistsError, SessionNotFoundError } from '../errors';
 import {
-  assertSessionTransition,
+  decideSessionWrite,
   endReasonSchema,
   sessionStatusSchema,
   type EndReason,
@@ -33,7 +36,7 @@ function fromEntity(e: Record<string, unknown>): SessionRecord & { etag: string 
   const clean = Object.fromEntries(Object.entries(rest).filter(([, v]) => v !== null && v !== undefined));
   return {
     ...sessionRecordSchema.parse({ ...clean, deviceId: partitionKey, sessionId: rowKey }),
-    etag: String(etag ?? ''),
+    etag: typeof etag === 'string' ? etag : '',
   };
 }
 
@@ -46,6 +49,13 @@ function toEntity(r: SessionRecord): TableEntity<Record<string, unknown>> {
   };
 }
 
+const INDEX_PREFIX = '~session~';
+const INDEX_ROW = '~';
+const indexKey = (sessionId: string) => `${INDEX_PREFIX}${sessionId}`;
+const sessionIndexSchema = z.object({ deviceId: z.string(), openerId: z.string() });
+/** Where a session's record lives, and who may see it, from the index row. */
+export type SessionLocation = z.infer<typeof sessionIndexSchema>;
+
 export class SessionStore {
   constructor(private readonly table: TableClient) {}
 
@@ -53,13 +63,34 @@ export class SessionStore {
     await this.table.createTable();
   }
 
-  /** Second run: ConflictError if the session already exists. */
+  /**
+   * Writes the record and its index row (in parallel: they live in different partitions, so no
+   * transaction joins them; an index row without its record reads as not found).
+   * Second run: ConflictError if the session already exists.
+   */
   async insert(r: SessionRecord): Promise<void> {
+    const create = async (entity: TableEntity<Record<string, unknown>>) => {
+      try {
+        await this.table.createEntity(entity);
+      } catch (err) {
+        if (err instanceof RestError && err.statusCode === 409)
+          throw new SessionExistsError(`Session ${r.sessionId} exists.`);
+        throw err;
+      }
+    };
+    await Promise.all([
+      create({ partitionKey: indexKey(r.sessionId), rowKey: INDEX_ROW, deviceId: r.deviceId, openerId: r.openerId }),
+      create(toEntity(r)),
+    ]);
+  }
+
+  /** The device and opener of a session, from its index row; undefined when there is none. */
+  async locate(sessionId: string): Promise<SessionLocation | undefined> {
     try {
-      await this.table.createEntity(toEntity(r));
+      const e = await this.table.getEntity<Record<string, unknown>>(indexKey(sessionId), INDEX_ROW);
+      return sessionIndexSchema.parse({ deviceId: e.deviceId, openerId: e.openerId });
     } catch (err) {
-      if (err instanceof RestError && err.statusCode === 409)
-        throw new ConflictError(`Session ${r.sessionId} exists.`, 'session_exists');
+      if (err instanceof RestError && err.statusCode === 404) return undefined;
       throw err;
     }
   }
@@ -76,7 +107,8 @@ export class SessionStore {
 
   /**
    * Moves the record to `status` with the given fields, checking the transition table and the
-   * ETag it read. Second run: a record already in `status` is returned unchanged.
+   * ETag it read. Second run: a record already in `status` (or past it, see decideSessionWrite)
+   * is returned unchanged.
    */
   async transition(
     deviceId: string,
@@ -90,13 +122,11 @@ export class SessionStore {
         current = fromEntity(await this.table.getEntity<Record<string, unknown>>(deviceId, sessionId));
       } catch (err) {
         if (err instanceof RestError && err.statusCode === 404)
-          throw new NotFoundError(`Session ${sessionId} is not recorded.`, 'session_not_found');
+          throw new SessionNotFoundError(`Session ${sessionId} is not recorded.`);
         throw err;
       }
       const { etag, ...record } = current;
-      if (record.status === status) return record;
-      if (record.status === 'ended' || record.status === 'failed') return record; // terminal: first end wins
-      assertSessionTransition(record.status, status);
+      if (decideSessionWrite(record.status, status) === 'skip') return record;
       const next: SessionRecord = { ...record, ...fields, status };
       try {
         await this.table.updateEntity(toEntity(next), 'Replace', { etag });
@@ -106,17 +136,18 @@ export class SessionStore {
         throw err;
       }
     }
-    throw new ConflictError(`Session ${sessionId} kept changing; try again.`, 'concurrent_update');
+    throw new ConcurrencyError(`Session ${sessionId} kept changing; try again.`);
   }
 
   async list(filter: { deviceId?: string; status?: SessionStatus; limit?: number } = {}): Promise<SessionRecord[]> {
-    const clauses: string[] = [];
+    // Records only: index rows sort after them.
+    const clauses: string[] = [odata`PartitionKey lt ${'~'}`];
     if (filter.deviceId) clauses.push(odata`PartitionKey eq ${filter.deviceId}`);
     if (filter.status) clauses.push(odata`status eq ${filter.status}`);
     const limit = filter.limit ?? 1000;
     const out: SessionRecord[] = [];
     const iter = this.table.listEntities<Record<string, unknown>>({
-      queryOptions: clauses.length ? { filter: clauses.join(' and ') } : undefined,
+      queryOptions: { filter: clauses.join(' and ') },
     });
     for await (const e of iter) {
       const { etag: _e, ...r } = fromEntity(e);

@@ -1,16 +1,20 @@
-// What callers see of a session: built from its audit record and its orchestration status, with
-// the relay credentials only for the principal that opened it, only while it is ready.
+// What callers see of a session: built from its audit record and its computed state, with the
+// relay credentials only for the principal that opened it, only while it is ready.
 import type { Principal } from '../auth/principal';
 import { isAdmin } from '../auth/principal';
-import { DeviceNotReadyError, NotFoundError, PoolExhaustedError, UpstreamError, type BrokerError } from '../errors';
-import type { Sealer } from '../sealing';
 import {
-  sessionCustomStatusSchema,
-  type EndReason,
-  type RelayCredentials,
-  type SessionCustomStatus,
-  type SessionStatus,
-} from './session';
+  DeviceNotFoundError,
+  DeviceNotReadyError,
+  DeviceRefusedError,
+  PoolExhaustedError,
+  SessionEndedError,
+  SessionFailedError,
+  SessionNotFoundError,
+  type BrokerError,
+} from '../errors';
+import type { Sealer } from '../sealing';
+import type { EndReason, RelayCredentials, SessionStatus } from './session';
+import type { SessionState } from './sessionState';
 import type { SessionRecord } from './sessionStore';
 
 export interface SessionView {
@@ -28,79 +32,51 @@ export interface SessionView {
   relay?: RelayCredentials;
 }
 
-/** Parses a custom status read back from the durable client; anything unknown counts as pending. */
-export function readCustomStatus(raw: unknown): SessionCustomStatus {
-  const r = sessionCustomStatusSchema.safeParse(raw);
-  return r.success ? r.data : { status: 'pending' };
-}
-
-/** The session's status as callers know it: `ending` is still `ready`/`pending` to no one; it is ended. */
-export function publicStatus(cs: SessionCustomStatus): { status: SessionStatus; reason?: EndReason } {
-  switch (cs.status) {
-    case 'pending':
-      return { status: 'pending' };
-    case 'ready':
-      return { status: 'ready' };
-    case 'ending':
-      return {
-        status:
-          cs.reason === 'requested' || cs.reason === 'lifetime' || cs.reason === 'device_deleted' ? 'ended' : 'failed',
-        reason: cs.reason,
-      };
-    default:
-      return { status: cs.status, reason: cs.reason };
-  }
-}
-
 /** Who may see a session at all: its opener and admins. Others get 404 so ids do not leak. */
 export function assertCanSee(principal: Principal, openerId: string, sessionId: string): void {
   if (principal.id !== openerId && !isAdmin(principal))
-    throw new NotFoundError(`Session ${sessionId} does not exist.`, 'session_not_found');
+    throw new SessionNotFoundError(`Session ${sessionId} does not exist.`);
 }
 
+/** The view of a session for `principal`, from its record and its computed state (sessionState). */
 export function buildView(
   record: SessionRecord,
-  cs: SessionCustomStatus | undefined,
+  state: SessionState,
   principal: Principal,
   sealer: Sealer,
 ): SessionView {
-  const live = cs ? publicStatus(cs) : undefined;
-  // The audit record is written by activities; the orchestration status is fresher while running.
-  const status = live && record.status !== 'ended' && record.status !== 'failed' ? live.status : record.status;
-  const reason = record.reason ?? live?.reason;
   const view: SessionView = {
     sessionId: record.sessionId,
     deviceId: record.deviceId,
-    status,
-    ...(reason ? { reason } : {}),
+    status: state.status,
+    ...(state.reason ? { reason: state.reason } : {}),
     port: record.port,
     createdAt: record.createdAt,
-    ...(record.readyAt || (cs?.status === 'ready' && cs.readyAt)
-      ? { readyAt: record.readyAt ?? (cs?.status === 'ready' ? cs.readyAt : undefined) }
-      : {}),
+    ...(state.readyAt ? { readyAt: state.readyAt } : {}),
     ...(record.endedAt ? { endedAt: record.endedAt } : {}),
     expiresAt: record.expiresAt,
     ...(record.namespace ? { namespace: record.namespace } : {}),
   };
   if (isAdmin(principal)) view.openedBy = record.openerId;
   // Tokens go to exactly the principal that opened the session, and only while it is ready.
-  if (cs?.status === 'ready' && status === 'ready' && principal.id === record.openerId) {
-    view.relay = credentialsFrom(cs, record.sessionId, sealer);
+  if (state.status === 'ready' && state.relay && principal.id === record.openerId) {
+    view.relay = credentialsFrom(state.relay, record.sessionId, sealer);
   }
   return view;
 }
 
+/** Unseals the send token for the session's opener. */
 export function credentialsFrom(
-  cs: Extract<SessionCustomStatus, { status: 'ready' }>,
+  relay: NonNullable<SessionState['relay']>,
   sessionId: string,
   sealer: Sealer,
 ): RelayCredentials {
   return {
-    namespace: cs.relay.namespace,
-    endpoint: cs.relay.endpoint,
-    hybridConnection: cs.relay.hybridConnection,
-    sendToken: sealer.open(cs.relay.sealedSendToken, sessionId),
-    expiresAt: cs.relay.expiresAt,
+    namespace: relay.namespace,
+    endpoint: relay.endpoint,
+    hybridConnection: relay.hybridConnection,
+    sendToken: sealer.open(relay.sealedSendToken, sessionId),
+    expiresAt: relay.expiresAt,
   };
 }
 
@@ -117,18 +93,16 @@ export function openFailure(reason: EndReason, retryAfterSeconds = 30): BrokerEr
         'The device did not report ready in time: check that its agent is running and can reach its queue.',
       );
     case 'device_refused':
-      return new UpstreamError(
+      return new DeviceRefusedError(
         'The device refused the session (for example, the port is not in its --allow list).',
-        'device_refused',
       );
     case 'device_deleted':
-      return new NotFoundError('The device was deleted while the session opened.', 'device_not_found');
+      return new DeviceNotFoundError('The device was deleted while the session opened.');
     case 'requested':
-      return new UpstreamError('The session was ended before it became ready.', 'session_ended');
+      return new SessionEndedError('The session was ended before it became ready.');
     default:
-      return new UpstreamError(
+      return new SessionFailedError(
         'The session could not be opened; the namespace was returned to the pool. Try again.',
-        'session_failed',
       );
   }
 }

@@ -24,6 +24,7 @@ import type {
   RpcParameterBinding,
   RpcTypedData,
 } from './coreTypes';
+import { describeError } from '../../lib/errors';
 import { Lifecycle } from '../lifecycle';
 import { type ExtensionHostApi, type HostExtension, triggerOf, type TriggeredFunction } from './extensionApi';
 import { createHttpTrigger } from './httpTrigger';
@@ -357,7 +358,7 @@ export class FunctionsHost implements ExtensionHostApi {
       this.emit({
         level: 'error',
         category: 'host',
-        message: `request ${req.method} ${req.url?.split('?')[0]} failed: ${errorText(err)}`,
+        message: `request ${req.method} ${req.url?.split('?')[0]} failed: ${describeError(err, 2000)}`,
       });
       if (!res.headersSent) sendPlain(res, 500, 'Internal Server Error');
       else res.destroy();
@@ -377,10 +378,6 @@ function sendPlain(res: ServerResponse, status: number, text: string): void {
   res
     .writeHead(status, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(text) })
     .end(text);
-}
-
-function errorText(err: unknown): string {
-  return err instanceof Error ? `${err.name}: ${err.message}` : String(err);
 }
 
 function delay(ms: number): Promise<void> {

@@ -4,6 +4,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { type ExtensionHostApi, type HostExtension, triggerOf, type TriggeredFunction } from './extensionApi';
 import { parseSchedule, type Schedule } from './timerSchedule';
+import { describeError } from '../../lib/errors';
 
 export const ADMIN_FUNCTIONS_PREFIX = '/admin/functions/';
 
@@ -64,7 +65,7 @@ export function createTimerTrigger(options: TimerTriggerOptions = {}): HostExten
     const run = host!
       .invoke(t.fn.name, { json: JSON.stringify(payload) })
       .then(() => undefined)
-      .catch((err: unknown) => host!.log('error', `timer invocation failed: ${errorText(err)}`, t.fn.name))
+      .catch((err: unknown) => host!.log('error', `timer invocation failed: ${describeError(err, 2000)}`, t.fn.name))
       .finally(() => {
         if (t.running === run) t.running = undefined;
       });
@@ -121,8 +122,4 @@ export function createTimerTrigger(options: TimerTriggerOptions = {}): HostExten
       return true;
     },
   };
-}
-
-function errorText(err: unknown): string {
-  return err instanceof Error ? `${err.name}: ${err.message}` : String(err);
 }

@@ -13,7 +13,7 @@ import { chromium, type Browser, type Page } from 'playwright-core';
 import { connectHybridConnection } from '../../lib/relay/hybridConnection';
 import { LocalRuntime, REPO_ROOT } from '../../local/runtime';
 import { call } from '../support/http';
-import { SimulatedDevice, type Enrollment } from '../support/simulatedDevice';
+import { AgentHarness, startEchoServer, type Enrollment } from '../support/agentHarness';
 
 /** Debian's binary (the /usr/bin/chromium wrapper adds flags of its own), or CHROMIUM_PATH. */
 function findChromium(): string | undefined {
@@ -44,7 +44,8 @@ describe('the web console in headless chromium', { skip }, () => {
   let browser: Browser;
   let page: Page;
   let admin: string;
-  let device: SimulatedDevice | undefined;
+  let device: AgentHarness | undefined;
+  let echo: Awaited<ReturnType<typeof startEchoServer>>;
   const shotsDir =
     process.env.CONSOLE_SCREENSHOTS === '1'
       ? path.join(REPO_ROOT, 'docs', 'images')
@@ -55,6 +56,7 @@ describe('the web console in headless chromium', { skip }, () => {
     assert.ok(executablePath, 'REQUIRE_BROWSER_TESTS=1 but no chromium was found (apt-get install chromium)');
     await rt.start();
     admin = await rt.token('admin');
+    echo = await startEchoServer();
     browser = await chromium.launch({
       executablePath,
       headless: true,
@@ -68,6 +70,7 @@ describe('the web console in headless chromium', { skip }, () => {
   after(async () => {
     await browser?.close();
     await device?.stop();
+    await echo?.close();
     await rt.close();
     if (process.env.CONSOLE_SCREENSHOTS !== '1') fs.rmSync(shotsDir, { recursive: true, force: true });
   });
@@ -93,7 +96,7 @@ describe('the web console in headless chromium', { skip }, () => {
       body: { deviceId: 'dev-console', displayName: 'Lab PC' },
     });
     assert.equal(reg.status, 201, reg.text);
-    device = new SimulatedDevice(reg.body, { pollMs: 200, ca: rt.relay!.caCertPem }).start();
+    device = new AgentHarness(reg.body, { allowPorts: [echo.port], pollMs: 200, ca: rt.relay!.caCertPem }).start();
 
     await page.goto(`${rt.apiUrl}/console/`);
     await page.getByRole('heading', { name: 'Sign in' }).waitFor();
@@ -117,7 +120,7 @@ describe('the web console in headless chromium', { skip }, () => {
     // A session opened through the API (what `relay-broker connect` does) carries bytes.
     const opened = await call<Opened>('POST', `${rt.apiUrl}/sessions`, {
       token: admin,
-      body: { deviceId: 'dev-console', port: 3389 },
+      body: { deviceId: 'dev-console', port: echo.port },
     });
     assert.equal(opened.status, 201, opened.text);
     const { relay } = opened.body;
@@ -132,7 +135,10 @@ describe('the web console in headless chromium', { skip }, () => {
     // Keyboard: the Sessions link and the End button are reached and pressed without a mouse.
     await page.getByRole('link', { name: 'Sessions' }).focus();
     await page.keyboard.press('Enter');
-    const sessionRow = page.getByRole('row').filter({ hasText: 'dev-console' }).filter({ hasText: '3389' });
+    const sessionRow = page
+      .getByRole('row')
+      .filter({ hasText: 'dev-console' })
+      .filter({ hasText: String(echo.port) });
     await sessionRow.filter({ hasText: 'ready' }).waitFor();
     assert.match(await sessionRow.innerText(), /local-admin/);
     await shot('sessions');

@@ -7,7 +7,7 @@ import { once } from 'node:events';
 import { connectHybridConnection } from '../../lib/relay/hybridConnection';
 import { LocalRuntime } from '../../local/runtime';
 import { call } from '../support/http';
-import { SimulatedDevice, type Enrollment } from '../support/simulatedDevice';
+import { AgentHarness, startEchoServer, type Enrollment } from '../support/agentHarness';
 
 interface Opened {
   sessionId: string;
@@ -52,15 +52,18 @@ async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeou
 describe('metrics after an end-to-end session', () => {
   const rt = new LocalRuntime({ disableTimers: true, prefillNamespaces: 2, logSink: () => {} });
   let admin: string;
-  let device: SimulatedDevice | undefined;
+  let device: AgentHarness | undefined;
+  let echo: Awaited<ReturnType<typeof startEchoServer>>;
   const scrape = async (token = admin) => call('GET', `${rt.apiUrl}/metrics`, { token });
 
   before(async () => {
     await rt.start();
     admin = await rt.token('admin');
+    echo = await startEchoServer();
   });
   after(async () => {
     await device?.stop();
+    await echo?.close();
     await rt.close();
   });
 
@@ -75,11 +78,11 @@ describe('metrics after an end-to-end session', () => {
       body: { deviceId: 'dev-metrics' },
     });
     assert.equal(reg.status, 201, reg.text);
-    device = new SimulatedDevice(reg.body, { pollMs: 200, ca: rt.relay!.caCertPem }).start();
+    device = new AgentHarness(reg.body, { allowPorts: [echo.port], pollMs: 200, ca: rt.relay!.caCertPem }).start();
 
     const opened = await call<Opened>('POST', `${rt.apiUrl}/sessions`, {
       token: admin,
-      body: { deviceId: 'dev-metrics', port: 22 },
+      body: { deviceId: 'dev-metrics', port: echo.port },
     });
     assert.equal(opened.status, 201, opened.text);
     // A refused open is counted under its problem code.

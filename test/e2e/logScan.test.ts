@@ -10,7 +10,7 @@ import { connectHybridConnection } from '../../lib/relay/hybridConnection';
 import type { LogRecord } from '../../local/host/functionsHost';
 import { LocalRuntime } from '../../local/runtime';
 import { call } from '../support/http';
-import { SimulatedDevice, type Enrollment } from '../support/simulatedDevice';
+import { AgentHarness, startEchoServer, type Enrollment } from '../support/agentHarness';
 
 describe('no secret in any log line', () => {
   const records: LogRecord[] = [];
@@ -23,7 +23,8 @@ describe('no secret in any log line', () => {
     debug: console.debug,
   };
   const rt = new LocalRuntime({ disableTimers: true, prefillNamespaces: 2, logSink: (r) => records.push(r) });
-  let device: SimulatedDevice | undefined;
+  let device: AgentHarness | undefined;
+  let echo: Awaited<ReturnType<typeof startEchoServer>> | undefined;
 
   before(async () => {
     for (const k of Object.keys(originals) as Array<keyof typeof originals>) {
@@ -32,10 +33,12 @@ describe('no secret in any log line', () => {
       };
     }
     await rt.start();
+    echo = await startEchoServer();
   });
   after(async () => {
     await device?.stop();
     await rt.close();
+    await echo?.close();
     Object.assign(console, originals);
   });
 
@@ -46,7 +49,13 @@ describe('no secret in any log line', () => {
       body: { deviceId: 'scan-dev' },
     });
     assert.equal(reg.status, 201);
-    device = new SimulatedDevice(reg.body, { pollMs: 200, ca: rt.relay!.caCertPem }).start();
+    // The agent's own log lines are scanned too: the device side holds the listen token and readyToken.
+    device = new AgentHarness(reg.body, {
+      allowPorts: [echo!.port],
+      pollMs: 200,
+      ca: rt.relay!.caCertPem,
+      log: (event, fields, human) => consoleLines.push(`${event} ${JSON.stringify(fields)} ${human}`),
+    }).start();
     // Failed authentication attempts carry tokens too: they must not be echoed into logs.
     await call('GET', `${rt.apiUrl}/devices`, { token: admin.slice(0, -4) + 'AAAA' });
     await call('GET', `${rt.apiUrl}/devices`, { headers: { authorization: 'Bearer not-a-jwt' } });
@@ -55,7 +64,7 @@ describe('no secret in any log line', () => {
       relay: { endpoint: string; hybridConnection: string; sendToken: string };
     }>('POST', `${rt.apiUrl}/sessions`, {
       token: admin,
-      body: { deviceId: 'scan-dev', port: 22 },
+      body: { deviceId: 'scan-dev', port: echo!.port },
     });
     assert.equal(r.status, 201, r.text);
     const s = await connectHybridConnection(

@@ -1,5 +1,6 @@
 // Sessions end to end on the whole local stack: functions host + durable engine + Azurite +
-// relay emulator, called over HTTP the way a user does, with a simulated device on its queue.
+// relay emulator, called over HTTP the way a user does, with the product's device agent on its
+// queue piping to an echo server.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
@@ -12,7 +13,7 @@ import {
 } from '../../lib/relay/hybridConnection';
 import { LocalRuntime } from '../../local/runtime';
 import { assertProblem, call } from '../support/http';
-import { SimulatedDevice, type Enrollment } from '../support/simulatedDevice';
+import { AgentHarness, startEchoServer, type Enrollment } from '../support/agentHarness';
 
 interface Opened {
   sessionId: string;
@@ -46,19 +47,23 @@ describe('sessions end to end', () => {
   let admin: string;
   let ca: string;
   let store: NamespaceStore;
-  const devices: SimulatedDevice[] = [];
+  let echo: Awaited<ReturnType<typeof startEchoServer>>;
+  const devices: AgentHarness[] = [];
 
+  /** Registers a device and runs its agent; a silent device is one whose agent is not running. */
   const addDevice = async (deviceId: string, silent = false) => {
     const r = await call<Enrollment>('POST', `${rt.apiUrl}/devices`, { token: admin, body: { deviceId } });
     assert.equal(r.status, 201, r.text);
-    const d = new SimulatedDevice(r.body, { pollMs: 200, ca, silent }).start();
+    if (silent) return undefined;
+    const d = new AgentHarness(r.body, { allowPorts: [echo.port], pollMs: 200, ca }).start();
     devices.push(d);
     return d;
   };
   const open = (deviceId: string, extra: Record<string, unknown> = {}, token = admin) =>
-    call<Opened>('POST', `${rt.apiUrl}/sessions`, { token, body: { deviceId, port: 22, ...extra } });
+    call<Opened>('POST', `${rt.apiUrl}/sessions`, { token, body: { deviceId, port: echo.port, ...extra } });
 
   before(async () => {
+    echo = await startEchoServer();
     await rt.start();
     admin = await rt.token('admin');
     ca = rt.relay!.caCertPem;
@@ -70,10 +75,11 @@ describe('sessions end to end', () => {
   after(async () => {
     await Promise.all(devices.map((d) => d.stop()));
     await rt.close();
+    await echo.close();
   });
 
   it('opens with credentials, carries bytes, and a DELETE drops the connection, kills both tokens and recycles the namespace', async () => {
-    const device = await addDevice('dev-e2e-1');
+    const device = (await addDevice('dev-e2e-1'))!;
     const r = await open('dev-e2e-1');
     assert.equal(r.status, 201, r.text);
     assert.equal(r.body.status, 'ready');
@@ -91,15 +97,21 @@ describe('sessions end to end', () => {
 
     const listenToken = device.opened.find((m) => m.sessionId === r.body.sessionId)!.relay.listenToken;
     const closed = once(stream, 'close');
-    const del = await call('DELETE', `${rt.apiUrl}/sessions/${r.body.sessionId}`, { token: admin });
+    const del = await call<{ status: string }>('DELETE', `${rt.apiUrl}/sessions/${r.body.sessionId}`, {
+      token: admin,
+    });
     assert.equal(del.status, 202);
+    assert.equal(del.body.status, 'ending');
+    // From the end request on, the session is no longer ready to anyone.
+    const right = await call<{ status: string }>('GET', `${rt.apiUrl}/sessions/${r.body.sessionId}`, { token: admin });
+    assert.ok(['ending', 'ended'].includes(right.body.status), right.text);
     await closed;
 
     const after = await waitFor('the namespace to be recycled', async () => {
       const ns = await store.get(relay.namespace);
       return ns?.state === 'available' ? ns : undefined;
     });
-    assert.equal(after.generation, before!.generation + 1);
+    assert.equal(after.generation, (before?.generation ?? Number.NaN) + 1);
     assert.equal(after.sessionId, undefined);
     // Both tokens of the ended session are refused now.
     assert.equal(
@@ -124,9 +136,37 @@ describe('sessions end to end', () => {
     });
     assert.equal(shown.body.reason, 'requested');
     assert.equal(shown.body.relay, undefined);
-    await waitFor('the device to be told to close', async () =>
-      device.closed.includes(r.body.sessionId) ? true : undefined,
+    await waitFor('the device to be told to close', () =>
+      Promise.resolve(device.closed.includes(r.body.sessionId) ? true : undefined),
     );
+  });
+
+  it('answers GET and DELETE by session id once the orchestration history is purged', async () => {
+    await addDevice('dev-purged');
+    const r = await open('dev-purged');
+    assert.equal(r.status, 201, r.text);
+    assert.equal((await call('DELETE', `${rt.apiUrl}/sessions/${r.body.sessionId}`, { token: admin })).status, 202);
+    await waitFor('the session to be recorded ended', async () => {
+      const s = await call<{ status: string }>('GET', `${rt.apiUrl}/sessions/${r.body.sessionId}`, { token: admin });
+      return s.body.status === 'ended' ? true : undefined;
+    });
+    const engine = rt.durable!.engine!;
+    // The instance completes right after it records the end: wait for that, then purge it.
+    await waitFor('the orchestration to complete and be purged', async () =>
+      (await engine.client.purge(r.body.sessionId)) === 1 ? true : undefined,
+    );
+    const shown = await call<Record<string, unknown>>('GET', `${rt.apiUrl}/sessions/${r.body.sessionId}`, {
+      token: admin,
+    });
+    assert.equal(shown.status, 200, shown.text);
+    assert.equal(shown.body.status, 'ended');
+    assert.equal(shown.body.reason, 'requested');
+    assert.equal(shown.body.deviceId, 'dev-purged');
+    const again = await call<Record<string, unknown>>('DELETE', `${rt.apiUrl}/sessions/${r.body.sessionId}`, {
+      token: admin,
+    });
+    assert.equal(again.status, 202, again.text);
+    assert.equal(again.body.status, 'ended');
   });
 
   it('answers 504 device_not_ready when the device never answers, and the namespace returns to the pool', async () => {
@@ -266,13 +306,21 @@ describe('an empty pool', () => {
   it('limits POST /sessions per principal: the 31st in a minute gets 429 with Retry-After', async () => {
     const flood = await rt.token('operator', 'flooder');
     const other = await rt.token('operator', 'patient');
+    // The bucket holds 30 and refills at 30 a minute: a slow machine earns back a token every 2 s,
+    // so the first 429 comes at request 31 + (seconds spent) / 2, never later.
+    const started = Date.now();
     const answers: number[] = [];
-    for (let i = 0; i < 30; i++)
-      answers.push(
-        (await call('POST', `${rt.apiUrl}/sessions`, { token: flood, body: { deviceId: 'lonely' } })).status,
-      );
-    assert.deepEqual([...new Set(answers)], [403], 'the first 30 reach the grant check');
-    const limited = await call('POST', `${rt.apiUrl}/sessions`, { token: flood, body: { deviceId: 'lonely' } });
+    let limited: Awaited<ReturnType<typeof call>> | undefined;
+    for (let i = 0; i < 60 && !limited; i++) {
+      const r = await call('POST', `${rt.apiUrl}/sessions`, { token: flood, body: { deviceId: 'lonely' } });
+      if (r.status === 429) limited = r;
+      else answers.push(r.status);
+    }
+    const refilled = Math.floor((Date.now() - started) / 2000);
+    assert.ok(limited, 'a 429 came within 60 requests');
+    assert.deepEqual([...new Set(answers)], [403], 'every request before it reached the grant check');
+    assert.ok(answers.length >= 30, `the first 30 pass (${answers.length} passed)`);
+    assert.ok(answers.length <= 30 + refilled, `at most 30 + ${refilled} refilled pass (${answers.length} passed)`);
     assertProblem(limited, 429, 'rate_limited');
     assert.ok(Number(limited.headers.get('retry-after')) >= 1);
     assertProblem(

@@ -15,6 +15,13 @@ export interface CliOptions {
   env?: Record<string, string | undefined>;
   cwd?: string;
   timeoutMs?: number;
+  /** What runs before the CLI's arguments (default node and dist/agent/cli.js): a packaged executable, `ip netns exec`. */
+  command?: string[];
+}
+
+function commandOf(options: CliOptions, args: string[]): [string, string[]] {
+  const [file, ...rest] = options.command ?? [process.execPath, CLI_PATH];
+  return [file, [...rest, ...args]];
 }
 
 function childEnv(extra: Record<string, string | undefined> = {}): NodeJS.ProcessEnv {
@@ -34,7 +41,7 @@ function childEnv(extra: Record<string, string | undefined> = {}): NodeJS.Proces
 /** Runs to completion (killed after `timeoutMs`, default 20 s). */
 export function runCli(args: string[], options: CliOptions = {}): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI_PATH, ...args], {
+    const child = spawn(...commandOf(options, args), {
       env: childEnv(options.env),
       cwd: options.cwd,
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -62,7 +69,7 @@ export class CliProcess {
   readonly exited: Promise<number | null>;
 
   constructor(args: string[], options: CliOptions = {}) {
-    this.child = spawn(process.execPath, [CLI_PATH, ...args], {
+    this.child = spawn(...commandOf(options, args), {
       env: childEnv(options.env),
       cwd: options.cwd,
       stdio: ['ignore', 'pipe', 'pipe'],

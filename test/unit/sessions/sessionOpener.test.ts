@@ -1,0 +1,154 @@
+// Opening a session without servers: the orchestration port and the sessions table are fakes, the
+// clock and the sleep are the test's, so the budgeted wait is exercised exactly.
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import type { Principal } from '../../../lib/auth/principal';
+import { DeviceNotFoundError } from '../../../lib/errors';
+import { Sealer } from '../../../lib/sealing';
+import { SessionOpener } from '../../../lib/sessions/sessionOpener';
+import { FakeOrchestrations, MemorySessionStore } from './fakes';
+
+const alice: Principal = { id: 'alice', name: 'Alice', roles: ['operator'], via: 'jwt' };
+const admin: Principal = { id: 'root', roles: ['admin'], via: 'jwt' };
+const SESSION_ID = '6f1c2d1e-8a55-4a55-9d55-0a0b0c0d0e0f';
+const T0 = Date.parse('2026-11-25T10:00:00Z');
+
+function setup(o: { granted?: boolean; devices?: string[] } = {}) {
+  const sealer = new Sealer(randomBytes(32));
+  const orchestrations = new FakeOrchestrations();
+  const sessions = new MemorySessionStore();
+  let clock = T0;
+  const sleeps: number[] = [];
+  const limited: string[] = [];
+  const opener = new SessionOpener({
+    sessions,
+    orchestrations,
+    grants: { isGranted: (p, d) => Promise.resolve(o.granted ?? (p === 'alice' && d === 'plc-1')) },
+    devices: {
+      requireRecord: (d) =>
+        (o.devices ?? ['plc-1']).includes(d)
+          ? Promise.resolve({} as never)
+          : Promise.reject(new DeviceNotFoundError(`Device ${d} is not registered.`)),
+    },
+    rateLimiter: { enforce: (id) => void limited.push(id) },
+    sealer,
+    limits: { openBudgetMs: 8000, readyTimeoutMs: 7000, defaultLifetimeMinutes: 60, maxLifetimeMinutes: 120 },
+    now: () => clock,
+    sleep: (ms) => {
+      sleeps.push(ms);
+      clock += ms;
+      return Promise.resolve();
+    },
+    newId: () => SESSION_ID,
+  });
+  const readyStatus = () => ({
+    status: 'ready',
+    readyAt: new Date(clock).toISOString(),
+    relay: {
+      namespace: 'rbk-ns-1',
+      endpoint: 'https://rbk-ns-1.servicebus.windows.net/',
+      hybridConnection: 'tunnel',
+      sealedSendToken: sealer.seal('SharedAccessSignature sr=a&sig=b&se=1&skn=send', SESSION_ID),
+      expiresAt: '2026-11-25T11:00:00.000Z',
+    },
+  });
+  return { opener, orchestrations, sessions, sleeps, limited, readyStatus, elapsed: () => clock - T0 };
+}
+
+describe('SessionOpener', () => {
+  it('records the session pending, starts its orchestration, and answers ready with unsealed credentials', async () => {
+    const t = setup();
+    t.orchestrations.onStatusRead = (id, reads) => {
+      if (reads === 3) t.orchestrations.set(id, { customStatus: t.readyStatus() });
+    };
+    const r = await t.opener.open(alice, { deviceId: 'plc-1', port: 22 });
+    assert.equal(r.status, 'ready');
+    assert.equal(r.sessionId, SESSION_ID);
+    assert.equal(r.status === 'ready' && r.relay.sendToken, 'SharedAccessSignature sr=a&sig=b&se=1&skn=send');
+    const record = t.sessions.records.get(SESSION_ID)!;
+    assert.equal(record.status, 'pending');
+    assert.equal(record.openerId, 'alice');
+    assert.equal(record.openerName, 'Alice');
+    assert.deepEqual(t.sessions.index.get(SESSION_ID), { deviceId: 'plc-1', openerId: 'alice' });
+    assert.deepEqual(t.orchestrations.started, [
+      {
+        sessionId: SESSION_ID,
+        deviceId: 'plc-1',
+        port: 22,
+        openerId: 'alice',
+        createdAt: '2026-11-25T10:00:00.000Z',
+        expiresAt: '2026-11-25T11:00:00.000Z',
+        readyTimeoutMs: 7000,
+      },
+    ]);
+    assert.deepEqual(t.sleeps, [20, 40], 'polls start fast');
+    assert.deepEqual(t.limited, ['alice']);
+  });
+
+  it('answers pending when the budget runs out, having polled with backoff and never past the deadline', async () => {
+    const t = setup();
+    const r = await t.opener.open(alice, { deviceId: 'plc-1', port: 22 });
+    assert.deepEqual(r, { status: 'pending', sessionId: SESSION_ID });
+    assert.equal(t.elapsed(), 8000);
+    assert.deepEqual(t.sleeps.slice(0, 7), [20, 40, 60, 100, 150, 200, 250]);
+    assert.ok(t.sleeps.slice(7).every((ms) => ms <= 250));
+  });
+
+  it('turns an orchestration that ends before ready into the error of its reason', async () => {
+    const t = setup();
+    t.orchestrations.onStart = (input) =>
+      t.orchestrations.set(input.sessionId, { customStatus: { status: 'ending', reason: 'device_not_ready' } });
+    await assert.rejects(t.opener.open(alice, { deviceId: 'plc-1', port: 22 }), {
+      status: 504,
+      code: 'device_not_ready',
+    });
+  });
+
+  it('passes the pool’s retry delay on', async () => {
+    const t = setup();
+    t.orchestrations.onStart = (input) =>
+      t.orchestrations.set(input.sessionId, {
+        runtimeStatus: 'Completed',
+        customStatus: { status: 'failed', reason: 'pool_exhausted', retryAfterSeconds: 12 },
+      });
+    await assert.rejects(
+      t.opener.open(alice, { deviceId: 'plc-1', port: 22 }),
+      (err: { status: number; headers: Record<string, string> }) => {
+        assert.equal(err.status, 503);
+        assert.equal(err.headers['retry-after'], '12');
+        return true;
+      },
+    );
+  });
+
+  it('never hands out credentials from a failed orchestration whose last status said ready', async () => {
+    const t = setup();
+    t.orchestrations.onStart = (input) =>
+      t.orchestrations.set(input.sessionId, { runtimeStatus: 'Failed', customStatus: t.readyStatus() });
+    await assert.rejects(t.opener.open(alice, { deviceId: 'plc-1', port: 22 }), { code: 'session_failed' });
+  });
+
+  it('refuses a lifetime over the configured cap with validation_failed, before writing anything', async () => {
+    const t = setup();
+    await assert.rejects(t.opener.open(alice, { deviceId: 'plc-1', port: 22, maxLifetimeMinutes: 121 }), {
+      status: 400,
+      code: 'validation_failed',
+    });
+    assert.equal(t.sessions.records.size, 0);
+    assert.equal(t.orchestrations.started.length, 0);
+  });
+
+  it('checks the grant before the device exists, so an operator cannot probe device ids', async () => {
+    const t = setup();
+    await assert.rejects(t.opener.open(alice, { deviceId: 'no-such-device', port: 22 }), {
+      status: 403,
+      code: 'device_not_granted',
+    });
+    await assert.rejects(t.opener.open(admin, { deviceId: 'no-such-device', port: 22 }), {
+      status: 404,
+      code: 'device_not_found',
+    });
+    assert.equal(t.orchestrations.started.length, 0);
+  });
+});
