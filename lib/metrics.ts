@@ -167,10 +167,11 @@ export function recordMaintenanceRun(outcome: string, durationMs: number): void 
   get().maintenanceDuration.record(Math.max(0, durationMs), { outcome });
 }
 
-/** A device's heartbeat (called by the device-presence feature). */
-export function recordDeviceHeartbeat(attributes: { deviceId?: string } = {}): void {
-  // No device id as an attribute: hundreds of devices would make hundreds of series.
-  void attributes;
+/**
+ * A device's heartbeat (called by the device-presence feature). No device id as an attribute:
+ * hundreds of devices would make hundreds of series; per-device presence is the API's job.
+ */
+export function recordDeviceHeartbeat(): void {
   get().deviceHeartbeats.add(1);
 }
 
