@@ -1,6 +1,7 @@
-// The metrics scrape after a real session on the whole local stack: GET /api/metrics (admin, local
-// mode) shows the named OpenTelemetry figures of lib/metrics.ts with the values the session,
-// a maintenance run and the ARM calls behind them produced.
+// The console's files and the metrics scrape on the whole local stack, without a browser: the
+// console's static route, then GET /api/metrics (admin, local mode) after a real session, showing
+// the named OpenTelemetry figures of lib/metrics.ts with the values the session, a maintenance run
+// and the ARM calls behind them produced.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
@@ -49,7 +50,7 @@ async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeou
   }
 }
 
-describe('metrics after an end-to-end session', () => {
+describe('console files, and metrics after an end-to-end session', () => {
   const rt = new LocalRuntime({ disableTimers: true, prefillNamespaces: 2, logSink: () => {} });
   let admin: string;
   let device: AgentHarness | undefined;
@@ -65,6 +66,21 @@ describe('metrics after an end-to-end session', () => {
     await device?.stop();
     await echo?.close();
     await rt.close();
+  });
+
+  it('serves its files anonymously with a strict content security policy, and refuses any other path', async () => {
+    const index = await fetch(`${rt.apiUrl}/console/`);
+    assert.equal(index.status, 200);
+    assert.match(index.headers.get('content-type') ?? '', /^text\/html/);
+    assert.match(index.headers.get('content-security-policy') ?? '', /script-src 'self'/);
+    const redirect = await fetch(`${rt.apiUrl}/console`, { redirect: 'manual' });
+    assert.equal(redirect.status, 308);
+    assert.equal(redirect.headers.get('location'), '/api/console/');
+    const config = (await (await fetch(`${rt.apiUrl}/console/config.json`)).json()) as Record<string, unknown>;
+    assert.deepEqual(config, { mode: 'local', auth: 'local' });
+    const other = await fetch(`${rt.apiUrl}/console/..%2F..%2Fpackage.json`);
+    assert.equal(other.status, 404);
+    assert.match(other.headers.get('content-type') ?? '', /^application\/problem\+json/);
   });
 
   it('GET /metrics is for admins only', async () => {

@@ -37,7 +37,7 @@ describe('metrics to Application Insights (Azure Monitor exporter)', () => {
         if (req.url?.startsWith('/v2.1/track')) {
           const text = body.toString('utf8').trim();
           const items = (
-            text.startsWith('[') ? JSON.parse(text) : text.split('\n').map((l) => JSON.parse(l))
+            text.startsWith('[') ? JSON.parse(text) : text.split('\n').map((l): unknown => JSON.parse(l))
           ) as Envelope[];
           envelopes.push(...items);
         }
