@@ -31,6 +31,35 @@ export default tseslint.config(
   },
   { files: ['**/*.mjs', '**/*.js'], ...tseslint.configs.disableTypeChecked },
   {
+    // The web console runs in the browser, unbundled.
+    files: ['console/*.js'],
+    languageOptions: {
+      sourceType: 'script',
+      globals: Object.fromEntries(
+        [
+          'window',
+          'document',
+          'location',
+          'history',
+          'sessionStorage',
+          'fetch',
+          'URL',
+          'URLSearchParams',
+          'Blob',
+          'FormData',
+          'TextEncoder',
+          'crypto',
+          'atob',
+          'btoa',
+          'setTimeout',
+          'clearTimeout',
+          'confirm',
+          'prompt',
+        ].map((g) => [g, 'readonly']),
+      ),
+    },
+  },
+  {
     files: ['bin/*.js'],
     languageOptions: {
       sourceType: 'commonjs',

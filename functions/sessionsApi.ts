@@ -1,6 +1,7 @@
 // Session routes: open (and wait for ready within the budget), read, list, end, and the device's
 // ready call. Adapters only: the flow lives in sessionOrchestrator.ts, the rules in lib/sessions/.
 import { z } from 'zod';
+import { recordSessionOpen } from '../lib/metrics';
 import { openSessionRequestSchema, sessionStatusSchema } from '../lib/sessions/session';
 import { deviceIdSchema, parseJsonBody, parseWith, sessionIdSchema } from '../lib/validation';
 import { sessionOrchestrations } from './shared/sessionOrchestrations';
@@ -14,6 +15,7 @@ route('sessionsOpen', {
   route: 'sessions',
   access: ['admin', 'operator'],
   durableClient: true,
+  observe: recordSessionOpen,
   handler: async (api) => {
     const { req, body, services, ctx } = api;
     const principal = api.principal!;

@@ -165,6 +165,15 @@ param authIssuer string = ''
 @description('AUTH_JWKS_URL override; empty = <login endpoint><tenant>/discovery/v2.0/keys.')
 param authJwksUrl string = ''
 
+@description('CONSOLE_CLIENT_ID: client id of the web console\'s Entra app registration (single-page application); empty = token paste only.')
+param consoleClientId string = ''
+
+@description('CONSOLE_API_SCOPE override; empty = <authAudience>/.default.')
+param consoleApiScope string = ''
+
+@description('Action group (resource id) the alerts of docs/operations.md notify; empty = alerts show in the portal only.')
+param alertActionGroupId string = ''
+
 // ---------------------------------------------------------------------------------------------
 // Resources
 // ---------------------------------------------------------------------------------------------
@@ -250,6 +259,26 @@ module appAccess 'modules/appAccess.bicep' = {
   }
 }
 
+// The operations workbook and docs/operations.md's alerts, over the app's metrics in Application Insights.
+module workbook 'modules/workbook.bicep' = {
+  name: 'workbook'
+  params: {
+    location: location
+    tags: tags
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+  }
+}
+
+module alerts 'modules/alerts.bicep' = {
+  name: 'alerts'
+  params: {
+    location: location
+    tags: tags
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    actionGroupId: alertActionGroupId
+  }
+}
+
 var loginEndpoint = environment().authentication.loginEndpoint // ends with '/'
 var storageSuffix = environment().suffixes.storage
 
@@ -296,6 +325,9 @@ var appSettings = {
   AUTH_ISSUER: empty(authIssuer) ? '${loginEndpoint}${authTenantId}/v2.0' : authIssuer
   AUTH_AUDIENCE: authAudience
   AUTH_JWKS_URL: empty(authJwksUrl) ? '${loginEndpoint}${authTenantId}/discovery/v2.0/keys' : authJwksUrl
+  CONSOLE_CLIENT_ID: consoleClientId
+  CONSOLE_AUTHORITY: '${loginEndpoint}${authTenantId}'
+  CONSOLE_API_SCOPE: consoleApiScope
 }
 
 module settings 'modules/appSettings.bicep' = {

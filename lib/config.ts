@@ -217,6 +217,26 @@ export const SETTINGS = {
     azure: 'local',
     doc: "`npm start` only: the port range the relay emulator serves namespaces on, one port each, kept across restarts (default PORT+29..PORT+128, i.e. 7100-7199); open or forward it with the API's and the queue's (PORT, PORT+1).",
   },
+  APPLICATIONINSIGHTS_CONNECTION_STRING: {
+    azure: 'optional',
+    doc: 'Application Insights connection string: the OpenTelemetry metrics of lib/metrics.ts go there (Azure Monitor exporter, every 60 s). Set by infra/main.bicep; unset locally, where GET /api/metrics serves them.',
+  },
+  APPLICATIONINSIGHTS_AUTHENTICATION_STRING: {
+    azure: 'optional',
+    doc: '`Authorization=AAD`: the metrics exporter authenticates with the managed identity (Monitoring Metrics Publisher).',
+  },
+  CONSOLE_CLIENT_ID: {
+    azure: 'optional',
+    doc: "Client id of the web console's Entra app registration (a single-page application; redirect URI <app>/api/console/). Empty: the console offers only token paste.",
+  },
+  CONSOLE_AUTHORITY: {
+    azure: 'optional',
+    doc: 'MSAL authority of the console sign-in, e.g. https://login.microsoftonline.com/<tenant> (default: derived from AUTH_ISSUER).',
+  },
+  CONSOLE_API_SCOPE: {
+    azure: 'optional',
+    doc: 'Scope the console asks for to call the API, e.g. api://<api-client-id>/access_as_user (default: <AUTH_AUDIENCE>/.default).',
+  },
 } as const satisfies Record<string, { azure: 'required' | 'optional' | 'local'; doc: string }>;
 
 const bindSetting = z
@@ -341,6 +361,11 @@ const envSchema = z
     AUTH_ISSUER: z.string().min(1).optional(),
     AUTH_AUDIENCE: z.string().min(1).optional(),
     AUTH_JWKS_URL: z.url().optional(),
+    APPLICATIONINSIGHTS_CONNECTION_STRING: z.string().min(1).optional(),
+    APPLICATIONINSIGHTS_AUTHENTICATION_STRING: z.string().min(1).optional(),
+    CONSOLE_CLIENT_ID: z.string().min(1).max(100).optional(),
+    CONSOLE_AUTHORITY: z.url().optional(),
+    CONSOLE_API_SCOPE: z.string().min(1).max(500).optional(),
   })
   .superRefine((env, ctx) => {
     const need = (name: keyof typeof env, why: string) => {
@@ -432,6 +457,9 @@ export interface Config {
   cost: { listenerHourUsd: number; gbUsd: number; pricesDate: string };
   devices: { enrollmentSeconds: number; offlineAfterSeconds: number; seenWriteSeconds: number };
   auth: { mode: 'entra' | 'appservice' | 'local'; issuer?: string; audience?: string; jwksUrl?: string };
+  metrics: { azureMonitorConnectionString?: string; entraIngestion: boolean };
+  /** What the web console's page is told (public values only: MSAL needs no secret). */
+  console: { clientId?: string; authority?: string; apiScope?: string };
 }
 
 /** Parses `AccountName=..;AccountKey=..;TableEndpoint=..` connection strings (and UseDevelopmentStorage=true). */
@@ -564,6 +592,17 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       seenWriteSeconds: e.DEVICE_SEEN_WRITE_SECONDS,
     },
     auth: { mode: e.AUTH_MODE, issuer: e.AUTH_ISSUER, audience: e.AUTH_AUDIENCE, jwksUrl: e.AUTH_JWKS_URL },
+    metrics: {
+      azureMonitorConnectionString: e.APPLICATIONINSIGHTS_CONNECTION_STRING,
+      entraIngestion: /authorization=aad/i.test(e.APPLICATIONINSIGHTS_AUTHENTICATION_STRING ?? ''),
+    },
+    console: {
+      clientId: e.CONSOLE_CLIENT_ID,
+      // login.microsoftonline.com/<tenant>/v2.0 is the issuer; MSAL wants the authority without /v2.0.
+      authority: e.CONSOLE_AUTHORITY ?? e.AUTH_ISSUER?.replace(/\/v2\.0\/?$/, ''),
+      apiScope:
+        e.CONSOLE_API_SCOPE ?? (e.AUTH_AUDIENCE ? `${e.AUTH_AUDIENCE.replace(/\/+$/, '')}/.default` : undefined),
+    },
   };
   if (config.mode === 'azure' && !e.POOL_SUBSCRIPTIONS) {
     throw new ConfigError('Invalid configuration:\n  POOL_SUBSCRIPTIONS: is required in azure mode');

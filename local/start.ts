@@ -81,6 +81,8 @@ relay-broker is running offline. Ctrl-C stops everything.
 
   API           ${rt.apiUrl}
   health        curl ${rt.apiUrl}/health
+  console       ${rt.apiUrl}/console/ (sign in with the admin token below)
+  metrics       curl -H "authorization: Bearer <admin token>" ${rt.apiUrl}/metrics
   admin token   ${token}
                 (local only, valid 8 h; more with: ${cli} local token --role operator --sub alice)
   state         ${shown(STATE_DIR)}/ (kept across restarts; the CLI finds the API and the relay certificate here)

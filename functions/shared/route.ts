@@ -42,6 +42,11 @@ export interface RouteOptions {
   /** Adds the durable client input binding (routes that start or signal orchestrations). */
   durableClient?: boolean;
   handler: (api: ApiContext) => Promise<HttpResponseInit>;
+  /**
+   * Told every answer's outcome (the body's `status` on success, else the HTTP status; the
+   * problem's `code` on error) and how long it took: the metrics of a route that has some.
+   */
+  observe?: (outcome: string, durationMs: number) => void;
 }
 
 /** Registers an HTTP function with the shared pipeline. */
@@ -58,6 +63,8 @@ export function route(name: string, options: RouteOptions): void {
 
 async function runRoute(options: RouteOptions, req: HttpRequest, ctx: InvocationContext): Promise<HttpResponseInit> {
   const instance = new URL(req.url).pathname;
+  const started = Date.now();
+  const observe = (outcome: string) => options.observe?.(outcome, Date.now() - started);
   try {
     const services = getServices();
     let principal: Principal | undefined;
@@ -71,9 +78,12 @@ async function runRoute(options: RouteOptions, req: HttpRequest, ctx: Invocation
       if (!options.durableClient) throw new Error('route registered without durableClient');
       return df.getClient(ctx);
     };
-    return await options.handler({ req, ctx, services, principal, body, durable });
+    const response = await options.handler({ req, ctx, services, principal, body, durable });
+    observe(outcomeOf(response));
+    return response;
   } catch (err) {
     const problem = toProblem(err, instance);
+    observe(problem.body.code);
     if (problem.correlationId) {
       // The full error goes to the log under the correlation id; the caller sees only the id.
       ctx.error(
@@ -103,6 +113,11 @@ async function readBody(req: HttpRequest): Promise<Uint8Array | undefined> {
   const body = new Uint8Array(await req.arrayBuffer());
   if (body.length > limit) throw tooLarge();
   return takesNone ? undefined : body;
+}
+
+function outcomeOf(response: HttpResponseInit): string {
+  const status = (response.jsonBody as { status?: unknown } | undefined)?.status;
+  return typeof status === 'string' ? status : String(response.status ?? 200);
 }
 
 export function json(status: number, body: unknown, headers: Record<string, string> = {}): HttpResponseInit {

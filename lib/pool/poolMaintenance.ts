@@ -3,6 +3,7 @@
 // what GET /pool reads (the answer's shape is poolStatus.ts). Each method is safe to run twice
 // (its doc comment ends with what the second run does) and reports outcomes, not exceptions, for
 // per-namespace ARM failures, so one bad namespace never stops the run.
+import { recordMaintenanceRun, recordPoolCounts } from '../metrics';
 import { randomUUID } from 'node:crypto';
 import type { Config } from '../config';
 import { ConcurrencyError, ConflictError, InvalidTransitionError, NotFoundError } from '../errors';
@@ -343,6 +344,7 @@ export class PoolMaintenance {
   async recordRun(summary: RunSummary): Promise<PoolRunRecord> {
     const record = runRecordOf(summary, this.o.quotaBackoffMinutes);
     await this.o.runs.record(record);
+    recordMaintenanceRun(record.outcome, record.durationMs);
     if (this.fullInRun.size > 16) this.fullInRun.clear();
     this.fullInRun.delete(summary.runId);
     return record;
@@ -377,6 +379,7 @@ export class PoolMaintenance {
       ...(last?.aboveTargetSince ? { aboveTargetSince: new Date(last.aboveTargetSince) } : {}),
     });
     const counts = countNamespaces(snapshot.namespaces);
+    recordPoolCounts(this.poolName, counts);
     const plan = planPool(snapshot, this.policy(fullSubscriptions, counts), now);
     return { last, fullSubscriptions, counts, plan };
   }

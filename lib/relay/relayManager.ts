@@ -4,6 +4,7 @@
 import { RelayAPI, type AuthorizationRule, type RelayNamespace } from '@azure/arm-relay';
 import { DefaultAzureCredential } from '@azure/identity';
 import { sleep } from '../backoff';
+import { armMetricsPolicy } from '../metrics';
 import {
   RelayActivationTimeoutError,
   RelayArmError,
@@ -498,6 +499,7 @@ export function createRelayApiFactory(options: RelayApiFactoryOptions = {}): Rel
       ...(options.endpoint ? { endpoint: options.endpoint.replace(/\/+$/, '') } : {}),
       ...(options.caPem ? { tlsOptions: { ca: options.caPem } } : {}),
       retryOptions: { maxRetries: 0 },
+      additionalPolicies: [{ policy: armMetricsPolicy, position: 'perRetry' }],
       userAgentOptions: { userAgentPrefix: 'relay-broker' },
     });
   return Object.assign(factory, { lroPollIntervalMs: options.lroPollIntervalMs ?? (isAzure ? undefined : 50) });
