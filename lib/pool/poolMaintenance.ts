@@ -33,7 +33,7 @@ import { buildPoolStatus, type PoolStatus } from './poolStatus';
 import { NamespaceProvisioner, type PoolRelayOps } from './provisioner';
 import type { ReconcileOutcome } from './reconcile';
 import { ReconcileRunner } from './reconcileRunner';
-import { sealNamespaceKeys } from './sealedKeys';
+import { prepareNextGeneration } from './recycleSteps';
 
 export interface PoolMaintenanceOptions {
   namespaces: NamespaceStore;
@@ -246,9 +246,10 @@ export class PoolMaintenance {
 
   /**
    * Recycles a namespace that waits for it: a `recycling` row (a session recycle that failed, or
-   * one left half-done) or a lease past `leaseExpiresAt` (leased → recycling first). Deletes and
-   * recreates the hybrid connection (fresh rules, every issued token dead), seals the new keys for
-   * the next generation and makes it `available`. An ARM failure is counted on the row
+   * one left half-done) or a lease past `leaseExpiresAt` (leased → recycling first). Deletes the
+   * hybrid connection (every issued token dead) unless a session's end already did, then prepares
+   * the next generation under a fresh name (recycleSteps.ts: foreign rules gone, root keys rotated,
+   * writes one after another), seals its keys and makes it `available`. An ARM failure is counted on the row
    * (quarantined after POOL_MAX_RECYCLE_FAILURES).
    * Second run: a namespace no longer waiting (already `available` with a newer generation, leased
    * again, gone) is skipped; one still `recycling` is recycled again, which is harmless.
@@ -276,12 +277,8 @@ export class PoolMaintenance {
         result: 'skipped',
         error: ns.state === 'recycling' ? 'another recycle holds it' : `row is ${ns.state}`,
       };
-    const ref = refOf(ns);
-    let sealedKeys: string;
     try {
-      await this.o.relay.recycle(ref);
-      const keys = await this.o.relay.getSessionKeys(ref);
-      sealedKeys = sealNamespaceKeys(this.o.sealer, ns.name, ns.generation + 1, keys);
+      await prepareNextGeneration(this.store, this.o.relay, this.o.sealer, ns, this.clock);
     } catch (err) {
       if (!(err instanceof RelayArmError)) throw err;
       const after = await this.store.recordRecycleFailure(
@@ -292,7 +289,6 @@ export class PoolMaintenance {
       );
       return { name, result: after.state === 'quarantined' ? 'quarantined' : 'failed', error: errorSummary(err) };
     }
-    await this.store.markRecycled(name, { now: this.clock(), fromGeneration: ns.generation, sealedKeys });
     return { name, result: 'recycled' };
   }
 

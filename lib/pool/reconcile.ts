@@ -9,7 +9,7 @@ import { retryItemOf, type ProvisionItem } from './maintenanceRun';
 import type { DeletedName } from './poolPolicy';
 
 export type ReconcileCounts = {
-  /** Namespaces tagged as this pool's, across the subscriptions listed. */
+  /** Namespaces tagged as this pool's, across the resource groups listed. */
   armNamespaces: number;
   adopted: number;
   orphansDeleted: number;
@@ -22,6 +22,8 @@ export type ReconcileCounts = {
   quarantinedDeleted: number;
   /** Repairs that failed (the next run tries again). */
   failed: number;
+  /** ARM lists (one per resource group) that failed, e.g. 403 AuthorizationFailed: also in `failed`. */
+  listsFailed: number;
   /** Repairs left for the next run (maxReconcileActions). */
   deferred: number;
   /** Tombstones older than POOL_NAME_REUSE_HOURS forgotten (nothing reads them any more). */
@@ -46,6 +48,7 @@ export function zeroReconcileCounts(): ReconcileCounts {
     deletesRetried: 0,
     quarantinedDeleted: 0,
     failed: 0,
+    listsFailed: 0,
     deferred: 0,
     tombstonesPurged: 0,
   };
@@ -64,10 +67,13 @@ export type ReconcileAction =
   | { kind: 'deleteQuarantined'; name: string };
 
 export interface ReconcileInput {
-  /** ARM namespaces tagged as ours, per subscription that could be listed. */
+  /** ARM namespaces tagged as ours, per resource group that could be listed. */
   arm: ManagedNamespace[];
-  /** Subscriptions whose ARM list succeeded: rows elsewhere are never judged "gone". */
-  listedSubscriptions: ReadonlySet<string>;
+  /**
+   * Resource groups whose ARM list succeeded, as `scopeKey(subscriptionId, resourceGroup)`: rows
+   * elsewhere are never judged "gone".
+   */
+  listedResourceGroups: ReadonlySet<string>;
   /** Every row, read AFTER the ARM lists (so a namespace created meanwhile has its row). */
   rows: Namespace[];
   recentlyDeleted: DeletedName[];
@@ -122,7 +128,7 @@ export function planReconcile(input: ReconcileInput): ReconcileAction[] {
   }
 
   for (const row of [...input.rows].sort((a, b) => cmp(a.name, b.name))) {
-    const listed = input.listedSubscriptions.has(row.subscriptionId);
+    const listed = input.listedResourceGroups.has(scopeKey(row.subscriptionId, row.resourceGroup));
     const inArm = armByName.has(row.name);
     if (row.state === 'deleting') {
       actions.push(
@@ -154,6 +160,11 @@ export function planReconcile(input: ReconcileInput): ReconcileAction[] {
     }
   }
   return actions;
+}
+
+/** How a listed resource group is named in `listedResourceGroups` (ARM names are case-insensitive). */
+export function scopeKey(subscriptionId: string, resourceGroup: string): string {
+  return `${subscriptionId}/${resourceGroup}`.toLowerCase();
 }
 
 /** The namespace a repair is about, for its error line. */

@@ -158,7 +158,11 @@ async function runUntilConverged(h: Harness, maxRuns: number): Promise<RunResult
 async function armPoolNames(h: Harness): Promise<string[]> {
   const lists = await Promise.all(
     h.pool.subscriptions.map((s) =>
-      h.manager.listNamespaces({ subscriptionId: s.subscriptionId, tag: { name: POOL_TAG, value: h.pool.name } }),
+      h.manager.listNamespaces({
+        subscriptionId: s.subscriptionId,
+        resourceGroup: s.resourceGroup,
+        tag: { name: POOL_TAG, value: h.pool.name },
+      }),
     ),
   );
   return lists
@@ -401,16 +405,18 @@ describe('pool maintenance against the relay emulator', () => {
     );
     const newKeys = openNamespaceKeys(sealer, after)!;
     assert.notEqual(newKeys.send.key, oldKeys.send.key);
-    const statusOf = async (token: string) => {
+    assert.notEqual(after.hybridConnection, leased.hybridConnection, 'a fresh hybrid connection per generation');
+    const statusOf = async (token: string, hybridConnection = after.hybridConnection!) => {
       try {
-        (await connectHybridConnection(after.endpoint!, after.hybridConnection!, token, { ca })).destroy();
+        (await connectHybridConnection(after.endpoint!, hybridConnection, token, { ca })).destroy();
         return 200;
       } catch (err) {
         if (err instanceof RelayHandshakeError) return err.statusCode;
         throw err;
       }
     };
-    assert.equal(await statusOf(oldTokens.send), 401, 'the old send token is refused');
+    assert.equal(await statusOf(oldTokens.send, leased.hybridConnection!), 404, 'the old hybrid connection is gone');
+    assert.equal(await statusOf(oldTokens.send), 403, 'the old send token is refused on the new one (another audience)');
     assert.equal(await statusOf(mint(newKeys, after).send), 404, 'the new send token is accepted (no listener yet)');
   });
 });
