@@ -16,6 +16,7 @@ import {
 import type { Sealer } from '../sealing';
 import {
   errorSummary,
+  MAX_RUN_ERRORS,
   retryItemOf,
   runRecordOf,
   type DeleteOutcome,
@@ -34,6 +35,7 @@ import { NamespaceProvisioner, type PoolRelayOps } from './provisioner';
 import type { ReconcileOutcome } from './reconcile';
 import { ReconcileRunner } from './reconcileRunner';
 import { prepareNextGeneration } from './recycleSteps';
+import { openNamespaceKeys } from './sealedKeys';
 
 export interface PoolMaintenanceOptions {
   namespaces: NamespaceStore;
@@ -57,6 +59,8 @@ export interface PoolMaintenanceOptions {
   maxReconcileActions?: number;
   /** Repairs run at once (default 8). */
   reconcileConcurrency?: number;
+  /** Namespaces whose ARM state reconcile compares with their row per run (default 10; 3-5 ARM calls each). */
+  maxDriftChecks?: number;
   now?: () => Date;
 }
 
@@ -92,6 +96,7 @@ export class PoolMaintenance {
       quarantineRetentionMinutes: options.quarantineRetentionMinutes ?? 24 * 60,
       maxReconcileActions: options.maxReconcileActions ?? 50,
       reconcileConcurrency: Math.max(1, options.reconcileConcurrency ?? 8),
+      maxDriftChecks: Math.max(0, options.maxDriftChecks ?? 10),
     };
     this.provisioner = new NamespaceProvisioner(this.o.namespaces, this.o.relay, this.o.sealer, this.clock);
     this.reconciler = new ReconcileRunner({
@@ -264,9 +269,19 @@ export class PoolMaintenance {
       return { name, result: 'skipped', error: `row is ${ns.state}` };
     // Ends an expired lease (only the one read) and claims the ARM work in one write: a session's
     // recycle (or another maintenance run) may be doing this one's ARM work right now.
+    return this.recycleClaimed(ns, now, ns.state === 'leased' ? ns.etag : undefined);
+  }
+
+  /**
+   * Claims the row's recycle (leased or available → recycling, `etag` when only the row read may
+   * move) and carries it out: the hybrid connection deleted unless it already is, the next
+   * generation prepared. ARM failures are counted on the row (quarantine after N).
+   */
+  private async recycleClaimed(ns: Namespace, now: Date, etag: string | undefined): Promise<RecycleOutcome> {
+    const name = ns.name;
     const claimId = `maintenance:${randomUUID()}`;
     try {
-      ns = await this.store.beginRecycle(name, { now, claimId }, ns.state === 'leased' ? ns.etag : undefined);
+      ns = await this.store.beginRecycle(name, { now, claimId }, etag);
     } catch (err) {
       if (err instanceof ConcurrencyError) return { name, result: 'skipped', error: 'row changed meanwhile' };
       throw err;
@@ -327,8 +342,65 @@ export class PoolMaintenance {
    * `planReconcile`). Second run: lists again and repairs what is still off; each repair is itself
    * idempotent.
    */
-  reconcile(now: Date): Promise<ReconcileOutcome> {
-    return this.reconciler.run(now);
+  async reconcile(now: Date): Promise<ReconcileOutcome> {
+    const outcome = await this.reconciler.run(now);
+    await this.checkDrift(outcome, now);
+    return outcome;
+  }
+
+  /**
+   * Off the open path, a few namespaces per run (`maxDriftChecks`, drawn at random among the
+   * available and leased ones): does ARM hold exactly the row's hybrid connection with the pool's
+   * two rules and, for an available one, the keys sealed in the row, and no foreign namespace-level
+   * rule or hybrid connection? An available namespace that drifted is recycled (a fresh generation,
+   * foreign rules deleted, root key rotated; quarantined after N failures); a leased one gets its
+   * foreign rules and hybrid connections deleted (its session's own are left alone until its end).
+   * Each drift is named in the outcome's errors (so the run record, GET /pool and the log show it).
+   * Second run: draws again; what was repaired matches now.
+   */
+  private async checkDrift(outcome: ReconcileOutcome, now: Date): Promise<void> {
+    const note = (e: string) => {
+      if (outcome.errors.length < MAX_RUN_ERRORS) outcome.errors.push(e.slice(0, 500));
+    };
+    const rows = await this.store.list({ states: ['available', 'leased'] });
+    for (let i = rows.length - 1; i > 0; i--) {
+      const j = Math.floor(Math.random() * (i + 1));
+      [rows[i], rows[j]] = [rows[j], rows[i]];
+    }
+    for (const row of rows.slice(0, this.o.maxDriftChecks)) {
+      if (!row.hybridConnection) continue;
+      outcome.counts.driftChecked++;
+      let drift: string[];
+      try {
+        const keys = row.state === 'available' ? openNamespaceKeys(this.o.sealer, row) : undefined;
+        drift = await this.o.relay.checkDrift(refOf(row), keys);
+      } catch (err) {
+        if (!(err instanceof RelayArmError)) throw err;
+        outcome.counts.failed++;
+        note(`drift check of ${row.name}: ${errorSummary(err)}`);
+        continue;
+      }
+      if (drift.length === 0) continue;
+      outcome.counts.driftFound++;
+      note(`drift of ${row.name} (generation ${row.generation}): ${drift.join('; ')}`);
+      if (row.state === 'leased') {
+        try {
+          await this.o.relay.scrubNamespace(refOf(row), row.hybridConnection);
+          outcome.counts.driftRepaired++;
+        } catch (err) {
+          if (!(err instanceof RelayArmError)) throw err;
+          outcome.counts.failed++;
+          note(`scrub of leased ${row.name}: ${errorSummary(err)}`);
+        }
+        continue;
+      }
+      const repaired = await this.recycleClaimed(row, now, row.etag);
+      if (repaired.result === 'recycled') outcome.counts.driftRepaired++;
+      else if (repaired.result !== 'skipped') {
+        outcome.counts.failed++;
+        note(`recycle of drifted ${row.name}: ${repaired.result} ${repaired.error ?? ''}`);
+      }
+    }
   }
 
   /**

@@ -28,6 +28,12 @@ export type ReconcileCounts = {
   deferred: number;
   /** Tombstones older than POOL_NAME_REUSE_HOURS forgotten (nothing reads them any more). */
   tombstonesPurged: number;
+  /** Namespaces whose hybrid connection, rules and keys were compared with their row. */
+  driftChecked: number;
+  /** … of which differed (foreign rule or hybrid connection, a key rotated out of band, …). */
+  driftFound: number;
+  /** … and were repaired (recycled, or their foreign rules deleted). */
+  driftRepaired: number;
 };
 
 export interface ReconcileOutcome {
@@ -51,6 +57,9 @@ export function zeroReconcileCounts(): ReconcileCounts {
     listsFailed: 0,
     deferred: 0,
     tombstonesPurged: 0,
+    driftChecked: 0,
+    driftFound: 0,
+    driftRepaired: 0,
   };
 }
 
