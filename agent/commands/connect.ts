@@ -41,6 +41,7 @@ export const REASON_TEXT: Record<EndReason, string> = {
   device_refused: 'the device refused it',
   pool_exhausted: 'no relay namespace was available',
   error: 'it failed in the control plane',
+  interrupted: 'its control-plane workflow stopped (the host crashed or it was terminated); its relay was closed',
 };
 
 function isEndReason(value: string | undefined): value is EndReason {

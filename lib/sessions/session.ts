@@ -21,6 +21,8 @@ export const END_REASONS = [
   'pool_exhausted',
   'device_refused',
   'error',
+  /** Its orchestration stopped without ending it (terminated, failed, purged, a host crash): closed by the sweep. */
+  'interrupted',
 ] as const;
 export const endReasonSchema = z.enum(END_REASONS);
 export type EndReason = z.infer<typeof endReasonSchema>;
