@@ -25,12 +25,6 @@ const numberSetting = (min: number, max: number, dflt: number) =>
     .optional()
     .transform((v) => v ?? dflt);
 
-const boolSetting = (dflt: boolean) =>
-  z
-    .enum(['true', 'false', '1', '0'])
-    .optional()
-    .transform((v) => (v === undefined ? dflt : v === 'true' || v === '1'));
-
 const jsonSetting = <T extends z.ZodTypeAny>(schema: T) =>
   z
     .string()

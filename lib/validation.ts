@@ -41,7 +41,7 @@ export function parseWith<T extends z.ZodTypeAny>(schema: T, value: unknown, wha
       errors,
     );
   }
-  return r.data as z.infer<T>;
+  return r.data;
 }
 
 /** Decodes and validates a JSON request body. An empty body counts as `{}` only if `allowEmpty`. */

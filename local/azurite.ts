@@ -61,7 +61,22 @@ export class Azurite {
     return this;
   }
 
+  /**
+   * Starts one service on a free port. The port is chosen before Azurite binds it (the standalone
+   * services do not report a port 0), so another process can take it in between: on EADDRINUSE the
+   * start is retried on another port, a few times.
+   */
   private async startService(service: Service): Promise<number> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.startServiceOnce(service);
+      } catch (err) {
+        if (attempt >= 4 || !(err instanceof Error) || !/EADDRINUSE/.test(err.message)) throw err;
+      }
+    }
+  }
+
+  private async startServiceOnce(service: Service): Promise<number> {
     const root = path.dirname(require.resolve('azurite/package.json'));
     const main = path.join(root, 'dist', 'src', service, 'main.js');
     const Service = service === 'queue' ? 'Queue' : 'Table';
@@ -106,6 +121,7 @@ export class Azurite {
       child.stderr.on('data', onData);
       child.once('exit', (code) => {
         clearTimeout(timer);
+        this.children.splice(this.children.indexOf(child), 1);
         reject(new Error(`Azurite ${service} exited with code ${code} while starting:\n${out}`));
       });
     });

@@ -7,7 +7,6 @@ import type { Benchmark, Figure } from '../figures';
 import { percentile } from '../figures';
 import { connectHybridConnection, HybridConnectionListener } from '../../lib/relay/hybridConnection';
 import { createRelayApiFactory, RelayManager } from '../../lib/relay/relayManager';
-import { createSasToken } from '../../lib/relay/sas';
 import { RelayEmulator } from '../../local/relay-emulator';
 
 const COMMAND = 'npm run bench -- relay';

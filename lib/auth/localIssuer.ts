@@ -110,7 +110,7 @@ export class LocalIssuer {
       text = await fs.readFile(file, 'utf8');
     } catch (err) {
       if ((err as { code?: unknown }).code === 'ENOENT') {
-        throw new Error(`No local issuer in ${dir}: is the local broker running (npm start)?`);
+        throw new Error(`No local issuer in ${dir}: is the local broker running (npm start)?`, { cause: err });
       }
       throw err;
     }

@@ -89,7 +89,7 @@ const RULES: Rule[] = [
 /** The text with every recognised secret replaced by `[REDACTED]` (the field or parameter name is kept). */
 export function redactSecrets(text: string): string {
   let out = text;
-  for (const rule of RULES) out = out.replace(rule.pattern, rule.replace as (m: string, ...g: string[]) => string);
+  for (const rule of RULES) out = out.replace(rule.pattern, rule.replace);
   return out;
 }
 

@@ -70,7 +70,10 @@ export function blobEntities(partitionKey: string, rec: BlobRecord): StoredRow[]
 function rowText(row: StoredRow): string {
   const n = typeof row.dn === 'number' ? row.dn : 0;
   let s = '';
-  for (let c = 0; c < n; c++) s += String(row[`d${c}`] ?? '');
+  for (let c = 0; c < n; c++) {
+    const part = row[`d${c}`];
+    s += typeof part === 'string' ? part : '';
+  }
   return s;
 }
 
@@ -335,8 +338,8 @@ function toIndexRecord(e: Record<string, unknown> & { partitionKey?: string }): 
   const date = (v: unknown): Date => (v instanceof Date ? v : new Date(String(v)));
   return {
     instanceId: String(e.partitionKey),
-    name: String(e.Name ?? ''),
-    runtimeStatus: String(e.RuntimeStatus ?? 'Pending'),
+    name: typeof e.Name === 'string' ? e.Name : '',
+    runtimeStatus: typeof e.RuntimeStatus === 'string' ? e.RuntimeStatus : 'Pending',
     createdTime: date(e.CreatedTime),
     lastUpdatedTime: date(e.LastUpdatedTime),
     input: typeof e.Input === 'string' ? e.Input : undefined,

@@ -85,6 +85,8 @@ function globToRegExp(glob: string): RegExp {
 /** Requires the entry points afresh so their registrations run again for this host. */
 export function loadEntryPoints(files: string[]): void {
   for (const f of files) delete require.cache[require.resolve(f)];
+  // The host loads the app the way the worker does: CommonJS require of the compiled entry points.
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
   for (const f of files) require(f);
 }
 
@@ -97,7 +99,7 @@ export function resolvePlaceholders<T>(value: T, env: NodeJS.ProcessEnv = proces
       return v;
     }) as T;
   }
-  if (Array.isArray(value)) return value.map((v) => resolvePlaceholders(v, env)) as T;
+  if (Array.isArray(value)) return (value as unknown[]).map((v) => resolvePlaceholders(v, env)) as T;
   if (value && typeof value === 'object') {
     const out: Record<string, unknown> = {};
     for (const [k, v] of Object.entries(value)) out[k] = resolvePlaceholders(v, env);

@@ -6,7 +6,8 @@ import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { LocalRuntime } from '../../local/runtime';
+import type { LocalRuntime } from '../../local/runtime';
+import { startLocalStack } from '../support/localStack';
 import { runCli } from '../integration/agent/cliProcess';
 import { assertProblem, call } from '../support/http';
 
@@ -17,10 +18,7 @@ describe('relay-broker admin commands (built binary on the local stack)', () => 
 
   before(async () => {
     stateDir = await fs.mkdtemp(path.join(os.tmpdir(), 'rb-grants-e2e-'));
-    rt = new LocalRuntime({ disableTimers: true, prefillNamespaces: 0, logSink: () => {}, stateDir });
-    await rt.start();
-    await fs.writeFile(path.join(stateDir, 'local.json'), JSON.stringify(rt.localState()), { mode: 0o600 });
-    env = { RELAY_BROKER_STATE_DIR: stateDir };
+    ({ rt, env } = await startLocalStack(stateDir, { prefillNamespaces: 0 }));
   });
 
   after(async () => {

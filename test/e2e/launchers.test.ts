@@ -12,9 +12,11 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
-import { LocalRuntime } from '../../local/runtime';
+import { freePort } from '../../local/freePort';
+import type { LocalRuntime } from '../../local/runtime';
 import { CliProcess, runCli } from '../integration/agent/cliProcess';
 import { call } from '../support/http';
+import { startLocalStack } from '../support/localStack';
 
 const exec = promisify(execFile);
 const REQUIRED = process.env.REQUIRE_LAUNCHER_TESTS === '1';
@@ -35,14 +37,6 @@ const skipReason = (tools: string[]): string | false => {
   if (REQUIRED) throw new Error(`REQUIRE_LAUNCHER_TESTS=1 but missing: ${m.join(', ')}`);
   return `missing ${m.join(', ')} (install openssh-server xvfb x11-apps freerdp2-x11 freerdp2-shadow-x11 imagemagick)`;
 };
-
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as net.AddressInfo).port;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
 
 async function waitForPort(port: number, what: string, timeoutMs = 15_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -138,16 +132,7 @@ describe('native client launchers (relay-broker ssh|rdp on the local stack)', ()
       allow.push(rdpPort);
     }
 
-    rt = new LocalRuntime({
-      disableTimers: true,
-      prefillNamespaces: 3,
-      logSink: () => {},
-      stateDir,
-      relayOptions: { createDelayMs: 0 },
-    });
-    await rt.start();
-    await fs.writeFile(path.join(stateDir, 'local.json'), JSON.stringify(rt.localState()), { mode: 0o600 });
-    env = { RELAY_BROKER_STATE_DIR: stateDir };
+    ({ rt, env } = await startLocalStack(stateDir, { prefillNamespaces: 3 }));
     const enrollment = path.join(stateDir, 'device.json');
     const add = await runCli(['devices', 'add', 'launch-e2e', '--out', enrollment], { env });
     assert.equal(add.code, 0, add.stderr);

@@ -16,7 +16,9 @@ describe('sessions survive a host crash', () => {
     hostProcess: true,
     disableTimers: true,
     prefillNamespaces: SESSIONS + 2,
-    settings: { SESSION_RATE_LIMIT_PER_MINUTE: '1000' },
+    // The crash is what is tested, not open latency: a generous ready timeout keeps a loaded
+    // machine from failing sessions before they are ready.
+    settings: { SESSION_RATE_LIMIT_PER_MINUTE: '1000', SESSION_READY_TIMEOUT_MS: '30000' },
   });
   const devices: AgentHarness[] = [];
 

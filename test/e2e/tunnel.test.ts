@@ -9,7 +9,8 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { LocalRuntime } from '../../local/runtime';
+import type { LocalRuntime } from '../../local/runtime';
+import { startLocalStack } from '../support/localStack';
 import { CliProcess, runCli } from '../integration/agent/cliProcess';
 
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
@@ -85,16 +86,7 @@ describe('the tunnel end to end (relay-broker agent + connect on the local stack
 
   before(async () => {
     stateDir = await fs.mkdtemp(path.join(os.tmpdir(), 'rb-tunnel-e2e-'));
-    rt = new LocalRuntime({
-      disableTimers: true,
-      prefillNamespaces: 5,
-      logSink: () => {},
-      stateDir,
-      relayOptions: { createDelayMs: 0 },
-    });
-    await rt.start();
-    await fs.writeFile(path.join(stateDir, 'local.json'), JSON.stringify(rt.localState()), { mode: 0o600 });
-    env = { RELAY_BROKER_STATE_DIR: stateDir };
+    ({ rt, env } = await startLocalStack(stateDir, { prefillNamespaces: 5 }));
     echoPort = await serve((s) => s.pipe(s));
     streamPort = await serve((s) => {
       s.resume();

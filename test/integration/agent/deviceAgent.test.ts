@@ -1,9 +1,8 @@
 // The device agent against Azurite (its queue) and the relay emulator, without the control plane:
 // session.open messages are put on the queue by the test, ready posts land on a fake readyUrl.
 import assert from 'node:assert/strict';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
-import type { Readable } from 'node:stream';
 import { DeviceAgent } from '../../../agent/deviceAgent';
 import type { Enrollment } from '../../../lib/devices/deviceRegistry';
 import {

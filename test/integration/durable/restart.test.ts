@@ -32,13 +32,13 @@ async function startChild(connectionString: string): Promise<Child> {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let stderr = '';
-  proc.stderr!.on('data', (c: Buffer) => {
+  proc.stderr.on('data', (c: Buffer) => {
     stderr = (stderr + c.toString()).slice(-4000);
   });
   const port = await new Promise<number>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`host did not get ready in 60 s:\n${stderr}`)), 60_000);
     let out = '';
-    proc.stdout!.on('data', (c: Buffer) => {
+    proc.stdout.on('data', (c: Buffer) => {
       out += c.toString();
       const line = out.split('\n').find((l) => l.includes('"ready"'));
       if (line) {

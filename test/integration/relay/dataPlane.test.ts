@@ -1,10 +1,9 @@
 // The Hybrid Connections data plane of the emulator through our own client: bytes both ways, claims,
 // namespace isolation, recycle kills tokens and connections, expiry, renewal, reject, re-listen.
 import assert from 'node:assert/strict';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { after, before, describe, it } from 'node:test';
-import type { Readable } from 'node:stream';
 import {
   connectHybridConnection,
   HybridConnectionListener,
@@ -171,7 +170,7 @@ describe('Hybrid Connections data plane (our client)', () => {
       connect(a, token(keys, 'send')),
       (err: unknown) => err instanceof RelayHandshakeError && err.statusCode === 418,
     );
-    const [info, decision] = await rejected;
+    const [info, decision] = (await rejected) as [unknown, unknown];
     assert.equal((decision as { statusCode: number }).statusCode, 418);
     assert.ok((info as { headers: Record<string, string> }).headers['Sec-WebSocket-Key']);
     await listener.close();

@@ -28,6 +28,8 @@ interface HycoWs {
 
 function main(raw: string): void {
   const params = JSON.parse(raw) as Params;
+  // hyco-ws ships no types and is CommonJS: required as-is, typed by the interface above.
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
   const WS = require('hyco-ws') as HycoWs;
   const reply = (value: unknown): void => {
     process.stdout.write(JSON.stringify(value) + '\n');

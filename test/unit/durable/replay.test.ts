@@ -24,7 +24,7 @@ import {
 type Handler = (trigger: unknown, context: unknown) => Promise<unknown>;
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const { createOrchestrator } = require('durable-functions/lib/src/util/testingUtils') as {
-  createOrchestrator(fn: (ctx: OrchestrationContext) => Generator<unknown, unknown, unknown>): Handler;
+  createOrchestrator: (fn: (ctx: OrchestrationContext) => Generator<unknown, unknown, unknown>) => Handler;
 };
 
 const T0 = Date.parse('2026-01-01T00:00:00Z');
