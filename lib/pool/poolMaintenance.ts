@@ -261,7 +261,7 @@ export class PoolMaintenance {
    */
   async recycle(name: string): Promise<RecycleOutcome> {
     const now = this.clock();
-    let ns = await this.store.get(name);
+    const ns = await this.store.get(name);
     if (!ns) return { name, result: 'skipped', error: 'no such row' };
     if (ns.state === 'leased' && (!ns.leaseExpiresAt || ns.leaseExpiresAt.getTime() >= now.getTime()))
       return { name, result: 'skipped', error: 'lease not expired' };

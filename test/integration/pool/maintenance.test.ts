@@ -420,7 +420,7 @@ describe('pool maintenance against the relay emulator', () => {
         throw err;
       }
     };
-    assert.equal(await statusOf(oldTokens.send, leased.hybridConnection!), 404, 'the old hybrid connection is gone');
+    assert.equal(await statusOf(oldTokens.send, leased.hybridConnection), 404, 'the old hybrid connection is gone');
     assert.equal(
       await statusOf(oldTokens.send),
       403,
