@@ -275,7 +275,11 @@ export async function runTunnel(
   const { sessionId, relay } = opened;
   if (cancel.requested) {
     await api.delete(`/sessions/${sessionId}`).catch(() => undefined);
-    out.event('session.cancelled', { sessionId }, `${signalName ?? 'cancelled'}: session ${sessionId} ended`);
+    out.event(
+      'session.cancelled',
+      { sessionId },
+      `${signalName ?? 'cancelled'}: session ${sessionId} is ending (its relay connections are being dropped)`,
+    );
     return EXIT_OK;
   }
 
