@@ -143,10 +143,14 @@ export const HINTS: Partial<Record<ErrorCode, (later: string) => string>> = {
   role_required: () => 'This command needs a token with the admin role.',
   pool_exhausted: (later) => `Every relay namespace is in use and the pool is growing. ${later}`,
   rate_limited: (later) => `Too many requests. ${later}`,
+  too_many_sessions: () =>
+    'You hold as many open sessions as allowed: end one with `relay-broker sessions end <id>` (list yours with `relay-broker sessions list --status ready`).',
   device_not_ready: () =>
     'Check that `relay-broker agent` runs on the device, can reach its queue, and that its enrollment is current.',
   device_refused: () =>
-    "Add the port to the agent's --allow list on the device, or ask for an allowed port with --port.",
+    "The detail says the agent's reason: if the port is not allowed, add it to the agent's --allow list on the device or pick an allowed --port.",
+  device_offline: () =>
+    'Its agent is not running or cannot reach the broker: check `relay-broker devices show <id>` (last seen) and the agent log on the device (`relay-broker agent doctor` names the cause).',
   session_not_found: () => 'Check the session id with `relay-broker sessions list`.',
 };
 

@@ -3,6 +3,7 @@
 // commands over the HTTP API. Exit codes: 0 ok, 1 failure, 2 usage. See docs/cli.md.
 import { Command, CommanderError } from 'commander';
 import { registerAgent } from './commands/agent';
+import { registerAudit } from './commands/audit';
 import { registerConnect } from './commands/connect';
 import { exitState } from './commands/context';
 import { registerDevices } from './commands/devices';
@@ -39,6 +40,7 @@ export function buildProgram(): Command {
   registerDevices(program);
   registerGrants(program);
   registerSessions(program);
+  registerAudit(program);
   registerLocal(program);
   return program;
 }

@@ -45,12 +45,33 @@ export class ClientBridge {
   private readonly streams = new Set<HybridConnectionStream>();
   private readonly pipes = new Set<Promise<unknown>>();
   private counter = 0;
+  /** For the session heartbeat: connections carried to the relay, those still open, bytes of closed ones. */
+  private carried = 0;
+  private readonly live = new Set<net.Socket>();
+  private closedToRelay = 0;
+  private closedFromRelay = 0;
   address?: { host: string; port: number };
 
   constructor(private readonly o: ClientBridgeOptions) {}
 
   get openConnections(): number {
     return this.sockets.size;
+  }
+
+  /** What the session's heartbeat reports: connections carried and open, bytes each way so far. */
+  report(): { openConnections: number; connections: number; bytesToDevice: number; bytesFromDevice: number } {
+    let toDevice = this.closedToRelay;
+    let fromDevice = this.closedFromRelay;
+    for (const s of this.live) {
+      toDevice += s.bytesRead;
+      fromDevice += s.bytesWritten;
+    }
+    return {
+      openConnections: this.live.size,
+      connections: this.carried,
+      bytesToDevice: toDevice,
+      bytesFromDevice: fromDevice,
+    };
   }
 
   async start(): Promise<{ host: string; port: number }> {
@@ -136,6 +157,8 @@ export class ClientBridge {
       return;
     }
     this.streams.add(stream);
+    this.carried++;
+    this.live.add(socket);
     this.o.log(
       'connection.opened',
       { connection: n, from, connectionId: stream.connectionId },
@@ -144,6 +167,10 @@ export class ClientBridge {
     socket.resume();
     const r = await pipeBothWays(socket, stream);
     this.streams.delete(stream);
+    // In one step, so a report never counts this connection twice.
+    this.live.delete(socket);
+    this.closedToRelay += r.bytesToRelay;
+    this.closedFromRelay += r.bytesFromRelay;
     const code = stream.closeCode;
     this.o.log(
       'connection.closed',

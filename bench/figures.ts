@@ -16,7 +16,8 @@ export interface Benchmark {
   /** `npm run bench -- <name>` runs only this one. */
   name: string;
   description: string;
-  run(log: (line: string) => void): Promise<Figure[]>;
+  /** `args`: the flags after the names (`npm run bench -- peak --quick` gives `['--quick']`). */
+  run(log: (line: string) => void, args?: string[]): Promise<Figure[]>;
 }
 
 /** Percentile by nearest rank over an unsorted sample. */

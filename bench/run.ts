@@ -24,7 +24,12 @@ function loadBenchmarks(): Benchmark[] {
 }
 
 async function main(): Promise<void> {
-  const wanted = process.argv.slice(2);
+  // Names first, then flags for the benchmarks (`peak --quick --peak 200`): a flag and its value
+  // are not names.
+  const argv = process.argv.slice(2);
+  const firstFlag = argv.findIndex((a) => a.startsWith('--'));
+  const wanted = firstFlag < 0 ? argv : argv.slice(0, firstFlag);
+  const flags = firstFlag < 0 ? [] : argv.slice(firstFlag);
   const all = loadBenchmarks();
   const unknown = wanted.filter((w) => !all.some((b) => b.name === w));
   if (unknown.length) {
@@ -40,7 +45,7 @@ async function main(): Promise<void> {
   for (const b of selected) {
     console.log(`\n== ${b.name}: ${b.description}`);
     const started = Date.now();
-    const out = await b.run((line) => console.log(`   ${line}`));
+    const out = await b.run((line) => console.log(`   ${line}`), flags);
     console.log(`   (${((Date.now() - started) / 1000).toFixed(1)} s)`);
     for (const f of out) {
       figures.push(f);

@@ -2,6 +2,7 @@
 import { registerDeviceSchema } from '../lib/devices/deviceRegistry';
 import { parseJsonBody, parseWith, deviceIdSchema } from '../lib/validation';
 import { sessionOrchestrations } from './shared/sessionOrchestrations';
+import { adminAction } from '../lib/audit/adminAudit';
 import { json, route } from './shared/route';
 
 route('devicesCreate', {
@@ -11,6 +12,7 @@ route('devicesCreate', {
   handler: async ({ req, body, services, principal }) => {
     const input = parseJsonBody(body, req.headers.get('content-type'), registerDeviceSchema);
     const enrollment = await services.devices.register(principal!, input);
+    await services.audit.append(adminAction('device.add', principal!.id, enrollment.deviceId));
     return json(201, enrollment, { location: `${services.config.publicApiUrl}/devices/${enrollment.deviceId}` });
   },
 });
@@ -36,9 +38,11 @@ route('devicesRotate', {
   methods: ['POST'],
   route: 'devices/{deviceId}/rotate',
   access: ['admin'],
-  handler: async ({ req, services }) => {
+  handler: async ({ req, services, principal }) => {
     const deviceId = parseWith(deviceIdSchema, req.params.deviceId, 'The device id');
-    return json(200, await services.devices.rotate(deviceId));
+    const rotated = await services.devices.rotate(deviceId);
+    await services.audit.append(adminAction('device.rotate', principal!.id, deviceId));
+    return json(200, rotated);
   },
 });
 
@@ -56,6 +60,7 @@ route('devicesDelete', {
         ctx.warn(`could not end session ${sessionId} of deleted device ${deviceId}: ${String(err)}`),
       );
     ctx.info(`device ${deviceId} deleted; ${ended} open session(s) ended`);
+    await services.audit.append(adminAction('device.remove', api.principal!.id, deviceId, { sessionsEnded: ended }));
     return { status: 204 };
   },
 });

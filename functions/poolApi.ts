@@ -20,8 +20,11 @@ route('poolStatus', {
       // unreachable: the pool's own state above is still worth answering with.
       runtimeStatus = undefined;
     }
+    // What the sessions cost this month and what sits idle (lib/audit/costLedger.ts).
+    const cost = await services.costs.report(await services.sessionStore.listReady(), new Date());
     return json(200, {
       ...status,
+      cost,
       lastRun: status.lastRun ?? null,
       maintenance: {
         instanceId,

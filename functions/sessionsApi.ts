@@ -41,7 +41,8 @@ route('sessionsGet', {
 route('sessionsList', {
   methods: ['GET'],
   route: 'sessions',
-  access: ['admin'],
+  // An operator sees their own sessions only (SessionControl.list scopes it).
+  access: ['admin', 'operator'],
   handler: async (api) => {
     // Listings read the records alone: no orchestration is asked.
     const q = parseWith(
@@ -49,6 +50,7 @@ route('sessionsList', {
         .object({
           deviceId: deviceIdSchema.optional(),
           status: sessionStatusSchema.optional(),
+          openerId: z.string().min(1).max(256).optional(),
           limit: z.coerce.number().int().min(1).max(1000).optional(),
         })
         .strict(),
@@ -65,9 +67,47 @@ route('sessionsEnd', {
   access: ['admin', 'operator'],
   durableClient: true,
   handler: async (api) => {
-    const ended = await api.services.sessionControl(sessionsOf(api)).end(api.principal!, sessionIdOf(api));
-    if (ended.status === 'ending') api.ctx.info(`session ${ended.sessionId} end requested by ${api.principal!.id}`);
-    return json(202, ended, { location: `${api.services.config.publicApiUrl}/sessions/${ended.sessionId}` });
+    const { changed, ...ended } = await api.services
+      .sessionControl(sessionsOf(api))
+      .end(api.principal!, sessionIdOf(api));
+    if (changed) api.ctx.info(`session ${ended.sessionId} end requested by ${api.principal!.id}`);
+    // 202: the end is under way; 200: nothing done, it was ending or over already (its status says which).
+    return json(changed ? 202 : 200, ended, {
+      location: `${api.services.config.publicApiUrl}/sessions/${ended.sessionId}`,
+    });
+  },
+});
+
+const heartbeatBodySchema = z
+  .object({
+    openConnections: z.number().int().min(0).max(1_000_000),
+    connections: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
+    bytesToDevice: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
+    bytesFromDevice: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
+  })
+  .strict();
+
+/** The client's address as the front end saw it: the first X-Forwarded-For hop, without its port. */
+function clientAddressOf(headers: Headers): string | undefined {
+  const first = headers.get('x-forwarded-for')?.split(',')[0]?.trim();
+  if (!first) return undefined;
+  const v4 = /^(\d{1,3}(?:\.\d{1,3}){3})(?::\d+)?$/.exec(first);
+  if (v4) return v4[1];
+  const v6 = /^\[([0-9a-fA-F:.]+)\](?::\d+)?$/.exec(first);
+  if (v6) return v6[1];
+  return /^[0-9a-fA-F:.]{2,45}$/.test(first) ? first : undefined;
+}
+
+route('sessionsHeartbeat', {
+  methods: ['POST'],
+  route: 'sessions/{sessionId}/heartbeat',
+  access: ['admin', 'operator'],
+  handler: async (api) => {
+    const input = parseJsonBody(api.body, api.req.headers.get('content-type'), heartbeatBodySchema);
+    const answer = await api.services
+      .sessionControl(sessionsOf(api))
+      .heartbeat(api.principal!, sessionIdOf(api), input, clientAddressOf(api.req.headers));
+    return json(200, answer);
   },
 });
 

@@ -40,12 +40,17 @@ param instanceMemoryMB int = 2048
 param maximumInstanceCount int = 100
 
 @minValue(0)
-@description('HTTP instances kept warm (billed idle at the always-ready rate). 1 removes cold starts from POST /sessions.')
-param alwaysReadyHttpInstances int = 0
+@description('HTTP instances kept warm (billed idle at the always-ready rate). 1 removes the cold start (seconds) from the first POST /sessions of a quiet period; 2 or more shorten the scale-out of a burst. See docs/capacity.md.')
+param alwaysReadyHttpInstances int = 1
 
 @minValue(0)
-@description('Durable Functions instances kept warm.')
-param alwaysReadyDurableInstances int = 0
+@description('Durable Functions instances kept warm: 1, as Microsoft advises for Durable Functions on Flex, so the session orchestration\'s first episode does not wait for a cold host. See docs/capacity.md.')
+param alwaysReadyDurableInstances int = 1
+
+@minValue(0)
+@maxValue(1000)
+@description('Concurrent HTTP invocations per instance; 0 keeps the platform default (set by instance memory). An open holds its request up to 8 s mostly waiting, so a higher value means fewer instances for a burst. See docs/capacity.md.')
+param httpPerInstanceConcurrency int = 0
 
 @allowed(['Standard_LRS', 'Standard_ZRS', 'Standard_GRS', 'Standard_RAGRS', 'Standard_GZRS'])
 param storageSku string = 'Standard_LRS'
@@ -231,6 +236,7 @@ module functionApp 'modules/functionApp.bicep' = {
     maximumInstanceCount: maximumInstanceCount
     alwaysReadyHttpInstances: alwaysReadyHttpInstances
     alwaysReadyDurableInstances: alwaysReadyDurableInstances
+    httpPerInstanceConcurrency: httpPerInstanceConcurrency
   }
 }
 

@@ -151,7 +151,47 @@ export const SETTINGS = {
   SESSION_DEFAULT_LIFETIME_MINUTES: { azure: 'optional', doc: 'Lifetime when the request gives none (default 60).' },
   SESSION_MAX_LIFETIME_MINUTES: { azure: 'optional', doc: 'Longest lifetime a request may ask for (default 720).' },
   SESSION_RATE_LIMIT_PER_MINUTE: { azure: 'optional', doc: 'POST /sessions per principal per minute (default 30).' },
+  SESSION_CLIENT_GONE_SECONDS: {
+    azure: 'optional',
+    doc: 'A session whose client (connect, rdp, ssh) has heartbeated and then stays silent this long ends with reason `client_gone` (default 120; 0: never). Clients heartbeat every quarter of it.',
+  },
+  SESSION_IDLE_MINUTES: {
+    azure: 'optional',
+    doc: 'A ready session with no connection through it for this long ends with reason `idle` (default 15; 0: never). A request may set its own `idleMinutes`.',
+  },
+  SESSION_MAX_PER_PRINCIPAL: {
+    azure: 'optional',
+    doc: 'Most sessions one operator may hold open (pending, ready or ending) at once; more answer 429 `too_many_sessions` (default 10; 0: no cap; admins are not capped).',
+  },
+  AUDIT_RETENTION_DAYS: {
+    azure: 'optional',
+    doc: 'Days the audit table keeps its rows; an hourly timer deletes older ones (default 400).',
+  },
+  COST_LISTENER_HOUR_USD: {
+    azure: 'optional',
+    doc: 'Relay price of one listener-hour in USD for cost estimates (default 0.0134, list price of 2026-12-03, see docs/deploy.md).',
+  },
+  COST_GB_USD: {
+    azure: 'optional',
+    doc: 'Relay price of one GB beyond the included 5 GB per listener-month, in USD (default 1.00, list price of 2026-12-03).',
+  },
+  COST_PRICES_DATE: {
+    azure: 'optional',
+    doc: 'The date the two prices above were read, shown with every estimate (default 2026-12-03).',
+  },
   DEVICE_SAS_DAYS: { azure: 'optional', doc: 'Validity of a device enrollment (queue SAS) in days (default 365).' },
+  DEVICE_ENROLLMENT_SECONDS: {
+    azure: 'local',
+    doc: 'Validity of a device enrollment in seconds, overriding DEVICE_SAS_DAYS (tests of renewal).',
+  },
+  DEVICE_OFFLINE_AFTER_SECONDS: {
+    azure: 'optional',
+    doc: "A device whose agent has not reported for this long is offline; opens to it fail at once with device_offline (default 40; more than DEVICE_SEEN_WRITE_SECONDS plus the agent's heartbeat interval).",
+  },
+  DEVICE_SEEN_WRITE_SECONDS: {
+    azure: 'optional',
+    doc: "How often a heartbeat with nothing new writes the device's lastSeenAt (default 15): the table-write cost of presence.",
+  },
   AUTH_MODE: {
     azure: 'required',
     doc: '`entra` (validate bearer JWTs), `appservice` (trust x-ms-client-principal behind App Service Authentication) or `local`.',
@@ -165,7 +205,74 @@ export const SETTINGS = {
     azure: 'required',
     doc: 'JWKS URL of the issuer, e.g. https://login.microsoftonline.com/<tenant>/discovery/v2.0/keys.',
   },
+  RELAY_BROKER_BIND: {
+    azure: 'local',
+    doc: '`npm start` only: the address the API, the device queue and the relay data plane listen on (default 127.0.0.1; 0.0.0.0 lets a device on another machine in).',
+  },
+  RELAY_BROKER_PUBLIC_HOST: {
+    azure: 'local',
+    doc: "`npm start` only: the host name or address devices reach this machine by; it goes into the API URL, the queue URL, the relays' endpoints and the emulator's certificate (default 127.0.0.1, or this machine's host name when RELAY_BROKER_BIND is not loopback).",
+  },
+  RELAY_BROKER_RELAY_PORTS: {
+    azure: 'local',
+    doc: "`npm start` only: the port range the relay emulator serves namespaces on, one port each, kept across restarts (default PORT+29..PORT+128, i.e. 7100-7199); open or forward it with the API's and the queue's (PORT, PORT+1).",
+  },
 } as const satisfies Record<string, { azure: 'required' | 'optional' | 'local'; doc: string }>;
+
+const bindSetting = z
+  .string()
+  .trim()
+  .regex(/^[A-Za-z0-9.:-]{1,253}$/, 'must be an IP address or a host name');
+// Goes into URLs and certificates as is: an IPv4 address or a DNS name (an IPv6 literal would need brackets).
+const publicHostSetting = z
+  .string()
+  .trim()
+  .regex(/^[A-Za-z0-9.-]{1,253}$/, 'must be a host name or an IPv4 address');
+
+const localNetworkSchema = z.object({
+  PORT: intSetting(1, 65_535 - 128, 7071),
+  RELAY_BROKER_BIND: bindSetting.optional(),
+  RELAY_BROKER_PUBLIC_HOST: publicHostSetting.optional(),
+  RELAY_BROKER_RELAY_PORTS: z
+    .string()
+    .trim()
+    .regex(/^\d{1,5}-\d{1,5}$/, 'must be a port range such as 7100-7199')
+    .transform((v) => v.split('-').map(Number) as [number, number])
+    .refine(([first, last]) => first >= 1 && last <= 65_535 && first <= last, 'must be a range of ports, low-high')
+    .optional(),
+});
+
+/** Where `npm start` listens and what it tells devices (the local-only settings above). */
+export interface LocalNetwork {
+  apiPort: number;
+  queuePort: number;
+  relayPorts: { first: number; last: number };
+  bind: string;
+  publicHost: string;
+}
+
+/**
+ * Reads `npm start`'s network settings. `defaultHostName` is this machine's name, advertised when
+ * the bind address is not loopback and no public host is set.
+ */
+export function loadLocalNetwork(env: NodeJS.ProcessEnv, defaultHostName: string): LocalNetwork {
+  const r = localNetworkSchema.safeParse(env);
+  if (!r.success) {
+    const lines = r.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}`);
+    throw new ConfigError(`Invalid configuration:\n${lines.join('\n')}`);
+  }
+  const e = r.data;
+  const bind = e.RELAY_BROKER_BIND ?? '127.0.0.1';
+  const loopback = bind === '127.0.0.1' || bind === 'localhost' || bind === '::1';
+  const [first, last] = e.RELAY_BROKER_RELAY_PORTS ?? [e.PORT + 29, e.PORT + 128];
+  return {
+    apiPort: e.PORT,
+    queuePort: e.PORT + 1,
+    relayPorts: { first, last },
+    bind,
+    publicHost: e.RELAY_BROKER_PUBLIC_HOST ?? (loopback ? '127.0.0.1' : defaultHostName),
+  };
+}
 
 export type SettingName = keyof typeof SETTINGS;
 
@@ -219,7 +326,17 @@ const envSchema = z
     SESSION_DEFAULT_LIFETIME_MINUTES: intSetting(1, 720, 60),
     SESSION_MAX_LIFETIME_MINUTES: intSetting(1, 720, 720),
     SESSION_RATE_LIMIT_PER_MINUTE: intSetting(1, 100_000, 30),
+    SESSION_CLIENT_GONE_SECONDS: intSetting(0, 86_400, 120).refine((v) => v === 0 || v >= 5, 'must be 0 or at least 5'),
+    SESSION_IDLE_MINUTES: intSetting(0, 720, 15),
+    SESSION_MAX_PER_PRINCIPAL: intSetting(0, 100_000, 10),
+    AUDIT_RETENTION_DAYS: intSetting(1, 36_500, 400),
+    COST_LISTENER_HOUR_USD: numberSetting(0, 1000, 0.0134),
+    COST_GB_USD: numberSetting(0, 1000, 1),
+    COST_PRICES_DATE: z.iso.date().default('2026-12-03'),
     DEVICE_SAS_DAYS: intSetting(1, 3650, 365),
+    DEVICE_ENROLLMENT_SECONDS: intSetting(10, 3650 * 86_400, 0),
+    DEVICE_OFFLINE_AFTER_SECONDS: intSetting(2, 86_400, 40),
+    DEVICE_SEEN_WRITE_SECONDS: intSetting(1, 3600, 15),
     AUTH_MODE: z.enum(['entra', 'appservice', 'local']).default('entra'),
     AUTH_ISSUER: z.string().min(1).optional(),
     AUTH_AUDIENCE: z.string().min(1).optional(),
@@ -303,8 +420,17 @@ export interface Config {
     defaultLifetimeMinutes: number;
     maxLifetimeMinutes: number;
     rateLimitPerMinute: number;
+    /** 0: clients are never declared gone. */
+    clientGoneSeconds: number;
+    /** Default idle limit (0: never). */
+    idleMinutes: number;
+    /** 0: no cap. */
+    maxPerPrincipal: number;
   };
-  devices: { sasDays: number };
+  audit: { retentionDays: number };
+  /** Relay prices for estimates, and the day they were read. */
+  cost: { listenerHourUsd: number; gbUsd: number; pricesDate: string };
+  devices: { enrollmentSeconds: number; offlineAfterSeconds: number; seenWriteSeconds: number };
   auth: { mode: 'entra' | 'appservice' | 'local'; issuer?: string; audience?: string; jwksUrl?: string };
 }
 
@@ -426,8 +552,17 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       defaultLifetimeMinutes: e.SESSION_DEFAULT_LIFETIME_MINUTES,
       maxLifetimeMinutes: e.SESSION_MAX_LIFETIME_MINUTES,
       rateLimitPerMinute: e.SESSION_RATE_LIMIT_PER_MINUTE,
+      clientGoneSeconds: e.SESSION_CLIENT_GONE_SECONDS,
+      idleMinutes: e.SESSION_IDLE_MINUTES,
+      maxPerPrincipal: e.SESSION_MAX_PER_PRINCIPAL,
     },
-    devices: { sasDays: e.DEVICE_SAS_DAYS },
+    audit: { retentionDays: e.AUDIT_RETENTION_DAYS },
+    cost: { listenerHourUsd: e.COST_LISTENER_HOUR_USD, gbUsd: e.COST_GB_USD, pricesDate: e.COST_PRICES_DATE },
+    devices: {
+      enrollmentSeconds: e.DEVICE_ENROLLMENT_SECONDS || e.DEVICE_SAS_DAYS * 86_400,
+      offlineAfterSeconds: e.DEVICE_OFFLINE_AFTER_SECONDS,
+      seenWriteSeconds: e.DEVICE_SEEN_WRITE_SECONDS,
+    },
     auth: { mode: e.AUTH_MODE, issuer: e.AUTH_ISSUER, audience: e.AUTH_AUDIENCE, jwksUrl: e.AUTH_JWKS_URL },
   };
   if (config.mode === 'azure' && !e.POOL_SUBSCRIPTIONS) {

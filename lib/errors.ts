@@ -35,6 +35,7 @@ export const ERRORS = {
   role_required: { status: 403, title: 'Not allowed' },
   device_not_granted: { status: 403, title: 'Not allowed' },
   invalid_ready_token: { status: 403, title: 'Not allowed' },
+  device_refused: { status: 403, title: 'The device refused the session' },
   not_found: { status: 404, title: 'Not found' },
   device_not_found: { status: 404, title: 'Not found' },
   session_not_found: { status: 404, title: 'Not found' },
@@ -52,16 +53,17 @@ export const ERRORS = {
   payload_too_large: { status: 413, title: 'The request body is too large' },
   unsupported_media_type: { status: 415, title: 'The request body must be application/json' },
   rate_limited: { status: 429, title: 'Too many requests' },
+  too_many_sessions: { status: 429, title: 'Too many open sessions' },
   internal_error: { status: 500, title: 'Internal error' },
   sealed_data_invalid: { status: 500, title: 'Stored secret could not be opened' },
   auth_keys_unavailable: { status: 502, title: 'An Azure dependency failed' },
-  device_refused: { status: 502, title: 'An Azure dependency failed' },
   session_ended: { status: 502, title: 'An Azure dependency failed' },
   session_failed: { status: 502, title: 'An Azure dependency failed' },
   relay_arm_failed: { status: 502, title: 'An Azure Relay management call failed' },
   relay_handshake_failed: { status: 502, title: 'The relay refused or failed the connection' },
   pool_exhausted: { status: 503, title: 'No relay namespace is available' },
   relay_arm_unavailable: { status: 503, title: 'Azure Relay management is unavailable; try again later' },
+  device_offline: { status: 503, title: 'The device is offline' },
   relay_quota_exceeded: { status: 503, title: 'The subscription has no Relay namespace quota left' },
   device_not_ready: { status: 504, title: 'The device did not answer in time' },
   relay_activation_timeout: { status: 504, title: 'The Relay namespace did not finish activating' },
@@ -165,6 +167,14 @@ export class RateLimitedError extends BrokerError {
   readonly code = 'rate_limited';
   constructor(detail: string, retryAfterSeconds: number, options: BrokerErrorOptions = {}) {
     super(detail, { ...options, headers: retryAfterHeader(retryAfterSeconds) });
+  }
+}
+
+/** The operator holds SESSION_MAX_PER_PRINCIPAL open sessions already: one must end first. */
+export class TooManySessionsError extends BrokerError {
+  readonly code = 'too_many_sessions';
+  constructor(detail: string, openSessions: number, cap: number, options: BrokerErrorOptions = {}) {
+    super(detail, { ...options, extensions: { ...options.extensions, openSessions, cap } });
   }
 }
 
@@ -276,6 +286,11 @@ export class DeviceNotReadyError extends BrokerError {
   readonly code = 'device_not_ready';
 }
 
+/** The device's agent has not reported for longer than the offline threshold: an open fails at once. */
+export class DeviceOfflineError extends BrokerError {
+  readonly code = 'device_offline';
+}
+
 /** A dependency (the token issuer, the device, the orchestration) failed in a way a retry did not fix. */
 export abstract class UpstreamError extends BrokerError {
   abstract override readonly code: ErrorCodeWithStatus<502>;
@@ -286,8 +301,11 @@ export class AuthKeysUnavailableError extends UpstreamError {
   readonly code = 'auth_keys_unavailable';
 }
 
-/** The device refused the session (e.g. the port is not in its --allow list). */
-export class DeviceRefusedError extends UpstreamError {
+/**
+ * The device's agent refused the session; the detail carries its reason (the port is not in its
+ * --allow list, it could not open its relay listener): a decision of the device, not an Azure fault.
+ */
+export class DeviceRefusedError extends BrokerError {
   readonly code = 'device_refused';
 }
 

@@ -20,6 +20,13 @@ export interface AzuriteOptions {
   startTimeoutMs?: number;
   /** Forward Azurite's output (debugging). */
   verbose?: boolean;
+  /** Where the queue service listens (default 127.0.0.1; `0.0.0.0` lets devices on other machines poll). The table service stays on loopback. */
+  queueBind?: string;
+  /** The host name the queue endpoint names in the connection string, hence in enrollments (default 127.0.0.1). */
+  publicHost?: string;
+  /** Fixed ports (default: free ones). `npm start` fixes the queue's, which enrollments name. */
+  queuePort?: number;
+  tablePort?: number;
 }
 
 type Service = 'queue' | 'table';
@@ -33,7 +40,7 @@ export class Azurite {
   constructor(private readonly options: AzuriteOptions = {}) {}
 
   get queueEndpoint(): string {
-    return `http://127.0.0.1:${this.queuePort}/${DEV_ACCOUNT_NAME}`;
+    return `http://${this.options.publicHost ?? '127.0.0.1'}:${this.queuePort}/${DEV_ACCOUNT_NAME}`;
   }
   get tableEndpoint(): string {
     return `http://127.0.0.1:${this.tablePort}/${DEV_ACCOUNT_NAME}`;
@@ -71,7 +78,14 @@ export class Azurite {
       try {
         return await this.startServiceOnce(service);
       } catch (err) {
-        if (attempt >= 4 || !(err instanceof Error) || !/EADDRINUSE/.test(err.message)) throw err;
+        const fixed = service === 'queue' ? this.options.queuePort : this.options.tablePort;
+        const inUse = err instanceof Error && /EADDRINUSE/.test(err.message);
+        // A fixed port (npm start's queue, which enrollments name) is not swapped for another one.
+        if (inUse && fixed)
+          throw new Error(`Azurite ${service}: port ${fixed} is in use (another npm start? choose another PORT)`, {
+            cause: err,
+          });
+        if (attempt >= 4 || !inUse) throw err;
       }
     }
   }
@@ -84,8 +98,10 @@ export class Azurite {
       main,
       '--disableTelemetry',
       '--skipApiVersionCheck',
+      // Path-style URLs whatever the host name (else a name like `broker.lan` reads as account `broker`).
+      '--disableProductStyleUrl',
       `--${service}Host`,
-      '127.0.0.1',
+      service === 'queue' ? (this.options.queueBind ?? '127.0.0.1') : '127.0.0.1',
       `--${service}Port`,
       '0',
       ...(this.options.location
@@ -93,7 +109,7 @@ export class Azurite {
         : ['--inMemoryPersistence']),
     ];
     // The standalone services do not report the port they got for port 0: choose a free one first.
-    const wanted = await freePort();
+    const wanted = (service === 'queue' ? this.options.queuePort : this.options.tablePort) || (await freePort());
     args[args.indexOf(`--${service}Port`) + 1] = String(wanted);
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     this.children.push(child);
@@ -145,7 +161,9 @@ export class Azurite {
       this.children.map(async (child) => {
         if (child.exitCode !== null || child.signalCode !== null) return;
         const exited = once(child, 'exit');
-        child.kill('SIGTERM');
+        // SIGINT: the table service saves its database on SIGINT only (SIGTERM kills it unsaved,
+        // losing up to 5 s of writes of a persistent `location`); the queue service takes either.
+        child.kill('SIGINT');
         const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
         await exited;
         clearTimeout(timer);

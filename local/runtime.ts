@@ -8,8 +8,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { freePort } from './freePort';
 import { TableClient } from '@azure/data-tables';
-import { LocalIssuer } from '../lib/auth/localIssuer';
-import { loadConfig } from '../lib/config';
+import { LocalIssuer, localIssuerFile } from '../lib/auth/localIssuer';
+import { loadConfig, type LocalNetwork } from '../lib/config';
 import { NamespaceStore } from '../lib/pool/namespaceStore';
 import { PoolMaintenance } from '../lib/pool/poolMaintenance';
 import { PoolRunStore } from '../lib/pool/poolRunStore';
@@ -17,10 +17,14 @@ import { Sealer } from '../lib/sealing';
 import { createRelayApiFactory, RelayManager } from '../lib/relay/relayManager';
 import { Azurite } from './azurite';
 import { Lifecycle } from './lifecycle';
-import { loadOrCreateSealingKey, writeSystemKey } from './stateKeys';
+import { loadOrCreateSealingKey, readSystemKey, SYSTEM_KEY_FILE, writeSystemKey } from './stateKeys';
 import { createDurableExtension, type DurableExtension } from './durable';
 import { FunctionsHost, type HostExtension, type LogSink } from './host/functionsHost';
-import { RelayEmulator, type RelayEmulatorOptions } from './relay-emulator';
+import { FileRelayStore, loadOrCreateTlsIdentity, RelayEmulator, type RelayEmulatorOptions } from './relay-emulator';
+
+/** Files of a persistent state folder besides local.json, the keys and the issuer. */
+export const AZURITE_DIR = 'azurite';
+export const RELAY_STORE_FILE = 'relay-store.json';
 
 export const REPO_ROOT = path.resolve(__dirname, '..', '..');
 
@@ -58,6 +62,17 @@ export interface LocalRuntimeOptions {
    * so tests can kill it (restartHost) while Azurite and the emulator keep their state.
    */
   hostProcess?: boolean;
+  /**
+   * Keep everything in `stateDir` across runs (`npm start`): Azurite's data, the emulator's store and
+   * TLS identity, the issuer's keys and the host's system key; a second start on the same folder
+   * serves the same devices, enrollments and namespaces. Default false: a fresh stack each run.
+   */
+  persistent?: boolean;
+  /**
+   * Where to listen and what to advertise (RELAY_BROKER_BIND, RELAY_BROKER_PUBLIC_HOST, PORT,
+   * RELAY_BROKER_RELAY_PORTS). Default: loopback, free ports.
+   */
+  network?: LocalNetwork;
 }
 
 export class LocalRuntime {
@@ -76,6 +91,7 @@ export class LocalRuntime {
   constructor(private readonly options: LocalRuntimeOptions = {}) {}
 
   get apiUrl(): string {
+    if (this.options.network) return this.settings.PUBLIC_API_URL;
     if (this.child || this.childPort) return `http://127.0.0.1:${this.childPort}/api`;
     if (!this.host) throw new Error('The local runtime is not running');
     return this.host.apiUrl;
@@ -118,13 +134,28 @@ export class LocalRuntime {
     this.stateDir = this.options.stateDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'relay-broker-'));
     this.ownsStateDir = !this.options.stateDir;
     fs.mkdirSync(this.stateDir, { recursive: true, mode: 0o700 });
-    const systemKey = writeSystemKey(this.stateDir);
+    const persistent = this.options.persistent ?? false;
+    const network = this.options.network;
+    const keptSystemKey = path.join(this.stateDir, SYSTEM_KEY_FILE);
+    const systemKey =
+      persistent && fs.existsSync(keptSystemKey)
+        ? { key: readSystemKey(keptSystemKey), file: keptSystemKey }
+        : writeSystemKey(this.stateDir);
     this.systemKey = systemKey.key;
     this.systemKeyFile = systemKey.file;
     const sealingKey = loadOrCreateSealingKey(this.stateDir);
-    this.azurite = await new Azurite().start();
-    this.issuer = await (await LocalIssuer.create()).start();
-    await this.issuer.save(path.join(this.stateDir, 'issuer'));
+    this.azurite = await new Azurite({
+      ...(persistent ? { location: path.join(this.stateDir, AZURITE_DIR) } : {}),
+      ...(network ? { queueBind: network.bind, publicHost: network.publicHost, queuePort: network.queuePort } : {}),
+    }).start();
+    const issuerDir = path.join(this.stateDir, 'issuer');
+    // The same signing key after a restart: tokens minted before it (`local token`) stay valid.
+    const issuer =
+      persistent && fs.existsSync(localIssuerFile(issuerDir))
+        ? await LocalIssuer.load(issuerDir)
+        : await LocalIssuer.create();
+    this.issuer = await issuer.start();
+    await this.issuer.save(issuerDir);
     const settings: Record<string, string> = {
       RELAY_BROKER_MODE: 'local',
       AzureWebJobsStorage: this.azurite.connectionString,
@@ -135,7 +166,17 @@ export class LocalRuntime {
       AUTH_JWKS_URL: this.issuer.jwksUrl,
     };
     if (this.options.relay !== false) {
+      const kept = persistent
+        ? {
+            store: new FileRelayStore(path.join(this.stateDir, RELAY_STORE_FILE)),
+            tls: await this.keptTlsIdentity(network?.publicHost),
+          }
+        : {};
       this.relay = await new RelayEmulator({
+        ...kept,
+        ...(network
+          ? { publicHost: network.publicHost, dataPlaneBind: network.bind, dataPlanePorts: network.relayPorts }
+          : {}),
         // Azure's behaviour at 1/20 of its durations: a namespace activates in 2.2 s instead of 44 s.
         timeScale: 0.05,
         ...this.options.relayOptions,
@@ -144,6 +185,7 @@ export class LocalRuntime {
       settings.RELAY_ARM_ENDPOINT = this.relay.armEndpoint;
       settings.RELAY_ARM_CA_FILE = this.relayCaFile;
     }
+    if (network) settings.PUBLIC_API_URL = `http://${hostForUrl(network.publicHost)}:${network.apiPort}/api`;
     Object.assign(settings, this.options.settings);
     this.settings = settings;
     // The app reads its settings from the environment, like a function app's app settings.
@@ -162,7 +204,8 @@ export class LocalRuntime {
     extensions.push(...(this.options.extensions?.({ connectionString: this.azurite.connectionString }) ?? []));
     this.host = new FunctionsHost({
       appDir: this.options.appDir ?? REPO_ROOT,
-      port: this.options.port ?? 0,
+      port: network?.apiPort ?? this.options.port ?? 0,
+      listenHost: network?.bind,
       logSink: this.options.logSink,
       disableTimers: this.options.disableTimers,
       systemKey: this.systemKey,
@@ -170,6 +213,19 @@ export class LocalRuntime {
     });
     // With no PUBLIC_API_URL the app derives it from WEBSITE_HOSTNAME, which the host sets once it listens.
     await this.host.start();
+  }
+
+  /** The emulator's kept certificate; says so when it had to be replaced (devices need the new CA). */
+  private async keptTlsIdentity(publicHost: string | undefined) {
+    const { identity, replaced } = await loadOrCreateTlsIdentity(this.stateDir, publicHost ? [publicHost] : []);
+    if (replaced)
+      this.options.logSink?.({
+        time: new Date(),
+        level: 'warning',
+        category: 'user',
+        message: `the relay emulator's certificate was replaced (${replaced}); give devices the new ${this.relayCaFile}`,
+      });
+    return identity;
   }
 
   private async spawnHost(): Promise<void> {
@@ -310,4 +366,9 @@ export class LocalRuntime {
     this.issuer = undefined;
     this.azurite = undefined;
   }
+}
+
+/** An IPv6 address goes in brackets in a URL. */
+export function hostForUrl(host: string): string {
+  return host.includes(':') ? `[${host}]` : host;
 }

@@ -1,24 +1,42 @@
-// `npm start`: the whole system offline on its embedded default: Azurite (in memory), the relay
-// emulator, the local token issuer and the functions host with the durable engine, in the
-// foreground. Prints one block with the API URL, an admin token and what to try next; Ctrl-C
-// stops every child.
+// `npm start`: the whole system offline on its embedded default: Azurite, the relay emulator, the
+// local token issuer and the functions host with the durable engine, in the foreground, all keeping
+// their state in the state folder so a restart serves the same devices and enrollments
+// (`npm start -- --reset` starts from nothing). Prints one block with the API URL, an admin token and
+// what to try next; Ctrl-C stops every child.
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
+import { loadLocalNetwork } from '../lib/config';
 import { ConfigError } from '../lib/errors';
 import { consoleLogSink } from './host/functionsHost';
 import { LocalRuntime, REPO_ROOT } from './runtime';
 
 const STATE_DIR = process.env.RELAY_BROKER_STATE_DIR ?? path.join(REPO_ROOT, '.relay-broker');
 
+/** A path relative to the working directory when it lies under it, else absolute. */
+function shown(p: string): string {
+  const rel = path.relative(process.cwd(), p);
+  return rel && !rel.startsWith('..') && !path.isAbsolute(rel) ? rel : p;
+}
+
 async function main(): Promise<void> {
-  const port = Number(process.env.PORT ?? 7071);
-  if (!Number.isInteger(port) || port < 0 || port > 65535)
-    throw new ConfigError(`PORT must be a port number, not "${process.env.PORT}"`);
-  fs.rmSync(STATE_DIR, { recursive: true, force: true });
-  console.log('starting Azurite, the relay emulator, the local issuer and the functions host…');
+  const args = process.argv.slice(2);
+  const unknown = args.filter((a) => a !== '--reset');
+  if (unknown.length > 0) throw new ConfigError(`npm start takes only --reset, not ${unknown.join(' ')}`);
+  const network = loadLocalNetwork(process.env, os.hostname());
+  if (args.includes('--reset')) {
+    fs.rmSync(STATE_DIR, { recursive: true, force: true });
+    console.log(`--reset: removed ${STATE_DIR}; devices must be added (enrolled) again`);
+  }
+  const resumed = fs.existsSync(path.join(STATE_DIR, 'sealing-key'));
+  console.log(
+    `${resumed ? 'resuming' : 'starting'} Azurite, the relay emulator, the local issuer and the functions host` +
+      ` (state in ${STATE_DIR})…`,
+  );
   const quiet = process.env.RELAY_BROKER_LOG !== 'verbose';
   const rt = new LocalRuntime({
-    port,
+    network,
+    persistent: true,
     stateDir: STATE_DIR,
     logSink: (r) => {
       // Routine information stays out of the way unless asked for; warnings and errors always show.
@@ -37,8 +55,9 @@ async function main(): Promise<void> {
     const force = setTimeout(() => process.exit(1), 15_000);
     force.unref();
     await rt.close();
-    fs.rmSync(STATE_DIR, { recursive: true, force: true });
-    console.log('stopped.');
+    // The state stays for the next start; only the pointer the CLI follows to a running stack goes.
+    fs.rmSync(path.join(STATE_DIR, 'local.json'), { force: true });
+    console.log(`stopped. The state stays in ${STATE_DIR} (npm start -- --reset starts afresh).`);
     process.exit(0);
   };
   process.on('SIGINT', () => void stop('SIGINT'));
@@ -64,8 +83,10 @@ relay-broker is running offline. Ctrl-C stops everything.
   health        curl ${rt.apiUrl}/health
   admin token   ${token}
                 (local only, valid 8 h; more with: ${cli} local token --role operator --sub alice)
-  state         ${path.relative(process.cwd(), STATE_DIR) || STATE_DIR}/ (the CLI finds the API and the relay certificate here)
-  system key    ${path.relative(process.cwd(), rt.systemKeyFile) || rt.systemKeyFile} (x-functions-key for /admin/* and /runtime/webhooks/durabletask/*)
+  state         ${shown(STATE_DIR)}/ (kept across restarts; the CLI finds the API and the relay certificate here)
+  devices reach ${network.bind === '127.0.0.1' ? 'this machine only (RELAY_BROKER_BIND=0.0.0.0 for others)' : `${network.publicHost}: ports ${network.apiPort} (API), ${network.queuePort} (queue), ${network.relayPorts.first}-${network.relayPorts.last} (relay)`}
+  relay CA      ${shown(rt.relayCaFile)} (a device elsewhere needs it: --relay-ca)
+  system key    ${shown(rt.systemKeyFile)} (x-functions-key for /admin/* and /runtime/webhooks/durabletask/*)
 
 Try, in another terminal:
   ${cli} devices add demo-device --out device.json

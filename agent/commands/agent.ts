@@ -1,9 +1,10 @@
 // `relay-broker agent`: runs the device agent until Ctrl-C/SIGTERM, then closes every session and exits 0.
 import { promises as fs } from 'node:fs';
+import path from 'node:path';
 import { describeError } from '../../lib/errors';
 import type { Command } from 'commander';
 import { resolveRelayCa } from '../config';
-import { CliError, EXIT_OK } from '../errors';
+import { CliError, EXIT_OK, UsageError } from '../errors';
 import { parseAllowList, parsePositiveInt } from '../options';
 import type { Output } from '../output';
 import { redactProxyUrl } from '../proxy';
@@ -60,6 +61,34 @@ export async function readEnrollment(file: string, out: Output) {
   return r.data;
 }
 
+/**
+ * The agent's own files. Without a state directory they sit next to the enrollment file, and
+ * renewal writes the enrollment file itself; with one (a service: the enrollment is read-only),
+ * the sessions and the renewed enrollment go there.
+ */
+export function agentFiles(enrollmentFile: string, stateDir?: string): { stateFile: string; renewalFile?: string } {
+  if (!stateDir) return { stateFile: `${enrollmentFile}.state.json` };
+  return { stateFile: path.join(stateDir, 'sessions.json'), renewalFile: path.join(stateDir, 'enrollment.json') };
+}
+
+/**
+ * The enrollment to start with: the renewed copy when it is the same enrollment (same device
+ * credential) with a later expiry; the given file otherwise (a rotated file wins over a renewed copy).
+ */
+export async function newestEnrollment(enrollmentFile: string, renewalFile: string | undefined): Promise<string> {
+  if (!renewalFile) return enrollmentFile;
+  const read = async (f: string) => {
+    try {
+      return enrollmentSchema.safeParse(JSON.parse(await fs.readFile(f, 'utf8'))).data;
+    } catch {
+      return undefined;
+    }
+  };
+  const [given, renewed] = await Promise.all([read(enrollmentFile), read(renewalFile)]);
+  if (!given?.deviceKey || !renewed || renewed.deviceKey !== given.deviceKey) return enrollmentFile;
+  return Date.parse(renewed.expiresAt) > Date.parse(given.expiresAt) ? renewalFile : enrollmentFile;
+}
+
 export function registerAgent(program: Command): void {
   const agent = program
     .command('agent')
@@ -74,6 +103,20 @@ export function registerAgent(program: Command): void {
     .option('--poll-ms <ms>', 'queue poll interval', parsePositiveInt('--poll-ms', 60_000), 1000)
     .option('--relay-ca <file>', 'PEM of a CA to trust for the relay (the local emulator)')
     .option('--target-host <host>', 'where the allowed ports are served', '127.0.0.1')
+    .option(
+      '--heartbeat-ms <ms>',
+      'how often the agent reports to the broker (0: never)',
+      (v: string) => {
+        const n = Number(v);
+        if (!Number.isInteger(n) || n < 0 || n > 600_000) throw new UsageError(`--heartbeat-ms: ${v} is not 0..600000`);
+        return n;
+      },
+      5000,
+    )
+    .option(
+      '--state-dir <dir>',
+      "where it keeps the sessions it serves (so a restart takes them back) and a renewed enrollment when the enrollment file is read-only (default: systemd's $STATE_DIRECTORY, else next to the enrollment file)",
+    )
     .action(
       action(async (cmd, out) => {
         const o = cmd.opts<{
@@ -82,8 +125,11 @@ export function registerAgent(program: Command): void {
           pollMs: number;
           relayCa?: string;
           targetHost: string;
+          heartbeatMs: number;
+          stateDir?: string;
         }>();
-        const enrollment = await readEnrollment(o.enrollment, out);
+        const files = agentFiles(o.enrollment, o.stateDir ?? process.env.STATE_DIRECTORY);
+        const enrollment = await readEnrollment(await newestEnrollment(o.enrollment, files.renewalFile), out);
         const relayCa = await resolveRelayCa(o.relayCa, enrollment.apiUrl);
         const proxy = proxyFor(cmd);
         if (proxy) {
@@ -103,11 +149,26 @@ export function registerAgent(program: Command): void {
           relayCa,
           targetHost: o.targetHost,
           proxy,
+          heartbeatIntervalMs: o.heartbeatMs,
+          enrollmentFile: o.enrollment,
+          ...files,
+          onFatal: () => fatal.abort(),
           log: (event, fields, human) => out.event(event, fields, human),
         });
-        const stopped = untilSignal();
+        // The device removed (the API says so): stop with a non-zero exit, so a service manager
+        // that restarts on failure shows it failing rather than serving nothing quietly.
+        const fatal = new AbortController();
+        const stopped = untilSignal(fatal.signal);
         agent.start();
         const signal = await stopped;
+        if (signal === 'aborted') {
+          await agent.close('the device was removed');
+          throw new CliError({
+            title: 'The device was removed',
+            detail: `The broker no longer knows device ${enrollment.deviceId} (devices rm); the agent stopped.`,
+            hint: 'Register it again with `relay-broker devices add` and install the new enrollment, or uninstall the agent.',
+          });
+        }
         out.event('agent.stopping', { signal }, `${signal}: closing every session`);
         await agent.close();
         return EXIT_OK;

@@ -3,7 +3,7 @@
 // Exit codes: 0 after Ctrl-C or when the session reached its lifetime; 1 when it failed to open or
 // was ended by someone else (sessions end, device removed).
 import os from 'node:os';
-import { Option, type Command } from 'commander';
+import { InvalidArgumentError, Option, type Command } from 'commander';
 import { z } from 'zod';
 import { Backoff, parseRetryAfter, type BackoffPolicy } from '../../lib/backoff';
 import { describeError } from '../../lib/errors';
@@ -37,8 +37,11 @@ export const REASON_TEXT: Record<EndReason, string> = {
   requested: 'it was ended through the API (sessions end)',
   lifetime: 'its lifetime is over',
   device_deleted: 'the device was removed',
+  client_gone: 'its client stopped reporting (the control plane heard no heartbeat in time)',
+  idle: 'no connection went through it for its idle time',
   device_not_ready: 'the device did not report ready in time',
   device_refused: 'the device refused it',
+  device_lost: "the device's agent lost it (it restarted and could not take it back)",
   pool_exhausted: 'no relay namespace was available',
   error: 'it failed in the control plane',
   interrupted: 'its control-plane workflow stopped (the host crashed or it was terminated); its relay was closed',
@@ -91,7 +94,7 @@ const sleep = (ms: number, cancel: Cancel): Promise<void> =>
 async function openSession(
   api: ApiClient,
   out: Output,
-  input: { deviceId: string; port: number; lifetime: number; waitTimeoutMs: number },
+  input: { deviceId: string; port: number; lifetime: number; idleMinutes?: number; waitTimeoutMs: number },
   cancel: Cancel,
 ): Promise<{ sessionId: string; relay: Relay; elapsedMs: number } | { cancelled: true; sessionId?: string }> {
   const progress = out.progress('waiting for device', { deviceId: input.deviceId });
@@ -102,6 +105,7 @@ async function openSession(
       deviceId: input.deviceId,
       port: input.port,
       maxLifetimeMinutes: input.lifetime,
+      ...(input.idleMinutes !== undefined ? { idleMinutes: input.idleMinutes } : {}),
     });
     const first = openAnswerSchema.parse(res.body);
     sessionId = first.sessionId;
@@ -167,6 +171,87 @@ function retryAfterOf(err: unknown): number | undefined {
   return err instanceof CliError ? parseRetryAfter(err.problem.retryAfter) : undefined;
 }
 
+const heartbeatAnswerSchema = z
+  .object({ status: z.string(), reason: z.string().optional(), heartbeatSeconds: z.number().positive().optional() })
+  .loose();
+
+/** The bridge's figures the heartbeat carries. */
+type BridgeReport = ReturnType<import('../clientBridge').ClientBridge['report']>;
+
+/**
+ * Tells the control plane the client is alive, with the bridge's connections and bytes, as often as
+ * its answer asks (a quarter of its client-gone limit): a client that vanishes (killed, network gone)
+ * has its session ended within that limit. A failed beat is retried with backoff; an answer saying
+ * the session is over wakes the status check at once.
+ */
+export class SessionHeartbeat {
+  private timer?: NodeJS.Timeout;
+  private stopped = false;
+  private readonly failures = new Backoff({ baseMs: 2000, capMs: 30_000, jitter: 'equal' });
+  private warned = false;
+
+  constructor(
+    private readonly api: ApiClient,
+    private readonly sessionId: string,
+    private readonly report: () => BridgeReport,
+    private readonly onOver: () => void,
+    private readonly warn: (text: string) => void,
+  ) {}
+
+  start(): void {
+    void this.beat();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    clearTimeout(this.timer);
+  }
+
+  /** One last report (final bytes) before the session is ended locally; errors are ignored. */
+  async final(): Promise<void> {
+    this.stop();
+    await this.api.post(`/sessions/${this.sessionId}/heartbeat`, this.report()).catch(() => undefined);
+  }
+
+  private async beat(): Promise<void> {
+    if (this.stopped) return;
+    let nextMs: number;
+    try {
+      const res = await this.api.post(`/sessions/${this.sessionId}/heartbeat`, this.report());
+      const answer = heartbeatAnswerSchema.parse(res.body);
+      this.failures.reset();
+      this.warned = false;
+      nextMs = (answer.heartbeatSeconds ?? 30) * 1000;
+      if (answer.status === 'ending' || answer.status === 'ended' || answer.status === 'failed') this.onOver();
+    } catch (err) {
+      if (err instanceof CliError && err.problem.status === 404) {
+        // session_not_found: the status check says how it ended; not_found: a broker without heartbeats.
+        if (err.problem.code === 'session_not_found') this.onOver();
+        return;
+      }
+      if (!this.warned) {
+        this.warned = true;
+        this.warn(
+          `cannot report to the broker: ${err instanceof CliError ? err.problem.detail : describeError(err)}; retrying`,
+        );
+      }
+      nextMs = this.failures.next(retryAfterOf(err)) ?? 30_000;
+    }
+    if (this.stopped) return;
+    this.timer = setTimeout(() => void this.beat(), nextMs);
+    this.timer.unref?.();
+  }
+}
+
+/** `--idle-minutes`: 0 is meaningful (never idle), so parsePositiveInt does not fit. */
+function parseNonNegativeInt(name: string, max: number) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!/^\d+$/.test(value) || n > max) throw new InvalidArgumentError(`${name} must be an integer from 0 to ${max}`);
+    return n;
+  };
+}
+
 function clientHints(port: number, host: string, localPort: number, user: string): string[] {
   const address = `${host}:${localPort}`;
   const lines = [`connect your client to ${address}`];
@@ -190,6 +275,8 @@ export interface TunnelOptions {
   port: number;
   listen: { host: string; port: number };
   lifetime: number;
+  /** Minutes without a connection before the broker ends the session (0: never; default the broker's). */
+  idleMinutes?: number;
   relayCa?: string;
   user: string;
   statusPollMs: number;
@@ -218,6 +305,11 @@ export function tunnelOptions(command: Command, defaultPort: number): Command {
         .default({ host: '127.0.0.1', port: 0 }, '127.0.0.1:0'),
     )
     .option('--lifetime <minutes>', 'session lifetime in minutes', parsePositiveInt('--lifetime', 720), 60)
+    .option(
+      '--idle-minutes <minutes>',
+      "end the session after this many minutes without a connection (0: never; default the broker's, 15)",
+      parseNonNegativeInt('--idle-minutes', 720),
+    )
     .option('--relay-ca <file>', 'PEM of a CA to trust for the relay (the local emulator)')
     .option('--user <name>', 'user name for ssh', os.userInfo().username || 'user')
     .option(
@@ -260,7 +352,13 @@ export async function runTunnel(
   const opened = await openSession(
     api,
     out,
-    { deviceId, port: o.port, lifetime: o.lifetime, waitTimeoutMs: o.waitTimeout * 1000 },
+    {
+      deviceId,
+      port: o.port,
+      lifetime: o.lifetime,
+      ...(o.idleMinutes !== undefined ? { idleMinutes: o.idleMinutes } : {}),
+      waitTimeoutMs: o.waitTimeout * 1000,
+    },
     cancel,
   );
   if ('cancelled' in opened) {
@@ -305,6 +403,14 @@ export async function runTunnel(
       hint: 'Pick another --listen address (port 0 picks a free one).',
     });
   }
+  const heartbeat = new SessionHeartbeat(
+    api,
+    sessionId,
+    () => bridge.report(),
+    () => checkNow(),
+    (text) => out.warn(text),
+  );
+  heartbeat.start();
   const host = address.host === '0.0.0.0' || address.host === '::' ? '127.0.0.1' : address.host;
   out.event(
     'session.ready',
@@ -371,6 +477,7 @@ export async function runTunnel(
       `${signalName ?? 'stop'}: ending session ${sessionId}`,
     );
     await bridge.close();
+    await heartbeat.final();
     try {
       await api.delete(`/sessions/${sessionId}`);
     } catch (err) {
@@ -382,6 +489,7 @@ export async function runTunnel(
     launcher?.onEnded?.();
     return launcher?.exitCode?.() ?? EXIT_OK;
   }
+  heartbeat.stop();
   await bridge.close();
   launcher?.onEnded?.();
   const text = isEndReason(ended.reason)

@@ -16,6 +16,8 @@ export const enrollmentSchema = z.object({
   queueUrl: z.string(),
   queueSas: z.string(),
   expiresAt: z.string(),
+  /** The device credential (heartbeats, renewal); absent in files from before it existed. */
+  deviceKey: z.string().optional(),
 });
 
 const deviceSchema = z
@@ -28,8 +30,21 @@ const deviceSchema = z
     createdBy: z.string().optional(),
     rotatedAt: z.string().optional(),
     enrollmentExpiresAt: z.string().optional(),
+    presence: z.enum(['online', 'offline', 'never']).optional(),
+    lastSeenAt: z.string().optional(),
+    agentStartedAt: z.string().optional(),
+    sessions: z
+      .array(z.object({ sessionId: z.string(), listener: z.string(), targetError: z.string().optional() }))
+      .optional(),
   })
   .loose();
+
+/** online, offline (last seen …) or never seen, in words. */
+function presenceText(d: z.infer<typeof deviceSchema>): string {
+  if (d.presence === 'never') return 'never seen (no agent has reported)';
+  if (!d.presence) return '';
+  return `${d.presence}${d.lastSeenAt ? ` (last seen ${d.lastSeenAt})` : ''}`;
+}
 
 function parseAnswer<T>(schema: z.ZodType<T>, body: unknown, what: string): T {
   const r = schema.safeParse(body);
@@ -100,6 +115,12 @@ function describeDevice(d: z.infer<typeof deviceSchema>): string[] {
     ...(d.createdAt ? [`created:     ${d.createdAt}${d.createdBy ? ` by ${d.createdBy}` : ''}`] : []),
     ...(d.rotatedAt ? [`rotated:     ${d.rotatedAt}`] : []),
     ...(d.enrollmentExpiresAt ? [`enrollment:  expires ${d.enrollmentExpiresAt}`] : []),
+    ...(d.presence ? [`agent:       ${presenceText(d)}`] : []),
+    ...(d.agentStartedAt && d.presence === 'online' ? [`started:     ${d.agentStartedAt}`] : []),
+    ...(d.sessions ?? []).map(
+      (s) =>
+        `session:     ${s.sessionId} listener ${s.listener}${s.targetError ? `; target refused: ${s.targetError}` : ''}`,
+    ),
   ];
 }
 
@@ -150,14 +171,15 @@ export function registerDevices(program: Command): void {
           list.devices.length === 0
             ? ['no devices registered; add one with `relay-broker devices add <id>`']
             : table(
-                ['DEVICE', 'NAME', 'TAGS', 'CREATED', 'ENROLLMENT EXPIRES'],
+                ['DEVICE', 'NAME', 'TAGS', 'AGENT', 'LAST SEEN', 'ENROLLMENT EXPIRES'],
                 list.devices.map((d) => [
                   d.deviceId,
                   d.displayName ?? '',
                   Object.entries(d.tags)
                     .map(([k, v]) => `${k}=${v}`)
                     .join(','),
-                  d.createdAt ?? '',
+                  d.presence ?? '',
+                  d.lastSeenAt ?? '',
                   d.enrollmentExpiresAt ?? '',
                 ]),
               ),

@@ -20,6 +20,10 @@ export const sessionViewSchema = z
     expiresAt: z.string().optional(),
     openedBy: z.string().optional(),
     namespace: z.string().optional(),
+    endedBy: z.string().optional(),
+    bytesToDevice: z.number().optional(),
+    bytesFromDevice: z.number().optional(),
+    cost: z.object({ usd: z.number(), pricesDate: z.string() }).loose().optional(),
     relay: z
       .object({
         namespace: z.string(),
@@ -55,7 +59,11 @@ function describeSession(s: SessionViewDoc): string[] {
     ...(s.openedBy ? [`opened by: ${s.openedBy}`] : []),
     ...(s.createdAt ? [`created:   ${s.createdAt}`] : []),
     ...(s.readyAt ? [`ready:     ${s.readyAt}`] : []),
-    ...(s.endedAt ? [`ended:     ${s.endedAt}`] : []),
+    ...(s.endedAt ? [`ended:     ${s.endedAt}${s.endedBy ? ` by ${s.endedBy}` : ''}`] : []),
+    ...(s.bytesToDevice !== undefined || s.bytesFromDevice !== undefined
+      ? [`bytes:     ${s.bytesToDevice ?? 0} to the device, ${s.bytesFromDevice ?? 0} from it`]
+      : []),
+    ...(s.cost ? [`cost:      ≈ $${s.cost.usd.toFixed(4)} (Relay list prices of ${s.cost.pricesDate})`] : []),
     ...(s.expiresAt ? [`expires:   ${s.expiresAt}`] : []),
     ...(s.namespace ? [`namespace: ${s.namespace}`] : []),
   ];
@@ -89,20 +97,22 @@ export function registerSessions(program: Command): void {
 
   sessions
     .command('list')
-    .description('list sessions, newest first (admin)')
+    .description('list sessions, newest first (an operator sees their own)')
     .option('--device <deviceId>', 'only this device', parseDeviceId)
     .option('--status <status>', `only this status (${STATUSES.join(', ')})`, (v: string) => {
       if (!STATUSES.includes(v)) throw new InvalidArgumentError(`status must be one of ${STATUSES.join(', ')}`);
       return v;
     })
-    .option('--limit <n>', 'at most this many', parsePositiveInt('--limit', 1000))
+    .option('--opener <principalId>', 'only sessions this principal opened (admin)')
+    .option('--limit <n>', 'the newest this many (default 1000)', parsePositiveInt('--limit', 1000))
     .action(
       action(async (cmd, out) => {
-        const o = cmd.opts<{ device?: string; status?: string; limit?: number }>();
+        const o = cmd.opts<{ device?: string; status?: string; opener?: string; limit?: number }>();
         const { api } = await apiFor(cmd, out);
         const res = await api.get('/sessions', {
           deviceId: o.device,
           status: o.status,
+          openerId: o.opener,
           limit: o.limit === undefined ? undefined : String(o.limit),
         });
         const list = z
@@ -150,9 +160,16 @@ export function registerSessions(program: Command): void {
       action(async (cmd, out, sessionId: string) => {
         const { api } = await apiFor(cmd, out);
         const res = await api.delete(`/sessions/${sessionId}`);
-        out.result(
-          res.body ?? { sessionId, status: 'ending' },
-          () => `session ${sessionId} is ending: its relay connections are being dropped`,
+        const answer = sessionViewSchema.pick({ status: true, reason: true, endedBy: true, endedAt: true }).loose();
+        const body = answer.safeParse(res.body);
+        const now = body.success ? body.data : { status: 'ending' };
+        // 202: this call ended it. 200: it was ending or over already; not a failure (exit 0), but said.
+        out.result(res.body ?? { sessionId, status: 'ending' }, () =>
+          res.status === 202
+            ? `session ${sessionId} is ending: its relay connections are being dropped`
+            : `session ${sessionId} was already ${now.status}${now.reason ? ` (${now.reason})` : ''}${
+                now.endedBy ? ` by ${now.endedBy}` : ''
+              }${now.endedAt ? ` at ${now.endedAt}` : ''}: nothing to do`,
         );
       }),
     );
@@ -195,6 +212,23 @@ function describePool(body: unknown): string[] {
       `target ${String(target.value)} usable, ${String(target.usable ?? '?')} now; would create ${String(target.wouldCreate ?? 0)}, delete ${String(target.wouldDelete ?? 0)}`,
     );
     for (const r of Array.isArray(target.reasons) ? target.reasons : []) lines.push(`  ${String(r)}`);
+  }
+  const cost = b.cost as
+    | {
+        month?: string;
+        monthToDateUsd?: number;
+        finishedSessions?: number;
+        runningSessions?: number;
+        idle?: { sessions?: number; usdPerHour?: number };
+        prices?: { pricesDate?: string };
+      }
+    | undefined;
+  if (cost && typeof cost.monthToDateUsd === 'number') {
+    lines.push(
+      '',
+      `cost ${cost.month ?? ''}: ≈ $${cost.monthToDateUsd.toFixed(2)} month to date (${cost.finishedSessions ?? 0} finished, ${cost.runningSessions ?? 0} running session(s); Relay list prices of ${cost.prices?.pricesDate ?? '?'})`,
+      `idle now: ${cost.idle?.sessions ?? 0} ready session(s) with no connection, ≈ $${(cost.idle?.usdPerHour ?? 0).toFixed(4)} per hour; idle namespaces cost nothing`,
+    );
   }
   const run = b.lastRun as Record<string, unknown> | undefined;
   if (run) {

@@ -59,6 +59,10 @@ export function systemdUnit(spec: ServiceSpec, layout: LinuxLayout): string {
     `LoadCredential=enrollment:${layout.enrollment}`,
     ...(spec.relayCaFile ? [`LoadCredential=relay-ca:${layout.relayCa}`] : []),
     ...(hasEnv ? [`EnvironmentFile=${layout.envFile}`] : []),
+    // Its only writable place (/var/lib/<name>, $STATE_DIRECTORY): the sessions it serves, taken back
+    // after a restart, and the renewed enrollment (the credential copy is read-only).
+    `StateDirectory=${path.posix.basename(layout.configDir)}`,
+    'StateDirectoryMode=0700',
     'Restart=on-failure',
     'RestartSec=5s',
     'TimeoutStopSec=30s',

@@ -31,13 +31,39 @@ const CLI = path.join(DIST, 'agent', 'cli.js');
 const EMULATOR = path.join(DIST, 'local', 'relay-emulator');
 const DEVICE_ID = 'bench-tunnel';
 
-type Mode = 'sink' | 'echo';
+type Mode = 'sink' | 'echo' | 'rdp';
+
+/** RDP-like load for the CPU-per-session figure: ≈60 KB/s from the target, in bursts every 50 ms. */
+const RDP_BYTES_PER_S = 60 * 1024;
+const RDP_SECONDS = Number(process.env.BENCH_TUNNEL_RDP_S) || 10;
+
+/** CPU time (user + system) a process has used, in ms, from /proc (Linux; undefined elsewhere). */
+async function cpuMs(pid: number | undefined): Promise<number | undefined> {
+  if (!pid) return undefined;
+  try {
+    const stat = await fs.readFile(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // utime and stime are fields 14 and 15 of stat(5), in clock ticks (100 per second on Linux).
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100;
+  } catch {
+    return undefined;
+  }
+}
 
 function serve(socket: net.Socket, mode: () => Mode): void {
   socket.setNoDelay(true);
   socket.on('error', () => undefined);
   if (mode() === 'echo') {
     socket.pipe(socket);
+    return;
+  }
+  if (mode() === 'rdp') {
+    // Bursty, mostly one way: every 50 ms a burst of 0-2x the average, the client only reads.
+    const timer = setInterval(() => {
+      const n = Math.round((RDP_BYTES_PER_S / 20) * 2 * Math.random());
+      if (n > 0) socket.write(Buffer.alloc(n, 3));
+    }, 50);
+    socket.on('close', () => clearInterval(timer));
     return;
   }
   let got = 0;
@@ -302,6 +328,13 @@ export const benchmark: Benchmark = {
 
       const direct: number[] = [];
       const tunnel: number[] = [];
+      // CPU ms per MiB carried, per process, summed over the counted tunnel runs.
+      const parts = { connect: connect.proc.pid, emulator: emulator.proc.pid, agent: agent.proc.pid };
+      const cpuBefore = async (): Promise<Record<string, number | undefined>> =>
+        Object.fromEntries(
+          await Promise.all(Object.entries(parts).map(async ([k, pid]) => [k, await cpuMs(pid)] as const)),
+        );
+      const cpuTotal: Record<string, number> = { connect: 0, emulator: 0, agent: 0 };
       mode = 'sink';
       // One warm-up each, not counted.
       for (let run = -1; run < RUNS; run++) {
@@ -309,9 +342,12 @@ export const benchmark: Benchmark = {
         const dm = await throughputMBs(d);
         d.destroy();
         const t = await openSocket(tunnelPort);
+        const before = await cpuBefore();
         const tm = await throughputMBs(t);
+        const after = await cpuBefore();
         t.destroy();
         if (run < 0) continue;
+        for (const k of Object.keys(cpuTotal)) cpuTotal[k] += (after[k] ?? NaN) - (before[k] ?? NaN);
         direct.push(dm);
         tunnel.push(tm);
         log(`run ${run + 1}: direct ${dm.toFixed(0)} MB/s, tunnel ${tm.toFixed(0)} MB/s`);
@@ -323,6 +359,41 @@ export const benchmark: Benchmark = {
       const t = await openSocket(tunnelPort);
       const tunnelRtt = await roundTripsMs(t);
       t.destroy();
+      const mib = (RUNS * BYTES) / 2 ** 20;
+      const cpuPerMiB = Object.fromEntries(Object.entries(cpuTotal).map(([k, v]) => [k, v / mib]));
+      log(
+        `CPU ms per MiB carried: ${Object.entries(cpuPerMiB)
+          .map(([k, v]) => `${k} ${v.toFixed(2)}`)
+          .join(', ')}`,
+      );
+
+      // The agent's own baseline first (queue polls, keepalives, no session traffic), so the
+      // session's share can be told apart from it.
+      const idleBefore = await cpuBefore();
+      const idleStarted = Date.now();
+      await new Promise((resolve) => setTimeout(resolve, RDP_SECONDS * 1000));
+      const idleAfter = await cpuBefore();
+      const idleAgentPct = (((idleAfter.agent ?? NaN) - (idleBefore.agent ?? NaN)) / (Date.now() - idleStarted)) * 100;
+
+      // One RDP-like session (≈60 KB/s, bursty, device -> client): the agent's and connect's CPU.
+      mode = 'rdp';
+      const r = await openSocket(tunnelPort);
+      let rdpBytes = 0;
+      r.on('data', (c: Buffer) => (rdpBytes += c.length));
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      const rdpBefore = await cpuBefore();
+      const rdpBytesBefore = rdpBytes;
+      const rdpStarted = Date.now();
+      await new Promise((resolve) => setTimeout(resolve, RDP_SECONDS * 1000));
+      const rdpAfter = await cpuBefore();
+      const rdpElapsedS = (Date.now() - rdpStarted) / 1000;
+      const rdpRate = (rdpBytes - rdpBytesBefore) / rdpElapsedS;
+      r.destroy();
+      const agentCpuPct = (((rdpAfter.agent ?? NaN) - (rdpBefore.agent ?? NaN)) / (rdpElapsedS * 1000)) * 100;
+      const connectCpuPct = (((rdpAfter.connect ?? NaN) - (rdpBefore.connect ?? NaN)) / (rdpElapsedS * 1000)) * 100;
+      log(
+        `RDP-like session at ${(rdpRate / 1024).toFixed(1)} KiB/s for ${rdpElapsedS.toFixed(0)} s: agent ${agentCpuPct.toFixed(2)} % of a core (idle, polling its queue every 200 ms: ${idleAgentPct.toFixed(2)} %), connect ${connectCpuPct.toFixed(2)} % (10 ms clock ticks)`,
+      );
       const directMBs = percentile(direct, 50);
       const tunnelMBs = percentile(tunnel, 50);
       const p50 = (v: number[]): number => percentile(v, 50);
@@ -346,6 +417,34 @@ export const benchmark: Benchmark = {
           note,
         },
         { name: 'tunnel_throughput_mb_s', value: tunnelMBs, unit: 'MB/s', command: COMMAND, note },
+        ...Object.entries(cpuPerMiB).map(([k, v]) => ({
+          name: `tunnel_cpu_ms_per_mib_${k}`,
+          value: v,
+          unit: 'CPU ms/MiB',
+          command: COMMAND,
+          note: `${k}'s user+system CPU over the counted throughput runs, from /proc`,
+        })),
+        {
+          name: 'tunnel_agent_cpu_pct_at_60kbs',
+          value: agentCpuPct,
+          unit: '% of a core',
+          command: COMMAND,
+          note: `one session, target -> client ≈60 KB/s in 50 ms bursts for ${RDP_SECONDS} s; /proc clock ticks (10 ms resolution)`,
+        },
+        {
+          name: 'tunnel_agent_idle_cpu_pct',
+          value: idleAgentPct,
+          unit: '% of a core',
+          command: COMMAND,
+          note: `the same agent with no traffic for ${RDP_SECONDS} s (queue polls every 200 ms here, keepalives)`,
+        },
+        {
+          name: 'tunnel_connect_cpu_pct_at_60kbs',
+          value: connectCpuPct,
+          unit: '% of a core',
+          command: COMMAND,
+          note: `the client side (relay-broker connect) of the same session`,
+        },
         { name: 'tunnel_direct_throughput_mb_s', value: directMBs, unit: 'MB/s', command: COMMAND, note },
       ];
       return figures;

@@ -5,11 +5,15 @@ import { DefaultAzureCredential, type TokenCredential } from '@azure/identity';
 import { TableClient } from '@azure/data-tables';
 import { QueueServiceClient, StorageSharedKeyCredential } from '@azure/storage-queue';
 import fs from 'node:fs';
+import { AuditLog } from '../../lib/audit/auditLog';
+import { CostLedger } from '../../lib/audit/costLedger';
+import { auditSessionEnds } from '../../lib/audit/sessionAudit';
 import { Authenticator, authenticatorFromConfig } from '../../lib/auth/authenticator';
 import { GrantStore } from '../../lib/auth/grantStore';
 import { RateLimiter } from '../../lib/auth/rateLimiter';
 import { getConfig, type Config } from '../../lib/config';
 import { DeviceNotifier } from '../../lib/devices/deviceNotifier';
+import { DevicePresence } from '../../lib/devices/devicePresence';
 import { DeviceRegistry } from '../../lib/devices/deviceRegistry';
 import { DeviceStore } from '../../lib/devices/deviceStore';
 import { NamespaceStore } from '../../lib/pool/namespaceStore';
@@ -24,7 +28,14 @@ import { SessionRelay } from '../../lib/sessions/sessionRelay';
 import { SessionService } from '../../lib/sessions/sessionService';
 import { SessionStore } from '../../lib/sessions/sessionStore';
 
-export const TABLES = { devices: 'devices', sessions: 'sessions', namespaces: 'namespaces', grants: 'grants' } as const;
+export const TABLES = {
+  devices: 'devices',
+  sessions: 'sessions',
+  namespaces: 'namespaces',
+  grants: 'grants',
+  audit: 'audit',
+  costs: 'costs',
+} as const;
 
 export interface Services {
   config: Config;
@@ -32,12 +43,17 @@ export interface Services {
   table(name: string): TableClient;
   queueService: QueueServiceClient;
   devices: DeviceRegistry;
+  devicePresence: DevicePresence;
   deviceStore: DeviceStore;
   grants: GrantStore;
   rateLimiter: RateLimiter;
   sealer: Sealer;
   namespaces: NamespaceStore;
   sessionStore: SessionStore;
+  /** The append-only audit table (admin actions, finished sessions). */
+  audit: AuditLog;
+  /** Finished sessions' costs by month (GET /pool's month-to-date). */
+  costs: CostLedger;
   relayManager: RelayManager;
   sessionService: SessionService;
   /** The session requests (open; read, list, end, ready, device removal) over an orchestration port. */
@@ -90,11 +106,26 @@ function createServices(config: Config): Services {
     queueService,
     signer,
     apiUrl: config.publicApiUrl,
-    sasDays: config.devices.sasDays,
+    enrollmentSeconds: config.devices.enrollmentSeconds,
+    offlineAfterMs: config.devices.offlineAfterSeconds * 1000,
   });
   const sealer = new Sealer(config.sealingKey);
   const namespaces = new NamespaceStore(table(TABLES.namespaces), config.pool.name);
-  const sessionStore = new SessionStore(table(TABLES.sessions));
+  const audit = new AuditLog(table(TABLES.audit));
+  const costs = new CostLedger(table(TABLES.costs), config.cost);
+  const writeAudit = auditSessionEnds(audit, config.cost);
+  const sessionStore = new SessionStore(table(TABLES.sessions), {
+    onEnded: async (r) => {
+      await writeAudit(r);
+      await costs.record(r);
+    },
+  });
+  const devicePresence = new DevicePresence({
+    store: deviceStore,
+    registry: devices,
+    sessions: sessionStore,
+    seenWriteMs: config.devices.seenWriteSeconds * 1000,
+  });
   const apiFactory = createRelayApiFactory({
     endpoint: config.relay.armEndpoint,
     caPem: config.relay.armCaFile ? fs.readFileSync(config.relay.armCaFile, 'utf8') : undefined,
@@ -140,12 +171,15 @@ function createServices(config: Config): Services {
     table,
     queueService,
     devices,
+    devicePresence,
     deviceStore,
     grants,
     rateLimiter,
     sealer,
     namespaces,
     sessionStore,
+    audit,
+    costs,
     relayManager,
     sessionService,
     sessionOpener: (orchestrations) =>
@@ -158,7 +192,16 @@ function createServices(config: Config): Services {
         sealer,
         limits: config.sessions,
       }),
-    sessionControl: (orchestrations) => new SessionControl({ sessions: sessionStore, orchestrations, devices, sealer }),
+    sessionControl: (orchestrations) =>
+      new SessionControl({
+        sessions: sessionStore,
+        orchestrations,
+        devices,
+        sealer,
+        audit,
+        liveness: { clientGoneSeconds: config.sessions.clientGoneSeconds, idleMinutes: config.sessions.idleMinutes },
+        prices: config.cost,
+      }),
     poolMaintenance,
     ready,
   };

@@ -31,6 +31,11 @@ param alwaysReadyHttpInstances int = 0
 @minValue(0)
 param alwaysReadyDurableInstances int = 0
 
+@description('Concurrent HTTP invocations per instance; 0 keeps the platform default (set by instance memory).')
+@minValue(0)
+@maxValue(1000)
+param httpPerInstanceConcurrency int = 0
+
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   name: planName
   location: location
@@ -89,6 +94,7 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
         maximumInstanceCount: maximumInstanceCount
         instanceMemoryMB: instanceMemoryMB
         alwaysReady: alwaysReady
+        triggers: httpPerInstanceConcurrency > 0 ? { http: { perInstanceConcurrency: httpPerInstanceConcurrency } } : null
       }
       runtime: {
         name: 'node'

@@ -12,6 +12,7 @@ const SECRET_FIELDS = [
   'sendToken',
   'listenToken',
   'queueSas',
+  'deviceKey',
   'primaryKey',
   'secondaryKey',
   'primaryConnectionString',

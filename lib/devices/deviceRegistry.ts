@@ -1,6 +1,8 @@
 // The device registry: a device is a row in `devices` plus its own queue `dev-<deviceId>` with a
-// stored access policy. The device's credential is a SAS bound to that policy (read + process on
-// its queue only), so replacing or removing the policy revokes it at once.
+// stored access policy. The device's queue credential is a SAS bound to that policy (read + process
+// on its queue only), so replacing or removing the policy revokes it at once. Its API credential
+// (`deviceKey`, for heartbeats and renewal) is issued with the enrollment and rotated with it; the
+// row keeps only its sha256.
 import { randomBytes } from 'node:crypto';
 import {
   generateQueueSASQueryParameters,
@@ -11,6 +13,7 @@ import {
 import { z } from 'zod';
 import type { Principal } from '../auth/principal';
 import { DeviceBeingDeletedError, DeviceNotFoundError } from '../errors';
+import { sha256Base64url } from '../sealing';
 import { deviceIdSchema } from '../validation';
 import { DeviceStore, type DeviceRecord } from './deviceStore';
 
@@ -33,6 +36,19 @@ export interface Enrollment {
   queueUrl: string;
   queueSas: string;
   expiresAt: string;
+  /**
+   * The device credential (256 random bits) for POST /devices/{id}/heartbeat; only here, never
+   * stored. Always issued; absent only in enrollment files written before device credentials.
+   */
+  deviceKey?: string;
+}
+
+/** What a device holds, as its agent last reported it. */
+export interface HeldSession {
+  sessionId: string;
+  listener: 'starting' | 'online' | 'offline';
+  /** The allowed target refused or failed the last connection (e.g. ECONNREFUSED 127.0.0.1:22). */
+  targetError?: string;
 }
 
 export interface DeviceView {
@@ -44,6 +60,11 @@ export interface DeviceView {
   createdBy: string;
   rotatedAt?: string;
   enrollmentExpiresAt: string;
+  /** `never`: no agent has reported (or it predates heartbeats); `offline`: stale or stopped. */
+  presence: 'online' | 'offline' | 'never';
+  lastSeenAt?: string;
+  agentStartedAt?: string;
+  sessions?: HeldSession[];
 }
 
 export interface DeviceRegistryOptions {
@@ -52,7 +73,10 @@ export interface DeviceRegistryOptions {
   /** Signs the queue SAS (Queue storage has no user-delegation SAS). */
   signer: StorageSharedKeyCredential;
   apiUrl: string;
-  sasDays: number;
+  /** How long an enrollment (the queue SAS policy and the device credential) is valid. */
+  enrollmentSeconds: number;
+  /** Past this since lastSeenAt the device is offline (default 40 s). */
+  offlineAfterMs?: number;
   now?: () => Date;
 }
 
@@ -73,15 +97,17 @@ export class DeviceRegistry {
    */
   async register(principal: Principal, input: RegisterDeviceInput): Promise<Enrollment> {
     const now = this.now();
+    const deviceKey = newDeviceKey();
     const record: DeviceRecord = {
       deviceId: input.deviceId,
       displayName: input.displayName,
       tags: input.tags ?? {},
       queueName: queueNameFor(input.deviceId),
       policyId: newPolicyId(),
-      sasExpiresAt: new Date(now.getTime() + this.o.sasDays * 86_400_000).toISOString(),
+      sasExpiresAt: this.expiryFrom(now),
       createdAt: now.toISOString(),
       createdBy: principal.id,
+      credentialHash: sha256Base64url(deviceKey),
     };
     await this.o.store.insert(record);
     try {
@@ -101,7 +127,7 @@ export class DeviceRegistry {
         throw err;
       }
       await this.setPolicy(record);
-      return this.enrollment(record);
+      return this.enrollment(record, deviceKey);
     } catch (err) {
       await this.o.store.delete(record.deviceId).catch(() => undefined);
       throw err;
@@ -109,11 +135,19 @@ export class DeviceRegistry {
   }
 
   async get(deviceId: string): Promise<DeviceView> {
-    return view(await this.o.store.require(deviceId));
+    return this.view(await this.o.store.require(deviceId));
   }
 
   async list(): Promise<DeviceView[]> {
-    return (await this.o.store.list()).map(view);
+    return (await this.o.store.list()).map((d) => this.view(d));
+  }
+
+  /** Online, offline (stale or stopped) or never seen, at `now`. */
+  presenceOf(d: Pick<DeviceRecord, 'lastSeenAt' | 'agentState'>): DeviceView['presence'] {
+    if (!d.lastSeenAt) return 'never';
+    if (d.agentState === 'stopped') return 'offline';
+    const age = this.now().getTime() - Date.parse(d.lastSeenAt);
+    return age < (this.o.offlineAfterMs ?? 40_000) ? 'online' : 'offline';
   }
 
   /** The record as stored (for the notifier and sessions); NotFoundError if absent. */
@@ -128,17 +162,41 @@ export class DeviceRegistry {
   async rotate(deviceId: string): Promise<Enrollment> {
     const current = await this.o.store.require(deviceId);
     const now = this.now();
+    const deviceKey = newDeviceKey();
     const next: DeviceRecord = {
       ...current,
       policyId: newPolicyId(),
-      sasExpiresAt: new Date(now.getTime() + this.o.sasDays * 86_400_000).toISOString(),
+      sasExpiresAt: this.expiryFrom(now),
       rotatedAt: now.toISOString(),
+      credentialHash: sha256Base64url(deviceKey),
     };
     delete (next as Partial<typeof current>).etag;
     // A concurrent rotation or delete wins: ConcurrencyError (409 concurrent_update), the caller retries.
     await this.o.store.replace(next, current.etag);
     await this.setPolicy(next);
-    return this.enrollment(next);
+    return this.enrollment(next, deviceKey);
+  }
+
+  /**
+   * Extends the enrollment: the same policy id with a later expiry, so the SAS the device holds
+   * keeps working and only its expiry moves (no file copy, no dropped poll). The device credential
+   * stays the same. Answers the new expiry. Second run: a later expiry again (harmless).
+   */
+  async renew(current: DeviceRecord & { etag: string }): Promise<{ expiresAt: string }> {
+    const next: DeviceRecord = { ...current, sasExpiresAt: this.expiryFrom(this.now()) };
+    delete (next as Partial<typeof current>).etag;
+    await this.o.store.replace(next, current.etag);
+    await this.setPolicy(next);
+    return { expiresAt: next.sasExpiresAt };
+  }
+
+  /** When an enrollment issued or renewed at `now` expires. */
+  private expiryFrom(now: Date): string {
+    return new Date(now.getTime() + this.o.enrollmentSeconds * 1000).toISOString();
+  }
+
+  get enrollmentSeconds(): number {
+    return this.o.enrollmentSeconds;
   }
 
   /**
@@ -173,7 +231,7 @@ export class DeviceRegistry {
     ]);
   }
 
-  private enrollment(record: DeviceRecord): Enrollment {
+  private enrollment(record: DeviceRecord, deviceKey: string): Enrollment {
     const queueUrl = this.o.queueService.getQueueClient(record.queueName).url;
     const sas = generateQueueSASQueryParameters(
       { queueName: record.queueName, identifier: record.policyId },
@@ -185,24 +243,57 @@ export class DeviceRegistry {
       queueUrl,
       queueSas: sas,
       expiresAt: record.sasExpiresAt,
+      deviceKey,
     };
   }
+
+  private view(d: DeviceRecord): DeviceView {
+    const presence = this.presenceOf(d);
+    return {
+      deviceId: d.deviceId,
+      ...(d.displayName ? { displayName: d.displayName } : {}),
+      tags: d.tags,
+      queueName: d.queueName,
+      createdAt: d.createdAt,
+      createdBy: d.createdBy,
+      ...(d.rotatedAt ? { rotatedAt: d.rotatedAt } : {}),
+      enrollmentExpiresAt: d.sasExpiresAt,
+      presence,
+      ...(d.lastSeenAt ? { lastSeenAt: d.lastSeenAt } : {}),
+      ...(d.agentStartedAt ? { agentStartedAt: d.agentStartedAt } : {}),
+      ...(presence === 'online' && d.heldJson ? { sessions: parseHeld(d.heldJson) } : {}),
+    };
+  }
+}
+
+/** The held sessions read back; an unreadable value is shown as none rather than failing a listing. */
+export function parseHeld(json: string | undefined): HeldSession[] {
+  if (!json) return [];
+  try {
+    const parsed = heldSessionsSchema.safeParse(JSON.parse(json));
+    return parsed.success ? parsed.data : [];
+  } catch {
+    return [];
+  }
+}
+
+export const heldSessionsSchema = z
+  .array(
+    z
+      .object({
+        sessionId: z.uuid(),
+        listener: z.enum(['starting', 'online', 'offline']),
+        targetError: z.string().max(300).optional(),
+      })
+      .strict(),
+  )
+  .max(256);
+
+function newDeviceKey(): string {
+  return `dk_${randomBytes(32).toString('base64url')}`;
 }
 
 function newPolicyId(): string {
   // Policy ids are at most 64 characters; 128 random bits make them unguessable and unique.
   return `p-${randomBytes(16).toString('hex')}`;
-}
-
-function view(d: DeviceRecord): DeviceView {
-  return {
-    deviceId: d.deviceId,
-    ...(d.displayName ? { displayName: d.displayName } : {}),
-    tags: d.tags,
-    queueName: d.queueName,
-    createdAt: d.createdAt,
-    createdBy: d.createdBy,
-    ...(d.rotatedAt ? { rotatedAt: d.rotatedAt } : {}),
-    enrollmentExpiresAt: d.sasExpiresAt,
-  };
 }

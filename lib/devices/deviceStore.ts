@@ -1,5 +1,7 @@
 // The `devices` table: one row per registered device (PK "device", RK deviceId). Holds the
-// queue name and the id of the stored access policy its SAS is bound to; never the SAS itself.
+// queue name and the id of the stored access policy its SAS is bound to; never the SAS itself, and
+// only the sha256 of the device credential. Presence (lastSeenAt, what the agent holds) is merged in
+// by heartbeats without touching the rest of the row.
 import { odata, TableClient } from '@azure/data-tables';
 import { z } from 'zod';
 import { ConcurrencyError, DeviceExistsError, DeviceNotFoundError } from '../errors';
@@ -17,6 +19,17 @@ export const deviceRecordSchema = z.object({
   createdAt: z.string(),
   createdBy: z.string(),
   rotatedAt: z.string().optional(),
+  /** sha256 (base64url) of the device credential issued with the enrollment; absent on old rows. */
+  credentialHash: z.string().optional(),
+  /** The last heartbeat written (throttled: see DevicePresence). Absent: the agent never reported. */
+  lastSeenAt: z.string().optional(),
+  /** `stopped`: the agent said it stops (offline at once); `running` otherwise. */
+  agentState: z.enum(['running', 'stopped']).optional(),
+  agentStartedAt: z.string().optional(),
+  /** What the agent last reported holding: [{sessionId, listener, targetError?}] as JSON. */
+  heldJson: z.string().optional(),
+  /** The agent's last refusal: {sessionId, detail, at} as JSON (the cause an open reports). */
+  lastRefusalJson: z.string().optional(),
 });
 export type DeviceRecord = z.infer<typeof deviceRecordSchema>;
 
@@ -31,8 +44,21 @@ interface DeviceEntity {
   createdAt: string;
   createdBy: string;
   rotatedAt?: string;
+  credentialHash?: string;
+  lastSeenAt?: string;
+  agentState?: string;
+  agentStartedAt?: string;
+  heldJson?: string;
+  lastRefusalJson?: string;
   etag?: string;
 }
+
+/** The presence columns, written by a heartbeat with a Merge (rotate/delete never race with them). */
+export type DevicePresenceFields = Pick<
+  DeviceRecord,
+  'lastSeenAt' | 'agentState' | 'agentStartedAt' | 'heldJson' | 'lastRefusalJson'
+>;
+const PRESENCE_COLUMNS = ['lastSeenAt', 'agentState', 'agentStartedAt', 'heldJson', 'lastRefusalJson'] as const;
 
 function toEntity(d: DeviceRecord): DeviceEntity {
   return {
@@ -46,6 +72,8 @@ function toEntity(d: DeviceRecord): DeviceEntity {
     createdAt: d.createdAt,
     createdBy: d.createdBy,
     ...(d.rotatedAt ? { rotatedAt: d.rotatedAt } : {}),
+    ...(d.credentialHash ? { credentialHash: d.credentialHash } : {}),
+    ...Object.fromEntries(PRESENCE_COLUMNS.filter((c) => d[c] !== undefined).map((c) => [c, d[c]])),
   };
 }
 
@@ -60,6 +88,12 @@ function fromEntity(e: Record<string, unknown>): DeviceRecord & { etag: string }
     createdAt: e.createdAt,
     createdBy: e.createdBy,
     rotatedAt: e.rotatedAt ?? undefined,
+    credentialHash: e.credentialHash ?? undefined,
+    lastSeenAt: e.lastSeenAt ?? undefined,
+    agentState: e.agentState ?? undefined,
+    agentStartedAt: e.agentStartedAt ?? undefined,
+    heldJson: e.heldJson ?? undefined,
+    lastRefusalJson: e.lastRefusalJson ?? undefined,
   });
   return { ...parsed, etag: typeof e.etag === 'string' ? e.etag : '' };
 }
@@ -100,6 +134,19 @@ export class DeviceStore {
         op: 'deviceStore.replace',
         cause: err,
       });
+    }
+  }
+
+  /**
+   * Merges the presence columns into the row (no ETag: the last heartbeat wins, and the other
+   * columns are untouched). DeviceNotFoundError if the row is gone. Second run: the same values again.
+   */
+  async recordPresence(deviceId: string, fields: DevicePresenceFields): Promise<void> {
+    try {
+      await this.table.updateEntity({ partitionKey: DEVICE_PARTITION, rowKey: deviceId, ...fields }, 'Merge');
+    } catch (err) {
+      if (tableFault(err) !== 'notFound') throw err;
+      throw new DeviceNotFoundError(`Device ${deviceId} is not registered.`);
     }
   }
 

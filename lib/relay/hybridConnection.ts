@@ -11,6 +11,7 @@
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { Agent, IncomingMessage } from 'node:http';
+import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { WebSocket, createWebSocketStream, type RawData } from 'ws';
 import { delayFor } from '../backoff';
@@ -99,6 +100,28 @@ function zeroMask(mask: Buffer): void {
   mask.fill(0);
 }
 
+/** The parts of a Writable's internals that batching needs (Node's documented `writev` hook). */
+interface WritevHook {
+  _writev(chunks: Array<{ chunk: Buffer }>, callback: (err?: Error | null) => void): void;
+}
+
+/**
+ * Writes that queued up while the socket was busy go out as one corked batch: one TLS write and one
+ * syscall for many frames instead of one each, and no copy (each chunk stays its own binary frame).
+ * The batch's callback is the last frame's, so backpressure is unchanged: the stream's buffer
+ * (STREAM_HIGH_WATER_MARK) drains only as fast as the socket takes the frames.
+ */
+function batchWrites(duplex: Duplex, ws: WebSocket): void {
+  (duplex as unknown as WritevHook)._writev = (chunks, callback) => {
+    const socket = (ws as unknown as { _socket?: Socket | null })._socket;
+    socket?.cork();
+    const last = chunks.length - 1;
+    for (let i = 0; i < last; i++) ws.send(chunks[i].chunk);
+    ws.send(chunks[last].chunk, callback);
+    socket?.uncork();
+  };
+}
+
 function toStream(ws: WebSocket, connectionId: string, keepAliveIntervalMs: number): HybridConnectionStream {
   keepAlive(ws, keepAliveIntervalMs);
   const state: { closeCode?: number; closeReason?: string } = {};
@@ -108,6 +131,7 @@ function toStream(ws: WebSocket, connectionId: string, keepAliveIntervalMs: numb
     state.closeReason = reason.toString();
   });
   const duplex = createWebSocketStream(ws, { highWaterMark: STREAM_HIGH_WATER_MARK });
+  batchWrites(duplex, ws);
   // Once the WebSocket is gone nothing can be written either: finish the stream when its data is read.
   ws.once('close', () => {
     if (duplex.readableEnded) duplex.destroy();
@@ -223,6 +247,8 @@ export interface ListenerOfflineEvent {
   /** The HTTP status, when the handshake was refused. */
   statusCode?: number;
   reason: string;
+  /** The socket error behind it (DNS, TLS, refused, proxy), so the caller can name the fix. */
+  cause?: Error;
   /** When the next attempt starts. */
   retryInMs: number;
 }
@@ -400,7 +426,11 @@ export class HybridConnectionListener extends EventEmitter<HybridConnectionListe
     this.ws = ws;
     let handshakeStatus: number | undefined;
     let opened = false;
-    ws.on('error', () => undefined); // every failure is followed by 'close', handled there
+    let socketError: Error | undefined;
+    // Every failure is followed by 'close', handled there; the error is kept as the cause.
+    ws.on('error', (err: Error) => {
+      socketError ??= err;
+    });
     ws.once('unexpected-response', (_req, res: IncomingMessage) => {
       handshakeStatus = res.statusCode;
       res.resume();
@@ -431,7 +461,11 @@ export class HybridConnectionListener extends EventEmitter<HybridConnectionListe
       }
       // 1008 with a provider: reconnect at once with a fresh token.
       this.scheduleReconnect(
-        { code, reason: reason || 'control channel closed' },
+        {
+          code,
+          reason: reason || socketError?.message || 'control channel closed',
+          ...(socketError ? { cause: socketError } : {}),
+        },
         code === RELAY_CLOSE_POLICY_VIOLATION ? 0 : undefined,
       );
     });

@@ -12,14 +12,22 @@ export const SESSION_STATUSES = ['pending', 'ready', 'ending', 'ended', 'failed'
 export const sessionStatusSchema = z.enum(SESSION_STATUSES);
 export type SessionStatus = z.infer<typeof sessionStatusSchema>;
 
-/** How a session ended. `requested`/`lifetime`/`device_deleted` end it; the others fail it. */
+/**
+ * How a session ended. `requested`/`lifetime`/`device_deleted`/`client_gone`/`idle` end it; the
+ * others fail it. `client_gone`: its client stopped heartbeating; `idle`: no connection through it
+ * for its idle minutes.
+ */
 export const END_REASONS = [
   'requested',
   'lifetime',
   'device_deleted',
+  'client_gone',
+  'idle',
   'device_not_ready',
   'pool_exhausted',
   'device_refused',
+  /** The device's agent lost the session (restarted without it, or its listener cannot come back). */
+  'device_lost',
   'error',
   /** Its orchestration stopped without ending it (terminated, failed, purged, a host crash): closed by the sweep. */
   'interrupted',
@@ -27,8 +35,16 @@ export const END_REASONS = [
 export const endReasonSchema = z.enum(END_REASONS);
 export type EndReason = z.infer<typeof endReasonSchema>;
 
+const ENDED_REASONS: ReadonlySet<EndReason> = new Set([
+  'requested',
+  'lifetime',
+  'device_deleted',
+  'client_gone',
+  'idle',
+]);
+
 export function statusForReason(reason: EndReason): 'ended' | 'failed' {
-  return reason === 'requested' || reason === 'lifetime' || reason === 'device_deleted' ? 'ended' : 'failed';
+  return ENDED_REASONS.has(reason) ? 'ended' : 'failed';
 }
 
 export function isTerminal(status: SessionStatus): status is 'ended' | 'failed' {
@@ -66,6 +82,8 @@ export const openSessionRequestSchema = z
     deviceId: deviceIdSchema,
     port: z.number().int().min(1).max(65535).default(3389),
     maxLifetimeMinutes: z.number().int().min(1).max(720).optional(),
+    /** Ends the session after this many minutes without a connection through it (0: never; default the setting). */
+    idleMinutes: z.number().int().min(0).max(720).optional(),
   })
   .strict();
 export type OpenSessionRequest = z.infer<typeof openSessionRequestSchema>;

@@ -3,25 +3,34 @@
 import { randomUUID } from 'node:crypto';
 import type { GrantStore } from '../auth/grantStore';
 import { authorizeSessionOpen } from '../auth/grantStore';
-import type { Principal } from '../auth/principal';
+import { isAdmin, type Principal } from '../auth/principal';
 import type { RateLimiter } from '../auth/rateLimiter';
 import type { DeviceRegistry } from '../devices/deviceRegistry';
-import { ValidationError } from '../errors';
+import { refusalDetail } from '../devices/devicePresence';
+import { DeviceOfflineError, TooManySessionsError, ValidationError, type BrokerError } from '../errors';
 import type { Sealer } from '../sealing';
-import type { OpenSessionRequest, RelayCredentials, SessionInput } from './session';
+import type { EndReason, OpenSessionRequest, RelayCredentials, SessionInput } from './session';
 import type { SessionOrchestrations } from './orchestrations';
 import { sessionState } from './sessionState';
 import type { SessionRecord, SessionStore } from './sessionStore';
 import { credentialsFrom, openFailure } from './sessionView';
 
 export interface SessionOpenerOptions {
-  sessions: Pick<SessionStore, 'insert'>;
+  sessions: Pick<SessionStore, 'insert' | 'countOpen'>;
   orchestrations: SessionOrchestrations;
   grants: Pick<GrantStore, 'isGranted'>;
-  devices: Pick<DeviceRegistry, 'requireRecord'>;
+  /** `presenceOf` (optional in fakes) makes an open to an offline device fail at once. */
+  devices: Pick<DeviceRegistry, 'requireRecord'> & Partial<Pick<DeviceRegistry, 'presenceOf'>>;
   rateLimiter: Pick<RateLimiter, 'enforce'>;
   sealer: Sealer;
-  limits: { openBudgetMs: number; readyTimeoutMs: number; defaultLifetimeMinutes: number; maxLifetimeMinutes: number };
+  limits: {
+    openBudgetMs: number;
+    readyTimeoutMs: number;
+    defaultLifetimeMinutes: number;
+    maxLifetimeMinutes: number;
+    /** Open sessions one principal may hold (0: no cap). */
+    maxPerPrincipal?: number;
+  };
   now?: () => number;
   sleep?: (ms: number) => Promise<void>;
   newId?: () => string;
@@ -56,12 +65,21 @@ export class SessionOpener {
     this.o.rateLimiter.enforce(principal.id);
     // Grants before existence: an operator cannot probe which device ids exist.
     await authorizeSessionOpen(principal, request.deviceId, this.o.grants);
-    await this.o.devices.requireRecord(request.deviceId);
+    const device = await this.o.devices.requireRecord(request.deviceId);
+    // Offline only when its agent reported before and then stopped or went quiet; a device never
+    // seen (an agent that predates heartbeats) still gets its ready timeout.
+    if (this.o.devices.presenceOf?.(device) === 'offline') {
+      throw new DeviceOfflineError(
+        `Device ${request.deviceId} is offline: its agent ${device.agentState === 'stopped' ? 'stopped' : 'has not reported'} since ${device.lastSeenAt}.`,
+        { extensions: { lastSeenAt: device.lastSeenAt } },
+      );
+    }
     const lifetime = request.maxLifetimeMinutes ?? limits.defaultLifetimeMinutes;
     if (lifetime > limits.maxLifetimeMinutes) {
       const message = `may be at most ${limits.maxLifetimeMinutes} here`;
       throw new ValidationError(`maxLifetimeMinutes ${message}.`, [{ path: 'maxLifetimeMinutes', message }]);
     }
+    await this.enforceCap(principal);
     const started = this.now();
     const input: SessionInput = {
       sessionId: this.newId(),
@@ -81,11 +99,30 @@ export class SessionOpener {
       status: 'pending',
       createdAt: input.createdAt,
       expiresAt: input.expiresAt,
+      ...(request.idleMinutes !== undefined ? { idleMinutes: request.idleMinutes } : {}),
     };
     // The record first: a session the orchestration runs is always one the audit knows.
     await this.o.sessions.insert(record);
     await this.o.orchestrations.startNew(input);
     return this.waitForReady(record, started + limits.openBudgetMs);
+  }
+
+  /**
+   * The per-principal cap, counted from the opener index. Checked before the record is written, so
+   * opens racing each other may pass it together: the cap bounds a principal's hold, not exactly.
+   */
+  private async enforceCap(principal: Principal): Promise<void> {
+    const cap = this.o.limits.maxPerPrincipal ?? 0;
+    // Admins are not capped: they may raise the cap anyway, and drills and benchmarks open many.
+    if (cap <= 0 || isAdmin(principal)) return;
+    const open = await this.o.sessions.countOpen(principal.id);
+    if (open >= cap) {
+      throw new TooManySessionsError(
+        `${principal.id} holds ${open} open session(s), the most allowed (${cap}); end one first.`,
+        open,
+        cap,
+      );
+    }
   }
 
   private async waitForReady(record: SessionRecord, deadline: number): Promise<OpenOutcome> {
@@ -97,12 +134,19 @@ export class SessionOpener {
       }
       // Ending, ended or failed before it was ever ready: the open failed, for that reason.
       if (state.status !== 'pending' && state.status !== 'ready') {
-        throw openFailure(state.reason ?? 'error', state.retryAfterSeconds);
+        throw await this.failure(record, state.reason ?? 'error', state.retryAfterSeconds);
       }
       await this.sleep(
         Math.min(POLL_DELAYS_MS[Math.min(poll, POLL_DELAYS_MS.length - 1)], Math.max(0, deadline - this.now())),
       );
     }
     return { status: 'pending', sessionId };
+  }
+
+  /** The open's error; a refusal carries the agent's own reason when the device reported it. */
+  private async failure(record: SessionRecord, reason: EndReason, retryAfterSeconds?: number): Promise<BrokerError> {
+    if (reason !== 'device_refused') return openFailure(reason, retryAfterSeconds);
+    const device = await this.o.devices.requireRecord(record.deviceId).catch(() => undefined);
+    return openFailure(reason, retryAfterSeconds, device && refusalDetail(device, record.sessionId));
   }
 }

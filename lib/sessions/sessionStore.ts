@@ -1,14 +1,18 @@
-// The `sessions` table (PK deviceId, RK sessionId): the audit trail of who opened what, when,
-// on which namespace, and how it ended. It never holds a token or a key. Beside each record, an
-// index row (PK `~session~<sessionId>`) names its device, so a session is found by its id alone
-// (no orchestration history needed). '~' sorts after every device id, so `PartitionKey lt '~'`
-// selects records only.
+// The `sessions` table (PK deviceId, RK sessionId): who opened what, when, on which namespace, how
+// it ended and who ended it, what its client reported (heartbeat, connections, bytes). It never
+// holds a token or a key. Beside each record, index rows: `~session~<sessionId>` names its device,
+// so a session is found by its id alone (no orchestration history needed); `~time~` and
+// `~opener~<principal>` list sessions newest first (RK: inverted creation time), the opener's row
+// also saying whether the session is still open (the per-principal cap counts those). '~' sorts
+// after every device id, so `PartitionKey lt '~'` selects records only. `~live~` holds one row per
+// ready session, so the liveness sweep reads the ready ones without scanning the history.
 import { odata, RestError, TableClient, type TableEntity } from '@azure/data-tables';
 import { z } from 'zod';
 import { ConcurrencyError, SessionExistsError, SessionNotFoundError } from '../errors';
 import {
   decideSessionWrite,
   endReasonSchema,
+  isTerminal,
   sessionStatusSchema,
   type EndReason,
   type SessionStatus,
@@ -28,6 +32,19 @@ export const sessionRecordSchema = z.object({
   readyAt: z.string().optional(),
   endedAt: z.string().optional(),
   expiresAt: z.string(),
+  /** The request's idle limit; absent: the setting's. */
+  idleMinutes: z.number().int().optional(),
+  /** Who ended it: a principal id (DELETE), `system` (client gone, idle), or absent (lifetime, device, failure). */
+  endedBy: z.string().optional(),
+  /** The client's last heartbeat, and the last time it reported a connection open or bytes moving. */
+  clientSeenAt: z.string().optional(),
+  lastActivityAt: z.string().optional(),
+  clientAddress: z.string().optional(),
+  /** As the client last reported: connections carried so far, open now, and bytes each way. */
+  connections: z.number().int().optional(),
+  openConnections: z.number().int().optional(),
+  bytesToDevice: z.number().optional(),
+  bytesFromDevice: z.number().optional(),
 });
 export type SessionRecord = z.infer<typeof sessionRecordSchema>;
 
@@ -52,12 +69,49 @@ function toEntity(r: SessionRecord): TableEntity<Record<string, unknown>> {
 const INDEX_PREFIX = '~session~';
 const INDEX_ROW = '~';
 const indexKey = (sessionId: string) => `${INDEX_PREFIX}${sessionId}`;
+const TIME_INDEX = '~time~';
+/** One row per ready session (from its ready write to its end): the liveness sweep reads these, not the table. */
+const LIVE_INDEX = '~live~';
+// Principal ids may hold characters a PartitionKey may not (/, #, ?): encoded.
+const openerIndex = (openerId: string) => `~opener~${encodeURIComponent(openerId)}`;
+/** Newest first: the key grows as creation time goes back; the id keeps keys unique. */
+const timeKey = (r: Pick<SessionRecord, 'createdAt' | 'sessionId'>) =>
+  `${String(9_999_999_999_999 - Date.parse(r.createdAt)).padStart(13, '0')}_${r.sessionId}`;
+const timeIndexSchema = z.object({ deviceId: z.string(), sessionId: z.string() });
+
+/** What a client reports in its heartbeat. */
+export interface ClientReport {
+  openConnections: number;
+  connections: number;
+  bytesToDevice: number;
+  bytesFromDevice: number;
+}
+
+export interface SessionListFilter {
+  deviceId?: string;
+  status?: SessionStatus;
+  /** Only this principal's sessions (an operator's own listing). */
+  openerId?: string;
+  /** The newest this many (default 1000). */
+  limit?: number;
+}
+
+export interface SessionStoreOptions {
+  /**
+   * Called once a record reaches ended/failed, with the final record (the audit table's session
+   * row). Called again when a retried end finds the record final already: it must be idempotent.
+   */
+  onEnded?: (record: SessionRecord) => Promise<void>;
+}
 const sessionIndexSchema = z.object({ deviceId: z.string(), openerId: z.string() });
 /** Where a session's record lives, and who may see it, from the index row. */
 export type SessionLocation = z.infer<typeof sessionIndexSchema>;
 
 export class SessionStore {
-  constructor(private readonly table: TableClient) {}
+  constructor(
+    private readonly table: TableClient,
+    private readonly options: SessionStoreOptions = {},
+  ) {}
 
   async ensureTable(): Promise<void> {
     await this.table.createTable();
@@ -78,9 +132,13 @@ export class SessionStore {
         throw err;
       }
     };
+    const byTime = { rowKey: timeKey(r), deviceId: r.deviceId, sessionId: r.sessionId };
     await Promise.all([
       create({ partitionKey: indexKey(r.sessionId), rowKey: INDEX_ROW, deviceId: r.deviceId, openerId: r.openerId }),
       create(toEntity(r)),
+      create({ partitionKey: TIME_INDEX, ...byTime }),
+      create({ partitionKey: openerIndex(r.openerId), ...byTime, open: !isTerminal(r.status) }),
+      ...(r.status === 'ready' ? [this.markLive(r)] : []),
     ]);
   }
 
@@ -114,7 +172,9 @@ export class SessionStore {
     deviceId: string,
     sessionId: string,
     status: SessionStatus,
-    fields: Partial<Pick<SessionRecord, 'reason' | 'namespace' | 'namespaceGeneration' | 'readyAt' | 'endedAt'>> = {},
+    fields: Partial<
+      Pick<SessionRecord, 'reason' | 'namespace' | 'namespaceGeneration' | 'readyAt' | 'endedAt' | 'endedBy'>
+    > = {},
   ): Promise<SessionRecord> {
     for (let attempt = 0; attempt < 5; attempt++) {
       let current: SessionRecord & { etag: string };
@@ -126,11 +186,102 @@ export class SessionStore {
         throw err;
       }
       const { etag, ...record } = current;
-      if (decideSessionWrite(record.status, status) === 'skip') return record;
-      const next: SessionRecord = { ...record, ...fields, status };
+      if (decideSessionWrite(record.status, status) === 'skip') {
+        // A retried end: the first run may have failed after its write, before its side effects.
+        if (isTerminal(record.status) && isTerminal(status)) await this.afterEnd(record);
+        return record;
+      }
+      // An end decided by someone (ending) keeps its author through the final write.
+      const next: SessionRecord = {
+        ...record,
+        ...fields,
+        status,
+        ...(record.endedBy ? { endedBy: record.endedBy } : {}),
+      };
       try {
         await this.table.updateEntity(toEntity(next), 'Replace', { etag });
-        return next;
+      } catch (err) {
+        if (err instanceof RestError && err.statusCode === 412) continue;
+        throw err;
+      }
+      if (next.status === 'ready') await this.markLive(next);
+      if (isTerminal(next.status)) await this.afterEnd(next);
+      return next;
+    }
+    throw new ConcurrencyError(`Session ${sessionId} kept changing; try again.`);
+  }
+
+  private async markLive(r: SessionRecord): Promise<void> {
+    await this.table.upsertEntity(
+      { partitionKey: LIVE_INDEX, rowKey: r.sessionId, deviceId: r.deviceId, sessionId: r.sessionId },
+      'Replace',
+    );
+  }
+
+  /** The opener's index row says closed, the live row goes, and the audit hears of the end. All idempotent. */
+  private async afterEnd(record: SessionRecord): Promise<void> {
+    await this.closeOpenerRow(record);
+    await this.dropLive(record.sessionId);
+    await this.options.onEnded?.(record);
+  }
+
+  private async dropLive(sessionId: string): Promise<void> {
+    try {
+      await this.table.deleteEntity(LIVE_INDEX, sessionId);
+    } catch (err) {
+      if (!(err instanceof RestError && err.statusCode === 404)) throw err;
+    }
+  }
+
+  private async closeOpenerRow(r: Pick<SessionRecord, 'openerId' | 'createdAt' | 'sessionId'>): Promise<void> {
+    try {
+      await this.table.updateEntity(
+        { partitionKey: openerIndex(r.openerId), rowKey: timeKey(r), open: false },
+        'Merge',
+      );
+    } catch (err) {
+      // Sessions recorded before the opener index existed have no row: nothing to close.
+      if (!(err instanceof RestError && err.statusCode === 404)) throw err;
+    }
+  }
+
+  /**
+   * Stores a client's heartbeat: when it was seen, from where, what it carries; `lastActivityAt`
+   * moves when a connection is open or a new one was carried since the last report. Returns the
+   * record as it is now (a final one is left unchanged: its client learns it is over).
+   * Second run: the same fields again.
+   */
+  async recordHeartbeat(
+    deviceId: string,
+    sessionId: string,
+    report: ClientReport,
+    at: Date,
+    clientAddress?: string,
+  ): Promise<SessionRecord> {
+    for (let attempt = 0; attempt < 5; attempt++) {
+      let current: SessionRecord & { etag: string };
+      try {
+        current = fromEntity(await this.table.getEntity<Record<string, unknown>>(deviceId, sessionId));
+      } catch (err) {
+        if (err instanceof RestError && err.statusCode === 404)
+          throw new SessionNotFoundError(`Session ${sessionId} is not recorded.`);
+        throw err;
+      }
+      const { etag, ...record } = current;
+      if (isTerminal(record.status)) return record;
+      const active = report.openConnections > 0 || report.connections > (record.connections ?? 0);
+      const fields = {
+        clientSeenAt: at.toISOString(),
+        ...(active ? { lastActivityAt: at.toISOString() } : {}),
+        ...(clientAddress ? { clientAddress } : {}),
+        connections: report.connections,
+        openConnections: report.openConnections,
+        bytesToDevice: report.bytesToDevice,
+        bytesFromDevice: report.bytesFromDevice,
+      };
+      try {
+        await this.table.updateEntity({ partitionKey: deviceId, rowKey: sessionId, ...fields }, 'Merge', { etag });
+        return { ...record, ...fields };
       } catch (err) {
         if (err instanceof RestError && err.statusCode === 412) continue;
         throw err;
@@ -139,22 +290,91 @@ export class SessionStore {
     throw new ConcurrencyError(`Session ${sessionId} kept changing; try again.`);
   }
 
-  async list(filter: { deviceId?: string; status?: SessionStatus; limit?: number } = {}): Promise<SessionRecord[]> {
-    // Records only: index rows sort after them.
-    const clauses: string[] = [odata`PartitionKey lt ${'~'}`];
-    if (filter.deviceId) clauses.push(odata`PartitionKey eq ${filter.deviceId}`);
-    if (filter.status) clauses.push(odata`status eq ${filter.status}`);
-    const limit = filter.limit ?? 1000;
+  /**
+   * How many sessions of `openerId` are open (pending, ready or ending), from its index rows; a row
+   * still marked open whose record is final (its close was lost) is counted out and repaired.
+   */
+  async countOpen(openerId: string): Promise<number> {
+    const rows: Array<z.infer<typeof timeIndexSchema>> = [];
+    const filter = odata`PartitionKey eq ${openerIndex(openerId)} and open eq ${true}`;
+    for await (const e of this.table.listEntities<Record<string, unknown>>({ queryOptions: { filter } })) {
+      rows.push(timeIndexSchema.parse(e));
+    }
+    const records = await Promise.all(rows.map((r) => this.get(r.deviceId, r.sessionId)));
+    let open = 0;
+    for (const r of records) {
+      if (!r) continue;
+      if (isTerminal(r.status)) await this.closeOpenerRow(r);
+      else open++;
+    }
+    return open;
+  }
+
+  /**
+   * Every ready session (the liveness sweep reads their client reports), from the live index: as
+   * many reads as sessions are ready, however long the table's history. A live row whose record
+   * moved on (ending) is skipped; one whose record is final (its removal was lost) is removed.
+   */
+  async listReady(): Promise<SessionRecord[]> {
+    const rows: Array<z.infer<typeof timeIndexSchema>> = [];
+    const filter = odata`PartitionKey eq ${LIVE_INDEX}`;
+    for await (const e of this.table.listEntities<Record<string, unknown>>({ queryOptions: { filter } })) {
+      rows.push(timeIndexSchema.parse(e));
+    }
     const out: SessionRecord[] = [];
+    for (let i = 0; i < rows.length; i += 50) {
+      const records = await Promise.all(rows.slice(i, i + 50).map((r) => this.get(r.deviceId, r.sessionId)));
+      for (const r of records) {
+        if (r?.status === 'ready') out.push(r);
+        else if (r && isTerminal(r.status)) await this.dropLive(r.sessionId);
+      }
+    }
+    return out;
+  }
+
+  /**
+   * The newest `limit` sessions that match, newest first. A device's come from its partition (read
+   * whole, then sorted); otherwise the time index (all, or the opener's) is walked newest first and
+   * each row's record read, until `limit` match. Sessions recorded before the time index existed
+   * appear only in a device's listing.
+   */
+  async list(filter: SessionListFilter = {}): Promise<SessionRecord[]> {
+    const limit = filter.limit ?? 1000;
+    const matches = (r: SessionRecord) =>
+      (!filter.status || r.status === filter.status) && (!filter.openerId || r.openerId === filter.openerId);
+    if (filter.deviceId) {
+      const clauses = [odata`PartitionKey eq ${filter.deviceId}`];
+      if (filter.status) clauses.push(odata`status eq ${filter.status}`);
+      if (filter.openerId) clauses.push(odata`openerId eq ${filter.openerId}`);
+      const all: SessionRecord[] = [];
+      const iter = this.table.listEntities<Record<string, unknown>>({
+        queryOptions: { filter: clauses.join(' and ') },
+      });
+      for await (const e of iter) {
+        const { etag: _e, ...r } = fromEntity(e);
+        all.push(r);
+      }
+      return all.sort((a, b) => b.createdAt.localeCompare(a.createdAt)).slice(0, limit);
+    }
+    const pk = filter.openerId ? openerIndex(filter.openerId) : TIME_INDEX;
+    const out: SessionRecord[] = [];
+    let batch: Array<z.infer<typeof timeIndexSchema>> = [];
+    const drain = async () => {
+      const records = await Promise.all(batch.map((b) => this.get(b.deviceId, b.sessionId)));
+      batch = [];
+      for (const r of records) if (r && matches(r) && out.length < limit) out.push(r);
+    };
     const iter = this.table.listEntities<Record<string, unknown>>({
-      queryOptions: { filter: clauses.join(' and ') },
+      queryOptions: { filter: odata`PartitionKey eq ${pk}` },
     });
     for await (const e of iter) {
-      const { etag: _e, ...r } = fromEntity(e);
-      out.push(r);
+      batch.push(timeIndexSchema.parse(e));
+      // Reads in parallel, in batches no larger than what is still wanted (at least 8).
+      if (batch.length >= Math.min(50, Math.max(8, limit - out.length))) await drain();
       if (out.length >= limit) break;
     }
-    return out.sort((a, b) => b.createdAt.localeCompare(a.createdAt));
+    if (out.length < limit && batch.length) await drain();
+    return out;
   }
 
   /** Every session of a device that has not ended (to end them when the device is deleted), all pages. */

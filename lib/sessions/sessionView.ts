@@ -12,6 +12,7 @@ import {
   SessionNotFoundError,
   type BrokerError,
 } from '../errors';
+import type { CostEstimate } from '../audit/cost';
 import type { Sealer } from '../sealing';
 import type { EndReason, RelayCredentials, SessionStatus } from './session';
 import type { SessionState } from './sessionState';
@@ -29,6 +30,14 @@ export interface SessionView {
   expiresAt: string;
   openedBy?: string;
   namespace?: string;
+  /** Who ended it (a principal id, or `system` for client_gone/idle). */
+  endedBy?: string;
+  /** As its client last reported. */
+  bytesToDevice?: number;
+  bytesFromDevice?: number;
+  clientSeenAt?: string;
+  /** Relay cost so far (or in all, once ended), estimated from its ready time and bytes. */
+  cost?: CostEstimate;
   relay?: RelayCredentials;
 }
 
@@ -81,11 +90,11 @@ export function credentialsFrom(
 }
 
 /** The error an open that failed turns into for its caller. */
-export function openFailure(reason: EndReason, retryAfterSeconds = 30): BrokerError {
+export function openFailure(reason: EndReason, retryAfterSeconds = 30, deviceDetail?: string): BrokerError {
   switch (reason) {
     case 'pool_exhausted':
       return new PoolExhaustedError(
-        'Every relay namespace is in use; the pool is growing. Retry after the indicated delay.',
+        'Every relay namespace is in use (the pool grows up to its cap, POOL_CAP; at the cap only an ending session frees one). Retry after the indicated delay.',
         retryAfterSeconds,
       );
     case 'device_not_ready':
@@ -94,7 +103,14 @@ export function openFailure(reason: EndReason, retryAfterSeconds = 30): BrokerEr
       );
     case 'device_refused':
       return new DeviceRefusedError(
-        'The device refused the session (for example, the port is not in its --allow list).',
+        deviceDetail
+          ? `The device refused the session: ${deviceDetail}.`
+          : 'The device refused the session (for example, the port is not in its --allow list).',
+        deviceDetail ? { extensions: { deviceReason: deviceDetail } } : {},
+      );
+    case 'device_lost':
+      return new SessionFailedError(
+        "The device's agent lost the session (it restarted and could not take it back). Open a new one.",
       );
     case 'device_deleted':
       return new DeviceNotFoundError('The device was deleted while the session opened.');

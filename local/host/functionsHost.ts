@@ -56,6 +56,8 @@ export interface FunctionsHostOptions {
   appDir: string;
   /** 0 picks a free port. */
   port?: number;
+  /** The address to listen on (default 127.0.0.1; local mode's RELAY_BROKER_BIND). */
+  listenHost?: string;
   extensions?: HostExtension[];
   logSink?: LogSink;
   /** Request limits of the front door (frontDoor.ts); each defaults to Azure's or a local choice. */
@@ -102,7 +104,13 @@ export class FunctionsHost implements ExtensionHostApi {
   }
 
   get baseUrl(): string {
-    return `http://127.0.0.1:${this.port}`;
+    return `http://${this.connectHost}:${this.port}`;
+  }
+  /** Where this host is reached from this machine: its listen address, or loopback when it listens on all. */
+  private get connectHost(): string {
+    const h = this.options.listenHost;
+    if (!h || h === '0.0.0.0' || h === '::') return '127.0.0.1';
+    return h.includes(':') ? `[${h}]` : h;
   }
   get apiUrl(): string {
     return `${this.baseUrl}/${this.hostJson.routePrefix}`.replace(/\/$/, '');
@@ -145,12 +153,12 @@ export class FunctionsHost implements ExtensionHostApi {
     applyServerLimits(this.server, this.limits);
     await new Promise<void>((resolve, reject) => {
       this.server!.once('error', reject);
-      this.server!.listen(this.options.port ?? 0, '127.0.0.1', () => resolve());
+      this.server!.listen(this.options.port ?? 0, this.options.listenHost ?? '127.0.0.1', () => resolve());
     });
     this.port = (this.server.address() as AddressInfo).port;
     // As Core Tools does: the app (and the durable client's URL rewriting) sees this host's address.
     this.previousHostname = process.env.WEBSITE_HOSTNAME;
-    process.env.WEBSITE_HOSTNAME = `127.0.0.1:${this.port}`;
+    process.env.WEBSITE_HOSTNAME = `${this.connectHost}:${this.port}`;
 
     loadEntryPoints(resolveEntryPoints(this.appDir));
     await this.runHooks('appStart', { functionAppDirectory: this.appDir });

@@ -18,8 +18,15 @@ export const MAX_LISTENERS_PER_HYBRID_CONNECTION = 25;
 export interface DataPlaneOptions {
   store: IRelayStore;
   tls: { cert: string; key: string };
-  /** The host every namespace is served on and that token audiences must name. */
+  /** The host every namespace is served on and that token audiences must name (the advertised one). */
   host: string;
+  /** The address the data plane listens on (default `host`); `0.0.0.0` lets other machines in. */
+  bindHost?: string;
+  /**
+   * The ports namespaces are served on, one each (default: any free port). A fixed range is what a
+   * user opens in a firewall or forwards from a VM's NAT; a namespace keeps its port across restarts.
+   */
+  ports?: { first: number; last: number };
   /** How long an accept address stays valid (the service says about 30 s). */
   rendezvousTimeoutMs: number;
   /**
@@ -107,7 +114,7 @@ export class NamespaceDataPlane {
     });
   }
 
-  async start(): Promise<number> {
+  async start(port = 0): Promise<number> {
     const server = https.createServer({ cert: this.options.tls.cert, key: this.options.tls.key }, (req, res) => {
       // HTTP request/response mode is not emulated (see README).
       res.writeHead(501, { 'content-type': 'text/plain' }).end('HTTP relay mode is not emulated');
@@ -117,7 +124,7 @@ export class NamespaceDataPlane {
     this.server = server;
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
-      server.listen(0, this.options.host, () => {
+      server.listen(port, this.options.bindHost ?? this.options.host, () => {
         server.off('error', reject);
         resolve();
       });
@@ -497,18 +504,41 @@ export class DataPlaneRegistry {
 
   constructor(private readonly options: DataPlaneOptions) {}
 
-  /** Opens the namespace's host if needed; resolves to its port. Concurrent callers share one start. */
-  ensure(namespaceName: string): Promise<number> {
+  /**
+   * Opens the namespace's host if needed, on `preferredPort` when given (a restart re-opens each
+   * namespace where its endpoint said it was), else on a free port (of `ports` when set); resolves to
+   * its port. Concurrent callers share one start.
+   */
+  ensure(namespaceName: string, preferredPort?: number): Promise<number> {
     const existing = this.hosts.get(key(namespaceName));
     if (existing) return existing.ready;
     const plane = new NamespaceDataPlane(namespaceName, this.options);
-    const ready = plane.start();
+    const ready = preferredPort ? plane.start(preferredPort) : this.startInRange(namespaceName, plane);
     const entry = { plane, ready };
     this.hosts.set(key(namespaceName), entry);
     ready.catch(() => {
       if (this.hosts.get(key(namespaceName)) === entry) this.hosts.delete(key(namespaceName));
     });
     return ready;
+  }
+
+  private async startInRange(namespaceName: string, plane: NamespaceDataPlane): Promise<number> {
+    const range = this.options.ports;
+    if (!range) return plane.start(0);
+    // Ports other namespaces hold or were given (a namespace being re-opened keeps its own).
+    const taken = new Set<number>();
+    for (const [name, entry] of this.hosts) if (name !== key(namespaceName)) taken.add(entry.plane.port);
+    for (const ns of this.options.store.listAllNamespaces?.() ?? [])
+      if (key(ns.name) !== key(namespaceName) && ns.dataPlanePort) taken.add(ns.dataPlanePort);
+    for (let port = range.first; port <= range.last; port++) {
+      if (taken.has(port)) continue;
+      try {
+        return await plane.start(port);
+      } catch (err) {
+        if ((err as { code?: unknown }).code !== 'EADDRINUSE') throw err;
+      }
+    }
+    throw new Error(`no free port left in ${range.first}-${range.last} for namespace ${namespaceName}`);
   }
 
   listenerCount(namespaceName: string, hybridConnection: string): number {

@@ -8,6 +8,7 @@ import https from 'node:https';
 import { resolveArmRoute, type ResolvedRoute } from './arm/armRouter';
 import { API_VERSIONS, ArmError, type ArmContext, type ArmRequest, type ArmResponse } from './arm/armTypes';
 import { generateTlsIdentity, type TlsIdentity } from './certificate';
+export { generateTlsIdentity, loadOrCreateTlsIdentity, type TlsIdentity } from './certificate';
 import { DataPlaneRegistry } from './dataPlane';
 import { FaultInjector, type ArmOperation, type FaultSpec } from './faults';
 import { InMemoryRelayStore, type IRelayStore } from './store';
@@ -23,7 +24,7 @@ import { ArmThrottle, type RequestKind, type ThrottlingOptions } from './armThro
 
 export { FaultInjector } from './faults';
 export type { ActiveFault, ArmOperation, FaultKind, FaultSpec } from './faults';
-export { InMemoryRelayStore } from './store';
+export { FileRelayStore, InMemoryRelayStore } from './store';
 export type { IRelayStore } from './store';
 export { CLOSE_ENTITY_DELETED, CLOSE_POLICY_VIOLATION, MAX_LISTENERS_PER_HYBRID_CONNECTION } from './dataPlane';
 export { BUILT_IN_ROLES, DEFAULT_ROLE_ASSIGNMENTS, LOCAL_APP_PRINCIPAL } from './armAuthorization';
@@ -81,8 +82,16 @@ export interface RelayEmulatorOptions {
   port?: number;
   /** How long an accept address stays valid (default 30000). */
   rendezvousTimeoutMs?: number;
-  /** A store other than the in-memory one. */
+  /** A store other than the in-memory one (`npm start`: a `FileRelayStore` in its state folder). */
   store?: IRelayStore;
+  /** The TLS identity both faces serve (default: a new one naming 127.0.0.1, localhost and `publicHost`). */
+  tls?: TlsIdentity;
+  /** The host name or address namespaces' endpoints name and token audiences must name (default 127.0.0.1). */
+  publicHost?: string;
+  /** Where the data plane listens (default 127.0.0.1; `0.0.0.0` for devices on other machines). ARM stays on loopback. */
+  dataPlaneBind?: string;
+  /** The ports namespaces' data planes are served on, one each (default: any free port). */
+  dataPlanePorts?: { first: number; last: number };
 }
 
 export interface RelayEmulatorStats {
@@ -157,6 +166,33 @@ export class RelayEmulator {
     return `https://${HOST}:${this.port}`;
   }
 
+  /** The host name namespaces' endpoints and token audiences name. */
+  get publicHost(): string {
+    return this.options.publicHost ?? HOST;
+  }
+
+  /**
+   * A kept store (`FileRelayStore`) comes back with namespaces: re-open each one's data plane on the
+   * port its endpoint names (the pool table and issued tokens hold that endpoint), and finish the
+   * deletions that were under way when the emulator stopped.
+   */
+  private async reopenKeptNamespaces(): Promise<void> {
+    const now = Date.now();
+    for (const ns of this.store.listAllNamespaces?.() ?? []) {
+      if (ns.deletingSince) {
+        const leftMs = ns.deletingSince.getTime() + this.deleteDelayMs - now;
+        const finish = () => {
+          if (this.store.getNamespace(ns.name)?.deletingSince) this.store.deleteNamespace(ns.name);
+        };
+        if (leftMs <= 0) finish();
+        else this.context().schedule(leftMs, finish);
+        continue;
+      }
+      const port = await this.dataPlane!.ensure(ns.name, ns.dataPlanePort || undefined);
+      if (port !== ns.dataPlanePort) this.store.putNamespace({ ...ns, dataPlanePort: port });
+    }
+  }
+
   /** The PEM of the self-signed certificate both faces serve; trust it as a CA. */
   get caCertPem(): string {
     this.requireRunning();
@@ -167,11 +203,14 @@ export class RelayEmulator {
     if (this.status !== 'closed') throw new Error(`Cannot start the relay emulator in status ${this.status}`);
     this.status = 'starting';
     try {
-      this.tls = await generateTlsIdentity();
+      this.tls =
+        this.options.tls ?? (await generateTlsIdentity(this.options.publicHost ? [this.options.publicHost] : []));
       this.dataPlane = new DataPlaneRegistry({
         store: this.store,
         tls: this.tls,
-        host: HOST,
+        host: this.publicHost,
+        bindHost: this.options.dataPlaneBind ?? HOST,
+        ports: this.options.dataPlanePorts,
         rendezvousTimeoutMs: this.options.rendezvousTimeoutMs ?? 30_000,
         idleTimeoutMs: this.options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS,
         autoPong: this.options.autoPong ?? false,
@@ -194,9 +233,13 @@ export class RelayEmulator {
       const address = server.address();
       this.port = typeof address === 'object' && address ? address.port : 0;
       this.server = server;
+      await this.reopenKeptNamespaces();
       this.status = 'running';
       return this;
     } catch (err) {
+      await this.dataPlane?.closeAll();
+      this.server?.close();
+      this.server = undefined;
       this.status = 'closed';
       throw err;
     }
@@ -245,7 +288,7 @@ export class RelayEmulator {
       deleteDelayMs: this.deleteDelayMs,
       quotaPerSubscription: this.quotaPerSubscription,
       armBaseUrl: () => `https://${HOST}:${this.port}`,
-      dataPlaneHost: HOST,
+      dataPlaneHost: this.publicHost,
       now: () => new Date(),
       schedule: (ms, fn) => {
         const timer = setTimeout(() => {

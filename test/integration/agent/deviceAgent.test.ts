@@ -1,6 +1,7 @@
 // The device agent against Azurite (its queue) and the relay emulator, without the control plane:
 // session.open messages are put on the queue by the test, ready posts land on a fake readyUrl.
 import assert from 'node:assert/strict';
+import net from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { DeviceAgent } from '../../../agent/deviceAgent';
@@ -58,12 +59,19 @@ describe('relay-broker agent (DeviceAgent) on Azurite and the relay emulator', (
     stream.end();
   };
 
+  /** An allowed port nothing listens on (a target service that is down). */
+  let closedPort = 0;
+
   before(async () => {
     env = await startAgentTestEnv();
     enrollment = await createDevice(env);
+    const probe = net.createServer();
+    await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
+    closedPort = (probe.address() as net.AddressInfo).port;
+    await new Promise<void>((resolve) => probe.close(() => resolve()));
     agent = new DeviceAgent({
       enrollment,
-      allowPorts: new Set([env.echoPort, 22]),
+      allowPorts: new Set([env.echoPort, 22, closedPort]),
       pollIntervalMs: 100,
       relayCa: env.emulator.caCertPem,
       listenerOptions: { reconnectInitialDelayMs: 50, reconnectMaxDelayMs: 200 },
@@ -103,6 +111,20 @@ describe('relay-broker agent (DeviceAgent) on Azurite and the relay emulator', (
     );
     assert.ok(logged('listener.online', s.message.sessionId));
     assert.ok(logged('session.ready', s.message.sessionId));
+  });
+
+  it('answers a connection to a target that refuses with 502 and the cause, so the client can print it', async () => {
+    const s = await prepareSession(env, enrollment.deviceId, { port: closedPort });
+    await sendToDevice(env, enrollment.deviceId, encode(s.message));
+    await waitFor('the ready post', () => env.posts.find((p) => p.sessionId === s.message.sessionId));
+    await assert.rejects(
+      send(s),
+      (err: unknown) =>
+        err instanceof RelayHandshakeError &&
+        err.statusCode === 502 &&
+        /refused the connection \(ECONNREFUSED\)/.test(err.message),
+    );
+    assert.ok(logged('connection.failed', s.message.sessionId));
   });
 
   it('refuses a port not in --allow through readyUrl with status refused, and opens no listener', async () => {

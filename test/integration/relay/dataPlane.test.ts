@@ -113,6 +113,22 @@ describe('Hybrid Connections data plane (our client)', () => {
     await listener.close({ dropConnections: true });
   });
 
+  it('thousands of small writes queued in one tick arrive intact and in order, then the end', async () => {
+    const keys = await keysOf(a);
+    const listener = listen(a, token(keys, 'listen'));
+    echoOn(listener);
+    await listener.start();
+    const sender = await connect(a, token(keys, 'send'));
+    // Written before the socket can drain, so the stream hands them over in batches (writev).
+    const chunks = Array.from({ length: 3000 }, (_, i) => randomBytes(1 + (i % 997)));
+    const payload = Buffer.concat(chunks);
+    const echoed = readBytes(sender, payload.length);
+    for (const c of chunks) sender.write(c);
+    assert.equal(sha(await echoed), sha(payload));
+    sender.end();
+    await listener.close({ dropConnections: true });
+  });
+
   it('a Send token cannot listen and a Listen token cannot send', async () => {
     const keys = await keysOf(a);
     const wrongListener = listen(a, token(keys, 'send'));

@@ -4,18 +4,18 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { TableClient } from '@azure/data-tables';
 import { startAzurite, type Azurite } from '../../../local/azurite';
-import { SessionStore, type SessionRecord } from '../../../lib/sessions/sessionStore';
+import { SessionStore, type SessionRecord, type SessionStoreOptions } from '../../../lib/sessions/sessionStore';
 
 let azurite: Azurite;
 let tableSeq = 0;
 
-async function freshStore(): Promise<SessionStore> {
+async function freshStore(options: SessionStoreOptions = {}): Promise<SessionStore> {
   const table = TableClient.fromConnectionString(
     azurite.connectionString,
     `sessions${Date.now().toString(36)}${tableSeq++}`,
     { allowInsecureConnection: true },
   );
-  const store = new SessionStore(table);
+  const store = new SessionStore(table, options);
   await store.ensureTable();
   return store;
 }
@@ -82,5 +82,106 @@ describe('SessionStore (Azurite)', () => {
     assert.equal(ended.status, 'ended');
     assert.equal((await store.transition('plc-1', A, 'failed', { reason: 'error' })).status, 'ended');
     assert.equal((await store.get('plc-1', A))?.readyAt, undefined);
+  });
+
+  const at = (minute: number) => new Date(Date.parse('2026-11-25T10:00:00.000Z') + minute * 60_000).toISOString();
+  const uuid = (n: number) => `6f1c2d1e-8a55-4a55-9d55-${String(n).padStart(12, '0')}`;
+
+  it('lists the newest N, not the first N keys: across devices, and for one opener', async () => {
+    const store = await freshStore();
+    // Ids and devices in an order unlike creation time, so key order and time order differ.
+    const made = [5, 1, 4, 2, 3, 7, 6].map((n) => ({
+      ...record(uuid(100 - n), `plc-${n % 3}`),
+      openerId: n % 2 ? 'alice@contoso.com' : 'bob/x',
+      createdAt: at(n),
+    }));
+    for (const r of made) await store.insert(r);
+    const newest = await store.list({ limit: 3 });
+    assert.deepEqual(
+      newest.map((r) => r.createdAt),
+      [at(7), at(6), at(5)],
+    );
+    const alice = await store.list({ openerId: 'alice@contoso.com', limit: 2 });
+    assert.deepEqual(
+      alice.map((r) => r.createdAt),
+      [at(7), at(5)],
+    );
+    assert.deepEqual(
+      (await store.list({ openerId: 'bob/x' })).map((r) => r.createdAt),
+      [at(6), at(4), at(2)],
+    );
+    // One device's, newest first after reading its whole partition.
+    assert.deepEqual(
+      (await store.list({ deviceId: 'plc-1', limit: 2 })).map((r) => r.createdAt),
+      [at(7), at(4)],
+    );
+    await store.transition('plc-1', uuid(93), 'failed', { reason: 'error' });
+    assert.deepEqual(
+      (await store.list({ status: 'pending', limit: 1 })).map((r) => r.createdAt),
+      [at(6)],
+    );
+  });
+
+  it('counts a principal’s open sessions, and an end closes its place', async () => {
+    const ended: SessionRecord[] = [];
+    const store = await freshStore({ onEnded: (r) => Promise.resolve(void ended.push(r)) });
+    for (const n of [1, 2, 3]) await store.insert({ ...record(uuid(n)), createdAt: at(n) });
+    await store.insert({ ...record(uuid(4)), openerId: 'bob', createdAt: at(4) });
+    assert.equal(await store.countOpen('alice'), 3);
+    await store.transition('plc-1', uuid(1), 'ending', { reason: 'requested', endedBy: 'root' });
+    assert.equal(await store.countOpen('alice'), 3, 'ending still holds its namespace');
+    await store.transition('plc-1', uuid(1), 'ended', { reason: 'requested', endedAt: at(9) });
+    assert.equal(await store.countOpen('alice'), 2);
+    assert.equal(ended.length, 1);
+    assert.equal(ended[0].endedBy, 'root', 'who ended it survives the final write');
+    // A retried end finds the record final, and tells the hook again (it is idempotent).
+    await store.transition('plc-1', uuid(1), 'ended', { reason: 'requested', endedAt: at(9) });
+    assert.equal(ended.length, 2);
+    assert.equal(await store.countOpen('bob'), 1);
+  });
+
+  it('lists the ready sessions from the live index: in at ready, out at the end', async () => {
+    const store = await freshStore();
+    await store.insert(record(A));
+    await store.insert(record(B, 'plc-2'));
+    assert.deepEqual(await store.listReady(), []);
+    await store.transition('plc-1', A, 'ready', { readyAt: at(1) });
+    await store.transition('plc-2', B, 'ready', { readyAt: at(1) });
+    assert.deepEqual((await store.listReady()).map((r) => r.sessionId).sort(), [A, B]);
+    await store.transition('plc-1', A, 'ending', { reason: 'idle', endedBy: 'system' });
+    assert.deepEqual(
+      (await store.listReady()).map((r) => r.sessionId),
+      [B],
+      'an ending session is not judged again',
+    );
+    await store.transition('plc-1', A, 'ended', { reason: 'idle', endedAt: at(2) });
+    await store.transition('plc-2', B, 'failed', { reason: 'error', endedAt: at(2) });
+    assert.deepEqual(await store.listReady(), []);
+  });
+
+  it('stores heartbeats: seen, activity only with a connection, bytes; a final record is left alone', async () => {
+    const store = await freshStore();
+    await store.insert({ ...record(A), status: 'ready' as const, readyAt: at(0) });
+    const report = { openConnections: 0, connections: 0, bytesToDevice: 0, bytesFromDevice: 0 };
+    let r = await store.recordHeartbeat('plc-1', A, report, new Date(at(1)), '198.51.100.4');
+    assert.equal(r.clientSeenAt, at(1));
+    assert.equal(r.lastActivityAt, undefined);
+    r = await store.recordHeartbeat('plc-1', A, { ...report, connections: 1, bytesToDevice: 10 }, new Date(at(2)));
+    assert.equal(r.lastActivityAt, at(2), 'a connection carried since the last beat is activity');
+    r = await store.recordHeartbeat('plc-1', A, { ...report, connections: 1, bytesToDevice: 10 }, new Date(at(3)));
+    assert.equal(r.lastActivityAt, at(2), 'none open and none new: no activity');
+    const read = await store.get('plc-1', A);
+    assert.equal(read?.clientSeenAt, at(3));
+    assert.equal(read?.clientAddress, '198.51.100.4');
+    assert.equal(read?.bytesToDevice, 10);
+    assert.deepEqual(
+      (await store.listReady()).map((x) => x.sessionId),
+      [A],
+    );
+    await store.transition('plc-1', A, 'ended', { reason: 'idle', endedAt: at(4) });
+    r = await store.recordHeartbeat('plc-1', A, { ...report, connections: 9 }, new Date(at(5)));
+    assert.equal(r.status, 'ended');
+    assert.equal((await store.get('plc-1', A))?.connections, 1);
+    assert.deepEqual(await store.listReady(), []);
   });
 });

@@ -1,11 +1,13 @@
 // The docs a newcomer follows hold: every relative link and every repository path they quote exists,
 // no doc points outside the repository (a machine path, the steering folder), and every setting the
-// code reads is in docs/settings.md.
+// code reads is in docs/settings.md; every fenced block of README.md and docs/*.md is marked (a shell
+// block runs in test/e2e/docsRun.test.ts unless it says `azure` or `norun`, with the reason).
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { SETTINGS } from '../../../lib/config';
+import { fencesOf, markingProblem } from './fences';
 
 const ROOT = path.resolve(__dirname, '..', '..', '..', '..');
 const SKIP_DIRS = new Set(['node_modules', 'dist', '.git', '.relay-broker', 'bin', 'obj']);
@@ -101,6 +103,25 @@ describe('docs', () => {
         if (pattern.test(md)) outside.push(`${rel(file)}: ${pattern.source}`);
     }
     assert.deepEqual(outside, []);
+  });
+
+  it('every fenced block in README.md and docs/*.md names its language; shell blocks say whether they run', (t) => {
+    const problems: string[] = [];
+    const counts = { run: 0, azure: 0, norun: 0, other: 0 };
+    for (const [file, md] of text) {
+      const name = rel(file);
+      if (name !== 'README.md' && !/^docs\/[^/]+\.md$/.test(name)) continue;
+      for (const fence of fencesOf(md)) {
+        const problem = markingProblem(fence);
+        if (problem) problems.push(`${name}:${fence.line}: ${problem}`);
+        counts[fence.shell ?? 'other']++;
+      }
+    }
+    t.diagnostic(
+      `fenced blocks: ${counts.run} sh (run by test/e2e/docsRun.test.ts), ${counts.azure} sh azure, ${counts.norun} sh norun, ${counts.other} other`,
+    );
+    assert.deepEqual(problems, []);
+    assert.ok(counts.run > 0, 'some shell blocks run');
   });
 
   it('docs/settings.md lists every setting the server reads', () => {

@@ -3,7 +3,7 @@
 import { SessionExistsError, SessionNotFoundError } from '../../../lib/errors';
 import type { InstanceState, SessionOrchestrations } from '../../../lib/sessions/orchestrations';
 import { decideSessionWrite, type SessionInput, type SessionStatus } from '../../../lib/sessions/session';
-import type { SessionLocation, SessionRecord, SessionStore } from '../../../lib/sessions/sessionStore';
+import type { ClientReport, SessionLocation, SessionRecord, SessionStore } from '../../../lib/sessions/sessionStore';
 
 /** A pending session of alice's on plc-1, as the opener records it. */
 export const SAMPLE_RECORD: Readonly<SessionRecord> = Object.freeze({
@@ -57,7 +57,10 @@ export class FakeOrchestrations implements SessionOrchestrations {
   }
 }
 
-type StoreSurface = Pick<SessionStore, 'insert' | 'locate' | 'get' | 'list' | 'listOpen' | 'transition'>;
+type StoreSurface = Pick<
+  SessionStore,
+  'insert' | 'locate' | 'get' | 'list' | 'listOpen' | 'transition' | 'countOpen' | 'recordHeartbeat' | 'listReady'
+>;
 
 /** The sessions table's contract (record + index row, guarded transitions) in a Map. */
 export class MemorySessionStore implements StoreSurface {
@@ -80,14 +83,53 @@ export class MemorySessionStore implements StoreSurface {
     return Promise.resolve(r && r.deviceId === deviceId ? { ...r } : undefined);
   }
 
-  list(filter: { deviceId?: string; status?: SessionStatus; limit?: number } = {}): Promise<SessionRecord[]> {
+  list(
+    filter: { deviceId?: string; status?: SessionStatus; openerId?: string; limit?: number } = {},
+  ): Promise<SessionRecord[]> {
     return Promise.resolve(
       [...this.records.values()]
         .filter(
-          (r) => (!filter.deviceId || r.deviceId === filter.deviceId) && (!filter.status || r.status === filter.status),
+          (r) =>
+            (!filter.deviceId || r.deviceId === filter.deviceId) &&
+            (!filter.status || r.status === filter.status) &&
+            (!filter.openerId || r.openerId === filter.openerId),
         )
+        .sort((a, b) => b.createdAt.localeCompare(a.createdAt))
         .slice(0, filter.limit ?? 1000),
     );
+  }
+
+  countOpen(openerId: string): Promise<number> {
+    return Promise.resolve(
+      [...this.records.values()].filter((r) => r.openerId === openerId && r.status !== 'ended' && r.status !== 'failed')
+        .length,
+    );
+  }
+
+  listReady(): Promise<SessionRecord[]> {
+    return Promise.resolve([...this.records.values()].filter((r) => r.status === 'ready').map((r) => ({ ...r })));
+  }
+
+  recordHeartbeat(
+    deviceId: string,
+    sessionId: string,
+    report: ClientReport,
+    at: Date,
+    clientAddress?: string,
+  ): Promise<SessionRecord> {
+    const r = this.records.get(sessionId);
+    if (!r || r.deviceId !== deviceId) throw new SessionNotFoundError(`Session ${sessionId} is not recorded.`);
+    if (r.status === 'ended' || r.status === 'failed') return Promise.resolve({ ...r });
+    const active = report.openConnections > 0 || report.connections > (r.connections ?? 0);
+    const next: SessionRecord = {
+      ...r,
+      ...report,
+      clientSeenAt: at.toISOString(),
+      ...(active ? { lastActivityAt: at.toISOString() } : {}),
+      ...(clientAddress ? { clientAddress } : {}),
+    };
+    this.records.set(sessionId, next);
+    return Promise.resolve({ ...next });
   }
 
   listOpen(deviceId: string): Promise<SessionRecord[]> {

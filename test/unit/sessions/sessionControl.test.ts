@@ -80,7 +80,13 @@ describe('SessionControl', () => {
   it('ends a ready session: the event to its orchestration, the record ending until the recycle is done', async () => {
     const t = await setup({ ...record, status: 'ready' });
     t.orchestrations.set(ID, { customStatus: t.ready });
-    assert.deepEqual(await t.control.end(alice, ID), { sessionId: ID, status: 'ending' });
+    assert.deepEqual(await t.control.end(alice, ID), {
+      sessionId: ID,
+      status: 'ending',
+      reason: 'requested',
+      changed: true,
+    });
+    assert.equal(t.sessions.records.get(ID)?.endedBy, 'alice', 'the record says who ended it');
     assert.deepEqual(t.orchestrations.raised, [
       { sessionId: ID, eventName: SESSION_EVENTS.endSession, data: { reason: 'requested', by: 'alice' } },
     ]);
@@ -93,17 +99,32 @@ describe('SessionControl', () => {
 
   it('answers the end a session already has, and signals nothing', async () => {
     const t = await setup({ ...record, status: 'failed', reason: 'device_not_ready' });
-    assert.deepEqual(await t.control.end(admin, ID), { sessionId: ID, status: 'failed' });
+    assert.deepEqual(await t.control.end(admin, ID), {
+      sessionId: ID,
+      status: 'failed',
+      reason: 'device_not_ready',
+      changed: false,
+    });
     const u = await setup();
     u.orchestrations.set(ID, { runtimeStatus: 'Completed', customStatus: { status: 'ended', reason: 'lifetime' } });
-    assert.deepEqual(await u.control.end(admin, ID), { sessionId: ID, status: 'ended' });
+    assert.deepEqual(await u.control.end(admin, ID), {
+      sessionId: ID,
+      status: 'ended',
+      reason: 'lifetime',
+      changed: false,
+    });
     assert.equal(t.orchestrations.raised.length + u.orchestrations.raised.length, 0);
   });
 
   it('leaves a session already ending for another reason as it is', async () => {
     const t = await setup({ ...record, status: 'ready' });
     t.orchestrations.set(ID, { customStatus: { status: 'ending', reason: 'lifetime' } });
-    assert.deepEqual(await t.control.end(alice, ID), { sessionId: ID, status: 'ending' });
+    assert.deepEqual(await t.control.end(alice, ID), {
+      sessionId: ID,
+      status: 'ending',
+      reason: 'lifetime',
+      changed: false,
+    });
     assert.equal(t.orchestrations.raised.length, 0);
     assert.equal(t.sessions.records.get(ID)?.status, 'ready', 'the orchestration records the end with its reason');
     assert.equal((await t.control.get(alice, ID)).reason, 'lifetime');
@@ -116,7 +137,12 @@ describe('SessionControl', () => {
       t.orchestrations.set(ID, { runtimeStatus: 'Completed', customStatus: { status: 'ended', reason: 'lifetime' } });
       return Promise.resolve(false);
     };
-    assert.deepEqual(await t.control.end(alice, ID), { sessionId: ID, status: 'ended' });
+    assert.deepEqual(await t.control.end(alice, ID), {
+      sessionId: ID,
+      status: 'ended',
+      reason: 'lifetime',
+      changed: false,
+    });
     assert.equal(t.sessions.records.get(ID)?.status, 'ready', 'no ending written for an end it did not cause');
   });
 
