@@ -51,17 +51,20 @@ export const deletePoolNamespaceActivity = df.app.activity('poolDeleteNamespace'
 
 /** Compares ARM with the table and repairs. Second run: lists again, repairs what is still off. */
 export const reconcilePoolActivity = df.app.activity('poolReconcile', {
-  handler: async (input: unknown) => {
+  handler: async (input: unknown, ctx) => {
     const { now } = z.object({ now: isoTime }).parse(input);
     const s = getServices();
     await s.ready(); // the plan may have failed before it created the tables
-    return s.poolMaintenance.reconcile(new Date(now));
+    const outcome = await s.poolMaintenance.reconcile(new Date(now));
+    // Never silent: a 403 on a list or a failed repair is a warning here, besides the run record.
+    for (const e of outcome.errors) ctx.warn(`pool reconcile: ${e}`);
+    return outcome;
   },
 });
 
 /** Stores the run record. Second run: the same record again (a later run's is kept). */
 export const recordPoolRunActivity = df.app.activity('poolRecordRun', {
-  handler: async (input: unknown) => {
+  handler: async (input: unknown, ctx) => {
     const summary = z
       .object({
         runId: z.string().min(1),
@@ -84,6 +87,10 @@ export const recordPoolRunActivity = df.app.activity('poolRecordRun', {
     const s = getServices();
     await s.ready();
     const record = await s.poolMaintenance.recordRun(summary);
+    if (record.errors.length > 0)
+      ctx.warn(
+        `pool maintenance run ${record.runId} ${record.outcome}: ${record.errors.length} error(s), first: ${record.errors[0]}`,
+      );
     return { outcome: record.outcome, durationMs: record.durationMs };
   },
 });

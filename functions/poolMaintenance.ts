@@ -28,6 +28,8 @@ import {
 import { describeError } from '../lib/errors';
 import { getServices } from './shared/services';
 import { durableRetry, statusOrUndefined } from './shared/durable';
+import { sessionOrchestrations } from './shared/sessionOrchestrations';
+import { SessionSweep } from '../lib/sessions/sessionSweep';
 
 export const POOL_MAINTENANCE_TIMER = 'poolMaintenanceTimer';
 
@@ -164,6 +166,7 @@ async function runtimeStatusOf(client: df.DurableClient, instanceId: string): Pr
 async function startMaintenance(_timer: Timer, ctx: InvocationContext): Promise<void> {
   const client = df.getClient(ctx);
   const pool = getServices().config.pool.name;
+  await sweepSessions(client, ctx, pool);
   const instanceId = poolMaintenanceInstanceId(pool);
   const status = await runtimeStatusOf(client, instanceId);
   if (status && ACTIVE.has(status)) {
@@ -177,6 +180,30 @@ async function startMaintenance(_timer: Timer, ctx: InvocationContext): Promise<
   } catch (err) {
     // Another instance of the app won the race for this tick.
     ctx.warn(`pool ${pool} maintenance: could not start ${instanceId}: ${firstLine(err)}`);
+  }
+}
+
+/**
+ * Ends what no orchestration will end any more (lib/sessions/sessionSweep.ts): here, beside the
+ * durable client it asks about each session. Its failures are warnings; the next tick tries again.
+ */
+async function sweepSessions(client: df.DurableClient, ctx: InvocationContext, pool: string): Promise<void> {
+  const s = getServices();
+  try {
+    await s.ready();
+    const outcome = await new SessionSweep({
+      namespaces: s.namespaces,
+      sessions: s.sessionStore,
+      service: s.sessionService,
+      orchestrations: sessionOrchestrations(() => client),
+    }).run();
+    if (outcome.leasesEnded + outcome.recordsClosed > 0)
+      ctx.warn(
+        `pool ${pool} sweep: ${outcome.leasesEnded} lease(s) of sessions no longer running recycled, ${outcome.recordsClosed} abandoned record(s) closed`,
+      );
+    for (const e of outcome.errors) ctx.warn(`pool ${pool} sweep: ${e}`);
+  } catch (err) {
+    ctx.warn(`pool ${pool} sweep failed: ${firstLine(err)}`);
   }
 }
 

@@ -33,13 +33,38 @@ export const closeOnDeviceActivity = df.app.activity('closeOnDevice', {
   },
 });
 
-export const recycleSessionNamespaceActivity = df.app.activity('recycleSessionNamespace', {
+const namespaceRef = z.object({
+  sessionId: z.string(),
+  namespace: z.string().optional(),
+  generation: z.number().int().optional(),
+});
+
+/** Recycle step 1: the hybrid connection deleted (tokens dead). Second run: see SessionService.endRelay. */
+export const endSessionRelayActivity = df.app.activity('endSessionRelay', {
   handler: async (input: unknown, ctx) => {
-    const parsed = z
-      .object({ sessionId: z.string(), namespace: z.string().optional(), generation: z.number().int().optional() })
-      .parse(input);
-    const outcome = await getServices().sessionService.recycle(parsed);
-    ctx.info(`recycle of the namespace of session ${parsed.sessionId}: ${outcome}`);
+    const parsed = namespaceRef.parse(input);
+    const outcome = await getServices().sessionService.endRelay(parsed);
+    ctx.info(`hybrid connection of session ${parsed.sessionId}: ${outcome}`);
+    return outcome;
+  },
+});
+
+/** The kill switch when step 1 keeps failing. Second run: see SessionService.killRelayKeys. */
+export const killSessionRelayKeysActivity = df.app.activity('killSessionRelayKeys', {
+  handler: async (input: unknown, ctx) => {
+    const parsed = namespaceRef.parse(input);
+    const killed = await getServices().sessionService.killRelayKeys(parsed);
+    if (killed) ctx.warn(`session ${parsed.sessionId}: hybrid connection not deleted yet, its rules' keys regenerated`);
+    return killed;
+  },
+});
+
+/** Recycle step 2: the next generation prepared. Second run: see SessionService.prepareNext. */
+export const prepareNextGenerationActivity = df.app.activity('prepareNextGeneration', {
+  handler: async (input: unknown, ctx) => {
+    const parsed = namespaceRef.parse(input);
+    const outcome = await getServices().sessionService.prepareNext(parsed);
+    ctx.info(`next generation of the namespace of session ${parsed.sessionId}: ${outcome}`);
     return outcome;
   },
 });

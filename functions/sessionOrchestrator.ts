@@ -1,6 +1,7 @@
 // The session orchestration: open (lease, mint, notify) → wait for the device or the ready
 // timeout → ready (credentials in the custom status, sealed) → wait for the end or the lifetime
-// → recycle the namespace and record the end. Deterministic: time from the context, ids in the input.
+// → delete the hybrid connection (only then `ended`) and record the end → prepare the namespace's
+// next generation. Deterministic: time from the context, ids in the input.
 import * as df from 'durable-functions';
 import type { OrchestrationContext, OrchestrationHandler } from 'durable-functions';
 import {
@@ -17,14 +18,24 @@ import {
   closeOnDeviceActivity,
   markSessionReadyActivity,
   openSessionActivity,
+  endSessionRelayActivity,
+  killSessionRelayKeysActivity,
+  prepareNextGenerationActivity,
   recordSessionEndActivity,
-  recycleSessionNamespaceActivity,
 } from './sessionActivities';
 import { durableRetry } from './shared/durable';
 
 export const SESSION_ORCHESTRATOR = 'sessionOrchestrator';
 
 const recycleRetry = durableRetry({ baseMs: 2000, maxAttempts: 4 });
+
+/**
+ * When the hybrid connection's delete still fails after `recycleRetry`, the session stays `ending`
+ * and the orchestration asks again every END_RETRY_SECONDS, END_ROUNDS times at most (~30 min);
+ * after that maintenance keeps retrying the `recycling` row and the session stays `ending`.
+ */
+const END_RETRY_SECONDS = 15;
+const END_ROUNDS = 120;
 
 /** Audit-record writes: a storage blip must neither fail the orchestration nor skip the recycle. */
 const recordRetry = durableRetry({ baseMs: 1000, maxAttempts: 5 });
@@ -125,20 +136,45 @@ export const sessionOrchestrator: OrchestrationHandler = function* (context: Orc
   const finalReason: EndReason = reason ?? 'error';
   status({ status: 'ending', reason: finalReason });
   log(`ending: ${finalReason}`);
-  // Recycle first: deleting the hybrid connection is what drops live connections.
-  try {
-    yield recycleSessionNamespaceActivity({
-      sessionId: input.sessionId,
-      ...(opened?.ok ? { namespace: opened.namespace, generation: opened.generation } : {}),
-    }).withRetry(recycleRetry);
-  } catch (err) {
-    // The namespace stays in recycling (or quarantined): pool maintenance retries it.
-    log(`recycle failed: ${firstLine(err)}`);
+  // Step 1 of the recycle, the only one on the critical path: deleting the hybrid connection is
+  // what drops live connections and kills every token. Until it succeeds the session is `ending`.
+  const ref = {
+    sessionId: input.sessionId,
+    ...(opened?.ok ? { namespace: opened.namespace, generation: opened.generation } : {}),
+  };
+  let deleted = false;
+  let keysKilled = false;
+  for (let round = 0; round < END_ROUNDS; round++) {
+    try {
+      const outcome = (yield endSessionRelayActivity(ref).withRetry(recycleRetry)) as string;
+      if (outcome === 'deleted') {
+        deleted = true;
+        break;
+      }
+      log(`hybrid connection not deleted yet (${outcome})`);
+    } catch (err) {
+      log(`hybrid connection delete failed: ${firstLine(err)}`);
+      if (!keysKilled) {
+        // What can be killed is killed: no new connection opens with the session's tokens.
+        try {
+          keysKilled = (yield killSessionRelayKeysActivity(ref).withRetry(recycleRetry)) as boolean;
+        } catch (killErr) {
+          log(`could not regenerate the rules' keys: ${firstLine(killErr)}`);
+        }
+      }
+    }
+    yield context.df.createTimer(new Date(context.df.currentUtcDateTime.getTime() + END_RETRY_SECONDS * 1000));
   }
   try {
     yield closeOnDeviceActivity({ deviceId: input.deviceId, sessionId: input.sessionId, reason: finalReason });
   } catch {
-    log('could not tell the device to close (its listener was dropped by the recycle anyway)');
+    log('could not tell the device to close (its listener is dropped with the hybrid connection anyway)');
+  }
+  if (!deleted) {
+    // Never `ended` early: the record and the status stay `ending`; maintenance retries the
+    // `recycling` row (GET /pool shows it, with its last error).
+    log(`hybrid connection still not deleted after ${END_ROUNDS} rounds: left to pool maintenance`);
+    return { status: 'ending', reason: finalReason };
   }
   try {
     yield recordSessionEndActivity({
@@ -154,6 +190,15 @@ export const sessionOrchestrator: OrchestrationHandler = function* (context: Orc
   const final = statusForReason(finalReason);
   status({ status: final, reason: finalReason });
   log(final);
+  // Step 2, off the critical path: the next generation. A failure leaves the row `recycling`
+  // with the failure counted, which maintenance retries.
+  if (opened?.ok) {
+    try {
+      yield prepareNextGenerationActivity(ref).withRetry(recycleRetry);
+    } catch (err) {
+      log(`next generation not prepared (maintenance retries it): ${firstLine(err)}`);
+    }
+  }
   return { status: final, reason: finalReason };
 };
 

@@ -179,14 +179,6 @@ export class LocalRuntime {
           : {}),
         // Azure's behaviour at 1/20 of its durations: a namespace activates in 2.2 s instead of 44 s.
         timeScale: 0.05,
-        lenient: {
-          // TODO(issue 14 step 5/6): reconcile lists namespaces at subscription scope, which Azure
-          // refuses (403) to the app's resource-group role; remove once it lists by resource group.
-          subscriptionScopeList: true,
-          // TODO(issue 14 step 5/6): recycle re-creates the hybrid connection under the name it just
-          // deleted (Azure: 429 SubCode 40901); remove once each generation gets a fresh name.
-          hybridConnectionNameReuse: true,
-        },
         ...this.options.relayOptions,
       }).start();
       fs.writeFileSync(this.relayCaFile, this.relay.caCertPem, { mode: 0o600 });

@@ -44,6 +44,7 @@ export const REASON_TEXT: Record<EndReason, string> = {
   device_lost: "the device's agent lost it (it restarted and could not take it back)",
   pool_exhausted: 'no relay namespace was available',
   error: 'it failed in the control plane',
+  interrupted: 'its control-plane workflow stopped (the host crashed or it was terminated); its relay was closed',
 };
 
 function isEndReason(value: string | undefined): value is EndReason {
@@ -372,7 +373,11 @@ export async function runTunnel(
   const { sessionId, relay } = opened;
   if (cancel.requested) {
     await api.delete(`/sessions/${sessionId}`).catch(() => undefined);
-    out.event('session.cancelled', { sessionId }, `${signalName ?? 'cancelled'}: session ${sessionId} ended`);
+    out.event(
+      'session.cancelled',
+      { sessionId },
+      `${signalName ?? 'cancelled'}: session ${sessionId} is ending (its relay connections are being dropped)`,
+    );
     return EXIT_OK;
   }
 

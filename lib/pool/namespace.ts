@@ -72,6 +72,12 @@ export const namespaceSchema = z
     endpoint: z.string().min(1).optional(),
     hybridConnection: z.string().min(1).optional(),
     /**
+     * When `hybridConnection` was deleted (a recycle's first step, the only one on a session's
+     * critical path): its connections are dropped and its tokens dead; the next generation is not
+     * prepared yet. Cleared when it is (markRecycled).
+     */
+    hybridConnectionDeletedAt: isoDate.optional(),
+    /**
      * The Listen and Send rule keys of the current generation, sealed (lib/sealing.ts, see
      * lib/pool/sealedKeys.ts) with the context `sealedKeysContext(name, generation)`: opening them
      * is the hot path's only key lookup. Never in clear.

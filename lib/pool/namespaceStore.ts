@@ -287,6 +287,7 @@ export class NamespaceStore {
         state: 'available',
         endpoint: options.endpoint ?? cur.endpoint,
         hybridConnection: options.hybridConnection ?? cur.hybridConnection,
+        hybridConnectionDeletedAt: undefined,
         sealedKeys: options.sealedKeys,
         generation: cur.generation + 1,
         sessionId: undefined,
@@ -302,6 +303,20 @@ export class NamespaceStore {
     });
     this.allocator.offer(ns);
     return ns;
+  }
+
+  /**
+   * A recycle's first step is done: the hybrid connection `hybridConnection` of a `recycling`
+   * namespace was deleted (connections dropped, tokens dead). Records when, keeps the claim.
+   * Second run: a row already marked, no longer `recycling`, or holding another hybrid connection
+   * is returned unchanged.
+   */
+  async markHybridConnectionDeleted(name: string, hybridConnection: string, now?: Date): Promise<Namespace> {
+    return this.transition(name, 'namespaceStore.markHybridConnectionDeleted', undefined, (cur) => {
+      if (cur.state !== 'recycling' || cur.hybridConnectionDeletedAt || cur.hybridConnection !== hybridConnection)
+        return 'unchanged';
+      return { ...cur, hybridConnectionDeletedAt: now ?? new Date() };
+    });
   }
 
   /**

@@ -17,6 +17,7 @@ import {
 import type { Sealer } from '../sealing';
 import {
   errorSummary,
+  MAX_RUN_ERRORS,
   retryItemOf,
   runRecordOf,
   type DeleteOutcome,
@@ -34,7 +35,8 @@ import { buildPoolStatus, type PoolStatus } from './poolStatus';
 import { NamespaceProvisioner, type PoolRelayOps } from './provisioner';
 import type { ReconcileOutcome } from './reconcile';
 import { ReconcileRunner } from './reconcileRunner';
-import { sealNamespaceKeys } from './sealedKeys';
+import { prepareNextGeneration } from './recycleSteps';
+import { openNamespaceKeys } from './sealedKeys';
 
 export interface PoolMaintenanceOptions {
   namespaces: NamespaceStore;
@@ -58,6 +60,8 @@ export interface PoolMaintenanceOptions {
   maxReconcileActions?: number;
   /** Repairs run at once (default 8). */
   reconcileConcurrency?: number;
+  /** Namespaces whose ARM state reconcile compares with their row per run (default 10; 3-5 ARM calls each). */
+  maxDriftChecks?: number;
   now?: () => Date;
 }
 
@@ -93,6 +97,7 @@ export class PoolMaintenance {
       quarantineRetentionMinutes: options.quarantineRetentionMinutes ?? 24 * 60,
       maxReconcileActions: options.maxReconcileActions ?? 50,
       reconcileConcurrency: Math.max(1, options.reconcileConcurrency ?? 8),
+      maxDriftChecks: Math.max(0, options.maxDriftChecks ?? 10),
     };
     this.provisioner = new NamespaceProvisioner(this.o.namespaces, this.o.relay, this.o.sealer, this.clock);
     this.reconciler = new ReconcileRunner({
@@ -247,16 +252,17 @@ export class PoolMaintenance {
 
   /**
    * Recycles a namespace that waits for it: a `recycling` row (a session recycle that failed, or
-   * one left half-done) or a lease past `leaseExpiresAt` (leased → recycling first). Deletes and
-   * recreates the hybrid connection (fresh rules, every issued token dead), seals the new keys for
-   * the next generation and makes it `available`. An ARM failure is counted on the row
+   * one left half-done) or a lease past `leaseExpiresAt` (leased → recycling first). Deletes the
+   * hybrid connection (every issued token dead) unless a session's end already did, then prepares
+   * the next generation under a fresh name (recycleSteps.ts: foreign rules gone, root keys rotated,
+   * writes one after another), seals its keys and makes it `available`. An ARM failure is counted on the row
    * (quarantined after POOL_MAX_RECYCLE_FAILURES).
    * Second run: a namespace no longer waiting (already `available` with a newer generation, leased
    * again, gone) is skipped; one still `recycling` is recycled again, which is harmless.
    */
   async recycle(name: string): Promise<RecycleOutcome> {
     const now = this.clock();
-    let ns = await this.store.get(name);
+    const ns = await this.store.get(name);
     if (!ns) return { name, result: 'skipped', error: 'no such row' };
     if (ns.state === 'leased' && (!ns.leaseExpiresAt || ns.leaseExpiresAt.getTime() >= now.getTime()))
       return { name, result: 'skipped', error: 'lease not expired' };
@@ -264,9 +270,19 @@ export class PoolMaintenance {
       return { name, result: 'skipped', error: `row is ${ns.state}` };
     // Ends an expired lease (only the one read) and claims the ARM work in one write: a session's
     // recycle (or another maintenance run) may be doing this one's ARM work right now.
+    return this.recycleClaimed(ns, now, ns.state === 'leased' ? ns.etag : undefined);
+  }
+
+  /**
+   * Claims the row's recycle (leased or available → recycling, `etag` when only the row read may
+   * move) and carries it out: the hybrid connection deleted unless it already is, the next
+   * generation prepared. ARM failures are counted on the row (quarantine after N).
+   */
+  private async recycleClaimed(ns: Namespace, now: Date, etag: string | undefined): Promise<RecycleOutcome> {
+    const name = ns.name;
     const claimId = `maintenance:${randomUUID()}`;
     try {
-      ns = await this.store.beginRecycle(name, { now, claimId }, ns.state === 'leased' ? ns.etag : undefined);
+      ns = await this.store.beginRecycle(name, { now, claimId }, etag);
     } catch (err) {
       if (err instanceof ConcurrencyError) return { name, result: 'skipped', error: 'row changed meanwhile' };
       throw err;
@@ -277,12 +293,8 @@ export class PoolMaintenance {
         result: 'skipped',
         error: ns.state === 'recycling' ? 'another recycle holds it' : `row is ${ns.state}`,
       };
-    const ref = refOf(ns);
-    let sealedKeys: string;
     try {
-      await this.o.relay.recycle(ref);
-      const keys = await this.o.relay.getSessionKeys(ref);
-      sealedKeys = sealNamespaceKeys(this.o.sealer, ns.name, ns.generation + 1, keys);
+      await prepareNextGeneration(this.store, this.o.relay, this.o.sealer, ns, this.clock);
     } catch (err) {
       if (!(err instanceof RelayArmError)) throw err;
       const after = await this.store.recordRecycleFailure(
@@ -293,7 +305,6 @@ export class PoolMaintenance {
       );
       return { name, result: after.state === 'quarantined' ? 'quarantined' : 'failed', error: errorSummary(err) };
     }
-    await this.store.markRecycled(name, { now: this.clock(), fromGeneration: ns.generation, sealedKeys });
     return { name, result: 'recycled' };
   }
 
@@ -332,8 +343,65 @@ export class PoolMaintenance {
    * `planReconcile`). Second run: lists again and repairs what is still off; each repair is itself
    * idempotent.
    */
-  reconcile(now: Date): Promise<ReconcileOutcome> {
-    return this.reconciler.run(now);
+  async reconcile(now: Date): Promise<ReconcileOutcome> {
+    const outcome = await this.reconciler.run(now);
+    await this.checkDrift(outcome, now);
+    return outcome;
+  }
+
+  /**
+   * Off the open path, a few namespaces per run (`maxDriftChecks`, drawn at random among the
+   * available and leased ones): does ARM hold exactly the row's hybrid connection with the pool's
+   * two rules and, for an available one, the keys sealed in the row, and no foreign namespace-level
+   * rule or hybrid connection? An available namespace that drifted is recycled (a fresh generation,
+   * foreign rules deleted, root key rotated; quarantined after N failures); a leased one gets its
+   * foreign rules and hybrid connections deleted (its session's own are left alone until its end).
+   * Each drift is named in the outcome's errors (so the run record, GET /pool and the log show it).
+   * Second run: draws again; what was repaired matches now.
+   */
+  private async checkDrift(outcome: ReconcileOutcome, now: Date): Promise<void> {
+    const note = (e: string) => {
+      if (outcome.errors.length < MAX_RUN_ERRORS) outcome.errors.push(e.slice(0, 500));
+    };
+    const rows = await this.store.list({ states: ['available', 'leased'] });
+    for (let i = rows.length - 1; i > 0; i--) {
+      const j = Math.floor(Math.random() * (i + 1));
+      [rows[i], rows[j]] = [rows[j], rows[i]];
+    }
+    for (const row of rows.slice(0, this.o.maxDriftChecks)) {
+      if (!row.hybridConnection) continue;
+      outcome.counts.driftChecked++;
+      let drift: string[];
+      try {
+        const keys = row.state === 'available' ? openNamespaceKeys(this.o.sealer, row) : undefined;
+        drift = await this.o.relay.checkDrift(refOf(row), keys);
+      } catch (err) {
+        if (!(err instanceof RelayArmError)) throw err;
+        outcome.counts.failed++;
+        note(`drift check of ${row.name}: ${errorSummary(err)}`);
+        continue;
+      }
+      if (drift.length === 0) continue;
+      outcome.counts.driftFound++;
+      note(`drift of ${row.name} (generation ${row.generation}): ${drift.join('; ')}`);
+      if (row.state === 'leased') {
+        try {
+          await this.o.relay.scrubNamespace(refOf(row), row.hybridConnection);
+          outcome.counts.driftRepaired++;
+        } catch (err) {
+          if (!(err instanceof RelayArmError)) throw err;
+          outcome.counts.failed++;
+          note(`scrub of leased ${row.name}: ${errorSummary(err)}`);
+        }
+        continue;
+      }
+      const repaired = await this.recycleClaimed(row, now, row.etag);
+      if (repaired.result === 'recycled') outcome.counts.driftRepaired++;
+      else if (repaired.result !== 'skipped') {
+        outcome.counts.failed++;
+        note(`recycle of drifted ${row.name}: ${repaired.result} ${repaired.error ?? ''}`);
+      }
+    }
   }
 
   /**

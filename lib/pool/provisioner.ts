@@ -4,6 +4,7 @@
 // namespace is created and outlives its deletion, so a step that fails leaves nothing orphaned.
 import {
   DEFAULT_HYBRID_CONNECTION,
+  nextHybridConnection,
   RelayResourceNotFoundError,
   type NamespaceRef,
   type RelayManager,
@@ -19,7 +20,16 @@ export const POOL_TAG = 'relay-broker-pool';
 /** What maintenance needs from RelayManager (tests may pass a fake). */
 export type PoolRelayOps = Pick<
   RelayManager,
-  'prepareNamespace' | 'getSessionKeys' | 'recycle' | 'deleteNamespace' | 'listNamespaces'
+  | 'prepareNamespace'
+  | 'getSessionKeys'
+  | 'recycle'
+  | 'deleteNamespace'
+  | 'listNamespaces'
+  | 'deleteHybridConnection'
+  | 'prepareHybridConnection'
+  | 'scrubNamespace'
+  | 'regenerateHybridConnectionKeys'
+  | 'checkDrift'
 >;
 
 export class NamespaceProvisioner {
@@ -31,8 +41,10 @@ export class NamespaceProvisioner {
   ) {}
 
   /**
-   * prepareNamespace (+ a recycle when the namespace's history is unknown) → keys → sealed for the
-   * row's generation → available. ARM errors are thrown (the caller decides what they mean).
+   * prepareNamespace (+ a recycle when the namespace's history is unknown: an adopted namespace's
+   * hybrid connection is replaced by a fresh one, its foreign rules and hybrid connections deleted
+   * and RootManageSharedAccessKey rotated) → keys → sealed for the row's generation → available.
+   * ARM errors are thrown (the caller decides what they mean).
    * Second run: prepareNamespace only writes what is missing; an `available` row is returned as is.
    */
   async prepareAndMarkAvailable(row: Namespace, options: { recycleFirst: boolean }): Promise<Namespace> {
@@ -44,18 +56,22 @@ export class NamespaceProvisioner {
       tags: { [POOL_TAG]: this.store.poolName },
       hybridConnection: row.hybridConnection ?? DEFAULT_HYBRID_CONNECTION,
     });
-    const ref: NamespaceRef = {
+    let ref: NamespaceRef = {
       subscriptionId: row.subscriptionId,
       resourceGroup: row.resourceGroup,
       name: row.name,
       hybridConnection: prepared.hybridConnection,
       endpoint: prepared.endpoint,
     };
-    if (options.recycleFirst) await this.relay.recycle(ref);
+    if (options.recycleFirst) {
+      const next = nextHybridConnection(prepared.hybridConnection, row.generation);
+      await this.relay.recycle(ref, { rotateNamespaceKeys: true, nextHybridConnection: next });
+      ref = { ...ref, hybridConnection: next };
+    }
     const keys = await this.relay.getSessionKeys(ref);
     return this.store.markAvailable(row.name, {
       endpoint: prepared.endpoint,
-      hybridConnection: prepared.hybridConnection,
+      hybridConnection: ref.hybridConnection!,
       sealedKeys: sealNamespaceKeys(this.sealer, row.name, row.generation, keys),
       now: this.clock(),
     });

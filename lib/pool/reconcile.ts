@@ -9,7 +9,7 @@ import { retryItemOf, type ProvisionItem } from './maintenanceRun';
 import type { DeletedName } from './poolPolicy';
 
 export type ReconcileCounts = {
-  /** Namespaces tagged as this pool's, across the subscriptions listed. */
+  /** Namespaces tagged as this pool's, across the resource groups listed. */
   armNamespaces: number;
   adopted: number;
   orphansDeleted: number;
@@ -22,10 +22,18 @@ export type ReconcileCounts = {
   quarantinedDeleted: number;
   /** Repairs that failed (the next run tries again). */
   failed: number;
+  /** ARM lists (one per resource group) that failed, e.g. 403 AuthorizationFailed: also in `failed`. */
+  listsFailed: number;
   /** Repairs left for the next run (maxReconcileActions). */
   deferred: number;
   /** Tombstones older than POOL_NAME_REUSE_HOURS forgotten (nothing reads them any more). */
   tombstonesPurged: number;
+  /** Namespaces whose hybrid connection, rules and keys were compared with their row. */
+  driftChecked: number;
+  /** … of which differed (foreign rule or hybrid connection, a key rotated out of band, …). */
+  driftFound: number;
+  /** … and were repaired (recycled, or their foreign rules deleted). */
+  driftRepaired: number;
 };
 
 export interface ReconcileOutcome {
@@ -46,8 +54,12 @@ export function zeroReconcileCounts(): ReconcileCounts {
     deletesRetried: 0,
     quarantinedDeleted: 0,
     failed: 0,
+    listsFailed: 0,
     deferred: 0,
     tombstonesPurged: 0,
+    driftChecked: 0,
+    driftFound: 0,
+    driftRepaired: 0,
   };
 }
 
@@ -64,10 +76,13 @@ export type ReconcileAction =
   | { kind: 'deleteQuarantined'; name: string };
 
 export interface ReconcileInput {
-  /** ARM namespaces tagged as ours, per subscription that could be listed. */
+  /** ARM namespaces tagged as ours, per resource group that could be listed. */
   arm: ManagedNamespace[];
-  /** Subscriptions whose ARM list succeeded: rows elsewhere are never judged "gone". */
-  listedSubscriptions: ReadonlySet<string>;
+  /**
+   * Resource groups whose ARM list succeeded, as `scopeKey(subscriptionId, resourceGroup)`: rows
+   * elsewhere are never judged "gone".
+   */
+  listedResourceGroups: ReadonlySet<string>;
   /** Every row, read AFTER the ARM lists (so a namespace created meanwhile has its row). */
   rows: Namespace[];
   recentlyDeleted: DeletedName[];
@@ -122,7 +137,7 @@ export function planReconcile(input: ReconcileInput): ReconcileAction[] {
   }
 
   for (const row of [...input.rows].sort((a, b) => cmp(a.name, b.name))) {
-    const listed = input.listedSubscriptions.has(row.subscriptionId);
+    const listed = input.listedResourceGroups.has(scopeKey(row.subscriptionId, row.resourceGroup));
     const inArm = armByName.has(row.name);
     if (row.state === 'deleting') {
       actions.push(
@@ -154,6 +169,11 @@ export function planReconcile(input: ReconcileInput): ReconcileAction[] {
     }
   }
   return actions;
+}
+
+/** How a listed resource group is named in `listedResourceGroups` (ARM names are case-insensitive). */
+export function scopeKey(subscriptionId: string, resourceGroup: string): string {
+  return `${subscriptionId}/${resourceGroup}`.toLowerCase();
 }
 
 /** The namespace a repair is about, for its error line. */

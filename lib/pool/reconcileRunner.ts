@@ -1,7 +1,7 @@
 // Reconcile's runner: lists what ARM holds for the pool and what the table holds, asks
 // `planReconcile` (reconcile.ts, pure) what to repair, and carries the repairs out, a bounded
 // number per run and a few at a time. Where ARM is listed (per subscription, by the pool tag) is
-// decided here alone.
+// decided here alone: per resource group, the scope the app's role is granted at.
 import type { Config } from '../config';
 import {
   DEFAULT_HYBRID_CONNECTION,
@@ -17,6 +17,7 @@ import { POOL_TAG, type NamespaceProvisioner, type PoolRelayOps } from './provis
 import {
   actionSubject,
   planReconcile,
+  scopeKey,
   zeroReconcileCounts,
   type ReconcileAction,
   type ReconcileCounts,
@@ -50,7 +51,9 @@ export class ReconcileRunner {
    * rows whose namespace is gone, retries stuck creations, recycles and deletes, recycles expired
    * leases, deletes old quarantined namespaces. An adopted namespace is recycled before it is made
    * available: its keys may have been handed out. At most `maxReconcileActions` repairs per run.
-   * A subscription whose list fails is skipped (its rows are never judged gone on no evidence).
+   * ARM is listed per resource group (configured ones and any a row names). A resource group whose
+   * list fails is counted (`failed`, `listsFailed`) and named in the errors (so the run record and
+   * GET /pool show it); its rows are never judged gone on no evidence.
    * Second run: lists again and repairs what is still off; each repair is itself idempotent.
    */
   async run(now: Date): Promise<ReconcileOutcome> {
@@ -60,23 +63,31 @@ export class ReconcileRunner {
       if (errors.length < MAX_RUN_ERRORS) errors.push(e.slice(0, 500));
     };
     // ARM first, rows second: a namespace created in between already has its row (rows come first in provision).
-    const subscriptionIds = new Set(this.o.pool.subscriptions.map((s) => s.subscriptionId));
-    for (const r of await this.o.store.list()) subscriptionIds.add(r.subscriptionId);
+    // Listed per resource group, never per subscription: the app's identity holds its role on the
+    // pool's resource groups only, and ARM authorises a list at the scope it is asked for.
+    const scopes = new Map<string, { subscriptionId: string; resourceGroup: string }>();
+    const addScope = (subscriptionId: string, resourceGroup: string) =>
+      scopes.set(scopeKey(subscriptionId, resourceGroup), { subscriptionId, resourceGroup });
+    for (const s of this.o.pool.subscriptions) addScope(s.subscriptionId, s.resourceGroup);
+    for (const r of await this.o.store.list()) addScope(r.subscriptionId, r.resourceGroup);
     const arm: ManagedNamespace[] = [];
     const listed = new Set<string>();
-    for (const subscriptionId of subscriptionIds) {
+    for (const [key, { subscriptionId, resourceGroup }] of scopes) {
       try {
         arm.push(
           ...(await this.o.relay.listNamespaces({
             subscriptionId,
+            resourceGroup,
             tag: { name: POOL_TAG, value: this.o.store.poolName },
           })),
         );
-        listed.add(subscriptionId);
+        listed.add(key);
       } catch (err) {
         if (!(err instanceof RelayArmError)) throw err;
+        // Surfaced (run record, GET /pool's lastRun, the activity's warning): its rows are not judged.
         counts.failed++;
-        note(`list of subscription ${subscriptionId}: ${errorSummary(err)}`);
+        counts.listsFailed++;
+        note(`list of resource group ${resourceGroup} in subscription ${subscriptionId}: ${errorSummary(err)}`);
       }
     }
     counts.armNamespaces = arm.length;
@@ -85,7 +96,7 @@ export class ReconcileRunner {
     const recentlyDeleted = await this.o.store.tombstones.since(reuseAfter);
     const actions = planReconcile({
       arm,
-      listedSubscriptions: listed,
+      listedResourceGroups: listed,
       rows,
       recentlyDeleted,
       subscriptions: this.o.pool.subscriptions,

@@ -3,6 +3,7 @@
 // through armRetry.ts: our own retry of transient faults, typed errors for everything else.
 import { RelayAPI, type AuthorizationRule, type RelayNamespace } from '@azure/arm-relay';
 import { DefaultAzureCredential } from '@azure/identity';
+import { timingSafeEqual } from 'node:crypto';
 import { sleep } from '../backoff';
 import { armMetricsPolicy } from '../metrics';
 import {
@@ -23,6 +24,8 @@ export const DEFAULT_HYBRID_CONNECTION = 'tunnel';
 export const DEFAULT_LISTEN_RULE = 'device-listen';
 export const DEFAULT_SEND_RULE = 'client-send';
 const AZURE_ARM_HOST = 'management.azure.com';
+/** The namespace-level rule Azure creates with every namespace (Manage+Listen+Send). */
+export const ROOT_RULE = 'RootManageSharedAccessKey';
 
 // The relay errors live in lib/errors.ts with every other code; re-exported for existing importers.
 export {
@@ -261,19 +264,56 @@ export class RelayManager {
   }
 
   /**
-   * Ends every trace of a session: deletes the hybrid connection (drops its live connections and its
-   * rules with their keys), then recreates it with fresh rules: 4 ARM writes. `rotateNamespaceKeys`
-   * also regenerates both keys of every namespace-level rule (never handed out; +2 writes per rule).
-   * Second run: does it all again, which leaves an equally fresh hybrid connection.
+   * Ends every trace of a session and prepares the next one, one write after another (two writes
+   * under one namespace at once draw ARM's 409/429 "conflicting operation"): deletes the hybrid
+   * connection `ref.hybridConnection` (drops its live connections and its rules with their keys),
+   * then creates `nextHybridConnection` (a fresh name: re-creating a just-deleted name is the other
+   * conflict case) with a Listen-only and a Send-only rule. `rotateNamespaceKeys` also deletes every
+   * foreign namespace-level rule and hybrid connection and regenerates `RootManageSharedAccessKey`
+   * (scrubNamespace).
+   * Second run: the old hybrid connection is already gone (404 counts as deleted) and the new one is
+   * written again, which leaves it as fresh.
    */
-  async recycle(ref: NamespaceRef, options: { rotateNamespaceKeys?: boolean } = {}): Promise<RecycleResult> {
+  async recycle(
+    ref: NamespaceRef,
+    options: { rotateNamespaceKeys?: boolean; nextHybridConnection?: string } = {},
+  ): Promise<RecycleResult> {
+    const count: ArmCallCount = { reads: 0, writes: 0 };
+    const next = options.nextHybridConnection ?? ref.hybridConnection ?? DEFAULT_HYBRID_CONNECTION;
+    add(count, (await this.deleteHybridConnection(ref)).arm);
+    if (options.rotateNamespaceKeys) add(count, (await this.scrubNamespace(ref, next)).arm);
+    add(count, (await this.prepareHybridConnection({ ...ref, hybridConnection: next })).arm);
+    return { hybridConnection: next, arm: count };
+  }
+
+  /**
+   * Deletes the hybrid connection `ref.hybridConnection`: its live connections drop and every token
+   * for it is dead. The only ARM step on a session's critical path. Second run: 404, counted as done.
+   */
+  async deleteHybridConnection(ref: NamespaceRef): Promise<{ arm: ArmCallCount }> {
+    const api = this.api(ref.subscriptionId);
+    const count: ArmCallCount = { reads: 0, writes: 0 };
+    const hcName = ref.hybridConnection ?? DEFAULT_HYBRID_CONNECTION;
+    try {
+      await this.call(count, 'hybridConnections.delete', 'write', (signal) =>
+        api.hybridConnections.delete(ref.resourceGroup, ref.name, hcName, { abortSignal: signal }),
+      );
+    } catch (err) {
+      if (!(err instanceof RelayResourceNotFoundError)) throw err;
+    }
+    return { arm: count };
+  }
+
+  /**
+   * Creates (or rewrites) the hybrid connection `ref.hybridConnection` with client authorization
+   * required and its Listen-only and Send-only rules, sequentially: 3 writes.
+   * Second run: the same writes again (PUTs of what exists), same result.
+   */
+  async prepareHybridConnection(ref: NamespaceRef): Promise<{ arm: ArmCallCount }> {
     const api = this.api(ref.subscriptionId);
     const count: ArmCallCount = { reads: 0, writes: 0 };
     const { resourceGroup: rg, name } = ref;
     const hcName = ref.hybridConnection ?? DEFAULT_HYBRID_CONNECTION;
-    await this.call(count, 'hybridConnections.delete', 'write', (signal) =>
-      api.hybridConnections.delete(rg, name, hcName, { abortSignal: signal }),
-    );
     await this.call(count, 'hybridConnections.createOrUpdate', 'write', (signal) =>
       api.hybridConnections.createOrUpdate(
         rg,
@@ -283,40 +323,134 @@ export class RelayManager {
         { abortSignal: signal },
       ),
     );
-    await Promise.all(
-      (
-        [
-          [this.listenRule, 'Listen'],
-          [this.sendRule, 'Send'],
-        ] as const
-      ).map(([ruleName, right]) =>
-        this.call(count, 'hybridConnections.createOrUpdateAuthorizationRule', 'write', (signal) =>
-          api.hybridConnections.createOrUpdateAuthorizationRule(
-            rg,
-            name,
-            hcName,
-            ruleName,
-            { rights: [right] },
-            { abortSignal: signal },
-          ),
+    for (const [ruleName, right] of [
+      [this.listenRule, 'Listen'],
+      [this.sendRule, 'Send'],
+    ] as const) {
+      await this.call(count, 'hybridConnections.createOrUpdateAuthorizationRule', 'write', (signal) =>
+        api.hybridConnections.createOrUpdateAuthorizationRule(
+          rg,
+          name,
+          hcName,
+          ruleName,
+          { rights: [right] },
+          {
+            abortSignal: signal,
+          },
         ),
-      ),
-    );
-    if (options.rotateNamespaceKeys) {
-      const rules = await this.call(count, 'namespaces.listAuthorizationRules', 'read', async (signal) => {
-        const out: AuthorizationRule[] = [];
-        for await (const r of api.namespaces.listAuthorizationRules(rg, name, { abortSignal: signal })) out.push(r);
-        return out;
-      });
-      for (const rule of rules) {
-        for (const keyType of ['PrimaryKey', 'SecondaryKey'] as const) {
-          await this.call(count, 'namespaces.regenerateKeys', 'write', (signal) =>
-            api.namespaces.regenerateKeys(rg, name, rule.name ?? '', { keyType }, { abortSignal: signal }),
-          );
-        }
-      }
+      );
     }
-    return { hybridConnection: hcName, arm: count };
+    return { arm: count };
+  }
+
+  /**
+   * The kill switch when the hybrid connection cannot be deleted: regenerates both keys of its
+   * Listen and Send rules, so no new connection opens with an issued token (live ones stay until
+   * the delete succeeds). 4 writes. Second run: new keys again, as dead for old tokens.
+   */
+  async regenerateHybridConnectionKeys(ref: NamespaceRef): Promise<{ arm: ArmCallCount }> {
+    const api = this.api(ref.subscriptionId);
+    const count: ArmCallCount = { reads: 0, writes: 0 };
+    const hcName = ref.hybridConnection ?? DEFAULT_HYBRID_CONNECTION;
+    for (const rule of [this.listenRule, this.sendRule])
+      for (const keyType of ['PrimaryKey', 'SecondaryKey'] as const)
+        await this.call(count, 'hybridConnections.regenerateKeys', 'write', (signal) =>
+          api.hybridConnections.regenerateKeys(
+            ref.resourceGroup,
+            ref.name,
+            hcName,
+            rule,
+            { keyType },
+            {
+              abortSignal: signal,
+            },
+          ),
+        );
+    return { arm: count };
+  }
+
+  /**
+   * The namespace as the pool wants it besides its session's hybrid connection: every namespace-level
+   * rule other than `RootManageSharedAccessKey` deleted (a foreign Listen+Send rule would carry any
+   * later session's traffic), both keys of `RootManageSharedAccessKey` regenerated (never handed
+   * out, but an adopted namespace's may have been), and every hybrid connection other than `keep`
+   * deleted. 2 reads + 1 write per foreign rule or hybrid connection + 2 writes, one after another.
+   * Second run: finds nothing foreign and rotates the root keys again.
+   */
+  async scrubNamespace(ref: NamespaceRef, keep?: string): Promise<{ arm: ArmCallCount; deleted: string[] }> {
+    const api = this.api(ref.subscriptionId);
+    const count: ArmCallCount = { reads: 0, writes: 0 };
+    const { resourceGroup: rg, name } = ref;
+    const deleted: string[] = [];
+    const gone = async (what: string, fn: (signal: AbortSignal) => Promise<unknown>, op: string) => {
+      try {
+        await this.call(count, op, 'write', fn);
+      } catch (err) {
+        if (!(err instanceof RelayResourceNotFoundError)) throw err;
+      }
+      deleted.push(what);
+    };
+    const rules = await this.listNamespaceRules(api, count, rg, name);
+    for (const rule of rules) {
+      const ruleName = rule.name ?? '';
+      if (ruleName === ROOT_RULE) continue;
+      await gone(
+        `namespace rule ${ruleName}`,
+        (signal) => api.namespaces.deleteAuthorizationRule(rg, name, ruleName, { abortSignal: signal }),
+        'namespaces.deleteAuthorizationRule',
+      );
+    }
+    if (rules.some((r) => r.name === ROOT_RULE))
+      for (const keyType of ['PrimaryKey', 'SecondaryKey'] as const)
+        await this.call(count, 'namespaces.regenerateKeys', 'write', (signal) =>
+          api.namespaces.regenerateKeys(rg, name, ROOT_RULE, { keyType }, { abortSignal: signal }),
+        );
+    for (const hc of await this.listHybridConnections(api, count, rg, name)) {
+      if (keep !== undefined && hc.toLowerCase() === keep.toLowerCase()) continue;
+      await gone(
+        `hybrid connection ${hc}`,
+        (signal) => api.hybridConnections.delete(rg, name, hc, { abortSignal: signal }),
+        'hybridConnections.delete',
+      );
+    }
+    return { arm: count, deleted };
+  }
+
+  /**
+   * What differs from a namespace holding exactly the hybrid connection `ref.hybridConnection`
+   * with the pool's two rules, no foreign namespace-level rule, and (when `expected` keys are
+   * given) those keys: one line per difference, empty when it matches. 3 list reads, +2 listKeys
+   * with `expected`. Off the open path (maintenance). Read-only: a second run answers the same.
+   */
+  async checkDrift(ref: NamespaceRef, expected?: { listen: SasKey; send: SasKey }): Promise<string[]> {
+    const api = this.api(ref.subscriptionId);
+    const count: ArmCallCount = { reads: 0, writes: 0 };
+    const { resourceGroup: rg, name } = ref;
+    const hcName = ref.hybridConnection ?? DEFAULT_HYBRID_CONNECTION;
+    const drift: string[] = [];
+    for (const r of await this.listNamespaceRules(api, count, rg, name))
+      if (r.name !== ROOT_RULE) drift.push(`foreign namespace rule ${r.name ?? '?'}`);
+    const hcs = await this.listHybridConnections(api, count, rg, name);
+    for (const hc of hcs) if (hc.toLowerCase() !== hcName.toLowerCase()) drift.push(`foreign hybrid connection ${hc}`);
+    if (!hcs.some((hc) => hc.toLowerCase() === hcName.toLowerCase())) {
+      drift.push(`hybrid connection ${hcName} missing`);
+      return drift;
+    }
+    const rules = await this.listHybridConnectionRules(api, count, rg, name, hcName);
+    for (const r of rules) {
+      const want = r.name === this.listenRule ? 'Listen' : r.name === this.sendRule ? 'Send' : undefined;
+      if (!want) drift.push(`foreign rule ${r.name ?? '?'} on ${hcName}`);
+      else if (r.rights.length !== 1 || r.rights[0] !== want)
+        drift.push(`rule ${r.name} has rights ${r.rights.join('+')}`);
+    }
+    for (const rule of [this.listenRule, this.sendRule])
+      if (!rules.some((r) => r.name === rule)) drift.push(`rule ${rule} missing on ${hcName}`);
+    if (expected && drift.length === 0) {
+      const keys = await this.getSessionKeys({ ...ref, endpoint: ref.endpoint ?? 'unused' });
+      if (!constantTimeEqual(keys.listen.key, expected.listen.key)) drift.push(`listen key of ${hcName} rotated`);
+      if (!constantTimeEqual(keys.send.key, expected.send.key)) drift.push(`send key of ${hcName} rotated`);
+    }
+    return drift;
   }
 
   /** Deletes the namespace and waits for the operation to finish. Second run: nothing left, returns. */
@@ -394,6 +528,28 @@ export class RelayManager {
     return client;
   }
 
+  private async listHybridConnections(api: RelayAPI, count: ArmCallCount, rg: string, name: string): Promise<string[]> {
+    return this.call(count, 'hybridConnections.listByNamespace', 'read', async (signal) => {
+      const out: string[] = [];
+      for await (const hc of api.hybridConnections.listByNamespace(rg, name, { abortSignal: signal }))
+        out.push(hc.name ?? '');
+      return out;
+    });
+  }
+
+  private async listNamespaceRules(
+    api: RelayAPI,
+    count: ArmCallCount,
+    rg: string,
+    name: string,
+  ): Promise<AuthorizationRule[]> {
+    return this.call(count, 'namespaces.listAuthorizationRules', 'read', async (signal) => {
+      const out: AuthorizationRule[] = [];
+      for await (const r of api.namespaces.listAuthorizationRules(rg, name, { abortSignal: signal })) out.push(r);
+      return out;
+    });
+  }
+
   private async listHybridConnectionRules(
     api: RelayAPI,
     count: ArmCallCount,
@@ -467,6 +623,37 @@ export class RelayManager {
       onAttempt: () => (kind === 'read' ? count.reads++ : count.writes++),
     });
   }
+}
+
+function add(into: ArmCallCount, more: ArmCallCount): void {
+  into.reads += more.reads;
+  into.writes += more.writes;
+}
+
+function constantTimeEqual(a: string, b: string): boolean {
+  const x = Buffer.from(a);
+  const y = Buffer.from(b);
+  return x.length === y.length && timingSafeEqual(x, y);
+}
+
+/**
+ * The hybrid connection a namespace holds at `generation`: a fresh name per generation, so a
+ * recycle never re-creates a name it just deleted (Azure answers that with 429 40901 for a while).
+ */
+export function hybridConnectionFor(generation: number): string {
+  return generation === 0 ? DEFAULT_HYBRID_CONNECTION : `${DEFAULT_HYBRID_CONNECTION}-g${generation}`;
+}
+
+/**
+ * The name the next generation's hybrid connection gets: `hybridConnectionFor(generation + 1)`,
+ * or the one after when the current one already bears it (an adopted namespace starts one ahead).
+ * Deterministic, so a retried preparation rewrites the same hybrid connection instead of leaking one.
+ */
+export function nextHybridConnection(current: string | undefined, generation: number): string {
+  const next = hybridConnectionFor(generation + 1);
+  return current !== undefined && current.toLowerCase() === next.toLowerCase()
+    ? hybridConnectionFor(generation + 2)
+    : next;
 }
 
 function resourceGroupOf(id: string | undefined): string | undefined {

@@ -29,6 +29,8 @@ export const END_REASONS = [
   /** The device's agent lost the session (restarted without it, or its listener cannot come back). */
   'device_lost',
   'error',
+  /** Its orchestration stopped without ending it (terminated, failed, purged, a host crash): closed by the sweep. */
+  'interrupted',
 ] as const;
 export const endReasonSchema = z.enum(END_REASONS);
 export type EndReason = z.infer<typeof endReasonSchema>;

@@ -5,7 +5,9 @@ import { describeError, PoolExhaustedError } from '../errors';
 import type { DeviceNotifier } from '../devices/deviceNotifier';
 import type { Namespace } from '../pool/namespace';
 import { holdsRecycleClaim, type NamespaceStore } from '../pool/namespaceStore';
-import { sealNamespaceKeys } from '../pool/sealedKeys';
+import { refOf } from '../pool/namespace';
+import { deleteHybridConnectionOf, prepareNextGeneration, type RecycleRelayOps } from '../pool/recycleSteps';
+import type { RelayManager } from '../relay/relayManager';
 import { createSasToken, relayAudience, type SasKey } from '../relay/sas';
 import type { Sealer } from '../sealing';
 import { statusForReason, type EndReason, type SessionInput } from './session';
@@ -21,12 +23,18 @@ export interface SessionKeys {
 export interface SessionRelayOps {
   /** The current keys of the namespace's rules (from the sealed copy in its row, or ARM). */
   keysFor(ns: Namespace): Promise<SessionKeys>;
-  /**
-   * Deletes and recreates the hybrid connection with fresh rules; returns the new keys when it
-   * read them (they are stored sealed with the new generation, so the next open needs no ARM call).
-   */
-  recycle(ns: Namespace): Promise<SessionKeys | void>;
+  /** The ARM steps of a recycle (lib/pool/recycleSteps.ts) and the kill switch when step 1 fails. */
+  readonly arm: RecycleRelayOps & Pick<RelayManager, 'regenerateHybridConnectionKeys'>;
 }
+
+/** What a session's end did to its namespace's hybrid connection. */
+export type EndRelayOutcome =
+  /** Deleted now, or before (by this session's earlier try or by maintenance): tokens dead. */
+  | 'deleted'
+  /** Another recycler (maintenance) holds the ARM work: not deleted yet, ask again. */
+  | 'claimed'
+  /** Quarantined with its hybrid connection: maintenance deletes the namespace; ask again. */
+  | 'quarantined';
 
 export interface SessionServiceOptions {
   namespaces: NamespaceStore;
@@ -151,53 +159,78 @@ export class SessionService {
   }
 
   /**
-   * Ends the session's hold on its namespace: leased → recycling, then the hybrid connection is
-   * deleted (live connections drop) and recreated with fresh rules, then recycling → available
-   * with a new generation and the new keys sealed in the row. A failure is counted (quarantine after N) and rethrown; maintenance
-   * retries namespaces left in `recycling`.
-   * Second run: a namespace already recycled past `generation` is left as it is; without a
-   * namespace name, a session that holds none is a no-op.
+   * A recycle's first step, the only one on the session's critical path: ends the lease (leased →
+   * recycling, with the session's recycle claim) and deletes the hybrid connection, so live
+   * connections drop and every token is dead. Only after `deleted` may the session say `ended`.
+   * A failure is counted on the row (never quarantined from here: maintenance owns that) and thrown.
+   * Second run: a hybrid connection already deleted (or a namespace recycled past `generation`,
+   * leased again, or gone) answers `deleted` without an ARM call.
    */
-  async recycle(input: {
-    sessionId: string;
-    namespace?: string;
-    generation?: number;
-  }): Promise<'recycled' | 'already' | 'quarantined' | 'claimed'> {
+  async endRelay(input: { sessionId: string; namespace?: string; generation?: number }): Promise<EndRelayOutcome> {
     // Without a name (the open failed half-way), find what the session holds, if anything.
     let ns = input.namespace
       ? await this.o.namespaces.get(input.namespace)
       : await this.o.namespaces.leaseFor(input.sessionId);
-    if (!ns) return 'already';
+    if (!ns) return 'deleted';
     const generation = input.generation ?? ns.generation;
-    if (ns.generation > generation) return 'already';
-    if (ns.state === 'leased' && ns.sessionId !== input.sessionId) return 'already';
-    if (ns.state === 'quarantined') return 'quarantined';
-    if (ns.state !== 'leased' && ns.state !== 'recycling') return 'already';
+    if (ns.generation > generation) return 'deleted';
+    if (ns.state === 'leased' && ns.sessionId !== input.sessionId) return 'deleted';
+    if (ns.state === 'quarantined') return ns.hybridConnectionDeletedAt ? 'deleted' : 'quarantined';
+    if (ns.state !== 'leased' && ns.state !== 'recycling') return 'deleted';
+    if (ns.hybridConnectionDeletedAt) return 'deleted';
     // Ends the lease and claims the ARM work in one write: only one recycler at a time does it
     // (this session's retries share the claim).
     const claimId = `session:${input.sessionId}`;
     ns = await this.o.namespaces.beginRecycle(ns.name, { sessionId: input.sessionId, claimId, now: this.now() });
-    if (!holdsRecycleClaim(ns, claimId)) {
-      if (ns.state === 'recycling') return 'claimed';
-      return ns.state === 'quarantined' ? 'quarantined' : 'already';
-    }
-    let keys: SessionKeys | void;
+    if (ns.hybridConnectionDeletedAt || ns.generation > generation) return 'deleted';
+    if (!holdsRecycleClaim(ns, claimId)) return ns.state === 'quarantined' ? 'quarantined' : 'claimed';
     try {
-      keys = await this.o.relay.recycle(ns);
+      await deleteHybridConnectionOf(this.o.namespaces, this.o.relay.arm, ns, this.now());
     } catch (err) {
-      // Counted, but never quarantined from here: the orchestration's own retries would use up the
-      // budget in seconds. Pool maintenance retries rows left in `recycling` and owns quarantine.
       await this.o.namespaces.recordRecycleFailure(ns.name, errorSummary(err), Number.MAX_SAFE_INTEGER, this.now());
       throw err;
     }
-    // Sealed for the generation markRecycled is about to write; if the row moved on meanwhile,
-    // they do not open for it and the next open reads the keys from ARM.
-    const sealedKeys = keys ? sealNamespaceKeys(this.o.sealer, ns.name, ns.generation + 1, keys) : undefined;
-    await this.o.namespaces.markRecycled(ns.name, {
-      now: this.now(),
-      fromGeneration: generation,
-      ...(sealedKeys ? { sealedKeys } : {}),
-    });
+    return 'deleted';
+  }
+
+  /**
+   * The kill switch when the delete keeps failing: regenerates the keys of the hybrid connection's
+   * two rules, so no new connection opens with the session's tokens (live ones stay until the
+   * delete succeeds). Second run: new keys again; nothing to do once the hybrid connection is gone.
+   */
+  async killRelayKeys(input: { sessionId: string; namespace?: string; generation?: number }): Promise<boolean> {
+    const ns = input.namespace ? await this.o.namespaces.get(input.namespace) : undefined;
+    if (!ns || ns.hybridConnectionDeletedAt || !ns.hybridConnection) return false;
+    if (input.generation !== undefined && ns.generation !== input.generation) return false;
+    if (ns.state !== 'recycling' && ns.state !== 'quarantined') return false;
+    await this.o.relay.arm.regenerateHybridConnectionKeys(refOf(ns));
+    return true;
+  }
+
+  /**
+   * A recycle's second step, off the critical path (after the end is recorded): the next
+   * generation under a fresh hybrid connection name, its keys sealed, the row `available`. A
+   * failure is counted on the row and thrown; maintenance retries `recycling` rows.
+   * Second run: a namespace already recycled past `generation` (or no longer `recycling`) is left as it is.
+   */
+  async prepareNext(input: {
+    sessionId: string;
+    namespace?: string;
+    generation?: number;
+  }): Promise<'recycled' | 'already' | 'claimed'> {
+    if (!input.namespace) return 'already';
+    let ns = await this.o.namespaces.get(input.namespace);
+    if (!ns || ns.state !== 'recycling') return 'already';
+    if (input.generation !== undefined && ns.generation !== input.generation) return 'already';
+    const claimId = `session:${input.sessionId}`;
+    ns = await this.o.namespaces.beginRecycle(ns.name, { claimId, now: this.now() });
+    if (!holdsRecycleClaim(ns, claimId)) return ns.state === 'recycling' ? 'claimed' : 'already';
+    try {
+      await prepareNextGeneration(this.o.namespaces, this.o.relay.arm, this.o.sealer, ns, this.now);
+    } catch (err) {
+      await this.o.namespaces.recordRecycleFailure(ns.name, errorSummary(err), Number.MAX_SAFE_INTEGER, this.now());
+      throw err;
+    }
     return 'recycled';
   }
 

@@ -30,8 +30,10 @@ export function readCustomStatus(raw: unknown): SessionCustomStatus {
 /**
  * The rules, first match wins:
  * 1. a record that says ended/failed is final (the first recorded end wins);
- * 2. a Failed or Terminated orchestration is `failed/error`, whatever its last custom status said
- *    (it may still say ready: it is not);
+ * 2. a Failed or Terminated orchestration is `ending` (its own end reason if it had one, else
+ *    `interrupted`), whatever its last custom status said (it may still say ready: it is not, but
+ *    its hybrid connection may still carry traffic): the sweep (sessionSweep.ts) deletes it and
+ *    closes the record, and only then does the record say it ended;
  * 3. the orchestration's own end (ended/failed), then its `ending`;
  * 4. a record that says `ending` (DELETE accepted, the orchestration has not taken it up yet);
  * 5. the orchestration's ready (with the sealed relay) or pending;
@@ -47,9 +49,8 @@ export function sessionState(record: SessionRecord, instance: InstanceState | un
   if (!instance) return fromRecord();
   if (instance.runtimeStatus === 'Failed' || instance.runtimeStatus === 'Terminated') {
     const cs = readCustomStatus(instance.customStatus);
-    return cs.status === 'ended' || cs.status === 'failed'
-      ? { status: cs.status, reason: cs.reason }
-      : { status: 'failed', reason: 'error' };
+    if (cs.status === 'ended' || cs.status === 'failed') return { status: cs.status, reason: cs.reason };
+    return { status: 'ending', reason: cs.status === 'ending' ? cs.reason : (record.reason ?? 'interrupted') };
   }
   const cs = readCustomStatus(instance.customStatus);
   switch (cs.status) {

@@ -113,10 +113,12 @@ describe('sessions end to end', () => {
     });
     assert.equal(after.generation, (before?.generation ?? Number.NaN) + 1);
     assert.equal(after.sessionId, undefined);
-    // Both tokens of the ended session are refused now.
+    // Both tokens of the ended session are refused now: their hybrid connection is gone (the next
+    // generation has a fresh name, on which their audience does not match either).
+    assert.notEqual(after.hybridConnection, relay.hybridConnection);
     assert.equal(
       await handshakeStatus(connectHybridConnection(relay.endpoint, relay.hybridConnection, relay.sendToken, { ca })),
-      401,
+      404,
     );
     const l = new HybridConnectionListener({
       endpoint: relay.endpoint,

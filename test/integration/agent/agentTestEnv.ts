@@ -46,8 +46,6 @@ export async function startAgentTestEnv(): Promise<AgentTestEnv> {
     createDelayMs: 0,
     deleteDelayMs: 10,
     timeScale: 0.01,
-    // TODO(issue 14 step 5/6): recycle re-creates the hybrid connection under the same name (Azure: 429 40901).
-    lenient: { hybridConnectionNameReuse: true },
   }).start();
   const manager = new RelayManager({
     apiFactory: createRelayApiFactory({

@@ -158,7 +158,11 @@ async function runUntilConverged(h: Harness, maxRuns: number): Promise<RunResult
 async function armPoolNames(h: Harness): Promise<string[]> {
   const lists = await Promise.all(
     h.pool.subscriptions.map((s) =>
-      h.manager.listNamespaces({ subscriptionId: s.subscriptionId, tag: { name: POOL_TAG, value: h.pool.name } }),
+      h.manager.listNamespaces({
+        subscriptionId: s.subscriptionId,
+        resourceGroup: s.resourceGroup,
+        tag: { name: POOL_TAG, value: h.pool.name },
+      }),
     ),
   );
   return lists
@@ -305,6 +309,8 @@ describe('pool maintenance against the relay emulator', () => {
       { location: LOCATION, tags },
       { updateIntervalInMs: 20 },
     );
+    // Whoever left it may have kept a namespace-level key: adoption deletes the rule.
+    await api.namespaces.createOrUpdateAuthorizationRule(RG, healthy, 'left-behind', { rights: ['Listen', 'Send'] });
     env.emulator.faults.add({ op: 'namespaces.createOrUpdate', kind: 'stuckActivating', namePattern: stuck });
     await api.namespaces.beginCreateOrUpdate(RG, stuck, { location: LOCATION, tags });
     const [gone] = await h.store.list();
@@ -319,6 +325,9 @@ describe('pool maintenance against the relay emulator', () => {
     const adopted = await h.store.get(healthy);
     assert.equal(adopted?.state, 'available');
     assert.ok(openNamespaceKeys(sealer, adopted), 'the adopted namespace has sealed keys');
+    const adoptedRules: string[] = [];
+    for await (const r of api.namespaces.listAuthorizationRules(RG, healthy)) adoptedRules.push(r.name ?? '');
+    assert.deepEqual(adoptedRules, ['RootManageSharedAccessKey'], 'the foreign namespace rule was deleted');
     assert.ok(
       (env.emulator.stats().byOperation['hybridConnections.delete'] ?? 0) >= 1,
       'the adopted namespace was recycled',
@@ -331,7 +340,7 @@ describe('pool maintenance against the relay emulator', () => {
     await assertNothingLeaked(h);
     const again = await h.m.reconcile(h.clock.now);
     assert.deepEqual(
-      Object.entries(again.counts).filter(([k, v]) => k !== 'armNamespaces' && v > 0),
+      Object.entries(again.counts).filter(([k, v]) => k !== 'armNamespaces' && k !== 'driftChecked' && v > 0),
       [],
       'a second reconcile finds nothing to repair',
     );
@@ -401,17 +410,154 @@ describe('pool maintenance against the relay emulator', () => {
     );
     const newKeys = openNamespaceKeys(sealer, after)!;
     assert.notEqual(newKeys.send.key, oldKeys.send.key);
-    const statusOf = async (token: string) => {
+    assert.notEqual(after.hybridConnection, leased.hybridConnection, 'a fresh hybrid connection per generation');
+    const statusOf = async (token: string, hybridConnection = after.hybridConnection!) => {
       try {
-        (await connectHybridConnection(after.endpoint!, after.hybridConnection!, token, { ca })).destroy();
+        (await connectHybridConnection(after.endpoint!, hybridConnection, token, { ca })).destroy();
         return 200;
       } catch (err) {
         if (err instanceof RelayHandshakeError) return err.statusCode;
         throw err;
       }
     };
-    assert.equal(await statusOf(oldTokens.send), 401, 'the old send token is refused');
+    assert.equal(await statusOf(oldTokens.send, leased.hybridConnection), 404, 'the old hybrid connection is gone');
+    assert.equal(
+      await statusOf(oldTokens.send),
+      403,
+      'the old send token is refused on the new one (another audience)',
+    );
     assert.equal(await statusOf(mint(newKeys, after).send), 404, 'the new send token is accepted (no listener yet)');
+  });
+});
+
+describe('pool maintenance: keys and hybrid connections that drift out of band', () => {
+  let env: RelayTestEnv;
+  before(async () => {
+    env = await startRelayTestEnv({ createDelayMs: 50, deleteDelayMs: 20 });
+  });
+  after(async () => {
+    await env.emulator.close();
+  });
+
+  it('a foreign namespace-level Listen+Send rule and a send key rotated out of band are both repaired by maintenance', async () => {
+    const h = await harness(env, { floor: 2 });
+    await runOnce(h);
+    const [a, b] = (await h.store.list()).sort((x, y) => (x.name < y.name ? -1 : 1));
+    assert.equal(a.state, 'available');
+    const api = createRelayApiFactory({ endpoint: env.emulator.armEndpoint, caPem: env.emulator.caCertPem })(
+      a.subscriptionId,
+    );
+    const ca = env.emulator.caCertPem;
+    const expiresAt = new Date(Date.now() + 600_000);
+    const statusOf = async (endpoint: string, hc: string, token: string) => {
+      try {
+        (await connectHybridConnection(endpoint, hc, token, { ca })).destroy();
+        return 200;
+      } catch (err) {
+        if (err instanceof RelayHandshakeError) return err.statusCode;
+        throw err;
+      }
+    };
+    // A: a namespace-level Listen+Send rule added out of band, whose token reaches the hybrid connection.
+    await api.namespaces.createOrUpdateAuthorizationRule(RG, a.name, 'backdoor', { rights: ['Listen', 'Send'] });
+    const backdoor = await api.namespaces.listKeys(RG, a.name, 'backdoor');
+    const backdoorToken = (hc: string) =>
+      createSasToken({
+        resourceUri: relayAudience(a.endpoint!, hc),
+        keyName: 'backdoor',
+        key: backdoor.primaryKey!,
+        expiresAt,
+      });
+    assert.equal(await statusOf(a.endpoint!, a.hybridConnection!, backdoorToken(a.hybridConnection!)), 404);
+    // B: the send key rotated out of band: the sealed keys mint a token the relay refuses (a dead tunnel).
+    await api.hybridConnections.regenerateKeys(RG, b.name, b.hybridConnection!, 'client-send', {
+      keyType: 'PrimaryKey',
+    });
+    const sealedB = openNamespaceKeys(sealer, b)!;
+    const sendB = (ns: typeof b, keys: typeof sealedB) =>
+      createSasToken({ resourceUri: relayAudience(ns.endpoint!, ns.hybridConnection!), ...keys.send, expiresAt });
+    assert.equal(await statusOf(b.endpoint!, b.hybridConnection!, sendB(b, sealedB)), 401);
+
+    const outcome = await h.m.reconcile(h.clock.now);
+    assert.equal(outcome.counts.driftFound, 2);
+    assert.equal(outcome.counts.driftRepaired, 2);
+    assert.ok(
+      outcome.errors.some((e) => e.includes(`drift of ${a.name}`) && e.includes('foreign namespace rule backdoor')),
+    );
+    assert.ok(outcome.errors.some((e) => e.includes(`drift of ${b.name}`) && e.includes('send key')));
+
+    const a2 = (await h.store.get(a.name))!;
+    const b2 = (await h.store.get(b.name))!;
+    assert.equal(a2.state, 'available');
+    assert.equal(a2.generation, a.generation + 1);
+    assert.notEqual(a2.hybridConnection, a.hybridConnection);
+    // The foreign rule is gone: its token opens nothing, on the old or the new hybrid connection.
+    assert.equal(await statusOf(a.endpoint!, a2.hybridConnection!, backdoorToken(a2.hybridConnection!)), 401);
+    assert.equal(await statusOf(a.endpoint!, a.hybridConnection!, backdoorToken(a.hybridConnection!)), 404);
+    // The next session works: the sealed keys of the new generation are the ones ARM holds.
+    const keysB2 = openNamespaceKeys(sealer, b2)!;
+    const listener = new HybridConnectionListener({
+      endpoint: b2.endpoint!,
+      hybridConnection: b2.hybridConnection!,
+      token: createSasToken({
+        resourceUri: relayAudience(b2.endpoint!, b2.hybridConnection!),
+        ...keysB2.listen,
+        expiresAt,
+      }),
+      ca,
+    });
+    try {
+      await listener.start();
+      assert.equal(await statusOf(b2.endpoint!, b2.hybridConnection!, sendB(b2, keysB2)), 200);
+    } finally {
+      await listener.close();
+    }
+    const again = await h.m.reconcile(h.clock.now);
+    assert.equal(again.counts.driftFound, 0, 'nothing drifts any more');
+    await assertNothingLeaked(h);
+  });
+});
+
+describe('pool maintenance under a role on the pool resource group only', () => {
+  let env: RelayTestEnv;
+  before(async () => {
+    env = await startRelayTestEnv({
+      createDelayMs: 50,
+      deleteDelayMs: 20,
+      roleAssignments: [
+        { principalId: '*', role: 'Azure Relay Owner', scope: `/subscriptions/*/resourceGroups/${RG}` },
+      ],
+    });
+  });
+  after(async () => {
+    await env.emulator.close();
+  });
+
+  it('reconcile lists by resource group; a group out of the role is a surfaced 403 and its rows are not judged', async () => {
+    const h = await harness(env, { floor: 1 });
+    await runOnce(h);
+    const [row] = await h.store.list();
+    const elsewhere = await h.store.insertCreating({
+      name: `rbm-elsewhere-${seq}`,
+      subscriptionId: row.subscriptionId,
+      resourceGroup: 'rg-without-role',
+      location: LOCATION,
+      now: h.clock.now,
+    });
+    const run = await runOnce(h);
+    assert.equal(run.reconcile.counts.listsFailed, 1);
+    assert.ok(
+      run.reconcile.errors.some((e) => e.includes('rg-without-role') && e.includes('AuthorizationFailed')),
+      run.reconcile.errors.join('\n'),
+    );
+    assert.equal(run.record.outcome, 'partial');
+    const status = await h.m.status(h.clock.now);
+    assert.ok(
+      status.lastRun?.errors.some((e) => e.includes('AuthorizationFailed')),
+      'GET /pool shows it',
+    );
+    assert.equal((await h.store.get(elsewhere.name))?.state, 'creating', 'never judged gone on no evidence');
+    assert.equal(await h.store.get(row.name).then((r) => r?.state), 'available');
   });
 });
 

@@ -44,6 +44,7 @@ describe('Hybrid Connections data plane (our client)', () => {
     resourceGroup: RESOURCE_GROUP,
     name: p.name,
     endpoint: p.endpoint,
+    hybridConnection: p.hybridConnection,
   });
   const keysOf = (p: PreparedNamespace): Promise<SessionKeys> => env.manager.getSessionKeys(refOf(p));
   const token = (keys: SessionKeys, which: 'listen' | 'send', expiresAt = hour()): string =>
@@ -264,7 +265,7 @@ describe('Hybrid Connections data plane (our client)', () => {
     await listener.start();
     const sender = await connect(a, oldSend);
     const listenerEnded = ended(listener);
-    await env.manager.recycle(ref);
+    await env.manager.recycle(ref, { nextHybridConnection: 'tunnel-g1' });
     assert.equal(await closed(sender), 1001);
     assert.ok(listenerSide);
     assert.equal(await closed(listenerSide), 1001);
@@ -274,14 +275,16 @@ describe('Hybrid Connections data plane (our client)', () => {
     await assert.rejects(l2.start());
     await assert.rejects(
       connect(a, oldSend),
-      (err: unknown) => err instanceof RelayHandshakeError && err.statusCode === 401,
+      (err: unknown) => err instanceof RelayHandshakeError && err.statusCode === 404,
+      'the old hybrid connection is gone',
     );
-    // The fresh keys work.
-    const fresh = await keysOf(a);
-    const l3 = listen(a, token(fresh, 'listen'));
+    // The fresh keys work on the next generation's hybrid connection (a fresh name).
+    const next = { ...a, hybridConnection: 'tunnel-g1' };
+    const fresh = await keysOf(next);
+    const l3 = listen(next, token(fresh, 'listen'));
     echoOn(l3);
     await l3.start();
-    const s3 = await connect(a, token(fresh, 'send'));
+    const s3 = await connect(next, token(fresh, 'send'));
     s3.destroy();
     await l3.close();
   });

@@ -82,7 +82,7 @@ describe('RelayManager against the relay emulator', () => {
     assert.notEqual(keys.listen.key, keys.send.key);
   });
 
-  it('lists namespaces by tag, in a resource group and across the subscription', async () => {
+  it('lists namespaces by tag in a resource group; the subscription-scope list is 403 to a resource-group role, as in Azure', async () => {
     const tagged = await prepare(namespaceName(), { pool: 'list-test', owner: 'relay-broker' });
     await prepare(namespaceName(), { pool: 'other' });
     const inGroup = await env.manager.listNamespaces({
@@ -96,44 +96,64 @@ describe('RelayManager against the relay emulator', () => {
     );
     assert.equal(inGroup[0].resourceGroup, RESOURCE_GROUP);
     assert.equal(inGroup[0].endpoint, tagged.endpoint);
-    const inSubscription = await env.manager.listNamespaces({ subscriptionId: SUBSCRIPTION, tag: { name: 'owner' } });
-    assert.deepEqual(
-      inSubscription.map((n) => n.name),
-      [tagged.name],
+    await assert.rejects(
+      env.manager.listNamespaces({ subscriptionId: SUBSCRIPTION, tag: { name: 'owner' } }),
+      (err: unknown) => err instanceof RelayArmError && err.armStatus === 403,
     );
   });
 
-  it('recycle replaces the hybrid connection and its keys in at most 6 writes (4 by default)', async () => {
+  it('recycle deletes the hybrid connection, then writes a fresh one and its rules one after another: 4 writes, no conflict', async () => {
     const prepared = await prepare();
     const ref = {
       subscriptionId: SUBSCRIPTION,
       resourceGroup: RESOURCE_GROUP,
       name: prepared.name,
       endpoint: prepared.endpoint,
+      hybridConnection: prepared.hybridConnection,
     };
     const before = await env.manager.getSessionKeys(ref);
     env.emulator.resetStats();
-    const result = await env.manager.recycle(ref);
-    // The two rule PUTs run in parallel, so Relay answers one of them 429 "conflicting operation"
-    // and RelayManager retries it. TODO(issue 14 step 6): sequential rule writes make this 0.
-    const { conflicts } = env.emulator.stats();
-    assert.ok(conflicts <= 1, `${conflicts} conflicts`);
-    assert.equal(result.arm.writes, 4 + conflicts);
-    assert.equal(env.emulator.stats().writes, 4 + conflicts);
+    const result = await env.manager.recycle(ref, { nextHybridConnection: 'tunnel-g1' });
+    assert.equal(result.hybridConnection, 'tunnel-g1');
+    assert.equal(env.emulator.stats().conflicts, 0, 'no 429 40901: sequential writes, never a just-deleted name');
+    assert.equal(result.arm.writes, 4);
     assert.deepEqual(env.emulator.stats().byOperation, {
       'hybridConnections.delete': 1,
       'hybridConnections.createOrUpdate': 1,
-      'hybridConnections.createOrUpdateAuthorizationRule': 2 + conflicts,
+      'hybridConnections.createOrUpdateAuthorizationRule': 2,
     });
-    const afterKeys = await env.manager.getSessionKeys(ref);
+    await assert.rejects(env.manager.getSessionKeys(ref), RelayResourceNotFoundError, 'the old one is gone');
+    const afterKeys = await env.manager.getSessionKeys({ ...ref, hybridConnection: 'tunnel-g1' });
     assert.notEqual(afterKeys.listen.key, before.listen.key);
     assert.notEqual(afterKeys.send.key, before.send.key);
+  });
+
+  it('rotateNamespaceKeys deletes foreign namespace rules and hybrid connections and rotates RootManageSharedAccessKey', async () => {
+    const prepared = await prepare();
+    const ref = { subscriptionId: SUBSCRIPTION, resourceGroup: RESOURCE_GROUP, name: prepared.name };
+    await api.namespaces.createOrUpdateAuthorizationRule(RESOURCE_GROUP, prepared.name, 'backdoor', {
+      rights: ['Listen', 'Send'],
+    });
+    await api.hybridConnections.createOrUpdate(RESOURCE_GROUP, prepared.name, 'stray', {});
     const rootBefore = await api.namespaces.listKeys(RESOURCE_GROUP, prepared.name, 'RootManageSharedAccessKey');
-    const rotated = await env.manager.recycle(ref, { rotateNamespaceKeys: true });
-    assert.equal(rotated.arm.writes, 6 + (env.emulator.stats().conflicts - conflicts));
+    assert.deepEqual(await env.manager.checkDrift({ ...ref, hybridConnection: 'tunnel' }), [
+      'foreign namespace rule backdoor',
+      'foreign hybrid connection stray',
+    ]);
+    const rotated = await env.manager.recycle(
+      { ...ref, hybridConnection: 'tunnel' },
+      { rotateNamespaceKeys: true, nextHybridConnection: 'tunnel-g1' },
+    );
+    // delete + backdoor delete + 2 root regenerations + stray delete + HC PUT + 2 rule PUTs.
+    assert.equal(rotated.arm.writes, 8);
     const rootAfter = await api.namespaces.listKeys(RESOURCE_GROUP, prepared.name, 'RootManageSharedAccessKey');
     assert.notEqual(rootAfter.primaryKey, rootBefore.primaryKey);
     assert.notEqual(rootAfter.secondaryKey, rootBefore.secondaryKey);
+    const rules: string[] = [];
+    for await (const r of api.namespaces.listAuthorizationRules(RESOURCE_GROUP, prepared.name))
+      rules.push(r.name ?? '');
+    assert.deepEqual(rules, ['RootManageSharedAccessKey']);
+    assert.deepEqual(await env.manager.checkDrift({ ...ref, hybridConnection: 'tunnel-g1' }), []);
   });
 
   it('deletes a namespace through the delete LRO; a second delete is a no-op', async () => {

@@ -24,12 +24,6 @@ export async function startRelayTestEnv(
     deleteDelayMs: 50,
     // Every other ARM duration (write time, windows, bucket refill) at 1/100 of Azure's.
     timeScale: 0.01,
-    lenient: {
-      // TODO(issue 14 step 5/6): reconcile lists at subscription scope (Azure: 403 to a resource-group role).
-      subscriptionScopeList: true,
-      // TODO(issue 14 step 5/6): recycle re-creates the hybrid connection under the same name (Azure: 429 40901).
-      hybridConnectionNameReuse: true,
-    },
     ...emulatorOptions,
   }).start();
   const sleeps: number[] = [];

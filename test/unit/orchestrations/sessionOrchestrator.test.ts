@@ -150,15 +150,20 @@ describe('sessionOrchestrator (synthetic histories)', () => {
     let r = await replay(h);
     assert.deepEqual(r.customStatus, { status: 'ending', reason: 'requested' });
     const recycle = r.actions.at(-1)!;
-    assert.equal(recycle.functionName, 'recycleSessionNamespace');
+    assert.equal(recycle.functionName, 'endSessionRelay');
     assert.equal(recycle.actionType, ActionType.CallActivityWithRetry);
     assert.deepEqual(inputOf(recycle), { sessionId: input.sessionId, namespace: 'rbk-ns-1', generation: 3 });
-    r = await replay(h.completed(61_000, 4, 'recycled'));
+    r = await replay(h.completed(61_000, 4, 'deleted'));
     assert.equal(names(r).at(-1), 'closeOnDevice');
+    assert.deepEqual(r.customStatus, { status: 'ending', reason: 'requested' }, 'ended only once recorded');
     r = await replay(h.completed(61_100, 5, null));
     assert.equal(names(r).at(-1), 'recordSessionEnd');
     assert.deepEqual(inputOf(r.actions.at(-1)!).reason, 'requested');
     r = await replay(h.completed(61_200, 6, null));
+    assert.deepEqual(r.customStatus, { status: 'ended', reason: 'requested' });
+    assert.equal(names(r).at(-1), 'prepareNextGeneration', 'the next generation is prepared after the end');
+    assert.deepEqual(inputOf(r.actions.at(-1)!), { sessionId: input.sessionId, namespace: 'rbk-ns-1', generation: 3 });
+    r = await replay(h.completed(62_000, 7, 'recycled'));
     assert.equal(r.isDone, true);
     assert.deepEqual(r.output, { status: 'ended', reason: 'requested' });
     assert.deepEqual(r.customStatus, { status: 'ended', reason: 'requested' });
@@ -173,13 +178,13 @@ describe('sessionOrchestrator (synthetic histories)', () => {
       .timer(3_600_000, 3);
     const r = await replay(h);
     assert.deepEqual(r.customStatus, { status: 'ending', reason: 'lifetime' });
-    assert.equal(names(r).at(-1), 'recycleSessionNamespace');
+    assert.equal(names(r).at(-1), 'endSessionRelay');
   });
 
   it('the ready timeout fails the session with device_not_ready and still recycles', async () => {
     const r = await replay(new History().start().completed(100, 0, opened).timer(7100, 1));
     assert.deepEqual(r.customStatus, { status: 'ending', reason: 'device_not_ready' });
-    assert.equal(names(r).at(-1), 'recycleSessionNamespace');
+    assert.equal(names(r).at(-1), 'endSessionRelay');
   });
 
   it('a device that refuses fails the session with device_refused', async () => {
@@ -208,7 +213,7 @@ describe('sessionOrchestrator (synthetic histories)', () => {
       .completed(950, 2, null);
     const r = await replay(h);
     assert.deepEqual(r.customStatus, { status: 'ending', reason: 'requested' });
-    assert.equal(names(r).at(-1), 'recycleSessionNamespace');
+    assert.equal(names(r).at(-1), 'endSessionRelay');
   });
 
   it('an empty pool fails at once with pool_exhausted and Retry-After, recording the end', async () => {
@@ -230,8 +235,56 @@ describe('sessionOrchestrator (synthetic histories)', () => {
     const r = await replay(new History().start().failed(100, 0, 'queue unavailable'));
     assert.deepEqual(r.customStatus, { status: 'ending', reason: 'error' });
     const recycle = r.actions.at(-1)!;
-    assert.equal(recycle.functionName, 'recycleSessionNamespace');
+    assert.equal(recycle.functionName, 'endSessionRelay');
     assert.deepEqual(inputOf(recycle), { sessionId: input.sessionId });
+  });
+});
+
+describe('sessionOrchestrator: ended means the hybrid connection is deleted', () => {
+  const ending = () =>
+    new History()
+      .start()
+      .completed(100, 0, opened)
+      .raised(900, 'DeviceReady', {})
+      .completed(950, 2, null)
+      .raised(60_000, 'EndSession', { reason: 'requested' });
+
+  /** An activity with the recycle retry (4 attempts) failing every time: task ids `id`, `id + 2`, …, each followed by its retry timer. */
+  const failRetried = (h: History, at: number, id: number): History => {
+    for (let attempt = 0; attempt < 4; attempt++) {
+      h.failed(at + attempt * 20_000, id + attempt * 2, 'RelayArmUnavailableError: throttled');
+      h.timer(at + attempt * 20_000 + 10_000, id + attempt * 2 + 1);
+    }
+    return h;
+  };
+
+  it('a delete that fails past its retries regenerates the keys, stays ending and asks again after a timer', async () => {
+    const h = failRetried(ending(), 61_000, 4);
+    let r = await replay(h);
+    assert.equal(names(r).at(-1), 'killSessionRelayKeys');
+    assert.deepEqual(r.customStatus, { status: 'ending', reason: 'requested' });
+    r = await replay(h.completed(132_000, 12, true));
+    assert.equal(names(r).at(-1), 'timer');
+    assert.equal(r.actions.at(-1)!.fireAt, new Date(T0 + 132_000 + 15_000).toISOString());
+    assert.deepEqual(r.customStatus, { status: 'ending', reason: 'requested' });
+    r = await replay(h.timer(147_000, 13));
+    assert.equal(names(r).at(-1), 'endSessionRelay', 'the delete is tried again');
+    // A second failure does not regenerate the keys again: straight to the next timer.
+    r = await replay(failRetried(h, 150_000, 14));
+    assert.equal(names(r).at(-1), 'timer');
+    assert.deepEqual(r.customStatus, { status: 'ending', reason: 'requested' });
+    r = await replay(h.timer(245_000, 22).completed(246_000, 23, 'deleted'));
+    assert.equal(names(r).at(-1), 'closeOnDevice');
+    r = await replay(h.completed(246_100, 24, null));
+    assert.equal(names(r).at(-1), 'recordSessionEnd');
+    r = await replay(h.completed(246_200, 25, null));
+    assert.deepEqual(r.customStatus, { status: 'ended', reason: 'requested' });
+  });
+
+  it('a namespace whose recycle maintenance holds is not ended until its delete is seen', async () => {
+    const r = await replay(ending().completed(61_000, 4, 'claimed'));
+    assert.equal(names(r).at(-1), 'timer');
+    assert.deepEqual(r.customStatus, { status: 'ending', reason: 'requested' });
   });
 });
 

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import type { Namespace, NamespaceState } from '../../../lib/pool/namespace';
 import { countResults, poolMaintenanceInstanceId } from '../../../lib/pool/maintenanceRun';
-import { planReconcile, type ReconcileAction, type ReconcileInput } from '../../../lib/pool/reconcile';
+import { planReconcile, scopeKey, type ReconcileAction, type ReconcileInput } from '../../../lib/pool/reconcile';
 import { openNamespaceKeys, sealNamespaceKeys, sealedKeysContext } from '../../../lib/pool/sealedKeys';
 import type { ManagedNamespace } from '../../../lib/relay/relayManager';
 import { Sealer } from '../../../lib/sealing';
@@ -47,7 +47,7 @@ function arm(name: string, provisioningState = 'Succeeded', subscriptionId = SUB
 function input(over: Partial<ReconcileInput>): ReconcileInput {
   return {
     arm: [],
-    listedSubscriptions: new Set([SUB_A, SUB_B]),
+    listedResourceGroups: new Set([scopeKey(SUB_A, 'rg'), scopeKey(SUB_B, 'rg')]),
     rows: [],
     recentlyDeleted: [],
     subscriptions: [
@@ -112,9 +112,13 @@ describe('planReconcile: rows', () => {
     ]);
   });
 
-  it('asks ARM to confirm before removing a row whose namespace is not listed; never judges a subscription whose list failed', () => {
-    const rows = [row('rbk-gone001', 'available'), row('rbk-gone002', 'available', { subscriptionId: SUB_B })];
-    assert.deepEqual(kinds(planReconcile(input({ rows, listedSubscriptions: new Set([SUB_A]) }))), [
+  it('asks ARM to confirm before removing a row whose namespace is not listed; never judges a resource group whose list failed', () => {
+    const rows = [
+      row('rbk-gone001', 'available'),
+      row('rbk-gone002', 'available', { subscriptionId: SUB_B }),
+      row('rbk-gone003', 'available', { resourceGroup: 'other-rg' }),
+    ];
+    assert.deepEqual(kinds(planReconcile(input({ rows, listedResourceGroups: new Set([scopeKey(SUB_A, 'RG')]) }))), [
       'confirmGone:rbk-gone001',
     ]);
   });

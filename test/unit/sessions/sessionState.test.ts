@@ -59,16 +59,22 @@ const CASES: ReadonlyArray<[string, Partial<SessionRecord>, InstanceState | unde
     { status: 'ended', reason: 'requested' },
   ],
   [
-    'a failed orchestration whose last status said ready is failed/error',
+    'a failed orchestration whose last status said ready is ending/interrupted until the sweep closes it',
     { status: 'ready' },
     { runtimeStatus: 'Failed', customStatus: readyCs },
-    { status: 'failed', reason: 'error' },
+    { status: 'ending', reason: 'interrupted' },
   ],
   [
-    'a terminated orchestration is failed/error',
+    'a terminated orchestration is ending/interrupted (never ended before its hybrid connection is gone)',
     {},
     { runtimeStatus: 'Terminated', customStatus: { status: 'pending' } },
-    { status: 'failed', reason: 'error' },
+    { status: 'ending', reason: 'interrupted' },
+  ],
+  [
+    'a terminated orchestration that was ending keeps its reason',
+    { status: 'ending', reason: 'requested' },
+    { runtimeStatus: 'Terminated', customStatus: { status: 'ending', reason: 'requested' } },
+    { status: 'ending', reason: 'requested' },
   ],
   [
     'a recorded end is final, whatever the orchestration says',
