@@ -119,7 +119,7 @@ export function problemError(status: number, body: unknown, headers: Headers, wh
     ? doc.errors
         .map((e) =>
           e && typeof e === 'object'
-            ? `${String((e as { path?: unknown }).path ?? '')}: ${String((e as { message?: unknown }).message ?? '')}`
+            ? `${str((e as { path?: unknown }).path) ?? ''}: ${str((e as { message?: unknown }).message) ?? ''}`
             : '',
         )
         .filter(Boolean)

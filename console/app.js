@@ -441,7 +441,12 @@
         auditSource = 'sessions';
       }
     }
-    if (auditSource === 'sessions') items = (await api('GET', `/sessions?${q}`)).sessions;
+    if (auditSource === 'sessions') {
+      // Session records know a status, not an outcome: the same filter under its name there.
+      if (q.has('outcome')) q.set('status', q.get('outcome'));
+      q.delete('outcome');
+      items = (await api('GET', `/sessions?${q}`)).sessions;
+    }
     $('#audit-source').textContent = auditSource === 'audit' ? 'GET /audit' : 'session records (GET /sessions)';
     auditColumns =
       auditSource === 'sessions'

@@ -80,7 +80,7 @@ export const sessionOrchestrator: OrchestrationHandler = function* (context: Orc
     const readyTimer = context.df.createTimer(readyDeadline);
     const readyEvent = context.df.waitForExternalEvent(SESSION_EVENTS.deviceReady);
     const endEvent = context.df.waitForExternalEvent(SESSION_EVENTS.endSession);
-    const first = yield context.df.Task.any([readyEvent, endEvent, readyTimer]);
+    const first: unknown = yield context.df.Task.any([readyEvent, endEvent, readyTimer]);
     if (!readyTimer.isCompleted) readyTimer.cancel();
 
     if (first === readyEvent) {
@@ -124,7 +124,7 @@ export const sessionOrchestrator: OrchestrationHandler = function* (context: Orc
       } else {
         const lifetimeTimer = context.df.createTimer(new Date(input.expiresAt));
         const endLater = context.df.waitForExternalEvent(SESSION_EVENTS.endSession);
-        const ended = yield context.df.Task.any([endLater, lifetimeTimer]);
+        const ended: unknown = yield context.df.Task.any([endLater, lifetimeTimer]);
         if (ended === endLater) {
           lifetimeTimer.cancel();
           reason = endSessionEventSchema.parse(endLater.result ?? {}).reason;

@@ -188,30 +188,35 @@ export function registerSessions(program: Command): void {
 
 const POOL_STATES = ['available', 'leased', 'creating', 'recycling', 'quarantined', 'deleting'];
 
+/** A scalar from an untyped API document as text; anything else (absent, an object) is `fallback`. */
+function text(v: unknown, fallback: string): string {
+  return typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean' ? String(v) : fallback;
+}
+
 /** The pool document as a person reads it: one row per subscription, then the target and the last run. */
 function describePool(body: unknown): string[] {
   const b = (body ?? {}) as Record<string, unknown>;
   const subs = Array.isArray(b.bySubscription) ? (b.bySubscription as Array<Record<string, unknown>>) : [];
   if (!subs.length && !b.byState) return describeObject(body);
-  const count = (o: unknown, k: string) => String(((o ?? {}) as Record<string, unknown>)[k] ?? 0);
+  const count = (o: unknown, k: string) => text(((o ?? {}) as Record<string, unknown>)[k], '0');
   const rows = subs.map((s) => [
-    String(s.subscriptionId ?? ''),
-    String(s.resourceGroup ?? ''),
+    text(s.subscriptionId, ''),
+    text(s.resourceGroup, ''),
     `${count(s, 'total')}/${count(s, 'quota')}`,
     ...POOL_STATES.map((st) => count(s.byState, st)),
   ]);
-  rows.push(['all', '', String(b.total ?? 0), ...POOL_STATES.map((st) => count(b.byState, st))]);
+  rows.push(['all', '', text(b.total, '0'), ...POOL_STATES.map((st) => count(b.byState, st))]);
   const lines = [
-    `pool ${String(b.pool ?? '')}`,
+    `pool ${text(b.pool, '')}`,
     ...table(['SUBSCRIPTION', 'GROUP', 'TOTAL/QUOTA', ...POOL_STATES.map((st) => st.toUpperCase())], rows),
   ];
   const target = (b.target ?? {}) as Record<string, unknown>;
   if (target.value !== undefined) {
     lines.push(
       '',
-      `target ${String(target.value)} usable, ${String(target.usable ?? '?')} now; would create ${String(target.wouldCreate ?? 0)}, delete ${String(target.wouldDelete ?? 0)}`,
+      `target ${text(target.value, '?')} usable, ${text(target.usable, '?')} now; would create ${text(target.wouldCreate, '0')}, delete ${text(target.wouldDelete, '0')}`,
     );
-    for (const r of Array.isArray(target.reasons) ? target.reasons : []) lines.push(`  ${String(r)}`);
+    for (const r of Array.isArray(target.reasons) ? target.reasons : []) lines.push(`  ${text(r, '')}`);
   }
   const cost = b.cost as
     | {
@@ -235,7 +240,7 @@ function describePool(body: unknown): string[] {
     const errors = Array.isArray(run.errors) ? run.errors.length : 0;
     lines.push(
       '',
-      `last maintenance ${String(run.finishedAt ?? run.startedAt ?? '?')}: ${String(run.outcome ?? '?')} in ${String(run.durationMs ?? '?')} ms${errors ? `, ${errors} error(s)` : ''}`,
+      `last maintenance ${text(run.finishedAt ?? run.startedAt, '?')}: ${text(run.outcome, '?')} in ${text(run.durationMs, '?')} ms${errors ? `, ${errors} error(s)` : ''}`,
     );
   } else lines.push('', 'no maintenance run yet');
   return lines;

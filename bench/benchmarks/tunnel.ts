@@ -123,13 +123,17 @@ function child(
   const waiters: Array<{ test: (l: string) => boolean; resolve: (l: string) => void }> = [];
   let partial = '';
   let stderr = '';
-  proc.stderr!.on('data', (c: Buffer) => (stderr = (stderr + c.toString()).slice(-4000)));
-  proc.stdout!.on('data', (c: Buffer) => {
+  proc.stderr.on('data', (c: Buffer) => (stderr = (stderr + c.toString()).slice(-4000)));
+  proc.stdout.on('data', (c: Buffer) => {
     const parts = (partial + c.toString()).split('\n');
     partial = parts.pop() ?? '';
     for (const l of parts) {
       lines.push(l);
-      for (const w of [...waiters]) if (w.test(l)) waiters.splice(waiters.indexOf(w), 1) && w.resolve(l);
+      for (const w of [...waiters]) {
+        if (!w.test(l)) continue;
+        waiters.splice(waiters.indexOf(w), 1);
+        w.resolve(l);
+      }
     }
   });
   const exited = new Promise<void>((resolve) => proc.on('close', () => resolve()));

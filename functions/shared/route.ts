@@ -30,7 +30,7 @@ export interface ApiContext {
   /** The raw body (undefined for GET/HEAD). */
   body: Uint8Array | undefined;
   /** The Durable Functions client (routes registered with `durableClient: true`). */
-  durable(): df.DurableClient;
+  durable: () => df.DurableClient;
 }
 
 export interface RouteOptions {

@@ -399,7 +399,7 @@ export class HybridConnectionListener extends EventEmitter<HybridConnectionListe
 
   private async resolveToken(): Promise<string> {
     const source = this.opts.token;
-    return typeof source === 'string' ? source : await source();
+    return typeof source === 'string' ? source : source();
   }
 
   private async connect(): Promise<void> {
@@ -447,7 +447,7 @@ export class HybridConnectionListener extends EventEmitter<HybridConnectionListe
       this.emit('online');
     });
     ws.on('message', (data: RawData, isBinary: boolean) => {
-      if (!isBinary) this.onControlMessage(data.toString());
+      if (!isBinary) this.onControlMessage(rawText(data));
     });
     ws.once('close', (code: number, reasonBuffer: Buffer) => {
       if (this.ws === ws) this.ws = undefined;
@@ -606,4 +606,11 @@ export class HybridConnectionListener extends EventEmitter<HybridConnectionListe
   private emitError(err: Error): void {
     if (this.listenerCount('error') > 0) this.emit('error', err);
   }
+}
+
+/** A WebSocket message as UTF-8 text, whatever shape `ws` delivered it in. */
+function rawText(data: RawData): string {
+  if (Buffer.isBuffer(data)) return data.toString('utf8');
+  if (Array.isArray(data)) return Buffer.concat(data).toString('utf8');
+  return Buffer.from(data).toString('utf8');
 }

@@ -304,7 +304,8 @@ export class NamespaceDataPlane {
       if (isBinary) return;
       let message: unknown;
       try {
-        message = JSON.parse(data.toString());
+        const bytes = Array.isArray(data) ? Buffer.concat(data) : Buffer.isBuffer(data) ? data : Buffer.from(data);
+        message = JSON.parse(bytes.toString('utf8'));
       } catch {
         return;
       }

@@ -154,11 +154,12 @@ describe('the web console in headless chromium', { skip }, () => {
     await shot('pool');
 
     await page.getByRole('link', { name: 'Audit' }).click();
-    await page.getByRole('row').filter({ hasText: 'dev-console' }).filter({ hasText: 'ended' }).first().waitFor();
-    await page.getByLabel('Status').selectOption('failed');
+    // The End pressed on the sessions page is in the trail: who ended which session on which device.
+    await page.getByRole('row').filter({ hasText: 'dev-console' }).filter({ hasText: 'session.end' }).first().waitFor();
+    await page.getByLabel('Outcome').selectOption('failed');
     await page.getByRole('button', { name: 'Filter' }).click();
     await page.getByText('Nothing recorded for this filter.').waitFor();
-    await page.getByLabel('Status').selectOption('');
+    await page.getByLabel('Outcome').selectOption('');
     await page.getByRole('button', { name: 'Filter' }).click();
     await page.getByRole('row').filter({ hasText: 'dev-console' }).first().waitFor();
     await shot('audit');

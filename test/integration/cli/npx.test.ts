@@ -25,7 +25,14 @@ async function npx(cwd: string, cache: string, args: string[]): Promise<Result> 
       cwd,
       timeout: 120_000,
       // A cache of the test's own: the developer's npx cache must neither help nor hurt.
-      env: { ...process.env, npm_config_cache: cache, npm_config_update_notifier: 'false' },
+      // No lifecycle scripts: npx would run the project's `prepare` (a build) while other tests read
+      // dist/; the build is `npm install`'s job, and this test is about resolving the bin.
+      env: {
+        ...process.env,
+        npm_config_cache: cache,
+        npm_config_update_notifier: 'false',
+        npm_config_ignore_scripts: 'true',
+      },
     });
     return { code: 0, stdout: r.stdout, stderr: r.stderr };
   } catch (err) {
