@@ -210,7 +210,11 @@
       (d) => d.deviceId,
       (d) => [
         d.displayName ? `${d.deviceId} (${d.displayName})` : d.deviceId,
-        d.online === true ? 'online' : d.online === false ? 'offline' : 'unknown',
+        d.presence === 'online' || d.online === true
+          ? 'online'
+          : d.presence === 'offline' || d.presence === 'never' || d.online === false
+            ? 'offline'
+            : 'unknown',
         d.lastSeenAt ? ago(d.lastSeenAt) : '—',
         (grantsOf.get(d.deviceId) || []).join(', ') || 'admins only',
         when(d.enrollmentExpiresAt),
@@ -314,11 +318,13 @@
         s.port,
         when(s.readyAt || s.createdAt),
         s.reason && s.status !== 'ready' ? `${s.status} (${s.reason})` : s.status,
-        typeof s.bytes === 'object' && s.bytes
-          ? `${s.bytes.toDevice ?? s.bytes.sent ?? 0} ↓ / ${s.bytes.fromDevice ?? s.bytes.received ?? 0} ↑`
-          : typeof s.bytes === 'number'
-            ? String(s.bytes)
-            : '—',
+        typeof s.bytesToDevice === 'number' || typeof s.bytesFromDevice === 'number'
+          ? `${s.bytesToDevice ?? 0} ↓ / ${s.bytesFromDevice ?? 0} ↑`
+          : typeof s.bytes === 'object' && s.bytes
+            ? `${s.bytes.toDevice ?? s.bytes.sent ?? 0} ↓ / ${s.bytes.fromDevice ?? s.bytes.received ?? 0} ↑`
+            : typeof s.bytes === 'number'
+              ? String(s.bytes)
+              : '—',
       ],
       (s, cell) => {
         const ended = s.status === 'ended' || s.status === 'failed';

@@ -325,6 +325,13 @@ export async function runPeak(o: PeakOptions, log: (line: string) => void): Prom
     clearInterval(sampler);
     clearInterval(progress);
     const holdS = (performance.now() - holdStart) / 1000;
+    // One last sample: a hold shorter than the sampling interval still reports memory.
+    const [rss, devRss, cliRss] = await Promise.all([
+      rssMbOf(process.pid),
+      rssMbOf(devicesWorker.proc.pid),
+      rssMbOf(clientsWorker.proc.pid),
+    ]);
+    samples.push({ rss, devRss, cliRss });
     const after = { dev: await devicesWorker.stats(), cli: await clientsWorker.stats(), main: processFigures() };
     const devStorage = after.dev.storageRequests - before.dev.storageRequests;
     const storagePerS = (storageRequests - storageBefore + devStorage) / holdS;

@@ -98,6 +98,8 @@ describe('the web console in headless chromium', { skip }, () => {
     await page.getByRole('button', { name: 'Sign in' }).click();
     const deviceRow = page.getByRole('row', { name: /dev-console \(Lab PC\)/ });
     await deviceRow.waitFor();
+    // The product's agent heartbeats with its device credential: the page shows the device online.
+    await deviceRow.filter({ hasText: 'online' }).waitFor();
     assert.match(await page.getByText(/Signed in as local-admin/).innerText(), /admin/);
     assert.equal(await page.getByRole('link', { name: 'Devices' }).getAttribute('aria-current'), 'page');
     await shot('devices');
