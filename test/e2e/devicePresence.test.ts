@@ -5,7 +5,6 @@
 // enrollment file is picked up live, and `devices rm` stops the agent with a non-zero exit.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { once } from 'node:events';
 import { promises as fs } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -14,29 +13,7 @@ import { after, before, describe, it } from 'node:test';
 import { LocalRuntime } from '../../local/runtime';
 import { CliProcess, runCli } from '../integration/agent/cliProcess';
 import { assertProblem, call } from '../support/http';
-
-/** Connects, sends `payload`, resolves with what came back (or rejects when it closes short). */
-async function echoThrough(port: number, payload: Buffer): Promise<Buffer> {
-  const socket = net.connect(port, '127.0.0.1');
-  socket.on('error', () => undefined);
-  await once(socket, 'connect');
-  const chunks: Buffer[] = [];
-  let got = 0;
-  const done = new Promise<Buffer>((resolve, reject) => {
-    socket.on('data', (c: Buffer) => {
-      chunks.push(c);
-      got += c.length;
-      if (got >= payload.length) resolve(Buffer.concat(chunks));
-    });
-    socket.once('close', () => (got >= payload.length ? resolve(Buffer.concat(chunks)) : reject(new Error('short'))));
-  });
-  socket.write(payload);
-  try {
-    return await done;
-  } finally {
-    socket.destroy();
-  }
-}
+import { echoThrough } from '../support/streams';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

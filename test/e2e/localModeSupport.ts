@@ -43,29 +43,4 @@ export async function echoServer(host = '127.0.0.1'): Promise<{ port: number; cl
   };
 }
 
-/** Sends `payload` to 127.0.0.1:`port` and reads as many bytes back. */
-export async function echoThrough(port: number, payload: Buffer): Promise<Buffer> {
-  const socket = net.connect(port, '127.0.0.1');
-  socket.on('error', () => undefined);
-  await once(socket, 'connect');
-  const chunks: Buffer[] = [];
-  let got = 0;
-  const done = new Promise<Buffer>((resolve, reject) => {
-    socket.on('data', (c: Buffer) => {
-      chunks.push(c);
-      got += c.length;
-      if (got >= payload.length) resolve(Buffer.concat(chunks));
-    });
-    socket.once('close', () =>
-      got >= payload.length
-        ? resolve(Buffer.concat(chunks))
-        : reject(new Error(`closed after ${got} of ${payload.length} bytes`)),
-    );
-  });
-  socket.write(payload);
-  try {
-    return await done;
-  } finally {
-    socket.destroy();
-  }
-}
+export { echoThrough } from '../support/streams';

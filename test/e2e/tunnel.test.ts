@@ -12,6 +12,7 @@ import { after, before, describe, it } from 'node:test';
 import type { LocalRuntime } from '../../local/runtime';
 import { startLocalStack } from '../support/localStack';
 import { CliProcess, runCli } from '../integration/agent/cliProcess';
+import { echoThrough } from '../support/streams';
 
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 /** Resolves on 'close' whatever happened before (events.once would reject on 'error'). */
@@ -19,33 +20,6 @@ const closed = (s: net.Socket): Promise<void> =>
   new Promise((resolve) => (s.destroyed ? resolve() : s.once('close', () => resolve())));
 const STREAM_BLOCK = randomBytes(1024 * 1024);
 const STREAM_BLOCKS = 100;
-
-/** Connects, sends `payload`, reads as many bytes back, closes; returns them. */
-async function echoThrough(port: number, payload: Buffer): Promise<Buffer> {
-  const socket = net.connect(port, '127.0.0.1');
-  socket.on('error', () => undefined);
-  await once(socket, 'connect');
-  const chunks: Buffer[] = [];
-  let got = 0;
-  const done = new Promise<Buffer>((resolve, reject) => {
-    socket.on('data', (c: Buffer) => {
-      chunks.push(c);
-      got += c.length;
-      if (got >= payload.length) resolve(Buffer.concat(chunks));
-    });
-    socket.once('close', () =>
-      got >= payload.length
-        ? resolve(Buffer.concat(chunks))
-        : reject(new Error(`closed after ${got} of ${payload.length} bytes`)),
-    );
-  });
-  socket.write(payload);
-  try {
-    return await done;
-  } finally {
-    socket.destroy();
-  }
-}
 
 describe('the tunnel end to end (relay-broker agent + connect on the local stack)', () => {
   let stateDir: string;
