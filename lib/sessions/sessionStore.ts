@@ -6,9 +6,10 @@
 // also saying whether the session is still open (the per-principal cap counts those). '~' sorts
 // after every device id, so `PartitionKey lt '~'` selects records only. `~live~` holds one row per
 // ready session, so the liveness sweep reads the ready ones without scanning the history.
-import { odata, RestError, TableClient, type TableEntity } from '@azure/data-tables';
+import { odata, TableClient, type TableEntity } from '@azure/data-tables';
 import { z } from 'zod';
-import { ConcurrencyError, SessionExistsError, SessionNotFoundError } from '../errors';
+import { conditionalUpdate, getOrUndefined, insertOrConflict, tableFault } from '../storage/tables';
+import { SessionExistsError, SessionNotFoundError } from '../errors';
 import {
   decideSessionWrite,
   endReasonSchema,
@@ -124,13 +125,8 @@ export class SessionStore {
    */
   async insert(r: SessionRecord): Promise<void> {
     const create = async (entity: TableEntity<Record<string, unknown>>) => {
-      try {
-        await this.table.createEntity(entity);
-      } catch (err) {
-        if (err instanceof RestError && err.statusCode === 409)
-          throw new SessionExistsError(`Session ${r.sessionId} exists.`);
-        throw err;
-      }
+      if ((await insertOrConflict(this.table, entity)) === 'conflict')
+        throw new SessionExistsError(`Session ${r.sessionId} exists.`);
     };
     const byTime = { rowKey: timeKey(r), deviceId: r.deviceId, sessionId: r.sessionId };
     await Promise.all([
@@ -144,23 +140,16 @@ export class SessionStore {
 
   /** The device and opener of a session, from its index row; undefined when there is none. */
   async locate(sessionId: string): Promise<SessionLocation | undefined> {
-    try {
-      const e = await this.table.getEntity<Record<string, unknown>>(indexKey(sessionId), INDEX_ROW);
-      return sessionIndexSchema.parse({ deviceId: e.deviceId, openerId: e.openerId });
-    } catch (err) {
-      if (err instanceof RestError && err.statusCode === 404) return undefined;
-      throw err;
-    }
+    return getOrUndefined(this.table, indexKey(sessionId), INDEX_ROW, (e) =>
+      sessionIndexSchema.parse({ deviceId: e.deviceId, openerId: e.openerId }),
+    );
   }
 
   async get(deviceId: string, sessionId: string): Promise<SessionRecord | undefined> {
-    try {
-      const { etag: _e, ...r } = fromEntity(await this.table.getEntity<Record<string, unknown>>(deviceId, sessionId));
-      return r;
-    } catch (err) {
-      if (err instanceof RestError && err.statusCode === 404) return undefined;
-      throw err;
-    }
+    const row = await this.read(deviceId, sessionId);
+    if (!row) return undefined;
+    const { etag: _e, ...r } = row;
+    return r;
   }
 
   /**
@@ -176,39 +165,47 @@ export class SessionStore {
       Pick<SessionRecord, 'reason' | 'namespace' | 'namespaceGeneration' | 'readyAt' | 'endedAt' | 'endedBy'>
     > = {},
   ): Promise<SessionRecord> {
-    for (let attempt = 0; attempt < 5; attempt++) {
-      let current: SessionRecord & { etag: string };
-      try {
-        current = fromEntity(await this.table.getEntity<Record<string, unknown>>(deviceId, sessionId));
-      } catch (err) {
-        if (err instanceof RestError && err.statusCode === 404)
-          throw new SessionNotFoundError(`Session ${sessionId} is not recorded.`);
-        throw err;
-      }
-      const { etag, ...record } = current;
-      if (decideSessionWrite(record.status, status) === 'skip') {
-        // A retried end: the first run may have failed after its write, before its side effects.
-        if (isTerminal(record.status) && isTerminal(status)) await this.afterEnd(record);
-        return record;
-      }
-      // An end decided by someone (ending) keeps its author through the final write.
-      const next: SessionRecord = {
-        ...record,
-        ...fields,
-        status,
-        ...(record.endedBy ? { endedBy: record.endedBy } : {}),
-      };
-      try {
-        await this.table.updateEntity(toEntity(next), 'Replace', { etag });
-      } catch (err) {
-        if (err instanceof RestError && err.statusCode === 412) continue;
-        throw err;
-      }
-      if (next.status === 'ready') await this.markLive(next);
-      if (isTerminal(next.status)) await this.afterEnd(next);
-      return next;
-    }
-    throw new ConcurrencyError(`Session ${sessionId} kept changing; try again.`);
+    return conditionalUpdate<SessionRecord & { etag: string }, SessionRecord>({
+      op: 'sessionStore.transition',
+      subject: `session ${sessionId}`,
+      attempts: 5,
+      read: () => this.read(deviceId, sessionId),
+      decide: (current) => {
+        if (!current) throw new SessionNotFoundError(`Session ${sessionId} is not recorded.`);
+        const { etag, ...record } = current;
+        if (decideSessionWrite(record.status, status) === 'skip') {
+          // A retried end: the first run may have failed after its write, before its side effects.
+          return {
+            write: async () => {
+              if (isTerminal(record.status) && isTerminal(status)) await this.afterEnd(record);
+              return record;
+            },
+          };
+        }
+        // An end decided by someone (ending) keeps its author through the final write.
+        const next: SessionRecord = {
+          ...record,
+          ...fields,
+          status,
+          ...(record.endedBy ? { endedBy: record.endedBy } : {}),
+        };
+        return {
+          write: async () => {
+            await this.table.updateEntity(toEntity(next), 'Replace', { etag });
+            if (next.status === 'ready') await this.markLive(next);
+            if (isTerminal(next.status)) await this.afterEnd(next);
+            return next;
+          },
+        };
+      },
+      // Only a lost race (412) is read again; a vanished row is not a race to retry.
+      retry: (fault) => fault === 'preconditionFailed',
+    });
+  }
+
+  /** The record with the ETag it was read with; undefined when there is none. Read-only. */
+  private read(deviceId: string, sessionId: string): Promise<(SessionRecord & { etag: string }) | undefined> {
+    return getOrUndefined(this.table, deviceId, sessionId, fromEntity);
   }
 
   private async markLive(r: SessionRecord): Promise<void> {
@@ -229,7 +226,7 @@ export class SessionStore {
     try {
       await this.table.deleteEntity(LIVE_INDEX, sessionId);
     } catch (err) {
-      if (!(err instanceof RestError && err.statusCode === 404)) throw err;
+      if (tableFault(err) !== 'notFound') throw err;
     }
   }
 
@@ -241,7 +238,7 @@ export class SessionStore {
       );
     } catch (err) {
       // Sessions recorded before the opener index existed have no row: nothing to close.
-      if (!(err instanceof RestError && err.statusCode === 404)) throw err;
+      if (tableFault(err) !== 'notFound') throw err;
     }
   }
 
@@ -258,36 +255,34 @@ export class SessionStore {
     at: Date,
     clientAddress?: string,
   ): Promise<SessionRecord> {
-    for (let attempt = 0; attempt < 5; attempt++) {
-      let current: SessionRecord & { etag: string };
-      try {
-        current = fromEntity(await this.table.getEntity<Record<string, unknown>>(deviceId, sessionId));
-      } catch (err) {
-        if (err instanceof RestError && err.statusCode === 404)
-          throw new SessionNotFoundError(`Session ${sessionId} is not recorded.`);
-        throw err;
-      }
-      const { etag, ...record } = current;
-      if (isTerminal(record.status)) return record;
-      const active = report.openConnections > 0 || report.connections > (record.connections ?? 0);
-      const fields = {
-        clientSeenAt: at.toISOString(),
-        ...(active ? { lastActivityAt: at.toISOString() } : {}),
-        ...(clientAddress ? { clientAddress } : {}),
-        connections: report.connections,
-        openConnections: report.openConnections,
-        bytesToDevice: report.bytesToDevice,
-        bytesFromDevice: report.bytesFromDevice,
-      };
-      try {
-        await this.table.updateEntity({ partitionKey: deviceId, rowKey: sessionId, ...fields }, 'Merge', { etag });
-        return { ...record, ...fields };
-      } catch (err) {
-        if (err instanceof RestError && err.statusCode === 412) continue;
-        throw err;
-      }
-    }
-    throw new ConcurrencyError(`Session ${sessionId} kept changing; try again.`);
+    return conditionalUpdate<SessionRecord & { etag: string }, SessionRecord>({
+      op: 'sessionStore.recordClientReport',
+      subject: `session ${sessionId}`,
+      attempts: 5,
+      read: () => this.read(deviceId, sessionId),
+      decide: (current) => {
+        if (!current) throw new SessionNotFoundError(`Session ${sessionId} is not recorded.`);
+        const { etag, ...record } = current;
+        if (isTerminal(record.status)) return { done: record };
+        const active = report.openConnections > 0 || report.connections > (record.connections ?? 0);
+        const fields = {
+          clientSeenAt: at.toISOString(),
+          ...(active ? { lastActivityAt: at.toISOString() } : {}),
+          ...(clientAddress ? { clientAddress } : {}),
+          connections: report.connections,
+          openConnections: report.openConnections,
+          bytesToDevice: report.bytesToDevice,
+          bytesFromDevice: report.bytesFromDevice,
+        };
+        return {
+          write: async () => {
+            await this.table.updateEntity({ partitionKey: deviceId, rowKey: sessionId, ...fields }, 'Merge', { etag });
+            return { ...record, ...fields };
+          },
+        };
+      },
+      retry: (fault) => fault === 'preconditionFailed',
+    });
   }
 
   /**
