@@ -82,6 +82,16 @@ export const recordPoolRunActivity = df.app.activity('poolRecordRun', {
         steps: countsSchema,
         errors: z.array(z.string()),
         quotaExceeded: z.array(z.string()),
+        armBudget: z
+          .record(
+            z.string(),
+            z.object({
+              namespaceWritesRemaining: z.number().int().min(0).optional(),
+              refusedUntil: isoTime.optional(),
+              throttled: z.number().int().min(0).optional(),
+            }),
+          )
+          .optional(),
       })
       .parse(input);
     const s = getServices();

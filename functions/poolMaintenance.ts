@@ -1,5 +1,6 @@
 // Pool maintenance: a timer every minute starts the singleton orchestration of the pool (fixed
-// instance id, skipped while one runs) that plans → provisions in parallel → recycles what waits
+// instance id, skipped while one runs) that plans → provisions in waves paced by ARM's limits
+// (lib/pool/provisionPacing.ts) → recycles what waits
 // → deletes what the plan shrinks → reconciles against ARM → records the run. Deterministic: time
 // from the context, no I/O outside activities. Every run is a fresh instance (startNew on the same
 // id once the previous one ended), so the history never grows past one run.
@@ -17,6 +18,7 @@ import {
   type RecycleOutcome,
 } from '../lib/pool/maintenanceRun';
 import type { ReconcileOutcome } from '../lib/pool/reconcile';
+import { ProvisionPacer, type SubscriptionArmBudget } from '../lib/pool/provisionPacing';
 import {
   deletePoolNamespaceActivity,
   planPoolActivity,
@@ -36,6 +38,9 @@ export const POOL_MAINTENANCE_TIMER = 'poolMaintenanceTimer';
 /** Transient storage faults are retried by the engine; ARM faults are outcomes, not exceptions. */
 const activityRetry = durableRetry({ baseMs: 2000, maxAttempts: 3 });
 
+/** Results that carry a note but are no error of the run: throttling handled, work left for later. */
+const NOT_ERRORS: ReadonlySet<string> = new Set(['skipped', 'throttled', 'deferred']);
+
 const firstLine = (err: unknown) => describeError(err, 300);
 const describeCounts = (c: Record<string, number>) =>
   Object.entries(c)
@@ -53,13 +58,15 @@ const poolMaintenanceOrchestrator: OrchestrationHandler = function* (context: Or
   const steps: Record<string, Record<string, number>> = {};
   const errors: string[] = [];
   const quotaExceeded = new Set<string>();
+  let armBudget: Record<string, SubscriptionArmBudget> | undefined;
+  const paced: string[] = [];
   const stepFailed = (step: string, err: unknown) => {
     errors.push(`${step}: ${firstLine(err)}`);
     log(`${step} failed: ${firstLine(err)}`);
   };
   const itemErrors = (step: string, outcomes: readonly { name: string; result: string; error?: string }[]) => {
     for (const o of outcomes)
-      if (o.error && o.result !== 'skipped') errors.push(`${step} ${o.name}: ${o.error.slice(0, 300)}`);
+      if (o.error && !NOT_ERRORS.has(o.result)) errors.push(`${step} ${o.name}: ${o.error.slice(0, 300)}`);
   };
 
   let plan: MaintenancePlan | undefined;
@@ -75,10 +82,20 @@ const poolMaintenanceOrchestrator: OrchestrationHandler = function* (context: Or
   if (plan) {
     if (plan.provision.length > 0) {
       try {
-        const tasks = plan.provision.map((item) =>
-          provisionNamespaceActivity({ runId, item }).withRetry(activityRetry),
-        );
-        const outcomes = (yield context.df.Task.all(tasks)) as ProvisionOutcome[];
+        // Waves, each read before the next: deterministic, as the pacer sees only the outcomes.
+        const pacer = new ProvisionPacer(plan.provision, plan.pacing);
+        const outcomes: ProvisionOutcome[] = [];
+        for (let wave = pacer.nextWave(); wave.length > 0; wave = pacer.nextWave()) {
+          const done = (yield context.df.Task.all(
+            wave.map((item) => provisionNamespaceActivity({ runId, item }).withRetry(activityRetry)),
+          )) as ProvisionOutcome[];
+          pacer.record(done);
+          outcomes.push(...done);
+        }
+        outcomes.push(...pacer.deferred());
+        armBudget = pacer.budget();
+        paced.push(...pacer.deferredReasons());
+        for (const line of paced) log(`provision paced: ${line}`);
         steps.provision = countResults(outcomes);
         for (const o of outcomes) if (o.result === 'quota') quotaExceeded.add(o.subscriptionId);
         itemErrors('provision', outcomes);
@@ -133,7 +150,7 @@ const poolMaintenanceOrchestrator: OrchestrationHandler = function* (context: Or
           plan: {
             target: plan.target,
             usable: plan.usable,
-            reasons: plan.reasons,
+            reasons: [...plan.reasons, ...paced],
             ...(plan.aboveTargetSince ? { aboveTargetSince: plan.aboveTargetSince } : {}),
             fullSubscriptions: plan.fullSubscriptions,
           },
@@ -142,6 +159,7 @@ const poolMaintenanceOrchestrator: OrchestrationHandler = function* (context: Or
     steps,
     errors,
     quotaExceeded: [...quotaExceeded].sort(),
+    ...(armBudget ? { armBudget } : {}),
   };
   let outcome = 'unrecorded';
   try {

@@ -349,6 +349,18 @@ export class RelayArmUnavailableError extends RelayArmError {
   override readonly code = 'relay_arm_unavailable';
 }
 
+/**
+ * ARM answered 429 and asked for a wait longer than a call may hold (the namespace-write window,
+ * an emptied bucket): the caller defers the work to after `retryAfterMs` instead of sleeping.
+ */
+export class RelayThrottledError extends RelayArmUnavailableError {
+  readonly retryAfterMs: number;
+  constructor(detail: string, options: RelayArmErrorOptions & { retryAfterMs: number }) {
+    super(detail, options);
+    this.retryAfterMs = options.retryAfterMs;
+  }
+}
+
 export class RelayResourceNotFoundError extends RelayArmError {
   override readonly code = 'relay_resource_not_found';
 }

@@ -5,6 +5,12 @@
 import { describeError } from '../errors';
 import type { Namespace, NamespaceState } from './namespace';
 import type { PoolRunRecord } from './poolRunStore';
+import {
+  carryArmBudget,
+  type ProvisionArmReport,
+  type ProvisionPacing,
+  type SubscriptionArmBudget,
+} from './provisionPacing';
 
 /** Name of the maintenance orchestration (registered in functions/poolMaintenance.ts). */
 export const POOL_MAINTENANCE_ORCHESTRATION = 'poolMaintenance';
@@ -49,6 +55,8 @@ export interface MaintenancePlan {
   reasons: string[];
   aboveTargetSince?: string;
   provision: ProvisionItem[];
+  /** How the provisioning is paced (provisionPacing.ts): the orchestration runs it in waves. */
+  pacing: ProvisionPacing;
   /** Names waiting for a recycle: failed session recycles, and expired leases. */
   recycle: string[];
   /** Available namespaces the policy shrinks, oldest first. */
@@ -58,12 +66,27 @@ export interface MaintenancePlan {
   fullSubscriptions: Record<string, string>;
 }
 
-export type ProvisionResult = 'available' | 'failed' | 'quarantined' | 'abandoned' | 'quota' | 'skipped';
+/**
+ * `throttled`: ARM refused a write with a Retry-After longer than a call waits (the row is gone if
+ * nothing was created, else left `creating` for a later run); `deferred`: never started, the
+ * subscription's ARM budget was spent (provisionPacing.ts). Neither is a failure of the run.
+ */
+export type ProvisionResult =
+  | 'available'
+  | 'failed'
+  | 'quarantined'
+  | 'abandoned'
+  | 'quota'
+  | 'skipped'
+  | 'throttled'
+  | 'deferred';
 export interface ProvisionOutcome {
   name: string;
   subscriptionId: string;
   result: ProvisionResult;
   error?: string;
+  /** What ARM said of the subscription's limits during this creation. */
+  arm?: ProvisionArmReport;
 }
 
 export type RecycleResult = 'recycled' | 'failed' | 'quarantined' | 'skipped';
@@ -97,6 +120,8 @@ export interface RunSummary {
   errors: string[];
   /** Subscriptions whose provisioning answered "quota exceeded" in this run. */
   quotaExceeded: string[];
+  /** What the run's provisioning learnt of ARM's limits per subscription (ProvisionPacer.budget). */
+  armBudget?: Record<string, SubscriptionArmBudget>;
 }
 
 /**
@@ -105,7 +130,11 @@ export interface RunSummary {
  * reasons, `aboveTargetSince`, and the subscriptions found full (the plan's, plus those that
  * answered "quota exceeded" in this run, until `quotaBackoffMinutes` after it finished). Pure.
  */
-export function runRecordOf(summary: RunSummary, quotaBackoffMinutes: number): PoolRunRecord {
+export function runRecordOf(
+  summary: RunSummary,
+  quotaBackoffMinutes: number,
+  lastArmBudget?: Record<string, SubscriptionArmBudget>,
+): PoolRunRecord {
   const fullSubscriptions: Record<string, string> = { ...(summary.plan?.fullSubscriptions ?? {}) };
   const until = new Date(new Date(summary.finishedAt).getTime() + quotaBackoffMinutes * 60_000).toISOString();
   for (const sub of summary.quotaExceeded) fullSubscriptions[sub] = until;
@@ -128,6 +157,8 @@ export function runRecordOf(summary: RunSummary, quotaBackoffMinutes: number): P
     errors: summary.errors.slice(0, MAX_RUN_ERRORS).map((e) => e.slice(0, 1000)),
     fullSubscriptions,
   };
+  const armBudget = carryArmBudget(lastArmBudget, summary.armBudget ?? {}, summary.finishedAt);
+  if (Object.keys(armBudget).length > 0) record.armBudget = armBudget;
   return record;
 }
 

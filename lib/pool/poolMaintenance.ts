@@ -13,6 +13,7 @@ import {
   RelayArmError,
   RelayConflictError,
   RelayQuotaExceededError,
+  RelayThrottledError,
 } from '../relay/relayManager';
 import type { Sealer } from '../sealing';
 import {
@@ -36,6 +37,11 @@ import { NamespaceProvisioner, type PoolRelayOps } from './provisioner';
 import type { ReconcileOutcome } from './reconcile';
 import { ReconcileRunner } from './reconcileRunner';
 import { prepareNextGeneration } from './recycleSteps';
+import {
+  DEFAULT_PROVISION_PER_SUBSCRIPTION,
+  type ProvisionArmReport,
+  type SubscriptionArmBudget,
+} from './provisionPacing';
 import { openNamespaceKeys } from './sealedKeys';
 
 export interface PoolMaintenanceOptions {
@@ -62,7 +68,17 @@ export interface PoolMaintenanceOptions {
   reconcileConcurrency?: number;
   /** Namespaces whose ARM state reconcile compares with their row per run (default 10; 3-5 ARM calls each). */
   maxDriftChecks?: number;
+  /** Creations in flight at once per subscription in a run (default 20; provisionPacing.ts). */
+  provisionPerSubscription?: number;
   now?: () => Date;
+}
+
+/** Subscriptions whose Relay namespace writes were refused (429) past `now`, with until when. */
+function stillRefused(last: PoolRunRecord | undefined, now: Date): Record<string, string> {
+  const refused: Record<string, string> = {};
+  for (const [sub, b] of Object.entries(last?.armBudget ?? {}))
+    if (b.refusedUntil && b.refusedUntil > now.toISOString()) refused[sub] = b.refusedUntil;
+  return refused;
 }
 
 /** Subscriptions the last run found full whose backoff has not ended at `now`, with until when. */
@@ -98,6 +114,7 @@ export class PoolMaintenance {
       maxReconcileActions: options.maxReconcileActions ?? 50,
       reconcileConcurrency: Math.max(1, options.reconcileConcurrency ?? 8),
       maxDriftChecks: Math.max(0, options.maxDriftChecks ?? 10),
+      provisionPerSubscription: Math.max(1, options.provisionPerSubscription ?? DEFAULT_PROVISION_PER_SUBSCRIPTION),
     };
     this.provisioner = new NamespaceProvisioner(this.o.namespaces, this.o.relay, this.o.sealer, this.clock);
     this.reconciler = new ReconcileRunner({
@@ -121,7 +138,10 @@ export class PoolMaintenance {
     return this.o.namespaces.poolName;
   }
 
-  /** The policy with the subscriptions found full recently capped at what they hold. */
+  /**
+   * The policy with the subscriptions found full recently, or whose namespace writes ARM refuses
+   * for now, capped at what they hold (their share of the creations goes to the others).
+   */
   private policy(fullSubscriptions: Record<string, string>, counts: PoolCounts): PoolPolicy {
     const base = policyFromConfig(this.o.pool, {
       maintenanceSeconds: this.o.maintenanceSeconds,
@@ -146,11 +166,17 @@ export class PoolMaintenance {
    * Second run: read-only, so it plans again from what it reads (new names if the clock moved).
    */
   async plan(now: Date, runId = now.toISOString()): Promise<MaintenancePlan> {
-    const { fullSubscriptions, plan } = await this.planNow(now);
+    const { fullSubscriptions, refused, last, plan } = await this.planNow(now);
     const waiting = await this.store.list({ states: ['creating', 'recycling'] });
     const expired = await this.store.listExpiredLeases(now);
     for (const [sub, until] of Object.entries(fullSubscriptions))
       plan.reasons.push(`subscription ${sub} gets no new namespace until ${until} (quota exceeded)`);
+    for (const [sub, until] of Object.entries(refused))
+      plan.reasons.push(`subscription ${sub} gets no new namespace until ${until} (ARM throttles its namespace writes)`);
+    const budget: Record<string, SubscriptionArmBudget> = {};
+    for (const [sub, b] of Object.entries(last?.armBudget ?? {}))
+      if (b.namespaceWritesRemaining !== undefined && !refused[sub])
+        budget[sub] = { namespaceWritesRemaining: b.namespaceWritesRemaining };
 
     const retryBefore = now.getTime() - this.o.retryBackoffSeconds * 1000;
     const provision: ProvisionItem[] = plan.create.flatMap((c) =>
@@ -176,6 +202,7 @@ export class PoolMaintenance {
       reasons: plan.reasons.slice(0, 20),
       ...(plan.aboveTargetSince ? { aboveTargetSince: plan.aboveTargetSince.toISOString() } : {}),
       provision,
+      pacing: { perSubscription: this.o.provisionPerSubscription, budget },
       recycle,
       delete: plan.delete,
       byState: plan.counts.byState,
@@ -210,12 +237,32 @@ export class PoolMaintenance {
         return { ...base, result: 'available' };
       return { ...base, result: 'skipped', error: `row is ${existing?.state ?? 'gone'}` };
     }
+    const arm: ProvisionArmReport = {};
     try {
-      await this.provisioner.prepareAndMarkAvailable(row, { recycleFirst: false });
-      return { ...base, result: 'available' };
+      await this.provisioner.prepareAndMarkAvailable(row, {
+        recycleFirst: false,
+        onPrepared: (p) => {
+          if (p.namespaceWritesRemaining !== undefined) arm.namespaceWritesRemaining = p.namespaceWritesRemaining;
+          if (p.arm.throttled) arm.throttled = p.arm.throttled;
+        },
+      });
+      return { ...base, result: 'available', ...(Object.keys(arm).length > 0 ? { arm } : {}) };
     } catch (err) {
       if (!(err instanceof RelayArmError)) throw err;
       const error = errorSummary(err);
+      if (err instanceof RelayThrottledError) {
+        // Handled, not failed: ARM asked for a wait no activity should hold. The run defers the rest
+        // of this subscription (provisionPacing.ts); the next plans skip it until the wait is over.
+        const refusedUntil = new Date(this.clock().getTime() + err.retryAfterMs).toISOString();
+        if (err.operation === 'namespaces.createOrUpdate') {
+          // The PUT was refused: nothing exists in ARM; the row goes (its name is retired).
+          await this.provisioner.retire(item.name, 'throttled', now, { armDelete: false });
+          return { ...base, result: 'throttled', error, arm: { refusedUntil, namespaceWritesRemaining: 0, throttled: 1 } };
+        }
+        // A later step: the namespace exists; the row stays `creating` and a later run finishes it.
+        await this.store.recordCreateFailure(item.name, error, Number.MAX_SAFE_INTEGER, this.clock());
+        return { ...base, result: 'throttled', error, arm: { throttled: 1 } };
+      }
       if (err instanceof RelayQuotaExceededError) {
         if (runId) this.markFull(runId, item.subscriptionId);
         // The PUT was refused: nothing exists in ARM, only the row goes (its name is retired).
@@ -410,7 +457,7 @@ export class PoolMaintenance {
    * Second run: stores the same record again; a later run's record is never overwritten.
    */
   async recordRun(summary: RunSummary): Promise<PoolRunRecord> {
-    const record = runRecordOf(summary, this.o.quotaBackoffMinutes);
+    const record = runRecordOf(summary, this.o.quotaBackoffMinutes, (await this.o.runs.last())?.armBudget);
     await this.o.runs.record(record);
     recordMaintenanceRun(record.outcome, record.durationMs);
     if (this.fullInRun.size > 16) this.fullInRun.clear();
@@ -440,6 +487,7 @@ export class PoolMaintenance {
   private async planNow(now: Date) {
     const last = await this.o.runs.last();
     const fullSubscriptions = stillFull(last, now);
+    const refused = stillRefused(last, now);
     const snapshot = await this.store.snapshot({
       now,
       leaseWindowMinutes: this.o.leaseWindowMinutes,
@@ -448,8 +496,8 @@ export class PoolMaintenance {
     });
     const counts = countNamespaces(snapshot.namespaces);
     recordPoolCounts(this.poolName, counts);
-    const plan = planPool(snapshot, this.policy(fullSubscriptions, counts), now);
-    return { last, fullSubscriptions, counts, plan };
+    const plan = planPool(snapshot, this.policy({ ...refused, ...fullSubscriptions }, counts), now);
+    return { last, fullSubscriptions, refused, counts, plan };
   }
 
   private markFull(runId: string, subscriptionId: string): void {

@@ -26,6 +26,20 @@ export const poolRunRecordSchema = z.object({
   errors: z.array(z.string().max(1000)).max(50),
   /** Subscriptions that answered "quota exceeded", skipped by plans until the given time. */
   fullSubscriptions: z.record(z.string(), isoTime),
+  /**
+   * What provisioning learnt of ARM's limits per subscription (lib/pool/provisionPacing.ts): Relay's
+   * namespace writes left, a refusal's end, the 429s drawn (every one handled). The next plan paces by it.
+   */
+  armBudget: z
+    .record(
+      z.string(),
+      z.object({
+        namespaceWritesRemaining: z.number().int().min(0).optional(),
+        refusedUntil: isoTime.optional(),
+        throttled: z.number().int().min(0).optional(),
+      }),
+    )
+    .optional(),
 });
 export type PoolRunRecord = z.infer<typeof poolRunRecordSchema>;
 

@@ -7,6 +7,7 @@ import {
   nextHybridConnection,
   RelayResourceNotFoundError,
   type NamespaceRef,
+  type PreparedNamespace,
   type RelayManager,
 } from '../relay/relayManager';
 import type { Sealer } from '../sealing';
@@ -30,6 +31,7 @@ export type PoolRelayOps = Pick<
   | 'scrubNamespace'
   | 'regenerateHybridConnectionKeys'
   | 'checkDrift'
+  | 'rateLimitsOf'
 >;
 
 export class NamespaceProvisioner {
@@ -47,7 +49,10 @@ export class NamespaceProvisioner {
    * ARM errors are thrown (the caller decides what they mean).
    * Second run: prepareNamespace only writes what is missing; an `available` row is returned as is.
    */
-  async prepareAndMarkAvailable(row: Namespace, options: { recycleFirst: boolean }): Promise<Namespace> {
+  async prepareAndMarkAvailable(
+    row: Namespace,
+    options: { recycleFirst: boolean; onPrepared?: (prepared: PreparedNamespace) => void },
+  ): Promise<Namespace> {
     const prepared = await this.relay.prepareNamespace({
       subscriptionId: row.subscriptionId,
       resourceGroup: row.resourceGroup,
@@ -56,6 +61,7 @@ export class NamespaceProvisioner {
       tags: { [POOL_TAG]: this.store.poolName },
       hybridConnection: row.hybridConnection ?? DEFAULT_HYBRID_CONNECTION,
     });
+    options.onPrepared?.(prepared);
     let ref: NamespaceRef = {
       subscriptionId: row.subscriptionId,
       resourceGroup: row.resourceGroup,

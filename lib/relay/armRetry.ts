@@ -8,6 +8,7 @@ import {
   RelayConflictError,
   RelayQuotaExceededError,
   RelayResourceNotFoundError,
+  RelayThrottledError,
   type RelayArmErrorOptions,
 } from '../errors';
 
@@ -21,6 +22,11 @@ export interface RetryPolicy {
   deadlineMs: number;
   /** One request longer than this is aborted and counts as transient (default 60000). */
   attemptTimeoutMs: number;
+  /**
+   * A 429 whose Retry-After is longer than this (or than the deadline left) is not waited for: the
+   * call fails at once with RelayThrottledError, so the caller defers the work (default 60000).
+   */
+  maxRetryAfterMs: number;
 }
 
 export const DEFAULT_RETRY_POLICY: Readonly<RetryPolicy> = Object.freeze({
@@ -29,6 +35,7 @@ export const DEFAULT_RETRY_POLICY: Readonly<RetryPolicy> = Object.freeze({
   maxDelayMs: 20_000,
   deadlineMs: 120_000,
   attemptTimeoutMs: 60_000,
+  maxRetryAfterMs: 60_000,
 });
 
 interface ArmFault {
@@ -97,6 +104,8 @@ export interface CallArmOptions {
   random?: () => number;
   /** Called before every request, retries included (RelayManager counts reads and writes). */
   onAttempt?: () => void;
+  /** Called for every 429 (retried or not): throttling stays visible even when it is handled. */
+  onThrottled?: () => void;
 }
 
 /**
@@ -126,6 +135,24 @@ export async function callArm<T>(
       if (err instanceof RelayArmError) throw err;
       const fault = describeFault(err);
       if (!isTransient(fault)) throw toTypedError(operation, fault, err);
+      if (fault.statusCode === 429) options.onThrottled?.();
+      const throttledFor = fault.statusCode === 429 ? fault.retryAfterMs : undefined;
+      if (
+        throttledFor !== undefined &&
+        (throttledFor > policy.maxRetryAfterMs || throttledFor > backoff.remainingMs())
+      ) {
+        throw new RelayThrottledError(
+          `${operation} throttled by ARM for ${Math.ceil(throttledFor / 1000)} s (${fault.code ?? '429'}: ${fault.message})`,
+          {
+            operation,
+            armStatus: 429,
+            armCode: fault.code,
+            cause: err,
+            op: `relayManager.${operation}`,
+            retryAfterMs: throttledFor,
+          },
+        );
+      }
       const delay = backoff.next(fault.retryAfterMs);
       if (delay === undefined) {
         throw new RelayArmUnavailableError(

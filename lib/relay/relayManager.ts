@@ -13,12 +13,19 @@ import {
   RelayResourceNotFoundError,
 } from '../errors';
 import { callArm, DEFAULT_RETRY_POLICY, type RetryPolicy } from './armRetry';
+import { ArmRateLimits, armRateLimitsPolicy, type SubscriptionRateLimits } from './armRateLimits';
 import { createSasToken, relayAudience, type SasKey } from './sas';
 
 export type TokenCredentialLike = ConstructorParameters<typeof RelayAPI>[0];
 
-/** Builds a RelayAPI per subscription. `lroPollIntervalMs`, when set, is how often RelayManager polls LROs. */
-export type RelayApiFactory = ((subscriptionId: string) => RelayAPI) & { readonly lroPollIntervalMs?: number };
+/**
+ * Builds a RelayAPI per subscription. `lroPollIntervalMs`, when set, is how often RelayManager polls
+ * LROs; `rateLimits`, when set, is fed by the clients' responses (ARM's rate-limit headers).
+ */
+export type RelayApiFactory = ((subscriptionId: string) => RelayAPI) & {
+  readonly lroPollIntervalMs?: number;
+  readonly rateLimits?: ArmRateLimits;
+};
 
 export const DEFAULT_HYBRID_CONNECTION = 'tunnel';
 export const DEFAULT_LISTEN_RULE = 'device-listen';
@@ -35,9 +42,11 @@ export {
   RelayConflictError,
   RelayQuotaExceededError,
   RelayResourceNotFoundError,
+  RelayThrottledError,
   type RelayArmErrorOptions,
 } from '../errors';
 export type { RetryPolicy };
+export type { SubscriptionRateLimits };
 
 // ---------------------------------------------------------------------------------------------
 // Public shapes
@@ -67,6 +76,8 @@ export interface ArmCallCount {
   reads: number;
   /** PUT/POST/PATCH/DELETE requests sent, retries included. */
   writes: number;
+  /** 429s among them (each retried, or ended the call with RelayThrottledError). */
+  throttled?: number;
 }
 
 export interface PreparedNamespace {
@@ -81,6 +92,12 @@ export interface PreparedNamespace {
   listenRule: string;
   sendRule: string;
   arm: ArmCallCount;
+  /**
+   * Relay's namespace writes left in its window, from this call's own namespace PUT
+   * (`x-ms-ratelimit-remaining-subscription-resource-requests`); absent when no PUT was sent or
+   * the answer did not say.
+   */
+  namespaceWritesRemaining?: number;
 }
 
 /** What is needed to mint the session's two tokens. Never leaves lib/. */
@@ -122,6 +139,12 @@ export interface RelayManagerOptions {
   lroPollIntervalMs?: number;
   /** How long a namespace may take to activate (default 300000; Azure takes ~20-45 s). */
   activationTimeoutMs?: number;
+  /**
+   * The first GET of a namespace just created waits this long (default: the poll interval). Azure
+   * answers the PUT with `Created` and no Retry-After and takes ~20-45 s: polling from the start
+   * spends ARM's read budget for nothing.
+   */
+  firstActivationPollMs?: number;
   retry?: Partial<RetryPolicy>;
   listenRuleName?: string;
   sendRuleName?: string;
@@ -137,6 +160,8 @@ export class RelayManager {
   private readonly retry: RetryPolicy;
   private readonly pollIntervalMs: number;
   private readonly activationTimeoutMs: number;
+  private readonly firstActivationPollMs: number;
+  private readonly limits: ArmRateLimits;
   private readonly listenRule: string;
   private readonly sendRule: string;
   private readonly sleep: (ms: number) => Promise<void>;
@@ -146,6 +171,8 @@ export class RelayManager {
     this.retry = { ...DEFAULT_RETRY_POLICY, ...options.retry };
     this.pollIntervalMs = options.lroPollIntervalMs ?? options.apiFactory.lroPollIntervalMs ?? 2000;
     this.activationTimeoutMs = options.activationTimeoutMs ?? 300_000;
+    this.firstActivationPollMs = options.firstActivationPollMs ?? this.pollIntervalMs;
+    this.limits = options.apiFactory.rateLimits ?? new ArmRateLimits();
     this.listenRule = options.listenRuleName ?? DEFAULT_LISTEN_RULE;
     this.sendRule = options.sendRuleName ?? DEFAULT_SEND_RULE;
     this.sleep = options.sleep ?? ((ms) => sleep(ms));
@@ -163,13 +190,20 @@ export class RelayManager {
     let ns = await this.getOrUndefined(count, 'namespaces.get', (signal) =>
       api.namespaces.get(rg, name, { abortSignal: signal }),
     );
+    let namespaceWritesRemaining: number | undefined;
     if (!ns) {
       await this.call(count, 'namespaces.createOrUpdate', 'write', (signal) =>
         api.namespaces.beginCreateOrUpdate(
           rg,
           name,
           { location: input.location, tags: input.tags },
-          { abortSignal: signal },
+          {
+            abortSignal: signal,
+            onResponse: (raw) => {
+              const left = raw.headers.get('x-ms-ratelimit-remaining-subscription-resource-requests');
+              if (raw.status < 300 && left !== undefined && /^\d+$/.test(left.trim())) namespaceWritesRemaining = Number(left);
+            },
+          },
         ),
       );
     }
@@ -220,6 +254,7 @@ export class RelayManager {
       listenRule: this.listenRule,
       sendRule: this.sendRule,
       arm: count,
+      ...(namespaceWritesRemaining !== undefined ? { namespaceWritesRemaining } : {}),
     };
   }
 
@@ -453,7 +488,18 @@ export class RelayManager {
     return drift;
   }
 
-  /** Deletes the namespace and waits for the operation to finish. Second run: nothing left, returns. */
+  /**
+   * What ARM's responses said of `subscriptionId`'s limits so far (its rate-limit headers and 429s),
+   * across every manager sharing this manager's API factory. Read-only.
+   */
+  rateLimitsOf(subscriptionId: string): SubscriptionRateLimits {
+    return this.limits.of(subscriptionId);
+  }
+
+  /**
+   * Deletes the namespace and waits for the operation to finish, polling as the operation's
+   * Retry-After says (Azure: 35-37 s), else every poll interval. Second run: nothing left, returns.
+   */
   async deleteNamespace(ref: NamespaceRef): Promise<{ arm: ArmCallCount }> {
     const api = this.api(ref.subscriptionId);
     const count: ArmCallCount = { reads: 0, writes: 0 };
@@ -473,9 +519,11 @@ export class RelayManager {
           },
         );
       }
-      await this.sleep(this.pollIntervalMs);
+      const hint = this.limits.pollHint(ref.name);
+      await this.sleep(Math.max(this.pollIntervalMs, Math.min(hint ?? 0, deadline - Date.now())));
       await this.call(count, 'namespaces.deleteOperationResult', 'read', () => poller.poll());
     }
+    this.limits.forgetPoll(ref.name);
     return { arm: count };
   }
 
@@ -582,7 +630,7 @@ export class RelayManager {
             { operation: 'namespaces.createOrUpdate' },
           );
         }
-        await this.sleep(this.pollIntervalMs);
+        await this.sleep(first ? Math.max(this.pollIntervalMs, this.firstActivationPollMs) : this.pollIntervalMs);
       }
       const ns = await this.call(count, 'namespaces.get', 'read', (signal) =>
         api.namespaces.get(rg, name, { abortSignal: signal }),
@@ -621,6 +669,7 @@ export class RelayManager {
       sleep: this.sleep,
       random: this.options.random,
       onAttempt: () => (kind === 'read' ? count.reads++ : count.writes++),
+      onThrottled: () => (count.throttled = (count.throttled ?? 0) + 1),
     });
   }
 }
@@ -628,6 +677,7 @@ export class RelayManager {
 function add(into: ArmCallCount, more: ArmCallCount): void {
   into.reads += more.reads;
   into.writes += more.writes;
+  if (more.throttled) into.throttled = (into.throttled ?? 0) + more.throttled;
 }
 
 function constantTimeEqual(a: string, b: string): boolean {
@@ -681,13 +731,20 @@ export function createRelayApiFactory(options: RelayApiFactoryOptions = {}): Rel
     (isAzure
       ? new DefaultAzureCredential()
       : { getToken: async () => ({ token: 'relay-emulator', expiresOnTimestamp: Date.now() + 3_600_000 }) });
+  const rateLimits = new ArmRateLimits();
   const factory = (subscriptionId: string): RelayAPI =>
     new RelayAPI(credential, subscriptionId, {
       ...(options.endpoint ? { endpoint: options.endpoint.replace(/\/+$/, '') } : {}),
       ...(options.caPem ? { tlsOptions: { ca: options.caPem } } : {}),
       retryOptions: { maxRetries: 0 },
-      additionalPolicies: [{ policy: armMetricsPolicy, position: 'perRetry' }],
+      additionalPolicies: [
+        { policy: armMetricsPolicy, position: 'perRetry' },
+        { policy: armRateLimitsPolicy(rateLimits), position: 'perRetry' },
+      ],
       userAgentOptions: { userAgentPrefix: 'relay-broker' },
     });
-  return Object.assign(factory, { lroPollIntervalMs: options.lroPollIntervalMs ?? (isAzure ? undefined : 50) });
+  return Object.assign(factory, {
+    lroPollIntervalMs: options.lroPollIntervalMs ?? (isAzure ? undefined : 50),
+    rateLimits,
+  });
 }
