@@ -72,14 +72,7 @@ export interface MaintenancePlan {
  * subscription's ARM budget was spent (provisionPacing.ts). Neither is a failure of the run.
  */
 export type ProvisionResult =
-  | 'available'
-  | 'failed'
-  | 'quarantined'
-  | 'abandoned'
-  | 'quota'
-  | 'skipped'
-  | 'throttled'
-  | 'deferred';
+  'available' | 'failed' | 'quarantined' | 'abandoned' | 'quota' | 'skipped' | 'throttled' | 'deferred';
 export interface ProvisionOutcome {
   name: string;
   subscriptionId: string;

@@ -172,7 +172,9 @@ export class PoolMaintenance {
     for (const [sub, until] of Object.entries(fullSubscriptions))
       plan.reasons.push(`subscription ${sub} gets no new namespace until ${until} (quota exceeded)`);
     for (const [sub, until] of Object.entries(refused))
-      plan.reasons.push(`subscription ${sub} gets no new namespace until ${until} (ARM throttles its namespace writes)`);
+      plan.reasons.push(
+        `subscription ${sub} gets no new namespace until ${until} (ARM throttles its namespace writes)`,
+      );
     const budget: Record<string, SubscriptionArmBudget> = {};
     for (const [sub, b] of Object.entries(last?.armBudget ?? {}))
       if (b.namespaceWritesRemaining !== undefined && !refused[sub])
@@ -257,7 +259,12 @@ export class PoolMaintenance {
         if (err.operation === 'namespaces.createOrUpdate') {
           // The PUT was refused: nothing exists in ARM; the row goes (its name is retired).
           await this.provisioner.retire(item.name, 'throttled', now, { armDelete: false });
-          return { ...base, result: 'throttled', error, arm: { refusedUntil, namespaceWritesRemaining: 0, throttled: 1 } };
+          return {
+            ...base,
+            result: 'throttled',
+            error,
+            arm: { refusedUntil, namespaceWritesRemaining: 0, throttled: 1 },
+          };
         }
         // A later step: the namespace exists; the row stays `creating` and a later run finishes it.
         await this.store.recordCreateFailure(item.name, error, Number.MAX_SAFE_INTEGER, this.clock());

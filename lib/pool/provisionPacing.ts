@@ -148,7 +148,8 @@ export class ProvisionPacer {
   deferredReasons(): string[] {
     const out: string[] = [];
     for (const q of this.subs.values())
-      if (q.deferredReason && q.items.length > 0) out.push(`${q.deferredReason}: ${q.items.length} creation(s) deferred`);
+      if (q.deferredReason && q.items.length > 0)
+        out.push(`${q.deferredReason}: ${q.items.length} creation(s) deferred`);
     return out;
   }
 

@@ -108,18 +108,28 @@ export class ArmRateLimits {
 export function armRateLimitsPolicy(limits: ArmRateLimits) {
   return {
     name: 'relayBrokerArmRateLimits',
-    async sendRequest<
-      Req extends { method: string; url: string },
-      Res extends { status: number; headers: HeaderBag },
-    >(request: Req, next: (request: Req) => Promise<Res>): Promise<Res> {
+    async sendRequest<Req extends { method: string; url: string }, Res extends { status: number; headers: HeaderBag }>(
+      request: Req,
+      next: (request: Req) => Promise<Res>,
+    ): Promise<Res> {
       try {
         const response = await next(request);
-        limits.observe({ method: request.method, url: request.url, status: response.status, headers: response.headers });
+        limits.observe({
+          method: request.method,
+          url: request.url,
+          status: response.status,
+          headers: response.headers,
+        });
         return response;
       } catch (err) {
         const response = (err as { response?: { status?: unknown; headers?: HeaderBag } }).response;
         if (response && typeof response.status === 'number' && typeof response.headers?.get === 'function')
-          limits.observe({ method: request.method, url: request.url, status: response.status, headers: response.headers });
+          limits.observe({
+            method: request.method,
+            url: request.url,
+            status: response.status,
+            headers: response.headers,
+          });
         throw err;
       }
     },

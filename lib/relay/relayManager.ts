@@ -201,7 +201,8 @@ export class RelayManager {
             abortSignal: signal,
             onResponse: (raw) => {
               const left = raw.headers.get('x-ms-ratelimit-remaining-subscription-resource-requests');
-              if (raw.status < 300 && left !== undefined && /^\d+$/.test(left.trim())) namespaceWritesRemaining = Number(left);
+              if (raw.status < 300 && left !== undefined && /^\d+$/.test(left.trim()))
+                namespaceWritesRemaining = Number(left);
             },
           },
         ),

@@ -286,6 +286,7 @@ export class RelayEmulator {
       faults: this.faults,
       createDelayMs: this.createDelayMs,
       deleteDelayMs: this.deleteDelayMs,
+      timeScale: this.options.timeScale ?? 1,
       quotaPerSubscription: this.quotaPerSubscription,
       armBaseUrl: () => `https://${HOST}:${this.port}`,
       dataPlaneHost: this.publicHost,

@@ -32,6 +32,8 @@ export interface ArmContext {
   faults: FaultInjector;
   createDelayMs: number;
   deleteDelayMs: number;
+  /** The emulator's time scale: under one (≠ 1) Retry-After values are sent scaled, with ms precision. */
+  timeScale: number;
   quotaPerSubscription: number;
   /** `https://127.0.0.1:<port>`: where LRO Location headers point. */
   armBaseUrl: () => string;

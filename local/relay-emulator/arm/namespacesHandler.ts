@@ -156,7 +156,11 @@ export function deleteOperationResult(ctx: ArmContext, req: ArmRequest): ArmResp
   if (ns?.deletingSince) {
     // Real polls answered 202 with Retry-After 37 then 35 (seconds left, roughly).
     const leftMs = ns.deletingSince.getTime() + ctx.deleteDelayMs - ctx.now().getTime();
-    const retryAfter = String(Math.max(1, Math.ceil(leftMs / 1000)));
+    // Under a time scale the hint is scaled too (ms precision), as the throttles' Retry-After is.
+    const retryAfter =
+      ctx.timeScale === 1
+        ? String(Math.max(1, Math.ceil(leftMs / 1000)))
+        : String(Math.max(0.001, Math.ceil(Math.max(1, leftMs)) / 1000));
     return {
       status: 202,
       body: namespaceJson(ctx, ns),
