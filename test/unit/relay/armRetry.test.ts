@@ -8,6 +8,7 @@ import {
   RelayConflictError,
   RelayQuotaExceededError,
   RelayResourceNotFoundError,
+  RelayThrottledError,
 } from '../../../lib/errors';
 import { callArm, DEFAULT_RETRY_POLICY } from '../../../lib/relay/armRetry';
 
@@ -61,6 +62,35 @@ describe('callArm', () => {
       RelayArmUnavailableError,
     );
     assert.deepEqual(s.sleeps, []);
+  });
+
+  it('a 429 asking for more than maxRetryAfterMs is not waited for: RelayThrottledError carries the wait', async () => {
+    const s = scripted([fault(429, '1800')]);
+    let throttled = 0;
+    await assert.rejects(
+      callArm('namespaces.createOrUpdate', s.fn, {
+        policy: DEFAULT_RETRY_POLICY,
+        sleep: s.sleep,
+        onThrottled: () => throttled++,
+      }),
+      (err: unknown) => err instanceof RelayThrottledError && err.retryAfterMs === 1_800_000 && err.armStatus === 429,
+    );
+    assert.deepEqual(s.sleeps, []);
+    assert.equal(s.calls(), 1);
+    assert.equal(throttled, 1);
+  });
+
+  it('a 429 with a short Retry-After is retried after it, and counted', async () => {
+    const s = scripted([fault(429, '0.25'), fault(429, '0.5')]);
+    let throttled = 0;
+    const out = await callArm('hybridConnections.createOrUpdate', s.fn, {
+      policy: DEFAULT_RETRY_POLICY,
+      sleep: s.sleep,
+      onThrottled: () => throttled++,
+    });
+    assert.equal(out, 'ok');
+    assert.deepEqual(s.sleeps, [250, 500]);
+    assert.equal(throttled, 2);
   });
 
   it('fails fast with a typed error for what a retry cannot fix', async () => {
