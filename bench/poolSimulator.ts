@@ -1,9 +1,18 @@
 // A discrete-time (1 s) simulator of the namespace pool: sessions arrive and end, namespaces are
 // created, leased, recycled and deleted, and every maintenance period the pure policy (planPool)
-// decides, exactly as the maintenance orchestration will. Deterministic for a given seed.
+// decides, exactly as the maintenance orchestration will. With `arm`, ARM's limits too: a write
+// token bucket per subscription, Relay's namespace-write window, and the orchestration's pacing
+// (lib/pool/provisionPacing.ts, the same class) in waves. Deterministic for a given seed.
 import type { PoolSubscription } from '../lib/config';
 import type { NamespaceState } from '../lib/pool/namespace';
 import { planPool, type DeletedName, type PoolPolicy, type PoolSnapshot } from '../lib/pool/poolPolicy';
+import type { ProvisionItem, ProvisionOutcome } from '../lib/pool/maintenanceRun';
+import {
+  carryArmBudget,
+  DEFAULT_PROVISION_PER_SUBSCRIPTION,
+  ProvisionPacer,
+  type SubscriptionArmBudget,
+} from '../lib/pool/provisionPacing';
 import { MinHeap } from '../lib/minHeap';
 
 /** A session to simulate: arrives at `at` (seconds from the start of the measured day) and lasts `durationSeconds`. */
@@ -36,7 +45,38 @@ export interface SimOptions {
   leaseWindowMinutes: number;
   /** Seed of the generator that picks which available namespace a session gets. */
   seed: number;
+  /** ARM's limits and the pacing (absent: creations are instant orders, as before). */
+  arm?: SimArmLimits;
+  /** Stop at the first second this many namespaces are available (SimResult.reachedAt). */
+  stopWhenAvailable?: number;
 }
+
+/** ARM as the simulator models it, per subscription. */
+export interface SimArmLimits {
+  /** ARM's write bucket: 200 burst, 10 per second. */
+  writeBurst: number;
+  writeRefillPerSecond: number;
+  /** Relay's namespace writes per subscription per window (~50), and the window (not published; 1 h assumed). */
+  namespaceWriteLimit: number;
+  namespaceWriteWindowSeconds: number;
+  /** Writes one creation costs besides its namespace PUT (hybrid connection, 2 rules, 2 listKeys). */
+  writesAfterCreate: number;
+  /** Writes one recycle costs (arm_writes_per_session). */
+  writesPerRecycle: number;
+  /** The pacer's creations in flight per subscription. */
+  perSubscription: number;
+}
+
+/** Azure's values (docs/capacity.md and the research note): the defaults of the emulator too. */
+export const AZURE_ARM_LIMITS: SimArmLimits = {
+  writeBurst: 200,
+  writeRefillPerSecond: 10,
+  namespaceWriteLimit: 50,
+  namespaceWriteWindowSeconds: 3600,
+  writesAfterCreate: 5,
+  writesPerRecycle: 8,
+  perSubscription: DEFAULT_PROVISION_PER_SUBSCRIPTION,
+};
 
 export interface SimResult {
   sessions: number;
@@ -52,6 +92,48 @@ export interface SimResult {
   maxRowsBySubscription: Record<string, number>;
   /** Seconds (measured period) at which a session was refused, for reports. */
   refusedAt: number[];
+  /** With `stopWhenAvailable`: the second it was reached (undefined: not within the period). */
+  reachedAt?: number;
+  /** With `arm`: maintenance runs, creation waves, creations deferred by the pacer, probes refused (handled 429s). */
+  arm?: { runs: number; waves: number; deferred: number; refused: number; bucketWaitSeconds: number };
+}
+
+/** ARM's write bucket of one subscription, served at its refill rate once empty (429 + Retry-After, retried). */
+class SimBucket {
+  private tokens: number;
+  private at: number;
+  constructor(
+    private readonly limits: SimArmLimits,
+    t: number,
+  ) {
+    this.tokens = limits.writeBurst;
+    this.at = t;
+  }
+  /** Takes `n` writes at `t`; returns how long the last one waits for its token (0: none). */
+  take(n: number, t: number): number {
+    this.tokens = Math.min(this.limits.writeBurst, this.tokens + (t - this.at) * this.limits.writeRefillPerSecond);
+    this.at = t;
+    this.tokens -= n;
+    return this.tokens >= 0 ? 0 : -this.tokens / this.limits.writeRefillPerSecond;
+  }
+}
+
+/** Relay's fixed namespace-write window of one subscription (starts at its first write). */
+class SimWindow {
+  private startedAt = Number.NEGATIVE_INFINITY;
+  private used = 0;
+  constructor(private readonly limits: SimArmLimits) {}
+  /** Takes one namespace write at `t`: the writes left after it, or the end of the window when refused. */
+  take(t: number): { ok: true; remaining: number } | { ok: false; until: number } {
+    if (t - this.startedAt >= this.limits.namespaceWriteWindowSeconds) {
+      this.startedAt = t;
+      this.used = 0;
+    }
+    if (this.used >= this.limits.namespaceWriteLimit)
+      return { ok: false, until: this.startedAt + this.limits.namespaceWriteWindowSeconds };
+    this.used++;
+    return { ok: true, remaining: this.limits.namespaceWriteLimit - this.used };
+  }
 }
 
 interface SimNamespace {
@@ -138,6 +220,70 @@ export function simulatePool(options: SimOptions): SimResult {
     }
   }
 
+  // ARM and the maintenance run in progress (with `arm`, a run lasts as long as its waves).
+  const arm = options.arm;
+  const buckets = new Map<string, SimBucket>();
+  const windows = new Map<string, SimWindow>();
+  const bucket = (sub: string, t: number) => {
+    let b = buckets.get(sub);
+    if (!b) buckets.set(sub, (b = new SimBucket(arm!, t)));
+    return b;
+  };
+  const nsWindow = (sub: string) => {
+    let w = windows.get(sub);
+    if (!w) windows.set(sub, (w = new SimWindow(arm!)));
+    return w;
+  };
+  let armBudget: Record<string, SubscriptionArmBudget> = {};
+  let run: { pacer: ProvisionPacer; waveEnd: number; outcomes: ProvisionOutcome[] } | undefined;
+  if (arm) result.arm = { runs: 0, waves: 0, deferred: 0, refused: 0, bucketWaitSeconds: 0 };
+  const startWave = (t: number) => {
+    const wave = run!.pacer.nextWave();
+    if (wave.length === 0) {
+      const deferred = run!.pacer.deferred();
+      result.arm!.deferred += deferred.length;
+      armBudget = carryArmBudget(armBudget, run!.pacer.budget(), at(t).toISOString());
+      run = undefined;
+      return;
+    }
+    result.arm!.waves++;
+    let end = t;
+    run!.outcomes = wave.map((item) => {
+      const w = nsWindow(item.subscriptionId).take(t);
+      if (!w.ok) {
+        result.arm!.refused++;
+        return {
+          name: item.name,
+          subscriptionId: item.subscriptionId,
+          result: 'throttled',
+          arm: { refusedUntil: at(w.until).toISOString(), namespaceWritesRemaining: 0, throttled: 1 },
+        };
+      }
+      const b = bucket(item.subscriptionId, t);
+      const putWait = b.take(1, t);
+      const afterWait = b.take(arm!.writesAfterCreate, t);
+      result.arm!.bucketWaitSeconds += putWait + afterWait;
+      const readyAt = t + Math.ceil(Math.max(putWait + options.createSeconds, afterWait));
+      addRow({
+        name: item.name,
+        subscriptionId: item.subscriptionId,
+        state: 'creating',
+        createdAt: t,
+        stateChangedAt: t,
+        readyAt,
+      });
+      result.created++;
+      end = Math.max(end, readyAt);
+      return {
+        name: item.name,
+        subscriptionId: item.subscriptionId,
+        result: 'available',
+        arm: { namespaceWritesRemaining: w.remaining },
+      };
+    });
+    run!.waveEnd = end;
+  };
+
   const sessions = [...options.sessions].filter((s) => s.at >= start && s.at < end).sort((a, b) => a.at - b.at);
   let next = 0;
   let leased = 0;
@@ -158,11 +304,17 @@ export function simulatePool(options: SimOptions): SimResult {
     while (endings.size > 0 && endings.peek()!.end <= t) {
       const e = endings.pop()!;
       const ns = namespaces.get(e.name)!;
-      setState(ns, 'recycling', t, t + options.recycleSeconds);
+      const wait = arm ? bucket(ns.subscriptionId, t).take(arm.writesPerRecycle, t) : 0;
+      if (arm) result.arm!.bucketWaitSeconds += wait;
+      setState(ns, 'recycling', t, t + Math.ceil(Math.max(options.recycleSeconds, wait)));
       leased--;
     }
-    // 3. Maintenance.
-    if (options.mode.kind === 'policy' && (t - start) % options.maintenanceSeconds === 0) {
+    // 3. Maintenance: a run in progress goes on with its next wave; the timer skips while it runs.
+    if (run && t >= run.waveEnd) {
+      run.pacer.record(run.outcomes);
+      startWave(t);
+    }
+    if (options.mode.kind === 'policy' && !run && (t - start) % options.maintenanceSeconds === 0) {
       const windowStart = t - options.leaseWindowMinutes * 60;
       while (leaseTimesHead < leaseTimes.length && leaseTimes[leaseTimesHead] < windowStart) leaseTimesHead++;
       const snapshot: PoolSnapshot = {
@@ -177,9 +329,42 @@ export function simulatePool(options: SimOptions): SimResult {
         recentLeases: { count: leaseTimes.length - leaseTimesHead, windowMinutes: options.leaseWindowMinutes },
         ...(aboveTargetSince ? { aboveTargetSince } : {}),
       };
-      const plan = planPool(snapshot, options.mode.policy, at(t));
+      // As PoolMaintenance.plan: a subscription whose namespace writes are refused gets no share.
+      const refused = Object.entries(armBudget).filter(
+        ([, b]) => b.refusedUntil && b.refusedUntil > at(t).toISOString(),
+      );
+      const policy: PoolPolicy = {
+        ...options.mode.policy,
+        subscriptions: options.mode.policy.subscriptions.map((s) =>
+          refused.some(([sub]) => sub === s.subscriptionId)
+            ? { ...s, quota: Math.min(s.quota, rowsBySubscription.get(s.subscriptionId) ?? 0) }
+            : s,
+        ),
+      };
+      const plan = planPool(snapshot, policy, at(t));
       aboveTargetSince = plan.aboveTargetSince;
-      for (const c of plan.create) {
+      if (arm) {
+        const items: ProvisionItem[] = plan.create.flatMap((c) =>
+          c.names.map((name) => ({
+            name,
+            subscriptionId: c.subscriptionId,
+            resourceGroup: c.resourceGroup,
+            location: c.location,
+          })),
+        );
+        const budget: Record<string, SubscriptionArmBudget> = {};
+        for (const [sub, b] of Object.entries(armBudget))
+          if (b.namespaceWritesRemaining !== undefined && !refused.some(([r]) => r === sub))
+            budget[sub] = { namespaceWritesRemaining: b.namespaceWritesRemaining };
+        result.arm!.runs++;
+        run = {
+          pacer: new ProvisionPacer(items, { perSubscription: arm.perSubscription, budget }),
+          waveEnd: t,
+          outcomes: [],
+        };
+        startWave(t);
+      }
+      for (const c of arm ? [] : plan.create) {
         for (const name of c.names) {
           addRow({
             name,
@@ -220,6 +405,14 @@ export function simulatePool(options: SimOptions): SimResult {
       leaseTimes.push(t);
       leased++;
       endings.push({ end: t + Math.max(1, Math.round(s.durationSeconds)), name });
+    }
+    if (
+      options.stopWhenAvailable !== undefined &&
+      result.reachedAt === undefined &&
+      available.length >= options.stopWhenAvailable
+    ) {
+      result.reachedAt = t;
+      break;
     }
     // 5. Integrals over the measured period.
     if (t >= 0) {

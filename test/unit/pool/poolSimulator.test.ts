@@ -2,6 +2,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import {
+  AZURE_ARM_LIMITS,
   generateSessions,
   hourProfileOf,
   peakDayConcurrency,
@@ -93,5 +94,39 @@ describe('the benchmark day', () => {
     assert.equal(profile.length, 24);
     assert.deepEqual([profile[13], profile[14], profile[15]], [500, 500, 500]);
     assert.ok(profile.filter((_, h) => h < 13 || h > 15).every((v) => v >= 30 && v <= 50));
+  });
+
+  it('under ARM limits, the pacer fills one namespace-write window, is refused once, and finishes after the window', () => {
+    const policy: PoolPolicy = {
+      subscriptions: [
+        { subscriptionId: 'a', resourceGroup: 'rg', location: 'x', quota: 100 },
+        { subscriptionId: 'b', resourceGroup: 'rg', location: 'x', quota: 100 },
+      ],
+      namespacePrefix: 'sim',
+      floor: 30,
+      cap: 200,
+      headroom: 1.25,
+      createSeconds: 44,
+      maintenanceSeconds: 60,
+      shrinkIdleMinutes: 30,
+      shrinkFractionPerRun: 0.1,
+      nameReuseHours: 24,
+    };
+    const r = simulatePool({
+      ...base,
+      durationSeconds: 3600,
+      createSeconds: 44,
+      mode: { kind: 'policy', policy },
+      sessions: [],
+      arm: { ...AZURE_ARM_LIMITS, namespaceWriteLimit: 10, namespaceWriteWindowSeconds: 600, perSubscription: 4 },
+      stopWhenAvailable: 30,
+    });
+    // 10 per subscription in the first window (waves of 4, 4, 2 of 44 s each: 132 s); at 180 s a
+    // probe each, refused until 600 s (handled); at 600 s a probe each (the count carried is 0),
+    // then the other 4 each in one wave: 600 + 44 + 44.
+    assert.equal(r.reachedAt, 688);
+    assert.equal(r.created, 30);
+    assert.equal(r.arm?.refused, 2);
+    assert.equal(r.arm?.waves, 3 + 1 + 1 + 1);
   });
 });
