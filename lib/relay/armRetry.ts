@@ -1,7 +1,7 @@
 // How RelayManager talks to ARM through faults: which failures are transient (429, 5xx, 408,
 // timeouts, dropped connections), the typed error for every other one, and the retry loop that
 // repeats a call with lib/backoff.ts's jittered backoff, honouring Retry-After, within a deadline.
-import { Backoff, parseRetryAfter } from '../backoff';
+import { Backoff, delayFor, parseRetryAfter } from '../backoff';
 import {
   RelayArmError,
   RelayArmUnavailableError,
@@ -27,6 +27,12 @@ export interface RetryPolicy {
    * call fails at once with RelayThrottledError, so the caller defers the work (default 60000).
    */
   maxRetryAfterMs: number;
+  /**
+   * 429s retried per call at most (default 30), apart from `maxAttempts`: ARM's Retry-After says
+   * when its bucket has the next token, and many callers waiting for the same bucket each need
+   * several tries; the deadline still bounds them.
+   */
+  maxThrottledRetries: number;
 }
 
 export const DEFAULT_RETRY_POLICY: Readonly<RetryPolicy> = Object.freeze({
@@ -36,6 +42,7 @@ export const DEFAULT_RETRY_POLICY: Readonly<RetryPolicy> = Object.freeze({
   deadlineMs: 120_000,
   attemptTimeoutMs: 60_000,
   maxRetryAfterMs: 60_000,
+  maxThrottledRetries: 30,
 });
 
 interface ArmFault {
@@ -127,6 +134,7 @@ export async function callArm<T>(
     deadlineMs: policy.deadlineMs,
     random: options.random,
   });
+  let throttledRetries = 0;
   for (;;) {
     options.onAttempt?.();
     try {
@@ -153,7 +161,18 @@ export async function callArm<T>(
           },
         );
       }
-      const delay = backoff.next(fault.retryAfterMs);
+      let delay: number | undefined;
+      if (fault.statusCode === 429 && throttledRetries < policy.maxThrottledRetries) {
+        // Never sooner than ARM says, and spread like any retry: callers that drew the same 429
+        // from one empty bucket do not all come back on the same millisecond.
+        const spread = delayFor(
+          throttledRetries++,
+          { baseMs: policy.initialDelayMs, capMs: policy.maxDelayMs, jitter: 'equal' },
+          options.random,
+        );
+        delay = Math.max(throttledFor ?? 0, spread);
+        if (delay > backoff.remainingMs()) delay = undefined;
+      } else delay = backoff.next(fault.retryAfterMs);
       if (delay === undefined) {
         throw new RelayArmUnavailableError(
           `${operation} still failing after ${backoff.failures} attempt(s) (last: ${fault.statusCode ?? fault.code ?? fault.name}: ${fault.message})`,
