@@ -13,6 +13,8 @@ import { loadConfig, type LocalNetwork } from '../lib/config';
 import { NamespaceStore } from '../lib/pool/namespaceStore';
 import { PoolMaintenance } from '../lib/pool/poolMaintenance';
 import { PoolRunStore } from '../lib/pool/poolRunStore';
+import type { ProvisionItem } from '../lib/pool/maintenanceRun';
+import { carryArmBudget, ProvisionPacer, type SubscriptionArmBudget } from '../lib/pool/provisionPacing';
 import { Sealer } from '../lib/sealing';
 import { createRelayApiFactory, RelayManager } from '../lib/relay/relayManager';
 import { Azurite } from './azurite';
@@ -308,9 +310,12 @@ export class LocalRuntime {
    * Prepares `count` namespaces in the emulator and makes them available through the product's own
    * provisioning path (PoolMaintenance.provision: row `creating` → prepareNamespace tagged with the
    * pool → keys sealed → `available`), with the app's own settings, so tests and benchmarks start
-   * with a warm pool that maintenance and reconcile recognise as theirs.
+   * with a warm pool that maintenance and reconcile recognise as theirs. Spread over the pool's
+   * subscriptions and paced as maintenance paces them (ProvisionPacer: `perSubscription` at once,
+   * never past Relay's namespace-write budget); when every subscription's window is spent it waits
+   * for the earliest to turn, as the next maintenance runs would.
    */
-  async prefill(count: number, concurrency = 16): Promise<string[]> {
+  async prefill(count: number, perSubscription = 20): Promise<string[]> {
     if (!this.relay || !this.azurite) throw new Error('prefill needs the relay emulator and Azurite');
     // The settings this runtime gave the app (start() put them in the environment).
     const config = loadConfig(process.env);
@@ -328,24 +333,42 @@ export class LocalRuntime {
       sealer: new Sealer(config.sealingKey),
       pool: config.pool,
     });
-    const [sub] = config.pool.subscriptions;
+    const subs = config.pool.subscriptions;
     const stamp = Date.now().toString(36);
-    const names = Array.from({ length: count }, (_, i) => `rbk-seed-${stamp}-${i}`);
-    let next = 0;
-    const worker = async () => {
-      while (next < names.length) {
-        const name = names[next++];
-        const outcome = await maintenance.provision({
-          name,
+    const names: string[] = [];
+    let seq = 0;
+    let budget: Record<string, SubscriptionArmBudget> = {};
+    for (let round = 0; names.length < count; round++) {
+      if (round >= 10_000) throw new Error(`prefill: ${names.length} of ${count} namespaces after ${round} rounds`);
+      const items: ProvisionItem[] = Array.from({ length: count - names.length }, () => {
+        const sub = subs[seq % subs.length];
+        return {
+          name: `rbk-seed-${stamp}-${seq++}`,
           subscriptionId: sub.subscriptionId,
           resourceGroup: sub.resourceGroup,
           location: sub.location,
-        });
-        if (outcome.result !== 'available')
-          throw new Error(`prefill of ${name}: ${outcome.result}${outcome.error ? ` (${outcome.error})` : ''}`);
+        };
+      });
+      const pacer = new ProvisionPacer(items, { perSubscription, budget });
+      for (let wave = pacer.nextWave(); wave.length > 0; wave = pacer.nextWave()) {
+        const outcomes = await Promise.all(wave.map((item) => maintenance.provision(item)));
+        pacer.record(outcomes);
+        for (const o of outcomes) {
+          if (o.result === 'available') names.push(o.name);
+          else if (o.result !== 'throttled')
+            throw new Error(`prefill of ${o.name}: ${o.result}${o.error ? ` (${o.error})` : ''}`);
+        }
       }
-    };
-    await Promise.all(Array.from({ length: Math.min(concurrency, count) }, worker));
+      budget = carryArmBudget(budget, pacer.budget(), new Date().toISOString());
+      if (names.length >= count) break;
+      // Every subscription left is refused or spent: wait for the first refusal to end (or probe soon).
+      const until = Object.values(budget)
+        .map((b) => (b.refusedUntil ? Date.parse(b.refusedUntil) : Number.NaN))
+        .filter((t) => !Number.isNaN(t));
+      const waitMs = until.length > 0 ? Math.min(...until) - Date.now() : 100;
+      await new Promise((r) => setTimeout(r, Math.min(60_000, Math.max(10, waitMs))));
+      budget = carryArmBudget(budget, {}, new Date().toISOString());
+    }
     return names;
   }
 

@@ -161,7 +161,7 @@ export async function runPeak(o: PeakOptions, log: (line: string) => void): Prom
     await rt.start();
     log(`prefilling ${namespaces} namespaces (emulator timeScale 0.001)…`);
     let t = performance.now();
-    await rt.prefill(namespaces, 24);
+    await rt.prefill(namespaces);
     log(`prefilled in ${((performance.now() - t) / 1000).toFixed(1)} s`);
     const admin = await rt.token('admin', 'bench-admin', 7200);
     const enrollments: Enrollment[] = [];
