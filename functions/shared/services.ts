@@ -148,6 +148,10 @@ function createServices(config: Config): Services {
     relay: new RelayManager({
       apiFactory,
       activationTimeoutMs: Math.min(240_000, Math.max(60_000, config.pool.createSeconds * 4_000)),
+      // Azure answers the PUT with no Retry-After and takes ~20-45 s: the first GET waits half the
+      // expected time instead of spending ARM's read budget (lib/pool/provisionPacing.ts). The
+      // local emulator runs a faster clock: it is polled from the start.
+      ...(config.mode === 'azure' ? { firstActivationPollMs: config.pool.createSeconds * 500 } : {}),
     }),
     sealer,
     pool: config.pool,
