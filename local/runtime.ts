@@ -70,6 +70,8 @@ export interface LocalRuntimeOptions {
   hostProcess?: boolean;
   /** With hostProcess: the child reports its storage requests and CPU time this often (see hostStats). */
   hostStatsEveryMs?: number;
+  /** With hostProcess: node flags for the child (e.g. `--cpu-prof` from a benchmark). */
+  hostNodeArgs?: string[];
   /**
    * Keep everything in `stateDir` across runs (`npm start`): Azurite's data, the emulator's store and
    * TLS identity, the issuer's keys and the host's system key; a second start on the same folder
@@ -249,7 +251,7 @@ export class LocalRuntime {
 
   private async spawnHost(): Promise<void> {
     const entry = path.join(REPO_ROOT, 'dist', 'local', 'hostProcess.js');
-    const child = spawn(process.execPath, [entry], {
+    const child = spawn(process.execPath, [...(this.options.hostNodeArgs ?? []), entry], {
       env: {
         ...process.env,
         ...this.settings,

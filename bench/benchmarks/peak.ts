@@ -158,6 +158,8 @@ export async function runPeak(o: PeakOptions, log: (line: string) => void): Prom
     // the benchmark's driver, which stay in this one.
     hostProcess: true,
     hostStatsEveryMs: 1000,
+    // e.g. BENCH_PEAK_HOST_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" to profile the control plane.
+    hostNodeArgs: process.env.BENCH_PEAK_HOST_NODE_ARGS?.split(/\s+/).filter(Boolean),
     relayOptions: {
       // Strict Azure behaviour on a fast clock: a namespace activates in 44 ms instead of 44 s, and
       // the namespace-write windows and ARM buckets turn over 1,000 times faster, so the prefill is
