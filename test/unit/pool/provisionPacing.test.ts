@@ -3,7 +3,7 @@
 // left, nothing into a subscription refused until later; and what the next plan starts from.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import type { ProvisionItem, ProvisionOutcome } from '../../../lib/pool/maintenanceRun';
+import { runRecordOf, type ProvisionItem, type ProvisionOutcome } from '../../../lib/pool/maintenanceRun';
 import { carryArmBudget, ProvisionPacer } from '../../../lib/pool/provisionPacing';
 
 const items = (sub: string, n: number, retry = false): ProvisionItem[] =>
@@ -134,6 +134,30 @@ describe('carryArmBudget', () => {
     assert.deepEqual(out, {
       a: { namespaceWritesRemaining: 40, throttled: 2 },
       b: { namespaceWritesRemaining: 3, refusedUntil: '2026-03-02T12:00:00.000Z' },
+    });
+  });
+});
+
+describe('the run record', () => {
+  it('keeps what provisioning learnt of ARM, and throttled or deferred creations are no failure of the run', () => {
+    const record = runRecordOf(
+      {
+        runId: 'r1',
+        startedAt: '2026-03-02T10:00:00.000Z',
+        finishedAt: '2026-03-02T10:02:00.000Z',
+        plan: { target: 500, usable: 300, reasons: [], fullSubscriptions: {} },
+        steps: { provision: { available: 300, deferred: 194, throttled: 6 } },
+        errors: [],
+        quotaExceeded: [],
+        armBudget: { a: { namespaceWritesRemaining: 0, refusedUntil: '2026-03-02T11:00:00.000Z', throttled: 1 } },
+      },
+      10,
+      { b: { namespaceWritesRemaining: 12 } },
+    );
+    assert.equal(record.outcome, 'succeeded');
+    assert.deepEqual(record.armBudget, {
+      a: { namespaceWritesRemaining: 0, refusedUntil: '2026-03-02T11:00:00.000Z', throttled: 1 },
+      b: { namespaceWritesRemaining: 12 },
     });
   });
 });
