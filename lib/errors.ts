@@ -63,6 +63,10 @@ export const ERRORS = {
   relay_handshake_failed: { status: 502, title: 'The relay refused or failed the connection' },
   pool_exhausted: { status: 503, title: 'No relay namespace is available' },
   relay_arm_unavailable: { status: 503, title: 'Azure Relay management is unavailable; try again later' },
+  relay_arm_throttled: {
+    status: 503,
+    title: 'Azure Resource Manager is throttling the Relay subscription; try again later',
+  },
   device_offline: { status: 503, title: 'The device is offline' },
   relay_quota_exceeded: { status: 503, title: 'The subscription has no Relay namespace quota left' },
   device_not_ready: { status: 504, title: 'The device did not answer in time' },
@@ -353,7 +357,8 @@ export class RelayArmUnavailableError extends RelayArmError {
  * ARM answered 429 and asked for a wait longer than a call may hold (the namespace-write window,
  * an emptied bucket): the caller defers the work to after `retryAfterMs` instead of sleeping.
  */
-export class RelayThrottledError extends RelayArmUnavailableError {
+export class RelayThrottledError extends RelayArmError {
+  override readonly code = 'relay_arm_throttled';
   readonly retryAfterMs: number;
   constructor(detail: string, options: RelayArmErrorOptions & { retryAfterMs: number }) {
     super(detail, options);

@@ -56,11 +56,14 @@ describe('callArm', () => {
     assert.equal(s.calls(), 3);
   });
 
-  it('does not wait past its deadline for a long Retry-After', async () => {
+  it('does not wait past its deadline for a long Retry-After: RelayThrottledError, for the caller to defer', async () => {
     const s = scripted([fault(429, '600')]);
     await assert.rejects(
-      callArm('namespaces.get', s.fn, { policy: { ...DEFAULT_RETRY_POLICY, deadlineMs: 10_000 }, sleep: s.sleep }),
-      RelayArmUnavailableError,
+      callArm('namespaces.get', s.fn, {
+        policy: { ...DEFAULT_RETRY_POLICY, deadlineMs: 10_000, maxRetryAfterMs: 1_000_000 },
+        sleep: s.sleep,
+      }),
+      (err: unknown) => err instanceof RelayThrottledError && err.code === 'relay_arm_throttled' && err.status === 503,
     );
     assert.deepEqual(s.sleeps, []);
   });
