@@ -162,20 +162,24 @@ export async function callArm<T>(
         );
       }
       let delay: number | undefined;
-      if (fault.statusCode === 429 && throttledRetries < policy.maxThrottledRetries) {
-        // Never sooner than ARM says, and spread like any retry: callers that drew the same 429
-        // from one empty bucket do not all come back on the same millisecond.
-        const spread = delayFor(
-          throttledRetries++,
-          { baseMs: policy.initialDelayMs, capMs: policy.maxDelayMs, jitter: 'equal' },
-          options.random,
-        );
-        delay = Math.max(throttledFor ?? 0, spread);
-        if (delay > backoff.remainingMs()) delay = undefined;
+      if (fault.statusCode === 429) {
+        // 429s have their own count (the other faults' attempts are not spent on them).
+        if (throttledRetries >= policy.maxThrottledRetries) delay = undefined;
+        else {
+          // Never sooner than ARM says, and spread like any retry: callers that drew the same 429
+          // from one empty bucket do not all come back on the same millisecond.
+          const spread = delayFor(
+            throttledRetries++,
+            { baseMs: policy.initialDelayMs, capMs: policy.maxDelayMs, jitter: 'equal' },
+            options.random,
+          );
+          delay = Math.max(throttledFor ?? 0, spread);
+          if (delay > backoff.remainingMs()) delay = undefined;
+        }
       } else delay = backoff.next(fault.retryAfterMs);
       if (delay === undefined) {
         throw new RelayArmUnavailableError(
-          `${operation} still failing after ${backoff.failures} attempt(s) (last: ${fault.statusCode ?? fault.code ?? fault.name}: ${fault.message})`,
+          `${operation} still failing after ${backoff.failures + throttledRetries + 1} attempt(s) (last: ${fault.statusCode ?? fault.code ?? fault.name}: ${fault.message})`,
           {
             operation,
             armStatus: fault.statusCode,

@@ -6,7 +6,7 @@ import https from 'node:https';
 import { after, describe, it } from 'node:test';
 import type { RelayAPI } from '@azure/arm-relay';
 import { LOCAL_APP_PRINCIPAL, RelayEmulator, type RelayEmulatorOptions } from '../../../local/relay-emulator';
-import { createRelayApiFactory, RelayArmUnavailableError, RelayManager } from '../../../lib/relay/relayManager';
+import { createRelayApiFactory, RelayManager, RelayThrottledError } from '../../../lib/relay/relayManager';
 import { LOCATION, namespaceName, RESOURCE_GROUP, SUBSCRIPTION } from './relayTestEnv';
 
 interface ArmFailure {
@@ -227,7 +227,8 @@ describe('relay emulator strict like ARM (real SDK)', () => {
     assert.equal(failure.statusCode, 429);
     const retryAfter = Number(failure.response?.headers.get('retry-after'));
     assert.ok(retryAfter > 50 && retryAfter <= 60, `Retry-After ${retryAfter}`);
-    // Another subscription has its own window; RelayManager gives up within its deadline and says so.
+    // Another subscription has its own window; RelayManager does not wait out the window: it fails
+    // at once with RelayThrottledError carrying the wait, for maintenance to defer the creation.
     await createNamespace(sdk(e, LOCAL_APP_PRINCIPAL, '00000000-0000-0000-0000-0000000000ff'));
     const manager = new RelayManager({
       apiFactory: createRelayApiFactory({ endpoint: e.armEndpoint, caPem: e.caCertPem }),
@@ -240,8 +241,9 @@ describe('relay emulator strict like ARM (real SDK)', () => {
         location: LOCATION,
         name: namespaceName('nsw'),
       }),
-      RelayArmUnavailableError,
+      (err: unknown) => err instanceof RelayThrottledError && err.retryAfterMs > 50_000 && err.retryAfterMs <= 60_000,
     );
+    assert.deepEqual(manager.rateLimitsOf(SUBSCRIPTION).namespaceWritesRemaining, 0);
   });
 
   it('parallel writes under one namespace: one gets 429 SubCode 40901 "conflicting operation"', async () => {
@@ -313,7 +315,9 @@ describe('relay emulator strict like ARM (real SDK)', () => {
       const location = `${e.armEndpoint}/subscriptions/${SUBSCRIPTION}/resourceGroups/${RESOURCE_GROUP}/providers/Microsoft.Relay/namespaces/${name}/operationresults/${name}?api-version=2017-04-01`;
       const poll = await armGet(e, location);
       assert.equal(poll.status, 202);
-      assert.equal(poll.retryAfter, '1');
+      // Scaled like the deletion itself: at most 0.38 s left of 380 ms, with ms precision.
+      const hint = Number(poll.retryAfter);
+      assert.ok(hint > 0 && hint <= 0.38, `Retry-After ${poll.retryAfter}`);
     } finally {
       if (saved !== undefined) process.env.RELAY_EMULATOR_CREATE_DELAY_MS = saved;
     }
