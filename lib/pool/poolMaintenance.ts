@@ -219,6 +219,10 @@ export class PoolMaintenance {
    * row and marks the subscription full for the run (`runId`); a namespace that never activates
    * (or whose name is taken elsewhere) is deleted and its name retired; anything else is counted
    * on the row (`creating`, retried by a later run; quarantined after POOL_MAX_RECYCLE_FAILURES).
+   * A 429 whose Retry-After is longer than a call waits (RelayThrottledError) is `throttled`, not a
+   * failure: a refused namespace PUT removes the row (nothing exists in ARM), a refused later step
+   * leaves it `creating` for a later run; the outcome's `arm` says until when, and every outcome
+   * the Relay namespace writes left that its own PUT was told (provisionPacing.ts reads them).
    * Storage errors are thrown (the activity's retry handles them).
    * Second run: the row exists — still `creating` it is finished (prepareNamespace only writes
    * what is missing); already `available` it is reported as such; in any other state it is skipped.

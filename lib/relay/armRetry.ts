@@ -13,7 +13,7 @@ import {
 } from '../errors';
 
 export interface RetryPolicy {
-  /** Attempts per call, the first included (default 6). */
+  /** Attempts per call, the first included (default 6); 429s are counted apart (`maxThrottledRetries`). */
   maxAttempts: number;
   /** First backoff delay (default 500), doubled per attempt, equal-jittered, capped at `maxDelayMs` (default 20000). */
   initialDelayMs: number;
@@ -135,7 +135,9 @@ export async function callArm<T>(
     random: options.random,
   });
   let throttledRetries = 0;
+  let attempts = 0;
   for (;;) {
+    attempts++;
     options.onAttempt?.();
     try {
       return await fn(AbortSignal.timeout(Math.max(1, Math.min(policy.attemptTimeoutMs, backoff.remainingMs()))));
@@ -179,7 +181,7 @@ export async function callArm<T>(
       } else delay = backoff.next(fault.retryAfterMs);
       if (delay === undefined) {
         throw new RelayArmUnavailableError(
-          `${operation} still failing after ${backoff.failures + throttledRetries + 1} attempt(s) (last: ${fault.statusCode ?? fault.code ?? fault.name}: ${fault.message})`,
+          `${operation} still failing after ${attempts} attempt(s) (last: ${fault.statusCode ?? fault.code ?? fault.name}: ${fault.message})`,
           {
             operation,
             armStatus: fault.statusCode,
