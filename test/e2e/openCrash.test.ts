@@ -62,7 +62,8 @@ describe('the host SIGKILLed while 20 opens are in flight', () => {
       devices.push(new AgentHarness(r.body, { allowPorts: [echo.port], pollMs: 250, ca }).start());
     }
 
-    // 20 opens at once; the host dies once a few of them are recorded, the rest still in flight.
+    // 20 opens at once; the host dies once their orchestrations have started leasing namespaces,
+    // so the opens are caught at every stage: not recorded yet, recorded, leased, notified, ready.
     const answers = Array.from({ length: OPENS }, (_, i) =>
       call<View>('POST', `${rt.apiUrl}/sessions`, {
         token: admin,
@@ -72,9 +73,9 @@ describe('the host SIGKILLed while 20 opens are in flight', () => {
         () => ({ status: 0, sessionId: undefined }),
       ),
     );
-    for (const deadline = Date.now() + 60_000; (await records.list({ limit: 100 })).length < 3;) {
+    for (const deadline = Date.now() + 60_000; (await namespaces.list({ states: ['leased'] })).length < 2;) {
       assert.ok(Date.now() < deadline, 'opens reach the host');
-      await sleep(20);
+      await sleep(50);
     }
     const killedAt = Date.now();
     await rt.restartHost('SIGKILL');
@@ -133,6 +134,8 @@ describe('the host SIGKILLed while 20 opens are in flight', () => {
       assert.equal(v.status, 200, v.text);
       assert.equal(v.body.status, r.status, `${r.sessionId}: API and record agree`);
       if (r.status === 'failed') assert.ok(v.body.reason, 'a failed session says why');
+      // There are more namespaces than opens: a refusal for want of one would be false.
+      assert.notEqual(r.reason, 'pool_exhausted', `${r.sessionId} refused with namespaces available`);
       if (r.status !== 'ready') continue;
       ready++;
       const relay = v.body.relay!;
