@@ -14,7 +14,7 @@ import { startAzurite } from '../local/azurite';
 import { RelayEmulator, type RelayEmulatorOptions } from '../local/relay-emulator';
 import type { Config } from '../lib/config';
 import { DeviceNotifier } from '../lib/devices/deviceNotifier';
-import { RelayHandshakeError } from '../lib/errors';
+import { RelayArmUnavailableError, RelayHandshakeError } from '../lib/errors';
 import { NamespaceStore } from '../lib/pool/namespaceStore';
 import { PoolMaintenance } from '../lib/pool/poolMaintenance';
 import { PoolRunStore } from '../lib/pool/poolRunStore';
@@ -59,6 +59,8 @@ export interface BurstResult {
   /** endRelay / prepareNext calls that threw (each retried, as the orchestrator does). */
   deleteRetries: number;
   prepareRetries: number;
+  /** Maintenance runs it took to recycle what the sessions' own retries left `recycling`. */
+  maintenanceRuns: number;
   /** Sessions whose delete never succeeded within the rounds (must be 0). */
   notDeleted: number;
   /** 429s ARM answered during the burst (every one handled: retried). */
@@ -129,6 +131,8 @@ export async function runRecycleBurst(o: BurstOptions): Promise<BurstResult> {
       pool,
       nameSalt: `b${suffix}`,
       maxDriftChecks: 0,
+      // The product's 60 s before a failed recycle is retried, on the emulator's clock.
+      retryBackoffSeconds: 60 * scale,
       ...(o.setupPerSubscription ? { provisionPerSubscription: o.setupPerSubscription } : {}),
     });
     let t = performance.now();
@@ -222,6 +226,16 @@ export async function runRecycleBurst(o: BurstOptions): Promise<BurstResult> {
         }
       }),
     );
+    // What the sessions' own retries left `recycling` (ARM throttled their writes past the retries)
+    // maintenance recycles, run after run, as the timer would.
+    let maintenanceRuns = 0;
+    for (; maintenanceRuns < 30; maintenanceRuns++) {
+      const waiting = await namespaces.list({ states: ['recycling', 'leased'] });
+      if (waiting.length === 0) break;
+      await new Promise((r) => setTimeout(r, 60_000 * scale));
+      await runMaintenance(maintenance, () => new Date(), { reconcile: false });
+    }
+    if (maintenanceRuns > 0) lastRecycled = performance.now() - t;
     const stats = emulator.stats();
 
     // What must hold after the burst.
@@ -229,24 +243,34 @@ export async function runRecycleBurst(o: BurstOptions): Promise<BurstResult> {
     const notRecycled: string[] = [];
     const drifted: string[] = [];
     let leasesLeft = 0;
-    for (let i = 0; i < leased.length; i += 20) {
+    for (let i = 0; i < leased.length; i += 5) {
       await Promise.all(
-        leased.slice(i, i + 20).map(async (s) => {
+        leased.slice(i, i + 5).map(async (s) => {
           const row = rows.get(s.namespace);
           if (!row || row.state !== 'available' || row.generation !== s.generation + 1)
             notRecycled.push(`${s.namespace}: ${row?.state ?? 'gone'} generation ${row?.generation ?? '-'}`);
           if (await namespaces.leaseFor(s.sessionId)) leasesLeft++;
           if (row) {
-            const drift = await manager.checkDrift(
-              {
-                subscriptionId: row.subscriptionId,
-                resourceGroup: row.resourceGroup,
-                name: row.name,
-                hybridConnection: row.hybridConnection,
-                endpoint: row.endpoint,
-              },
-              openNamespaceKeys(sealer, row),
-            );
+            // The check's own reads and listKeys draw 429s too when the bucket is dry: asked again.
+            const check = async (tries: number): Promise<string[]> => {
+              try {
+                return await manager.checkDrift(
+                  {
+                    subscriptionId: row.subscriptionId,
+                    resourceGroup: row.resourceGroup,
+                    name: row.name,
+                    hybridConnection: row.hybridConnection,
+                    endpoint: row.endpoint,
+                  },
+                  openNamespaceKeys(sealer, row),
+                );
+              } catch (err) {
+                if (!(err instanceof RelayArmUnavailableError) || tries <= 1) throw err;
+                await new Promise((r) => setTimeout(r, 2000 * scale));
+                return check(tries - 1);
+              }
+            };
+            const drift = await check(5);
             if (drift.length > 0) drifted.push(`${row.name}: ${drift.join('; ')}`);
           }
         }),
@@ -268,6 +292,7 @@ export async function runRecycleBurst(o: BurstOptions): Promise<BurstResult> {
       lastRecycledMs: lastRecycled,
       deleteRetries,
       prepareRetries,
+      maintenanceRuns,
       notDeleted,
       throttled: stats.throttled,
       conflicts: stats.conflicts,

@@ -30,7 +30,8 @@ export const benchmark: Benchmark = {
     });
     log(
       `one subscription: last delete ${(one.lastDeleteMs / 1000).toFixed(1)} s, last available again ${(one.lastRecycledMs / 1000).toFixed(1)} s; ` +
-        `${one.throttled} throttling 429s (handled), ${one.deleteRetries} delete retries, ${one.prepareRetries} preparation retries; ` +
+        `${one.throttled} throttling 429s (handled), ${one.deleteRetries} delete retries, ${one.prepareRetries} preparation retries, ` +
+        `${one.maintenanceRuns} maintenance run(s) for what they left; ` +
         `not deleted ${one.notDeleted}, drifted ${one.drifted.length}, not recycled ${one.notRecycled.length}, leases left ${one.leasesLeft}, old tokens accepted ${one.tokensAccepted}`,
     );
     const leaked = [r, one].reduce(

@@ -314,7 +314,7 @@ export class PoolMaintenance {
    * one left half-done) or a lease past `leaseExpiresAt` (leased → recycling first). Deletes the
    * hybrid connection (every issued token dead) unless a session's end already did, then prepares
    * the next generation under a fresh name (recycleSteps.ts: foreign rules gone, root keys rotated,
-   * writes one after another), seals its keys and makes it `available`. An ARM failure is counted on the row
+   * writes one after another), seals its keys and makes it `available`. An ARM failure is counted on the row (a throttled one never quarantines it)
    * (quarantined after POOL_MAX_RECYCLE_FAILURES).
    * Second run: a namespace no longer waiting (already `available` with a newer generation, leased
    * again, gone) is skipped; one still `recycling` is recycled again, which is harmless.
@@ -356,10 +356,13 @@ export class PoolMaintenance {
       await prepareNextGeneration(this.store, this.o.relay, this.o.sealer, ns, this.clock);
     } catch (err) {
       if (!(err instanceof RelayArmError)) throw err;
+      // ARM being busy (429s past the retries) says nothing wrong of the namespace: counted, never
+      // quarantined for it (a burst of ends in one subscription would quarantine half the pool).
+      const throttled = err.armStatus === 429;
       const after = await this.store.recordRecycleFailure(
         name,
         errorSummary(err),
-        this.o.pool.maxRecycleFailures,
+        throttled ? Number.MAX_SAFE_INTEGER : this.o.pool.maxRecycleFailures,
         this.clock(),
       );
       return { name, result: after.state === 'quarantined' ? 'quarantined' : 'failed', error: errorSummary(err) };

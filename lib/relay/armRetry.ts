@@ -1,7 +1,7 @@
 // How RelayManager talks to ARM through faults: which failures are transient (429, 5xx, 408,
 // timeouts, dropped connections), the typed error for every other one, and the retry loop that
 // repeats a call with lib/backoff.ts's jittered backoff, honouring Retry-After, within a deadline.
-import { Backoff, delayFor, parseRetryAfter } from '../backoff';
+import { Backoff, parseRetryAfter } from '../backoff';
 import {
   RelayArmError,
   RelayArmUnavailableError,
@@ -13,7 +13,7 @@ import {
 } from '../errors';
 
 export interface RetryPolicy {
-  /** Attempts per call, the first included (default 6); 429s are counted apart (`maxThrottledRetries`). */
+  /** Attempts per call, the first included (default 6). */
   maxAttempts: number;
   /** First backoff delay (default 500), doubled per attempt, equal-jittered, capped at `maxDelayMs` (default 20000). */
   initialDelayMs: number;
@@ -27,12 +27,6 @@ export interface RetryPolicy {
    * call fails at once with RelayThrottledError, so the caller defers the work (default 60000).
    */
   maxRetryAfterMs: number;
-  /**
-   * 429s retried per call at most (default 30), apart from `maxAttempts`: ARM's Retry-After says
-   * when its bucket has the next token, and many callers waiting for the same bucket each need
-   * several tries; the deadline still bounds them.
-   */
-  maxThrottledRetries: number;
 }
 
 export const DEFAULT_RETRY_POLICY: Readonly<RetryPolicy> = Object.freeze({
@@ -42,7 +36,6 @@ export const DEFAULT_RETRY_POLICY: Readonly<RetryPolicy> = Object.freeze({
   deadlineMs: 120_000,
   attemptTimeoutMs: 60_000,
   maxRetryAfterMs: 60_000,
-  maxThrottledRetries: 30,
 });
 
 interface ArmFault {
@@ -134,7 +127,7 @@ export async function callArm<T>(
     deadlineMs: policy.deadlineMs,
     random: options.random,
   });
-  let throttledRetries = 0;
+  const random = options.random ?? Math.random;
   let attempts = 0;
   for (;;) {
     attempts++;
@@ -163,22 +156,12 @@ export async function callArm<T>(
           },
         );
       }
-      let delay: number | undefined;
-      if (fault.statusCode === 429) {
-        // 429s have their own count (the other faults' attempts are not spent on them).
-        if (throttledRetries >= policy.maxThrottledRetries) delay = undefined;
-        else {
-          // Never sooner than ARM says, and spread like any retry: callers that drew the same 429
-          // from one empty bucket do not all come back on the same millisecond.
-          const spread = delayFor(
-            throttledRetries++,
-            { baseMs: policy.initialDelayMs, capMs: policy.maxDelayMs, jitter: 'equal' },
-            options.random,
-          );
-          delay = Math.max(throttledFor ?? 0, spread);
-          if (delay > backoff.remainingMs()) delay = undefined;
-        }
-      } else delay = backoff.next(fault.retryAfterMs);
+      let delay = backoff.next(fault.retryAfterMs);
+      if (delay !== undefined && throttledFor !== undefined) {
+        // Never sooner than ARM says, and up to half again later: callers that drew their 429s from
+        // one empty bucket do not all come back on the same tick (only one of them would get in).
+        delay = Math.min(delay + Math.round(random() * (delay / 2)), backoff.remainingMs());
+      }
       if (delay === undefined) {
         throw new RelayArmUnavailableError(
           `${operation} still failing after ${attempts} attempt(s) (last: ${fault.statusCode ?? fault.code ?? fault.name}: ${fault.message})`,
