@@ -24,6 +24,7 @@ import { Sealer } from '../../lib/sealing';
 import type { SessionOrchestrations } from '../../lib/sessions/orchestrations';
 import { SessionControl } from '../../lib/sessions/sessionControl';
 import { SessionOpener } from '../../lib/sessions/sessionOpener';
+import { SessionReadyWatcher } from '../../lib/sessions/sessionReadyWatcher';
 import { SessionRelay } from '../../lib/sessions/sessionRelay';
 import { SessionService } from '../../lib/sessions/sessionService';
 import { SessionStore } from '../../lib/sessions/sessionStore';
@@ -156,6 +157,8 @@ function createServices(config: Config): Services {
   });
   const grants = new GrantStore(table(TABLES.grants));
   const rateLimiter = new RateLimiter({ perMinute: config.sessions.rateLimitPerMinute });
+  // One watcher for every open this process holds: one status read per tick, not one per open.
+  const readyWatcher = new SessionReadyWatcher();
   let readyPromise: Promise<void> | undefined;
   const ready = () =>
     (readyPromise ??= Promise.all(Object.values(TABLES).map((t) => table(t).createTable())).then(
@@ -184,6 +187,7 @@ function createServices(config: Config): Services {
     sessionService,
     sessionOpener: (orchestrations) =>
       new SessionOpener({
+        watcher: readyWatcher,
         sessions: sessionStore,
         orchestrations,
         grants,

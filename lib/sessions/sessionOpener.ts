@@ -10,7 +10,8 @@ import { refusalDetail } from '../devices/devicePresence';
 import { DeviceOfflineError, TooManySessionsError, ValidationError, type BrokerError } from '../errors';
 import type { Sealer } from '../sealing';
 import type { EndReason, OpenSessionRequest, RelayCredentials, SessionInput } from './session';
-import type { SessionOrchestrations } from './orchestrations';
+import type { InstanceState, SessionOrchestrations } from './orchestrations';
+import { SessionReadyWatcher } from './sessionReadyWatcher';
 import { sessionState } from './sessionState';
 import type { SessionRecord, SessionStore } from './sessionStore';
 import { credentialsFrom, openFailure } from './sessionView';
@@ -31,8 +32,9 @@ export interface SessionOpenerOptions {
     /** Open sessions one principal may hold (0: no cap). */
     maxPerPrincipal?: number;
   };
+  /** The process's one watcher of waiting opens (a private one when absent: tests). */
+  watcher?: SessionReadyWatcher;
   now?: () => number;
-  sleep?: (ms: number) => Promise<void>;
   newId?: () => string;
 }
 
@@ -42,18 +44,15 @@ export type OpenOutcome =
   /** The budget ran out first: the caller polls GET /sessions/{id}. */
   | { status: 'pending'; sessionId: string };
 
-/** Status polls start fast and back off, so 500 waiting opens do not flood the status store. */
-const POLL_DELAYS_MS = [20, 40, 60, 100, 150, 200, 250];
-
 export class SessionOpener {
   private readonly now: () => number;
-  private readonly sleep: (ms: number) => Promise<void>;
   private readonly newId: () => string;
+  private readonly watcher: SessionReadyWatcher;
 
   constructor(private readonly o: SessionOpenerOptions) {
     this.now = o.now ?? Date.now;
-    this.sleep = o.sleep ?? ((ms) => new Promise((r) => setTimeout(r, ms)));
     this.newId = o.newId ?? randomUUID;
+    this.watcher = o.watcher ?? new SessionReadyWatcher({ now: this.now });
   }
 
   /**
@@ -104,7 +103,7 @@ export class SessionOpener {
     // The record first: a session the orchestration runs is always one the audit knows.
     await this.o.sessions.insert(record);
     await this.o.orchestrations.startNew(input);
-    return this.waitForReady(record, started + limits.openBudgetMs);
+    return this.waitForReady(record, started, started + limits.openBudgetMs);
   }
 
   /**
@@ -125,20 +124,21 @@ export class SessionOpener {
     }
   }
 
-  private async waitForReady(record: SessionRecord, deadline: number): Promise<OpenOutcome> {
+  /**
+   * Waits, through the process's watcher (no poll of its own), until the session is ready or over,
+   * or the budget runs out.
+   */
+  private async waitForReady(record: SessionRecord, started: number, deadline: number): Promise<OpenOutcome> {
     const { sessionId } = record;
-    for (let poll = 0; this.now() < deadline; poll++) {
-      const state = sessionState(record, await this.o.orchestrations.getStatus(sessionId));
-      if (state.status === 'ready' && state.relay) {
-        return { status: 'ready', sessionId, relay: credentialsFrom(state.relay, sessionId, this.o.sealer) };
-      }
-      // Ending, ended or failed before it was ever ready: the open failed, for that reason.
-      if (state.status !== 'pending' && state.status !== 'ready') {
-        throw await this.failure(record, state.reason ?? 'error', state.retryAfterSeconds);
-      }
-      await this.sleep(
-        Math.min(POLL_DELAYS_MS[Math.min(poll, POLL_DELAYS_MS.length - 1)], Math.max(0, deadline - this.now())),
-      );
+    const settled = (st: InstanceState | undefined) => sessionState(record, st).status !== 'pending';
+    const instance = await this.watcher.wait(this.o.orchestrations, sessionId, started, deadline, settled);
+    const state = sessionState(record, instance);
+    if (state.status === 'ready' && state.relay) {
+      return { status: 'ready', sessionId, relay: credentialsFrom(state.relay, sessionId, this.o.sealer) };
+    }
+    // Ending, ended or failed before it was ever ready: the open failed, for that reason.
+    if (state.status !== 'pending' && state.status !== 'ready') {
+      throw await this.failure(record, state.reason ?? 'error', state.retryAfterSeconds);
     }
     return { status: 'pending', sessionId };
   }
