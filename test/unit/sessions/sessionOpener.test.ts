@@ -4,7 +4,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import type { Principal } from '../../../lib/auth/principal';
-import { DeviceNotFoundError } from '../../../lib/errors';
+import { DeviceNotFoundError, toProblem } from '../../../lib/errors';
 import { Sealer } from '../../../lib/sealing';
 import { SessionOpener } from '../../../lib/sessions/sessionOpener';
 import { SessionReadyWatcher } from '../../../lib/sessions/sessionReadyWatcher';
@@ -124,6 +124,21 @@ describe('SessionOpener', () => {
     t.orchestrations.onStart = (input) =>
       t.orchestrations.set(input.sessionId, { runtimeStatus: 'Failed', customStatus: t.readyStatus() });
     await assert.rejects(t.opener.open(alice, { deviceId: 'plc-1', port: 22 }), { code: 'session_failed' });
+  });
+
+  it('answers 503 service_busy, not 500, when the orchestration runtime is overloaded at start', async () => {
+    const t = setup();
+    t.orchestrations.onStart = () => {
+      throw new Error('The operation failed with an unexpected status code: 500. Details: "storage timed out"');
+    };
+    const err = await t.opener.open(alice, { deviceId: 'plc-1', port: 22 }).then(
+      () => assert.fail('the open should fail'),
+      (e: unknown) => e,
+    );
+    const p = toProblem(err);
+    assert.equal(p.status, 503);
+    assert.equal(p.body.code, 'service_busy');
+    assert.ok(p.headers['retry-after']);
   });
 
   it('refuses a lifetime over the configured cap with validation_failed, before writing anything', async () => {
