@@ -24,6 +24,8 @@ const LEVELS = [
 const BUDGET_MS = 8000;
 /** The burst search's resolution: bursts are tried in multiples of this. */
 const BURST_STEP = 25;
+/** The quiet window before the counted level in which the devices' background requests are measured. */
+const QUIET_MS = 5000;
 
 interface Sample {
   sessionId?: string;
@@ -167,8 +169,17 @@ export const benchmark: Benchmark = {
       const c1Sessions: string[] = [];
       for (const level of levels) {
         const samples: Sample[] = [];
+        // The devices' heartbeats (every 5 s each: a device read and write) run all the time and
+        // are not an open's cost: their rate, measured in a quiet window, is taken off the count.
+        let background = new Map<string, number>();
+        if (level.name === 'c50') {
+          const quietStart = new Map(byKind);
+          await new Promise((r) => setTimeout(r, QUIET_MS));
+          background = new Map([...byKind].map(([k, n]) => [k, (n - (quietStart.get(k) ?? 0)) / QUIET_MS]));
+        }
         const storageBefore = storageRequests;
         const kindsBefore = new Map(byKind);
+        const levelStarted = performance.now();
         for (let round = 0; round < level.rounds; round++) {
           const batch = Array.from({ length: level.concurrency }, () => devices[deviceIndex++ % DEVICES]);
           const results = await Promise.all(batch.map((d) => openOnce(rt.apiUrl, admin, d)));
@@ -177,24 +188,27 @@ export const benchmark: Benchmark = {
         if (level.name === 'c50') {
           // Let the ready sessions settle (their audit write), then count.
           await new Promise((r) => setTimeout(r, 1500));
-          const perOpen = (storageRequests - storageBefore) / samples.length;
-          const tablePerOpen =
-            perOpen -
-            ((byKind.get('POST queue message') ?? 0) - (kindsBefore.get('POST queue message') ?? 0)) / samples.length;
-          log(
-            `storage requests per open (host + engine, through ready): ${perOpen.toFixed(1)}, of which table ${tablePerOpen.toFixed(1)}:`,
-          );
-          for (const [kind, n] of [...byKind].sort((a, b) => b[1] - a[1])) {
-            const d = n - (kindsBefore.get(kind) ?? 0);
-            if (d > 0) log(`   ${kind}: ${(d / samples.length).toFixed(2)}`);
+          const windowMs = performance.now() - levelStarted;
+          const net = new Map<string, number>();
+          for (const [kind, n] of byKind) {
+            const d = n - (kindsBefore.get(kind) ?? 0) - (background.get(kind) ?? 0) * windowMs;
+            net.set(kind, Math.max(0, d) / samples.length);
           }
+          const raw = (storageRequests - storageBefore) / samples.length;
+          const perOpen = [...net.values()].reduce((a, b) => a + b, 0);
+          const tablePerOpen = perOpen - (net.get('POST queue message') ?? 0);
+          log(
+            `storage requests per open (host + engine, through ready): ${perOpen.toFixed(1)} (${raw.toFixed(1)} with the devices' heartbeats in the window), of which table ${tablePerOpen.toFixed(1)}:`,
+          );
+          for (const [kind, n] of [...net].sort((a, b) => b[1] - a[1]))
+            if (n >= 0.01) log(`   ${kind}: ${n.toFixed(2)}`);
           figures.push({
             name: 'open_storage_requests_per_session',
             value: round1(perOpen),
             unit: 'requests',
             goal: '≤ 6',
             command: COMMAND,
-            note: "Azure Storage requests (tables + queue puts) made by the control plane (HTTP function, durable engine, activities) per session opened, through ready (50 concurrent); the devices' own queue polls excluded",
+            note: "Azure Storage requests (tables + queue puts) made by the control plane (HTTP function, durable engine, activities) per session opened, through ready (50 concurrent); the devices' own queue polls and their heartbeats' requests (rate measured in a quiet window) excluded",
           });
           figures.push({
             name: 'open_table_requests_per_session',
