@@ -188,6 +188,7 @@ function createServices(config: Config): Services {
     sessionOpener: (orchestrations) =>
       new SessionOpener({
         watcher: readyWatcher,
+        service: sessionService,
         sessions: sessionStore,
         orchestrations,
         grants,

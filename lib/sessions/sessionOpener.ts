@@ -7,12 +7,19 @@ import { isAdmin, type Principal } from '../auth/principal';
 import type { RateLimiter } from '../auth/rateLimiter';
 import type { DeviceRegistry } from '../devices/deviceRegistry';
 import { refusalDetail } from '../devices/devicePresence';
-import { DeviceOfflineError, TooManySessionsError, ValidationError, type BrokerError } from '../errors';
+import {
+  DeviceOfflineError,
+  isTransientFault,
+  TooManySessionsError,
+  ValidationError,
+  type BrokerError,
+} from '../errors';
 import type { Sealer } from '../sealing';
 import type { EndReason, OpenSessionRequest, RelayCredentials, SessionInput } from './session';
 import type { InstanceState, SessionOrchestrations } from './orchestrations';
 import { SessionReadyWatcher } from './sessionReadyWatcher';
 import { sessionState } from './sessionState';
+import type { SessionService } from './sessionService';
 import type { SessionRecord, SessionStore } from './sessionStore';
 import { credentialsFrom, openFailure } from './sessionView';
 
@@ -32,6 +39,11 @@ export interface SessionOpenerOptions {
     /** Open sessions one principal may hold (0: no cap). */
     maxPerPrincipal?: number;
   };
+  /**
+   * Leases and notifies within the request, the orchestration started with the result (one episode
+   * and one activity fewer). Absent (unit fakes): the orchestration's openSession activity does it.
+   */
+  service?: Pick<SessionService, 'open' | 'recordEnd'>;
   /** The process's one watcher of waiting opens (a private one when absent: tests). */
   watcher?: SessionReadyWatcher;
   now?: () => number;
@@ -102,8 +114,44 @@ export class SessionOpener {
     };
     // The record first: a session the orchestration runs is always one the audit knows.
     await this.o.sessions.insert(record);
-    await this.o.orchestrations.startNew(input);
+    if (this.o.service) await this.leaseAndStart(this.o.service, input);
+    else await this.o.orchestrations.startNew(input);
     return this.waitForReady(record, started, started + limits.openBudgetMs);
+  }
+
+  /**
+   * Lease, mint, start the orchestration with what was leased, then notify the device (the
+   * orchestration exists before the device can answer). A crash between the lease and the start
+   * leaves a lease and a pending record with no orchestration: the session sweep ends both once
+   * its grace has passed. A failure after the start is the orchestration's to end (its ready timer).
+   */
+  private async leaseAndStart(service: NonNullable<SessionOpenerOptions['service']>, input: SessionInput) {
+    let started = false;
+    let result: Awaited<ReturnType<typeof service.open>>;
+    try {
+      result = await service.open(input, {
+        beforeNotify: async (opened) => {
+          await this.o.orchestrations.startNew({ ...input, opened });
+          started = true;
+        },
+      });
+    } catch (err) {
+      // The device was not told: its orchestration fails at its ready timeout and recycles.
+      if (started && !isTransientFault(err)) throw openFailure('error');
+      throw err;
+    }
+    if (!result.ok) {
+      // No orchestration was started: the record is closed here (or by the sweep if this write fails).
+      await service
+        .recordEnd({
+          deviceId: input.deviceId,
+          sessionId: input.sessionId,
+          reason: 'pool_exhausted',
+          endedAt: new Date(this.now()).toISOString(),
+        })
+        .catch(() => undefined);
+      throw openFailure('pool_exhausted', result.retryAfterSeconds);
+    }
   }
 
   /**

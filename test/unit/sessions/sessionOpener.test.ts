@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import type { Principal } from '../../../lib/auth/principal';
 import { DeviceNotFoundError, toProblem } from '../../../lib/errors';
 import { Sealer } from '../../../lib/sealing';
-import { SessionOpener } from '../../../lib/sessions/sessionOpener';
+import { SessionOpener, type SessionOpenerOptions } from '../../../lib/sessions/sessionOpener';
 import { SessionReadyWatcher } from '../../../lib/sessions/sessionReadyWatcher';
 import { FakeOrchestrations, MemorySessionStore } from './fakes';
 
@@ -18,7 +18,14 @@ const T0 = Date.parse('2026-11-25T10:00:00Z');
 /** Short, so a wait that runs out does so quickly; the watcher's deadline timer is real. */
 const BUDGET_MS = 150;
 
-function setup(o: { granted?: boolean; devices?: string[]; watcher?: SessionReadyWatcher } = {}) {
+function setup(
+  o: {
+    granted?: boolean;
+    devices?: string[];
+    watcher?: SessionReadyWatcher;
+    service?: SessionOpenerOptions['service'];
+  } = {},
+) {
   const sealer = new Sealer(randomBytes(32));
   const orchestrations = new FakeOrchestrations();
   const sessions = new MemorySessionStore();
@@ -40,6 +47,7 @@ function setup(o: { granted?: boolean; devices?: string[]; watcher?: SessionRead
     limits: { openBudgetMs: BUDGET_MS, readyTimeoutMs: 7000, defaultLifetimeMinutes: 60, maxLifetimeMinutes: 120 },
     now: () => clock,
     watcher,
+    ...(o.service ? { service: o.service } : {}),
     newId: () => SESSION_ID,
   });
   const readyStatus = () => ({
@@ -139,6 +147,52 @@ describe('SessionOpener', () => {
     assert.equal(p.status, 503);
     assert.equal(p.body.code, 'service_busy');
     assert.ok(p.headers['retry-after']);
+  });
+
+  it('leases in the request and starts the orchestration with what it leased before the device is told', async () => {
+    const steps: string[] = [];
+    const leased = {
+      namespace: 'rbk-ns-1',
+      endpoint: 'https://rbk-ns-1.servicebus.windows.net/',
+      hybridConnection: 'tunnel',
+      generation: 2,
+      sealedSendToken: 'v1.sealed',
+      expiresAt: '2026-11-25T11:00:00.000Z',
+    };
+    const ended: unknown[] = [];
+    const t = setup({
+      service: {
+        open: async (_input, options) => {
+          steps.push('lease');
+          await options?.beforeNotify?.(leased);
+          steps.push('notify');
+          return { ok: true, ...leased };
+        },
+        recordEnd: (e) => (ended.push(e), Promise.resolve()),
+      },
+    });
+    t.orchestrations.onStart = () => steps.push('start');
+    const r = await t.opener.open(alice, { deviceId: 'plc-1', port: 22 });
+    assert.equal(r.status, 'pending');
+    assert.deepEqual(steps, ['lease', 'start', 'notify']);
+    assert.deepEqual(t.orchestrations.started[0].opened, leased);
+    assert.deepEqual(ended, []);
+  });
+
+  it('answers pool_exhausted at once with no orchestration, and closes the record', async () => {
+    const ended: Array<{ reason: string }> = [];
+    const t = setup({
+      service: {
+        open: () => Promise.resolve({ ok: false, reason: 'pool_exhausted', retryAfterSeconds: 30 }),
+        recordEnd: (e) => (ended.push(e), Promise.resolve()),
+      },
+    });
+    await assert.rejects(t.opener.open(alice, { deviceId: 'plc-1', port: 22 }), { code: 'pool_exhausted' });
+    assert.equal(t.orchestrations.started.length, 0);
+    assert.deepEqual(
+      ended.map((e) => e.reason),
+      ['pool_exhausted'],
+    );
   });
 
   it('refuses a lifetime over the configured cap with validation_failed, before writing anything', async () => {
