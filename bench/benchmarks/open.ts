@@ -61,7 +61,10 @@ export const benchmark: Benchmark = {
     const namespaces = levels.reduce((n, l) => n + l.concurrency * l.rounds, 0) + searchNamespaces;
     const rt = new LocalRuntime({
       disableTimers: true,
-      logSink: () => {},
+      // Warnings and errors are tallied (first words, ids and numbers blanked) to name what fails under load.
+      logSink: (r) => {
+        if (r.level === 'warning' || r.level === 'error' || r.level === 'critical') tally(hostProblems, `${r.level}: ${shape(r.message)}`);
+      },
       relayOptions: {
         createDelayMs: 0,
         quotaPerSubscription: 4000,
@@ -75,6 +78,12 @@ export const benchmark: Benchmark = {
       // The open budget (8 s) and ready timeout stay at their defaults, as in production.
     });
     const devices: AgentHarness[] = [];
+    const hostProblems = new Map<string, number>();
+    const readyFailures = new Map<string, number>();
+    const report = (what: string, m: Map<string, number>) => {
+      for (const [k, n] of [...m].sort((a, b) => b[1] - a[1]).slice(0, 8)) log(`   ${what} ×${n}: ${k}`);
+      m.clear();
+    };
     const figures: Figure[] = [];
     try {
       await rt.start();
@@ -96,6 +105,9 @@ export const benchmark: Benchmark = {
             allowPorts: [22],
             pollMs: POLL_MS,
             ca: rt.relay!.caCertPem,
+            log: (event, fields) => {
+              if (event === 'ready.failed') tally(readyFailures, shape(String(fields.detail)));
+            },
           }),
         );
       }
@@ -235,6 +247,8 @@ export const benchmark: Benchmark = {
           for (const d of devices) for (const st of d.readyStatus.values()) ready.set(st, (ready.get(st) ?? 0) + 1);
           log(`${level.name}: ready calls by status so far: ${[...ready].map(([k, v]) => `${k}×${v}`).join(', ')}`);
         }
+        report('host warning/error', hostProblems);
+        report('device ready call failed', readyFailures);
         if (level.name === 'c1') c1Sessions.push(...ok.map((s) => s.sessionId!));
         const totals = ok.map((s) => s.totalMs);
         const p = (q: number) => percentile(totals, q);
@@ -303,6 +317,8 @@ export const benchmark: Benchmark = {
             99,
           );
           log(`burst ${size}: ${within}/${size} answered 201 within ${BUDGET_MS} ms (p99 ${p99.toFixed(0)} ms)`);
+          report('host warning/error', hostProblems);
+          report('device ready call failed', readyFailures);
           await new Promise((r) => setTimeout(r, READY_TIMEOUT_MS + 3000));
           return within === size;
         };
@@ -401,4 +417,16 @@ function tableRequestKind(req: ClientRequest): string {
 /** The control plane's queue puts (the devices' own receives and deletes are not the open's cost). */
 function queueRequestKind(req: ClientRequest): string | undefined {
   return req.method === 'POST' && req.path.split('?')[0].endsWith('/messages') ? 'POST queue message' : undefined;
+}
+
+function tally(m: Map<string, number>, key: string): void {
+  m.set(key, (m.get(key) ?? 0) + 1);
+}
+
+/** A log line's shape: ids, numbers and quoted text blanked, so lines that differ only there group. */
+function shape(message: string): string {
+  return message
+    .replace(/[0-9a-f]{8}-[0-9a-f-]{27}/gi, '<id>')
+    .replace(/\d+(\.\d+)?/g, 'N')
+    .slice(0, 160);
 }
