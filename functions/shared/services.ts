@@ -25,7 +25,6 @@ import type { SessionOrchestrations } from '../../lib/sessions/orchestrations';
 import { SessionControl } from '../../lib/sessions/sessionControl';
 import { SessionOpener } from '../../lib/sessions/sessionOpener';
 import { SessionReadyWatcher } from '../../lib/sessions/sessionReadyWatcher';
-import { OpenAdmission } from '../../lib/sessions/openAdmission';
 import { SessionRelay } from '../../lib/sessions/sessionRelay';
 import { SessionService } from '../../lib/sessions/sessionService';
 import { SessionStore } from '../../lib/sessions/sessionStore';
@@ -68,9 +67,6 @@ export interface Services {
 }
 
 let services: Services | undefined;
-
-/** How many opens one instance prepares at once (OpenAdmission). */
-const OPENS_PREPARED_AT_ONCE = 32;
 
 export function getServices(): Services {
   services ??= createServices(getConfig());
@@ -163,9 +159,6 @@ function createServices(config: Config): Services {
   const rateLimiter = new RateLimiter({ perMinute: config.sessions.rateLimitPerMinute });
   // One watcher for every open this process holds: one status read per tick, not one per open.
   const readyWatcher = new SessionReadyWatcher();
-  // Opens prepared at once by this instance (each a handful of storage requests): a burst is served
-  // in arrival order instead of all at once and all late.
-  const openAdmission = new OpenAdmission(OPENS_PREPARED_AT_ONCE);
   let readyPromise: Promise<void> | undefined;
   const ready = () =>
     (readyPromise ??= Promise.all(Object.values(TABLES).map((t) => table(t).createTable())).then(
@@ -195,7 +188,6 @@ function createServices(config: Config): Services {
     sessionOpener: (orchestrations) =>
       new SessionOpener({
         watcher: readyWatcher,
-        admission: openAdmission,
         service: sessionService,
         sessions: sessionStore,
         orchestrations,

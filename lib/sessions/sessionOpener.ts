@@ -17,7 +17,6 @@ import {
 import type { Sealer } from '../sealing';
 import type { EndReason, OpenSessionRequest, RelayCredentials, SessionInput } from './session';
 import type { InstanceState, SessionOrchestrations } from './orchestrations';
-import type { OpenAdmission } from './openAdmission';
 import { SessionReadyWatcher } from './sessionReadyWatcher';
 import { sessionState } from './sessionState';
 import type { SessionService } from './sessionService';
@@ -45,8 +44,6 @@ export interface SessionOpenerOptions {
    * and one activity fewer). Absent (unit fakes): the orchestration's openSession activity does it.
    */
   service?: Pick<SessionService, 'open' | 'recordEnd'>;
-  /** How many opens this process prepares at once (absent: no bound). */
-  admission?: OpenAdmission;
   /** The process's one watcher of waiting opens (a private one when absent: tests). */
   watcher?: SessionReadyWatcher;
   now?: () => number;
@@ -75,20 +72,8 @@ export class SessionOpener {
    * or ends before it is ready throws the error its reason maps to (openFailure).
    */
   async open(principal: Principal, request: OpenSessionRequest): Promise<OpenOutcome> {
-    this.o.rateLimiter.enforce(principal.id);
-    const arrived = this.now();
-    const deadline = arrived + this.o.limits.openBudgetMs;
-    const admission = this.o.admission;
-    // Waiting for a turn may use half the budget; the other half is the device's.
-    const record = admission
-      ? await admission.run(this.o.limits.openBudgetMs / 2, () => this.prepare(principal, request))
-      : await this.prepare(principal, request);
-    return this.waitForReady(record, arrived, deadline);
-  }
-
-  /** Checks, records and starts the session (its lease and message sent); the record written. */
-  private async prepare(principal: Principal, request: OpenSessionRequest): Promise<SessionRecord> {
     const { limits } = this.o;
+    this.o.rateLimiter.enforce(principal.id);
     // Grants before existence: an operator cannot probe which device ids exist.
     await authorizeSessionOpen(principal, request.deviceId, this.o.grants);
     const device = await this.o.devices.requireRecord(request.deviceId);
@@ -131,7 +116,7 @@ export class SessionOpener {
     await this.o.sessions.insert(record);
     if (this.o.service) await this.leaseAndStart(this.o.service, input);
     else await this.o.orchestrations.startNew(input);
-    return record;
+    return this.waitForReady(record, started, started + limits.openBudgetMs);
   }
 
   /**
