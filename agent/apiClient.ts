@@ -125,7 +125,7 @@ export function problemError(status: number, body: unknown, headers: Headers, wh
         .filter(Boolean)
     : [];
   if (fieldErrors.length) problem.detail += ` (${fieldErrors.join('; ')})`;
-  const hint = hintFor(status, code, retryAfter);
+  const hint = hintFor(status, code, retryAfter, doc);
   if (hint) problem.hint = hint;
   return new CliError(problem);
 }
@@ -134,14 +134,22 @@ export function problemError(status: number, body: unknown, headers: Headers, wh
  * What to do about an error code. Keyed by the registry's codes, so a hint for a code the server
  * never sends does not compile; codes without a hint fall back to the status.
  */
-export const HINTS: Partial<Record<ErrorCode, (later: string) => string>> = {
+export const HINTS: Partial<Record<ErrorCode, (later: string, problem: Record<string, unknown>) => string>> = {
   device_not_found: () => 'Check the device id with `relay-broker devices list`.',
   device_exists: () =>
     'Pick another id, or `relay-broker devices rotate <id>` to get a new enrollment for the existing device.',
   device_not_granted: () =>
     'Ask an admin to grant you this device: `relay-broker grants add <your principal id> <deviceId>`.',
   role_required: () => 'This command needs a token with the admin role.',
-  pool_exhausted: (later) => `Every relay namespace is in use and the pool is growing. ${later}`,
+  // The problem says whether the pool can still grow (lib/pool/poolGrowth.ts): wait, or raise a setting.
+  pool_exhausted: (later, problem) =>
+    problem.poolGrowth === 'at_cap'
+      ? `The pool is at its cap: an admin can raise POOL_CAP (\`relay-broker pool\` shows it); otherwise retry once a session has ended. ${later}`
+      : problem.poolGrowth === 'at_quota'
+        ? `Every pool subscription is at its namespace quota: an admin can raise a quota or add a subscription in POOL_SUBSCRIPTIONS (\`relay-broker pool\` shows them); otherwise retry once a session has ended. ${later}`
+        : problem.poolGrowth === 'growing'
+          ? `Every relay namespace is in use and the pool is growing. ${later}`
+          : `Every relay namespace is in use. ${later}`,
   rate_limited: (later) => `Too many requests. ${later}`,
   too_many_sessions: () =>
     'You hold as many open sessions as allowed: end one with `relay-broker sessions end <id>` (list yours with `relay-broker sessions list --status ready`).',
@@ -154,10 +162,15 @@ export const HINTS: Partial<Record<ErrorCode, (later: string) => string>> = {
   session_not_found: () => 'Check the session id with `relay-broker sessions list`.',
 };
 
-function hintFor(status: number, code: string | undefined, retryAfter: string | undefined): string | undefined {
+function hintFor(
+  status: number,
+  code: string | undefined,
+  retryAfter: string | undefined,
+  problem: Record<string, unknown>,
+): string | undefined {
   const later = retryAfter ? `Retry in ${retryAfter} s.` : 'Retry in a moment.';
   const byCode = isErrorCode(code) ? HINTS[code] : undefined;
-  if (byCode) return byCode(later);
+  if (byCode) return byCode(later, problem);
   if (status === 401)
     return 'The token is missing, expired or invalid: pass --token or set RELAY_BROKER_TOKEN (locally: `relay-broker local token --role admin`).';
   if (status === 403) return 'Your token does not allow this; ask an admin for the role or grant.';

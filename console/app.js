@@ -457,9 +457,7 @@
     auditColumns =
       auditSource === 'sessions'
         ? ['createdAt', 'sessionId', 'deviceId', 'port', 'openedBy', 'status', 'reason', 'endedAt']
-        : [...new Set(items.flatMap((i) => Object.keys(i)))]
-            .filter((k) => typeof items[0]?.[k] !== 'object')
-            .slice(0, 9);
+        : [...new Set(items.flatMap((i) => Object.keys(i)))].slice(0, 9);
     const head = $('#audit-table thead tr');
     if (head.dataset.columns !== auditColumns.join()) {
       head.replaceChildren(...auditColumns.map((c) => el('th', { scope: 'col' }, c)));
@@ -470,17 +468,29 @@
     syncRows(
       $('#audit-table tbody'),
       items,
-      (i) => String(i.id ?? i.eventId ?? i.sessionId ?? JSON.stringify(i)),
-      (i) => auditColumns.map((c) => (i[c] === undefined || i[c] === null ? '—' : String(i[c]))),
+      // A session has two audit rows (`session.end` by whoever ended it, `session` once it is over):
+      // keyed by the session id they were one row, the later overwriting the other's cells.
+      (i) => (auditSource === 'sessions' ? String(i.sessionId) : String(i.id ?? JSON.stringify(i))),
+      (i) => auditColumns.map((c) => auditText(i[c]) || '—'),
       undefined,
       'Nothing recorded for this filter.',
     );
     stamp('#audit-updated');
   }
 
+  /** A cell's text: an audit row's details (reason, endedBy, bytes, cost…) as `key value` pairs. */
+  function auditText(v) {
+    if (v === undefined || v === null) return '';
+    if (typeof v === 'object')
+      return Object.entries(v)
+        .map(([k, x]) => `${k} ${x}`)
+        .join(', ');
+    return String(v);
+  }
+
   function exportAudit() {
     const cell = (v) => {
-      const s = v === undefined || v === null ? '' : String(v);
+      const s = auditText(v);
       // Quote everything; a leading =, +, - or @ is defused so a spreadsheet does not run it.
       return `"${(/^[=+\-@]/.test(s) ? `'${s}` : s).replace(/"/g, '""')}"`;
     };

@@ -31,7 +31,8 @@ export const SESSION_ORCHESTRATOR = 'sessionOrchestrator';
 const recycleRetry = durableRetry({ baseMs: 2000, maxAttempts: 4 });
 
 /**
- * When the hybrid connection's delete still fails after `recycleRetry`, the session stays `ending`
+ * When the hybrid connection's first delete fails, the rules' keys are regenerated at once (no new
+ * connection opens); when it still fails after `recycleRetry`, the session stays `ending`
  * and the orchestration asks again every END_RETRY_SECONDS, END_ROUNDS times at most (~30 min);
  * after that maintenance keeps retrying the `recycling` row and the session stays `ending`.
  */
@@ -153,7 +154,11 @@ export const sessionOrchestrator: OrchestrationHandler = function* (context: Orc
   let keysKilled = false;
   for (let round = 0; round < END_ROUNDS; round++) {
     try {
-      const outcome = (yield endSessionRelayActivity(ref).withRetry(recycleRetry)) as string;
+      // The first try goes without the engine's retries (RelayManager has retried transient faults
+      // within the call already): if it fails, the kill switch below runs at once, not after
+      // another half minute of retries during which the session's tokens still open connections.
+      const attempt = round === 0 ? endSessionRelayActivity(ref) : endSessionRelayActivity(ref).withRetry(recycleRetry);
+      const outcome = (yield attempt) as string;
       if (outcome === 'deleted') {
         deleted = true;
         break;
@@ -169,6 +174,8 @@ export const sessionOrchestrator: OrchestrationHandler = function* (context: Orc
           log(`could not regenerate the rules' keys: ${firstLine(killErr)}`);
         }
       }
+      // After the first failure, straight to the retried delete; the timer paces later rounds.
+      if (round === 0) continue;
     }
     yield context.df.createTimer(new Date(context.df.currentUtcDateTime.getTime() + END_RETRY_SECONDS * 1000));
   }

@@ -4,6 +4,11 @@
 // leaves timer triggers unarmed (they still run through POST /admin/functions/<name>).
 // HOST_SYSTEM_KEY_FILE names the file holding the system key /admin and the webhooks require
 // (the parent's, so a restarted host keeps it); without it the host makes a random one.
+// HOST_STATS_EVERY_MS=<n> adds a line `{"stats":{"storageRequests":…,"cpuMs":…}}` on stdout every n ms:
+// the requests this process made to the storage account and its CPU time, for benchmarks that
+// need the control plane's share apart from the emulators'.
+import diagnostics from 'node:diagnostics_channel';
+import type { ClientRequest } from 'node:http';
 import path from 'node:path';
 import { createDurableExtension } from './durable';
 import { FunctionsHost, type LogRecord } from './host/functionsHost';
@@ -49,6 +54,24 @@ async function main(): Promise<void> {
   process.on('SIGTERM', () => shutdown('SIGTERM'));
   process.on('SIGINT', () => shutdown('SIGINT'));
   process.stdout.write(`${JSON.stringify({ ready: true, port: host.port })}\n`);
+  const statsEveryMs = Number(process.env.HOST_STATS_EVERY_MS ?? '0');
+  if (statsEveryMs > 0) reportStats(connectionString, statsEveryMs);
+}
+
+/** Counts this process's requests to the storage endpoints and prints them with its CPU time. */
+function reportStats(connectionString: string, everyMs: number): void {
+  const storageHosts = new Set(
+    [...connectionString.matchAll(/(?:Table|Queue|Blob)Endpoint=([^;]+)/g)].map((m) => new URL(m[1]).host),
+  );
+  let storageRequests = 0;
+  diagnostics.subscribe('http.client.request.start', (msg) => {
+    const host = String((msg as { request: ClientRequest }).request.getHeader('host') ?? '');
+    if (storageHosts.has(host)) storageRequests++;
+  });
+  setInterval(() => {
+    const cpu = process.cpuUsage();
+    process.stdout.write(`${JSON.stringify({ stats: { storageRequests, cpuMs: (cpu.user + cpu.system) / 1000 } })}\n`);
+  }, everyMs).unref();
 }
 
 main().catch((err: unknown) => {

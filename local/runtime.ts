@@ -28,6 +28,12 @@ export const RELAY_STORE_FILE = 'relay-store.json';
 
 export const REPO_ROOT = path.resolve(__dirname, '..', '..');
 
+/** What a host child reports (HOST_STATS_EVERY_MS): totals since it started. */
+export interface HostStats {
+  storageRequests: number;
+  cpuMs: number;
+}
+
 /** What `npm start` leaves for the CLI (`relay-broker` reads it in local mode). */
 export interface LocalState {
   apiUrl: string;
@@ -62,6 +68,10 @@ export interface LocalRuntimeOptions {
    * so tests can kill it (restartHost) while Azurite and the emulator keep their state.
    */
   hostProcess?: boolean;
+  /** With hostProcess: the child reports its storage requests and CPU time this often (see hostStats). */
+  hostStatsEveryMs?: number;
+  /** With hostProcess: node flags for the child (e.g. `--cpu-prof` from a benchmark). */
+  hostNodeArgs?: string[];
   /**
    * Keep everything in `stateDir` across runs (`npm start`): Azurite's data, the emulator's store and
    * TLS identity, the issuer's keys and the host's system key; a second start on the same folder
@@ -104,6 +114,17 @@ export class LocalRuntime {
 
   private child?: ChildProcess;
   private childPort = 0;
+  private childStats?: HostStats;
+
+  /** The host child's pid (hostProcess), for /proc readings. */
+  get hostPid(): number | undefined {
+    return this.child?.pid;
+  }
+
+  /** The host child's latest report (hostProcess with hostStatsEveryMs), undefined before the first. */
+  get hostStats(): HostStats | undefined {
+    return this.childStats;
+  }
 
   get relayCaFile(): string {
     return path.join(this.stateDir, 'relay-ca.pem');
@@ -230,7 +251,7 @@ export class LocalRuntime {
 
   private async spawnHost(): Promise<void> {
     const entry = path.join(REPO_ROOT, 'dist', 'local', 'hostProcess.js');
-    const child = spawn(process.execPath, [entry], {
+    const child = spawn(process.execPath, [...(this.options.hostNodeArgs ?? []), entry], {
       env: {
         ...process.env,
         ...this.settings,
@@ -239,6 +260,7 @@ export class LocalRuntime {
         APP_DIR: this.options.appDir ?? REPO_ROOT,
         WEBSITE_HOSTNAME: `127.0.0.1:${this.childPort}`,
         ...(this.options.disableTimers ? { HOST_DISABLE_TIMERS: '1' } : {}),
+        ...(this.options.hostStatsEveryMs ? { HOST_STATS_EVERY_MS: String(this.options.hostStatsEveryMs) } : {}),
       },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
@@ -262,9 +284,13 @@ export class LocalRuntime {
       );
       child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
         out += chunk;
-        if (out.includes('"ready":true')) {
-          clearTimeout(timer);
-          resolve();
+        const lines = out.split('\n');
+        out = lines.pop() ?? '';
+        for (const line of lines) {
+          if (line.includes('"ready":true')) {
+            clearTimeout(timer);
+            resolve();
+          } else if (line.startsWith('{"stats":')) this.childStats = (JSON.parse(line) as { stats: HostStats }).stats;
         }
       });
       child.once('exit', (code) => {

@@ -210,6 +210,13 @@ function describePool(body: unknown): string[] {
     `pool ${text(b.pool, '')}`,
     ...table(['SUBSCRIPTION', 'GROUP', 'TOTAL/QUOTA', ...POOL_STATES.map((st) => st.toUpperCase())], rows),
   ];
+  // Whether it can still grow (at POOL_CAP, at its quotas, or growing), and the setting to raise.
+  const growth = (b.growth ?? {}) as Record<string, unknown>;
+  if (typeof growth.detail === 'string')
+    lines.push(
+      '',
+      `${text(growth.state, '?')}: ${growth.detail}${growth.setting ? ` (raise ${text(growth.setting, '')} to grow it)` : ''}`,
+    );
   const target = (b.target ?? {}) as Record<string, unknown>;
   if (target.value !== undefined) {
     lines.push(

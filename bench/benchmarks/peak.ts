@@ -7,14 +7,12 @@
 // The control plane (functions host, durable engine, relay emulator) runs in this process, the
 // device side and the client side each in a child process (bench/peakWorker.ts), Azurite in its own.
 import { fork, type ChildProcess } from 'node:child_process';
-import diagnostics from 'node:diagnostics_channel';
 import { once } from 'node:events';
 import { promises as fs } from 'node:fs';
-import type { ClientRequest } from 'node:http';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { Enrollment } from '../../lib/devices/deviceRegistry';
-import { LocalRuntime } from '../../local/runtime';
+import { LocalRuntime, type HostStats } from '../../local/runtime';
 import { percentile, type Benchmark, type Figure } from '../figures';
 import type { WorkerAnswer, WorkerCommand, WorkerStats } from '../peakWorker';
 import { processFigures } from '../peakTraffic';
@@ -131,12 +129,37 @@ async function call(url: string, init?: RequestInit): Promise<Response> {
 }
 let connectionRetries = 0;
 
+interface Rss {
+  rss: number;
+  emuRss: number;
+  devRss: number;
+  cliRss: number;
+}
+
+/** The host child's next report (it reports every second), so a reading is never older than the moment asked. */
+async function freshHostStats(rt: LocalRuntime): Promise<HostStats> {
+  const old = rt.hostStats;
+  for (let i = 0; i < 50; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+    const now = rt.hostStats;
+    if (now && now !== old) return now;
+  }
+  throw new Error('the host process reported no stats for 5 s');
+}
+
 export async function runPeak(o: PeakOptions, log: (line: string) => void): Promise<Figure[]> {
   const holdOpens = Math.ceil(o.holdS * o.opensPerS * 1.3) + 10;
   const namespaces = o.peak + holdOpens + o.rampConcurrency;
   const rt = new LocalRuntime({
     disableTimers: true,
     logSink: () => {},
+    // The control plane (functions host + durable engine) in a process of its own, so its CPU, RSS
+    // and storage requests are measured apart from the relay emulator's (Microsoft's in Azure) and
+    // the benchmark's driver, which stay in this one.
+    hostProcess: true,
+    hostStatsEveryMs: 1000,
+    // e.g. BENCH_PEAK_HOST_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" to profile the control plane.
+    hostNodeArgs: process.env.BENCH_PEAK_HOST_NODE_ARGS?.split(/\s+/).filter(Boolean),
     relayOptions: {
       // Strict Azure behaviour on a fast clock: a namespace activates in 44 ms instead of 44 s, and
       // the namespace-write windows and ARM buckets turn over 1,000 times faster, so the prefill is
@@ -150,13 +173,6 @@ export async function runPeak(o: PeakOptions, log: (line: string) => void): Prom
   const devicesWorker = new Worker('devices');
   const clientsWorker = new Worker('clients');
   const figures: Figure[] = [];
-  let storageRequests = 0;
-  const onRequest = (msg: unknown): void => {
-    const host = String((msg as { request: ClientRequest }).request.getHeader('host') ?? '');
-    if (rt.azurite && (host.endsWith(`:${rt.azurite.tablePort}`) || host.endsWith(`:${rt.azurite.queuePort}`)))
-      storageRequests++;
-  };
-  diagnostics.subscribe('http.client.request.start', onRequest);
   try {
     await rt.start();
     log(`prefilling ${namespaces} namespaces (emulator timeScale 0.001)…`);
@@ -289,8 +305,12 @@ export async function runPeak(o: PeakOptions, log: (line: string) => void): Prom
 
     // Hold: opens and ends arrive at random (Poisson, mean opensPerS each), the peak stays.
     const hold: Open[] = [];
-    const before = { dev: await devicesWorker.stats(), cli: await clientsWorker.stats(), main: processFigures() };
-    const storageBefore = storageRequests;
+    const before = {
+      dev: await devicesWorker.stats(),
+      cli: await clientsWorker.stats(),
+      main: processFigures(),
+      host: await freshHostStats(rt),
+    };
     const holdStart = performance.now();
     const holdEnd = holdStart + o.holdS * 1000;
     const inFlight = new Set<Promise<unknown>>();
@@ -305,12 +325,17 @@ export async function runPeak(o: PeakOptions, log: (line: string) => void): Prom
         track(what());
       }
     };
-    const samples: Array<{ rss: number; devRss: number; cliRss: number }> = [];
-    const sampler = setInterval(() => {
-      void Promise.all([rssMbOf(process.pid), rssMbOf(devicesWorker.proc.pid), rssMbOf(clientsWorker.proc.pid)]).then(
-        ([rss, devRss, cliRss]) => samples.push({ rss, devRss, cliRss }),
-      );
-    }, 5000);
+    const samples: Rss[] = [];
+    const sample = async (): Promise<Rss> => {
+      const [rss, emuRss, devRss, cliRss] = await Promise.all([
+        rssMbOf(rt.hostPid),
+        rssMbOf(process.pid),
+        rssMbOf(devicesWorker.proc.pid),
+        rssMbOf(clientsWorker.proc.pid),
+      ]);
+      return { rss, emuRss, devRss, cliRss };
+    };
+    const sampler = setInterval(() => void sample().then((s) => samples.push(s)), 5000);
     const progress = setInterval(() => {
       void clientsWorker
         .stats()
@@ -326,15 +351,16 @@ export async function runPeak(o: PeakOptions, log: (line: string) => void): Prom
     clearInterval(progress);
     const holdS = (performance.now() - holdStart) / 1000;
     // One last sample: a hold shorter than the sampling interval still reports memory.
-    const [rss, devRss, cliRss] = await Promise.all([
-      rssMbOf(process.pid),
-      rssMbOf(devicesWorker.proc.pid),
-      rssMbOf(clientsWorker.proc.pid),
-    ]);
-    samples.push({ rss, devRss, cliRss });
-    const after = { dev: await devicesWorker.stats(), cli: await clientsWorker.stats(), main: processFigures() };
+    samples.push(await sample());
+    const after = {
+      dev: await devicesWorker.stats(),
+      cli: await clientsWorker.stats(),
+      main: processFigures(),
+      host: await freshHostStats(rt),
+    };
     const devStorage = after.dev.storageRequests - before.dev.storageRequests;
-    const storagePerS = (storageRequests - storageBefore + devStorage) / holdS;
+    const hostStorage = after.host.storageRequests - before.host.storageRequests;
+    const storagePerS = (hostStorage + devStorage) / holdS;
     const holdOk = hold.filter((x) => x.carried).map((x) => x.ms);
     const p50 = percentile(holdOk, 50);
     const p99 = percentile(holdOk, 99);
@@ -348,10 +374,10 @@ export async function runPeak(o: PeakOptions, log: (line: string) => void): Prom
       `hold ${holdS.toFixed(0)} s, ${after.cli.live} live at the end (${ends} ended at random): ${holdOk.length}/${hold.length} opens carried traffic, p50 ${p50.toFixed(0)} ms, p99 ${p99.toFixed(0)} ms; ${lost} connections lost; ${mismatches} mismatches; ${(verified / 2 ** 20).toFixed(0)} MiB verified`,
     );
     log(
-      `CPU (% of one core) control plane ${cpuPct(after.main.cpuMs, before.main.cpuMs).toFixed(0)}, devices ${cpuPct(after.dev.cpuMs, before.dev.cpuMs).toFixed(0)}, clients ${cpuPct(after.cli.cpuMs, before.cli.cpuMs).toFixed(0)}; RSS max MiB control plane ${hostRss.toFixed(0)}, devices ${maxOf((s) => s.devRss).toFixed(0)}, clients ${maxOf((s) => s.cliRss).toFixed(0)}; storage ${storagePerS.toFixed(0)} requests/s; ${after.dev.skippedBursts + after.cli.skippedBursts} bursts skipped (socket full)`,
+      `CPU (% of one core) control plane ${cpuPct(after.host.cpuMs, before.host.cpuMs).toFixed(0)}, relay emulator + driver ${cpuPct(after.main.cpuMs, before.main.cpuMs).toFixed(0)}, devices ${cpuPct(after.dev.cpuMs, before.dev.cpuMs).toFixed(0)}, clients ${cpuPct(after.cli.cpuMs, before.cli.cpuMs).toFixed(0)}; RSS max MiB control plane ${hostRss.toFixed(0)}, relay emulator + driver ${maxOf((s) => s.emuRss).toFixed(0)}, devices ${maxOf((s) => s.devRss).toFixed(0)}, clients ${maxOf((s) => s.cliRss).toFixed(0)}; storage ${storagePerS.toFixed(0)} requests/s (control plane ${(hostStorage / holdS).toFixed(0)}, devices ${(devStorage / holdS).toFixed(0)}); ${after.dev.skippedBursts + after.cli.skippedBursts} bursts skipped (socket full)`,
     );
     const name = (f: string): string => `peak${o.peak}_${f}`;
-    const note = `${o.peak} live (${after.cli.live} at the end), hold ${holdS.toFixed(0)} s, ${o.opensPerS}/s opens and ends, ${o.devices} DeviceAgents, ${o.downBytesPerS / 1000} KB/s per session down; control plane in one process, devices and clients in one each, Azurite in its own`;
+    const note = `${o.peak} live (${after.cli.live} at the end), hold ${holdS.toFixed(0)} s, ${o.opensPerS}/s opens and ends, ${o.devices} DeviceAgents, ${o.downBytesPerS / 1000} KB/s per session down; control plane (host + durable engine) in one process, the relay emulator and the driver in another, devices and clients in one each, Azurite in its own`;
     const command = `${COMMAND}${o.peak !== 500 ? ` --peak ${o.peak}` : ''}${o.holdS !== 600 ? ` --hold-s ${o.holdS}` : ''}`;
     const fig = (n: string, value: number, unit: string, goal?: string): void =>
       void figures.push({ name: name(n), value: Math.round(value * 10) / 10, unit, goal, command, note });
@@ -361,7 +387,13 @@ export async function runPeak(o: PeakOptions, log: (line: string) => void): Prom
     fig('bytes_verified', verified, 'bytes');
     fig('byte_mismatches', mismatches, 'connections', '0');
     fig('host_rss_mb', hostRss, 'MiB');
-    fig('host_cpu_pct', cpuPct(after.main.cpuMs, before.main.cpuMs), '% of a core');
+    fig(
+      'emulator_rss_mb',
+      maxOf((s) => s.emuRss),
+      'MiB',
+    );
+    fig('host_cpu_pct', cpuPct(after.host.cpuMs, before.host.cpuMs), '% of a core');
+    fig('emulator_cpu_pct', cpuPct(after.main.cpuMs, before.main.cpuMs), '% of a core');
     fig('devices_cpu_pct', cpuPct(after.dev.cpuMs, before.dev.cpuMs), '% of a core');
     fig('clients_cpu_pct', cpuPct(after.cli.cpuMs, before.cli.cpuMs), '% of a core');
     fig('storage_requests_per_s', storagePerS, 'requests/s');
@@ -371,7 +403,6 @@ export async function runPeak(o: PeakOptions, log: (line: string) => void): Prom
     log(`${connectionRetries} requests retried after a connection reset before any answer`);
     return figures;
   } finally {
-    diagnostics.unsubscribe('http.client.request.start', onRequest);
     await Promise.allSettled([devicesWorker.stop(), clientsWorker.stop()]);
     await rt.close();
   }

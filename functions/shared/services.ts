@@ -196,6 +196,7 @@ function createServices(config: Config): Services {
         rateLimiter,
         sealer,
         limits: config.sessions,
+        poolGrowth: () => poolMaintenance.growth(),
       }),
     sessionControl: (orchestrations) =>
       new SessionControl({

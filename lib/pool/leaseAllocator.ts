@@ -194,8 +194,12 @@ export class LeaseAllocator {
    * is in flight until `settle` is called for it.
    */
   private async next(callStartedAt: number, budget: { refreshes: number }): Promise<Namespace | undefined> {
+    // A read this caller waited for is used whatever its age: on a loaded table it can take longer
+    // than the TTL, and reading again instead spent the refresh budget and refused with
+    // pool_exhausted while namespaces were available (seen after a host restart under 20 opens).
+    let waited = false;
     for (;;) {
-      const fresh = Date.now() - this.cacheReadStartedAt <= this.ttlMs;
+      const fresh = waited || Date.now() - this.cacheReadStartedAt <= this.ttlMs;
       if (this.cache.length > 0 && fresh) {
         const picked = this.draw();
         if (picked) this.inFlight.add(picked.name);
@@ -205,6 +209,7 @@ export class LeaseAllocator {
       if (budget.refreshes <= 0) return undefined;
       budget.refreshes--;
       await this.refresh();
+      waited = true;
     }
   }
 

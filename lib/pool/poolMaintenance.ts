@@ -31,6 +31,7 @@ import { countNamespaces, refOf, type Namespace, type PoolCounts } from './names
 import { holdsRecycleClaim, type NamespaceStore } from './namespaceStore';
 import { planPool, policyFromConfig, type PoolPolicy } from './poolPolicy';
 import type { PoolRunRecord, PoolRunStore } from './poolRunStore';
+import { poolGrowth, type PoolGrowth } from './poolGrowth';
 import { buildPoolStatus, type PoolStatus } from './poolStatus';
 import { NamespaceProvisioner, type PoolRelayOps } from './provisioner';
 import type { ReconcileOutcome } from './reconcile';
@@ -423,13 +424,39 @@ export class PoolMaintenance {
    * `planPool` the next run will call), the last run. Read-only.
    */
   async status(now: Date): Promise<PoolStatus> {
-    const { last, counts, plan } = await this.planNow(now);
+    const { last, fullSubscriptions, counts, plan } = await this.planNow(now);
     return buildPoolStatus({
       pool: this.poolName,
       subscriptions: this.o.pool.subscriptions,
       counts,
       plan,
+      growth: this.growthOf(fullSubscriptions, counts),
       lastRun: last,
+    });
+  }
+
+  /**
+   * Whether the pool can still grow or what stops it (lib/pool/poolGrowth.ts), for a pool_exhausted
+   * answer: the rows and the last run record only. Concurrent callers (a burst of refused opens)
+   * share one read. Read-only.
+   */
+  growth(now: Date = this.clock()): Promise<PoolGrowth> {
+    this.growthRead ??= (async () => {
+      const [last, rows] = await Promise.all([this.o.runs.last(), this.store.list()]);
+      return this.growthOf(stillFull(last, now), countNamespaces(rows));
+    })().finally(() => (this.growthRead = undefined));
+    return this.growthRead;
+  }
+
+  private growthRead?: Promise<PoolGrowth>;
+
+  /** The quotas the planner uses: a subscription found full recently counts as what it holds. */
+  private growthOf(fullSubscriptions: Record<string, string>, counts: PoolCounts): PoolGrowth {
+    return poolGrowth({
+      cap: this.o.pool.cap,
+      total: counts.total,
+      subscriptions: this.policy(fullSubscriptions, counts).subscriptions,
+      bySubscription: counts.bySubscription,
     });
   }
 

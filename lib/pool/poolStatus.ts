@@ -3,6 +3,7 @@
 // pure, so the shape of the answer is decided in one place.
 import type { PoolSubscription } from '../config';
 import { NAMESPACE_STATES, zeroByState, type NamespaceState, type PoolCounts } from './namespace';
+import type { PoolGrowth } from './poolGrowth';
 import type { PoolPlan } from './poolPolicy';
 import type { PoolRunRecord } from './poolRunStore';
 
@@ -26,6 +27,8 @@ export interface PoolStatus {
     wouldCreate: number;
     wouldDelete: number;
   };
+  /** Whether the pool can still grow, or stands at POOL_CAP or at its subscriptions' quotas. */
+  growth: Omit<PoolGrowth, 'total'>;
   lastRun?: PoolRunRecord;
 }
 
@@ -38,6 +41,7 @@ export function buildPoolStatus(input: {
   subscriptions: readonly PoolSubscription[];
   counts: PoolCounts;
   plan: PoolPlan;
+  growth: PoolGrowth;
   lastRun: PoolRunRecord | undefined;
 }): PoolStatus {
   const { counts, plan } = input;
@@ -67,6 +71,7 @@ export function buildPoolStatus(input: {
       wouldCreate: plan.create.reduce((n, c) => n + c.count, 0),
       wouldDelete: plan.delete.length,
     },
+    growth: (({ total: _total, ...rest }) => rest)(input.growth),
     ...(input.lastRun ? { lastRun: input.lastRun } : {}),
   };
 }

@@ -14,6 +14,7 @@ import {
   ValidationError,
   type BrokerError,
 } from '../errors';
+import type { PoolGrowth } from '../pool/poolGrowth';
 import type { Sealer } from '../sealing';
 import type { EndReason, OpenSessionRequest, RelayCredentials, SessionInput } from './session';
 import type { InstanceState, SessionOrchestrations } from './orchestrations';
@@ -27,6 +28,8 @@ export interface SessionOpenerOptions {
   sessions: Pick<SessionStore, 'insert' | 'countOpen'>;
   orchestrations: SessionOrchestrations;
   grants: Pick<GrantStore, 'isGranted'>;
+  /** Whether the pool can still grow, for a pool_exhausted answer (lib/pool/poolGrowth.ts); none: not said. */
+  poolGrowth?: () => Promise<PoolGrowth>;
   /** `presenceOf` (optional in fakes) makes an open to an offline device fail at once. */
   devices: Pick<DeviceRegistry, 'requireRecord'> & Partial<Pick<DeviceRegistry, 'presenceOf'>>;
   rateLimiter: Pick<RateLimiter, 'enforce'>;
@@ -150,7 +153,8 @@ export class SessionOpener {
           endedAt: new Date(this.now()).toISOString(),
         })
         .catch(() => undefined);
-      throw openFailure('pool_exhausted', result.retryAfterSeconds);
+      const growth = await this.o.poolGrowth?.().catch(() => undefined);
+      throw openFailure('pool_exhausted', result.retryAfterSeconds, undefined, growth);
     }
   }
 
@@ -193,6 +197,11 @@ export class SessionOpener {
 
   /** The open's error; a refusal carries the agent's own reason when the device reported it. */
   private async failure(record: SessionRecord, reason: EndReason, retryAfterSeconds?: number): Promise<BrokerError> {
+    if (reason === 'pool_exhausted') {
+      // Best effort: without it the problem is still right, only less specific.
+      const growth = await this.o.poolGrowth?.().catch(() => undefined);
+      return openFailure(reason, retryAfterSeconds, undefined, growth);
+    }
     if (reason !== 'device_refused') return openFailure(reason, retryAfterSeconds);
     const device = await this.o.devices.requireRecord(record.deviceId).catch(() => undefined);
     return openFailure(reason, retryAfterSeconds, device && refusalDetail(device, record.sessionId));

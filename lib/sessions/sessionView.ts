@@ -6,13 +6,13 @@ import {
   DeviceNotFoundError,
   DeviceNotReadyError,
   DeviceRefusedError,
-  PoolExhaustedError,
   SessionEndedError,
   SessionFailedError,
   SessionNotFoundError,
   type BrokerError,
 } from '../errors';
 import type { CostEstimate } from '../audit/cost';
+import { poolExhausted, type PoolGrowth } from '../pool/poolGrowth';
 import type { Sealer } from '../sealing';
 import type { EndReason, RelayCredentials, SessionStatus } from './session';
 import type { SessionState } from './sessionState';
@@ -89,14 +89,19 @@ export function credentialsFrom(
   };
 }
 
-/** The error an open that failed turns into for its caller. */
-export function openFailure(reason: EndReason, retryAfterSeconds = 30, deviceDetail?: string): BrokerError {
+/**
+ * The error an open that failed turns into for its caller; a pool_exhausted one says whether the
+ * pool is still growing or at POOL_CAP / its quotas, when `growth` is known.
+ */
+export function openFailure(
+  reason: EndReason,
+  retryAfterSeconds = 30,
+  deviceDetail?: string,
+  growth?: PoolGrowth,
+): BrokerError {
   switch (reason) {
     case 'pool_exhausted':
-      return new PoolExhaustedError(
-        'Every relay namespace is in use (the pool grows up to its cap, POOL_CAP; at the cap only an ending session frees one). Retry after the indicated delay.',
-        retryAfterSeconds,
-      );
+      return poolExhausted(growth, retryAfterSeconds);
     case 'device_not_ready':
       return new DeviceNotReadyError(
         'The device did not report ready in time: check that its agent is running and can reach its queue.',

@@ -45,6 +45,8 @@ describe('the web console in headless chromium', { skip }, () => {
   let page: Page;
   let admin: string;
   let device: AgentHarness | undefined;
+  /** The session ended on the sessions page, looked up on the audit page. */
+  let sessionId = '';
   let echo: Awaited<ReturnType<typeof startEchoServer>>;
   const shotsDir =
     process.env.CONSOLE_SCREENSHOTS === '1'
@@ -118,6 +120,13 @@ describe('the web console in headless chromium', { skip }, () => {
     stream.write(Buffer.from('ping'));
     await once(stream, 'data');
     const closed = once(stream, 'close');
+    // What `relay-broker connect` reports of the bytes it carried (kept in the session's audit row).
+    const beat = await call('POST', `${rt.apiUrl}/sessions/${opened.body.sessionId}/heartbeat`, {
+      token: admin,
+      body: { openConnections: 1, connections: 1, bytesToDevice: 4, bytesFromDevice: 4 },
+    });
+    assert.equal(beat.status, 200, beat.text);
+    sessionId = opened.body.sessionId;
 
     // Keyboard: the Sessions link and the End button are reached and pressed without a mouse.
     await page.getByRole('link', { name: 'Sessions' }).focus();
@@ -156,8 +165,17 @@ describe('the web console in headless chromium', { skip }, () => {
     await shot('pool');
 
     await page.getByRole('link', { name: 'Audit' }).click();
-    // The End pressed on the sessions page is in the trail: who ended which session on which device.
-    await page.getByRole('row').filter({ hasText: 'dev-console' }).filter({ hasText: 'session.end' }).first().waitFor();
+    // The End pressed on the sessions page is in the trail: who ended which session on which device;
+    // and the session's own row once it is over: its end reason, who ended it, and its bytes.
+    const ofSession = page.getByRole('row').filter({ hasText: sessionId });
+    await ofSession.filter({ hasText: 'session.end' }).waitFor();
+    const sessionAuditRow = ofSession.filter({ hasText: 'reason requested' }).filter({ hasText: 'bytesToDevice 4' });
+    await sessionAuditRow.waitFor();
+    const text = await sessionAuditRow.innerText();
+    assert.match(text, /dev-console/);
+    assert.match(text, /\bended\b/);
+    assert.match(text, /endedBy local-admin/);
+    assert.match(text, /bytesFromDevice 4/);
     await page.getByLabel('Outcome').selectOption('failed');
     await page.getByRole('button', { name: 'Filter' }).click();
     await page.getByText('Nothing recorded for this filter.').waitFor();

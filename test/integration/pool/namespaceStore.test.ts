@@ -332,6 +332,17 @@ describe('NamespaceStore lease', () => {
     );
   });
 
+  it('a read of the available set slower than the cache TTL is still used by those who waited for it', async () => {
+    // A loaded table (a restarted host, a burst of opens) can answer after the TTL: the rows it
+    // returned must be drawn from, not read again until the refresh budget says pool_exhausted.
+    const { table } = await freshStore();
+    await seedAvailable(table, 3);
+    const slow = new NamespaceStore(table, POOL, { availableCacheTtlMs: 0 });
+    const leased = await Promise.all(['s-a', 's-b', 's-c'].map((id) => slow.lease(id, { leaseExpiresAt: HOUR_LATER })));
+    assert.equal(new Set(leased.map((n) => n.name)).size, 3);
+    await assert.rejects(slow.lease('s-d', { leaseExpiresAt: HOUR_LATER }), PoolExhaustedError);
+  });
+
   it('a namespace made available by this store is leasable at once, despite the cached read', async () => {
     const { store, table } = await freshStore();
     await seedAvailable(table, 1);

@@ -171,7 +171,8 @@ describe('sessionOrchestrator (synthetic histories)', () => {
     assert.deepEqual(r.customStatus, { status: 'ending', reason: 'requested' });
     const recycle = r.actions.at(-1)!;
     assert.equal(recycle.functionName, 'endSessionRelay');
-    assert.equal(recycle.actionType, ActionType.CallActivityWithRetry);
+    // The first try without the engine's retries: a failure turns to the kill switch at once.
+    assert.equal(recycle.actionType, ActionType.CallActivity);
     assert.deepEqual(inputOf(recycle), { sessionId: input.sessionId, namespace: 'rbk-ns-1', generation: 3 });
     r = await replay(h.completed(61_000, 4, 'deleted'));
     assert.equal(names(r).at(-1), 'closeOnDevice');
@@ -278,26 +279,31 @@ describe('sessionOrchestrator: ended means the hybrid connection is deleted', ()
     return h;
   };
 
-  it('a delete that fails past its retries regenerates the keys, stays ending and asks again after a timer', async () => {
-    const h = failRetried(ending(), 61_000, 4);
+  it('a first delete that fails regenerates the keys at once, then retries, stays ending and asks again after a timer', async () => {
+    // The first try has no engine retry: its failure goes straight to the kill switch.
+    const h = ending().failed(61_000, 4, 'RelayArmUnavailableError: throttled');
     let r = await replay(h);
     assert.equal(names(r).at(-1), 'killSessionRelayKeys');
     assert.deepEqual(r.customStatus, { status: 'ending', reason: 'requested' });
-    r = await replay(h.completed(132_000, 12, true));
-    assert.equal(names(r).at(-1), 'timer');
-    assert.equal(r.actions.at(-1)!.fireAt, new Date(T0 + 132_000 + 15_000).toISOString());
+    // Keys regenerated: the delete again, now with the retries, and no timer before it.
+    r = await replay(h.completed(62_000, 5, true));
+    assert.equal(names(r).at(-1), 'endSessionRelay');
     assert.deepEqual(r.customStatus, { status: 'ending', reason: 'requested' });
-    r = await replay(h.timer(147_000, 13));
+    // Past its retries: a timer, still ending, and the keys are not regenerated again.
+    r = await replay(failRetried(h, 63_000, 6));
+    assert.equal(names(r).at(-1), 'timer');
+    assert.equal(r.actions.at(-1)!.fireAt, new Date(T0 + 133_000 + 15_000).toISOString());
+    assert.deepEqual(r.customStatus, { status: 'ending', reason: 'requested' });
+    r = await replay(h.timer(148_000, 14));
     assert.equal(names(r).at(-1), 'endSessionRelay', 'the delete is tried again');
-    // A second failure does not regenerate the keys again: straight to the next timer.
-    r = await replay(failRetried(h, 150_000, 14));
+    r = await replay(failRetried(h, 150_000, 15));
     assert.equal(names(r).at(-1), 'timer');
     assert.deepEqual(r.customStatus, { status: 'ending', reason: 'requested' });
-    r = await replay(h.timer(245_000, 22).completed(246_000, 23, 'deleted'));
+    r = await replay(h.timer(245_000, 23).completed(246_000, 24, 'deleted'));
     assert.equal(names(r).at(-1), 'closeOnDevice');
-    r = await replay(h.completed(246_100, 24, null));
+    r = await replay(h.completed(246_100, 25, null));
     assert.equal(names(r).at(-1), 'recordSessionEnd');
-    r = await replay(h.completed(246_200, 25, null));
+    r = await replay(h.completed(246_200, 26, null));
     assert.deepEqual(r.customStatus, { status: 'ended', reason: 'requested' });
   });
 
