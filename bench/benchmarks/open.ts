@@ -63,7 +63,8 @@ export const benchmark: Benchmark = {
       disableTimers: true,
       // Warnings and errors are tallied (first words, ids and numbers blanked) to name what fails under load.
       logSink: (r) => {
-        if (r.level === 'warning' || r.level === 'error' || r.level === 'critical') tally(hostProblems, `${r.level}: ${shape(r.message)}`);
+        if (r.level === 'warning' || r.level === 'error' || r.level === 'critical')
+          tally(hostProblems, `${r.level}: ${shape(r.message)}`);
       },
       relayOptions: {
         createDelayMs: 0,
