@@ -60,6 +60,8 @@ export interface Services {
   /** The session requests (open; read, list, end, ready, device removal) over an orchestration port. */
   sessionOpener(orchestrations: SessionOrchestrations): SessionOpener;
   sessionControl(orchestrations: SessionOrchestrations): SessionControl;
+  /** The process's one watcher of waiting opens; the device's ready call nudges it. */
+  readyWatcher: SessionReadyWatcher;
   /** The pool maintenance steps (timer + orchestration) and GET /pool. */
   poolMaintenance: PoolMaintenance;
   /** Resolves once every table exists (idempotent; runs once per process). */
@@ -157,7 +159,8 @@ function createServices(config: Config): Services {
   });
   const grants = new GrantStore(table(TABLES.grants));
   const rateLimiter = new RateLimiter({ perMinute: config.sessions.rateLimitPerMinute });
-  // One watcher for every open this process holds: one status read per tick, not one per open.
+  // One watcher for every open this process holds: nudged by ready calls that land here, one list
+  // read per second for those that land elsewhere; never one poll per open.
   const readyWatcher = new SessionReadyWatcher();
   let readyPromise: Promise<void> | undefined;
   const ready = () =>
@@ -209,6 +212,7 @@ function createServices(config: Config): Services {
         prices: config.cost,
       }),
     poolMaintenance,
+    readyWatcher,
     ready,
   };
 }

@@ -1,13 +1,18 @@
-// One watcher per process for the opens that wait for their session to be ready: one read of the
-// running sessions created lately per tick, whatever the number of waiting requests, instead of
-// each request polling its own status. It reads the orchestration store every instance shares, so a
-// session made ready through another instance (the device's ready call may land anywhere) wakes
-// its waiter here just the same.
+// One watcher per process for the opens that wait for their session to be ready. A device's ready
+// call that lands on this instance nudges it (nudge): the session alone is then read every 50 ms
+// until its orchestration has taken the event, so the open answers at once for one point read or
+// two. A ready call that lands on another instance is seen by the fallback: one read of the running
+// sessions created lately every second, whatever the number of waiting requests (in a burst of 500
+// opens, reading that list every 100 ms held the storage the opens themselves needed).
 import type { InstanceState, SessionOrchestrations } from './orchestrations';
 
 export interface SessionReadyWatcherOptions {
-  /** Time between two reads while anyone waits (default 100 ms). */
+  /** Time between two list reads while anyone waits (default 1000 ms): the cross-instance fallback. */
   intervalMs?: number;
+  /** Time between two point reads of a nudged session (default 50 ms). */
+  hotIntervalMs?: number;
+  /** How long a nudge keeps its session read at hotIntervalMs (default 3 s). */
+  hotForMs?: number;
   /**
    * How far before the oldest waiter's creation the read reaches (default 5 s): the instance is
    * created after the waiter's start, and instances' clocks may differ a little.
@@ -34,13 +39,20 @@ export class SessionReadyWatcher {
   private ticking?: NodeJS.Timeout;
   private running = false;
   private readonly intervalMs: number;
+  private readonly hotIntervalMs: number;
+  private readonly hotForMs: number;
+  /** Nudged sessions → until when they are read alone at hotIntervalMs. */
+  private readonly hot = new Map<string, number>();
+  private nextListAt = 0;
   private readonly slackMs: number;
   private readonly now: () => number;
   /** Reads made since the watcher was made (list reads and point reads), for tests and logs. */
   readonly stats = { listReads: 0, pointReads: 0 };
 
   constructor(private readonly o: SessionReadyWatcherOptions = {}) {
-    this.intervalMs = o.intervalMs ?? 100;
+    this.intervalMs = o.intervalMs ?? 1000;
+    this.hotIntervalMs = o.hotIntervalMs ?? 50;
+    this.hotForMs = o.hotForMs ?? 3000;
     this.slackMs = o.createdSlackMs ?? 5000;
     this.now = o.now ?? Date.now;
   }
@@ -83,6 +95,21 @@ export class SessionReadyWatcher {
     });
   }
 
+  /**
+   * The device's ready (or refusal) for this session reached this instance: read the session alone
+   * every hotIntervalMs for a while (its orchestration takes the event within an episode) instead of
+   * waiting for the next list read. A session nobody waits for here costs nothing.
+   */
+  nudge(sessionId: string): void {
+    if (![...this.waiters].some((w) => w.sessionId === sessionId)) return;
+    this.hot.set(sessionId, this.now() + this.hotForMs);
+    if (this.ticking) {
+      clearTimeout(this.ticking);
+      this.ticking = undefined;
+    }
+    this.schedule(this.hotIntervalMs);
+  }
+
   /** Stops the ticks; waiting requests get their last state now. */
   close(): void {
     clearTimeout(this.ticking);
@@ -103,10 +130,13 @@ export class SessionReadyWatcher {
     const port = this.port;
     if (!port || this.waiters.size === 0) return;
     this.running = true;
+    let delay: number;
     try {
+      const now = this.now();
       const waiting = [...this.waiters];
       let missing = waiting;
-      if (port.listRunningSince) {
+      if (port.listRunningSince && now >= this.nextListAt) {
+        this.nextListAt = now + this.intervalMs;
         const oldest = Math.min(...waiting.map((w) => w.createdAtMs));
         this.stats.listReads++;
         const running = await port.listRunningSince(new Date(oldest - this.slackMs));
@@ -116,8 +146,11 @@ export class SessionReadyWatcher {
           if (!state) missing.push(w);
           else if (w.settled(state)) w.resolve(state);
         }
+      } else if (port.listRunningSince) {
+        // Between two list reads: only the sessions a ready call nudged here.
+        missing = waiting.filter((w) => (this.hot.get(w.sessionId) ?? 0) > now);
       }
-      // Not running (finished: failed before it was ready) or not listed yet: read each one.
+      // Nudged, not running (finished: failed before it was ready) or not listed yet: read each one.
       // Without a list read (fakes), this is every waiter, still from this one loop.
       await Promise.all(
         missing.map(async (w) => {
@@ -131,7 +164,13 @@ export class SessionReadyWatcher {
       this.o.onError?.(err);
     } finally {
       this.running = false;
-      this.schedule(this.intervalMs);
+      const now = this.now();
+      const waitingIds = new Set([...this.waiters].map((w) => w.sessionId));
+      for (const [id, until] of this.hot) if (until <= now || !waitingIds.has(id)) this.hot.delete(id);
+      if (this.hot.size > 0) delay = this.hotIntervalMs;
+      else if (port.listRunningSince) delay = Math.max(0, this.nextListAt - now);
+      else delay = Math.min(this.intervalMs, 100);
+      this.schedule(delay);
     }
   }
 }

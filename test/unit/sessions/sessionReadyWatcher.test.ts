@@ -58,6 +58,32 @@ describe('SessionReadyWatcher', () => {
     assert.equal(watcher.waiting, 0);
   });
 
+  it('a nudged session is read alone at once: its open answers without waiting for the next list read', async () => {
+    const store = new ListingOrchestrations();
+    const now = Date.now();
+    const ids = start(store, 50, now);
+    // The list read comes once a minute here: only the nudge can wake the waiter in time.
+    const watcher = new SessionReadyWatcher({ intervalMs: 60_000, hotIntervalMs: 5 });
+    const waits = ids.map((id) => watcher.wait(store, id, now, now + 30_000, settledWhenNotPending));
+    await new Promise((r) => setTimeout(r, 20));
+    assert.equal(store.listReads, 1);
+    // The device's ready call reached this instance; its orchestration takes the event a little later.
+    watcher.nudge(ids[7]);
+    setTimeout(() => store.set(ids[7], { customStatus: { status: 'ready' } }), 30);
+    const st = await waits[7];
+    assert.equal((st?.customStatus as { status: string }).status, 'ready');
+    assert.equal(store.listReads, 1, 'no list read in between');
+    assert.ok(store.statusReads >= 1, 'read alone');
+    assert.equal(watcher.waiting, 49, 'the others still wait');
+    // A nudge for a session nobody waits for here costs nothing.
+    const reads = store.statusReads;
+    watcher.nudge('s-elsewhere');
+    await new Promise((r) => setTimeout(r, 30));
+    assert.equal(store.statusReads, reads);
+    watcher.close();
+    await Promise.all(waits);
+  });
+
   it('reads a session alone once it has left the running list (failed before ready)', async () => {
     const store = new ListingOrchestrations();
     const now = Date.now();
