@@ -637,15 +637,26 @@ export class DeviceAgent {
     // Four attempts, about 0.5, 1 and 2 s apart (jittered), and none past the message's notAfter.
     const backoff = new Backoff({ baseMs: 500, capMs: 2000, jitter: 'equal', maxAttempts: 4, random: this.o.random });
     let lastDetail: string;
+    let confirmed = false;
     for (;;) {
+      // No answer at all (a timeout, a dropped connection): the control plane may have taken it.
+      let unanswered = false;
       try {
         const status = await post(m.readyUrl, body);
         if (status < 500) return status;
         lastDetail = `HTTP ${status}`;
       } catch (err) {
         lastDetail = describeError(err);
+        unanswered = true;
       }
-      if (Date.parse(m.notAfter) <= this.now().getTime()) break;
+      if (Date.parse(m.notAfter) <= this.now().getTime()) {
+        // Past notAfter nothing new is offered, but a call that got no answer is asked once more:
+        // if it was taken, the session is ready and the same call answers 204 (so the session is
+        // served, not dropped while the API says ready); if not, 409.
+        if (!unanswered || confirmed) break;
+        confirmed = true;
+        continue;
+      }
       const delayMs = backoff.next();
       if (delayMs === undefined) break;
       await sleep(delayMs);

@@ -1,4 +1,5 @@
-// The session orchestration: open (lease, mint, notify) → wait for the device or the ready
+// The session orchestration: open (lease, mint, notify; done by the open request itself when the
+// input carries `opened`) → wait for the device or the ready
 // timeout → ready (credentials in the custom status, sealed) → wait for the end or the lifetime
 // → delete the hybrid connection (only then `ended`) and record the end → prepare the namespace's
 // next generation. Deterministic: time from the context, ids in the input.
@@ -51,11 +52,17 @@ export const sessionOrchestrator: OrchestrationHandler = function* (context: Orc
 
   let opened: OpenSessionResult | undefined;
   let reason: EndReason | undefined;
-  try {
-    opened = (yield openSessionActivity(input)) as OpenSessionResult;
-  } catch (err) {
-    log(`open failed: ${firstLine(err)}`);
-    reason = 'error';
+  if (input.opened) {
+    // The open request leased and notified already: straight to waiting for the device (one
+    // episode and one activity fewer on the open path).
+    opened = { ok: true, ...input.opened };
+  } else {
+    try {
+      opened = (yield openSessionActivity(input)) as OpenSessionResult;
+    } catch (err) {
+      log(`open failed: ${firstLine(err)}`);
+      reason = 'error';
+    }
   }
 
   if (opened && !opened.ok) {

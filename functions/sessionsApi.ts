@@ -131,6 +131,8 @@ route('sessionsReady', {
     const sessionId = sessionIdOf(api);
     const input = parseJsonBody(api.body, api.req.headers.get('content-type'), readyBodySchema);
     await api.services.sessionControl(sessionsOf(api)).deviceReady(sessionId, input);
+    // The open waiting for it, if it waits on this instance, reads it now rather than at the next list read.
+    api.services.readyWatcher.nudge(sessionId);
     api.ctx.info(`session ${sessionId}: device reported ${input.status}${input.detail ? ` (${input.detail})` : ''}`);
     return { status: 204 };
   },

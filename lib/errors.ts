@@ -69,6 +69,7 @@ export const ERRORS = {
   },
   device_offline: { status: 503, title: 'The device is offline' },
   relay_quota_exceeded: { status: 503, title: 'The subscription has no Relay namespace quota left' },
+  service_busy: { status: 503, title: 'The service is busy; try again shortly' },
   device_not_ready: { status: 504, title: 'The device did not answer in time' },
   relay_activation_timeout: { status: 504, title: 'The Relay namespace did not finish activating' },
 } as const satisfies Record<string, { status: number; title: string }>;
@@ -300,6 +301,47 @@ export abstract class UpstreamError extends BrokerError {
   abstract override readonly code: ErrorCodeWithStatus<502>;
 }
 
+/**
+ * Storage or the orchestration runtime failed transiently (timeout, 429, 5xx, a dropped connection)
+ * past its client's own retries: load, not a fault of the request, so 503 with Retry-After.
+ */
+export class ServiceBusyError extends BrokerError {
+  readonly code = 'service_busy';
+  constructor(detail: string, retryAfterSeconds = 2, options: BrokerErrorOptions = {}) {
+    super(detail, { ...options, headers: retryAfterHeader(retryAfterSeconds) });
+  }
+}
+
+const TRANSIENT_STATUSES = new Set([408, 429, 500, 502, 503, 504]);
+const TRANSIENT_CODES = new Set([
+  'ECONNRESET',
+  'ECONNREFUSED',
+  'ECONNABORTED',
+  'ETIMEDOUT',
+  'EPIPE',
+  'EAI_AGAIN',
+  'REQUEST_SEND_ERROR',
+  'UND_ERR_SOCKET',
+  'UND_ERR_CONNECT_TIMEOUT',
+  'UND_ERR_HEADERS_TIMEOUT',
+]);
+
+/**
+ * Whether a failure that is not a BrokerError says "busy, try again": an Azure SDK RestError with
+ * 408/429/5xx, a network error or timeout, or the durable client's "unexpected status code: 5xx"
+ * (its answer when the runtime's own storage write failed). Follows `cause`.
+ */
+export function isTransientFault(err: unknown, depth = 0): boolean {
+  if (!(err instanceof Error) || err instanceof BrokerError || depth > 4) return false;
+  const e = err as Error & { statusCode?: unknown; code?: unknown; cause?: unknown };
+  if (err.name === 'AbortError' || err.name === 'TimeoutError') return true;
+  if (typeof e.statusCode === 'number') return TRANSIENT_STATUSES.has(e.statusCode);
+  if (typeof e.code === 'string' && TRANSIENT_CODES.has(e.code)) return true;
+  const durable = /unexpected status code: (\d{3})/.exec(err.message);
+  if (durable) return TRANSIENT_STATUSES.has(Number(durable[1]));
+  return isTransientFault(e.cause, depth + 1);
+}
+
 /** The token issuer's signing keys could not be fetched. */
 export class AuthKeysUnavailableError extends UpstreamError {
   readonly code = 'auth_keys_unavailable';
@@ -455,10 +497,14 @@ export interface ProblemResponse {
 }
 
 /**
- * Maps any thrown value to a problem+json response. Known errors keep their status and code;
- * anything else becomes a 500 with a correlation id and nothing of its internals.
+ * Maps any thrown value to a problem+json response. Known errors keep their status and code; a
+ * transient fault (isTransientFault) is 503 `service_busy` with Retry-After; anything else becomes
+ * a 500 with a correlation id and nothing of its internals.
  */
 export function toProblem(err: unknown, instance?: string): ProblemResponse {
+  // Load is never a 500: a transient storage or runtime fault is a 503 the caller may retry.
+  if (isTransientFault(err))
+    err = new ServiceBusyError('The service is busy (storage or the orchestration runtime); retry shortly.');
   if (err instanceof BrokerError) {
     const body: ProblemDetails = {
       type: PROBLEM_TYPE_BASE + err.code,

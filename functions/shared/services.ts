@@ -24,6 +24,7 @@ import { Sealer } from '../../lib/sealing';
 import type { SessionOrchestrations } from '../../lib/sessions/orchestrations';
 import { SessionControl } from '../../lib/sessions/sessionControl';
 import { SessionOpener } from '../../lib/sessions/sessionOpener';
+import { SessionReadyWatcher } from '../../lib/sessions/sessionReadyWatcher';
 import { SessionRelay } from '../../lib/sessions/sessionRelay';
 import { SessionService } from '../../lib/sessions/sessionService';
 import { SessionStore } from '../../lib/sessions/sessionStore';
@@ -59,6 +60,8 @@ export interface Services {
   /** The session requests (open; read, list, end, ready, device removal) over an orchestration port. */
   sessionOpener(orchestrations: SessionOrchestrations): SessionOpener;
   sessionControl(orchestrations: SessionOrchestrations): SessionControl;
+  /** The process's one watcher of waiting opens; the device's ready call nudges it. */
+  readyWatcher: SessionReadyWatcher;
   /** The pool maintenance steps (timer + orchestration) and GET /pool. */
   poolMaintenance: PoolMaintenance;
   /** Resolves once every table exists (idempotent; runs once per process). */
@@ -160,6 +163,9 @@ function createServices(config: Config): Services {
   });
   const grants = new GrantStore(table(TABLES.grants));
   const rateLimiter = new RateLimiter({ perMinute: config.sessions.rateLimitPerMinute });
+  // One watcher for every open this process holds: nudged by ready calls that land here, one list
+  // read per second for those that land elsewhere; never one poll per open.
+  const readyWatcher = new SessionReadyWatcher();
   let readyPromise: Promise<void> | undefined;
   const ready = () =>
     (readyPromise ??= Promise.all(Object.values(TABLES).map((t) => table(t).createTable())).then(
@@ -188,6 +194,8 @@ function createServices(config: Config): Services {
     sessionService,
     sessionOpener: (orchestrations) =>
       new SessionOpener({
+        watcher: readyWatcher,
+        service: sessionService,
         sessions: sessionStore,
         orchestrations,
         grants,
@@ -208,6 +216,7 @@ function createServices(config: Config): Services {
         prices: config.cost,
       }),
     poolMaintenance,
+    readyWatcher,
     ready,
   };
 }

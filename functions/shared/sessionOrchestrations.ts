@@ -1,4 +1,5 @@
 // The session rules' orchestration port (lib/sessions/orchestrations.ts) over the Durable client.
+import * as df from 'durable-functions';
 import type { DurableClient } from 'durable-functions';
 import type { SessionOrchestrations } from '../../lib/sessions/orchestrations';
 import { SESSION_ORCHESTRATOR } from '../sessionOrchestrator';
@@ -15,6 +16,15 @@ export function sessionOrchestrations(clientOf: () => DurableClient): SessionOrc
       return st
         ? { runtimeStatus: String(st.runtimeStatus), customStatus: st.customStatus, input: st.input }
         : undefined;
+    },
+    listRunningSince: async (createdFrom) => {
+      const all = await clientOf().getStatusBy({
+        createdTimeFrom: createdFrom,
+        runtimeStatus: [df.OrchestrationRuntimeStatus.Running, df.OrchestrationRuntimeStatus.Pending],
+      });
+      return new Map(
+        all.map((st) => [st.instanceId, { runtimeStatus: String(st.runtimeStatus), customStatus: st.customStatus }]),
+      );
     },
     raiseEvent: (sessionId, eventName, data) => raiseEventIfRunning(clientOf(), sessionId, eventName, data),
     terminate: (sessionId, reason) => clientOf().terminate(sessionId, reason),

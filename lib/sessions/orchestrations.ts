@@ -14,6 +14,11 @@ export interface SessionOrchestrations {
   startNew(input: SessionInput): Promise<void>;
   /** The instance's state; undefined when no instance has that id (never started, or purged). */
   getStatus(sessionId: string): Promise<InstanceState | undefined>;
+  /**
+   * The running (or pending) instances created at or after `createdFrom`, by id: one read for all
+   * the opens a process waits on (SessionReadyWatcher). Optional: without it, each is read alone.
+   */
+  listRunningSince?(createdFrom: Date): Promise<Map<string, InstanceState>>;
   /** Raises an event; false when the instance is gone or already finished. */
   raiseEvent(sessionId: string, eventName: string, data: unknown): Promise<boolean>;
   /** Stops an instance for good (not used by the session rules yet). */

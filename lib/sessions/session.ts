@@ -98,6 +98,21 @@ export const sessionInputSchema = z.object({
   /** When the lifetime timer fires and every token expires. */
   expiresAt: z.iso.datetime(),
   readyTimeoutMs: z.number().int().positive(),
+  /**
+   * The namespace leased and the tokens minted by the open request itself (SessionOpener), so the
+   * orchestration starts waiting for the device in its first episode. The send token is sealed.
+   * Absent (orchestrations started before this field existed): the first episode calls openSession.
+   */
+  opened: z
+    .object({
+      namespace: z.string(),
+      endpoint: z.string(),
+      hybridConnection: z.string(),
+      generation: z.number().int(),
+      sealedSendToken: z.string(),
+      expiresAt: z.string(),
+    })
+    .optional(),
 });
 export type SessionInput = z.infer<typeof sessionInputSchema>;
 

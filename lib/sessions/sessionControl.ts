@@ -197,7 +197,8 @@ export class SessionControl {
 
   /**
    * The device's answer to session.open, proven by the session's readyToken (derived: the check
-   * needs no read and reveals nothing about existence). Only a session waiting for its device takes it.
+   * needs no read and reveals nothing about existence). Only a session waiting for its device takes it;
+   * a repeated `ready` for a session that is ready already is answered the same (idempotent).
    */
   async deviceReady(sessionId: string, answer: DeviceReadyAnswer): Promise<void> {
     if (!tokenMatchesHash(answer.readyToken, sha256Base64url(this.o.sealer.readyToken(sessionId)))) {
@@ -208,6 +209,9 @@ export class SessionControl {
     const cs = readCustomStatus(instance.customStatus);
     const notPending = () =>
       new SessionNotPendingError(`Session ${sessionId} is not waiting for its device (it is ${cs.status}).`);
+    // The same ready again (the device's first call timed out on its side after the event was
+    // taken): the session is ready as it says, so the answer is the same 204, with no second event.
+    if (isRunning(instance) && cs.status === 'ready' && answer.status === 'ready') return;
     if (!isRunning(instance) || cs.status !== 'pending') throw notPending();
     const raised = await this.o.orchestrations.raiseEvent(sessionId, SESSION_EVENTS.deviceReady, {
       status: answer.status,

@@ -7,12 +7,20 @@ import { isAdmin, type Principal } from '../auth/principal';
 import type { RateLimiter } from '../auth/rateLimiter';
 import type { DeviceRegistry } from '../devices/deviceRegistry';
 import { refusalDetail } from '../devices/devicePresence';
-import { DeviceOfflineError, TooManySessionsError, ValidationError, type BrokerError } from '../errors';
+import {
+  DeviceOfflineError,
+  isTransientFault,
+  TooManySessionsError,
+  ValidationError,
+  type BrokerError,
+} from '../errors';
 import type { PoolGrowth } from '../pool/poolGrowth';
 import type { Sealer } from '../sealing';
 import type { EndReason, OpenSessionRequest, RelayCredentials, SessionInput } from './session';
-import type { SessionOrchestrations } from './orchestrations';
+import type { InstanceState, SessionOrchestrations } from './orchestrations';
+import { SessionReadyWatcher } from './sessionReadyWatcher';
 import { sessionState } from './sessionState';
+import type { SessionService } from './sessionService';
 import type { SessionRecord, SessionStore } from './sessionStore';
 import { credentialsFrom, openFailure } from './sessionView';
 
@@ -34,8 +42,14 @@ export interface SessionOpenerOptions {
     /** Open sessions one principal may hold (0: no cap). */
     maxPerPrincipal?: number;
   };
+  /**
+   * Leases and notifies within the request, the orchestration started with the result (one episode
+   * and one activity fewer). Absent (unit fakes): the orchestration's openSession activity does it.
+   */
+  service?: Pick<SessionService, 'open' | 'recordEnd'>;
+  /** The process's one watcher of waiting opens (a private one when absent: tests). */
+  watcher?: SessionReadyWatcher;
   now?: () => number;
-  sleep?: (ms: number) => Promise<void>;
   newId?: () => string;
 }
 
@@ -45,18 +59,15 @@ export type OpenOutcome =
   /** The budget ran out first: the caller polls GET /sessions/{id}. */
   | { status: 'pending'; sessionId: string };
 
-/** Status polls start fast and back off, so 500 waiting opens do not flood the status store. */
-const POLL_DELAYS_MS = [20, 40, 60, 100, 150, 200, 250];
-
 export class SessionOpener {
   private readonly now: () => number;
-  private readonly sleep: (ms: number) => Promise<void>;
   private readonly newId: () => string;
+  private readonly watcher: SessionReadyWatcher;
 
   constructor(private readonly o: SessionOpenerOptions) {
     this.now = o.now ?? Date.now;
-    this.sleep = o.sleep ?? ((ms) => new Promise((r) => setTimeout(r, ms)));
     this.newId = o.newId ?? randomUUID;
+    this.watcher = o.watcher ?? new SessionReadyWatcher({ now: this.now });
   }
 
   /**
@@ -106,8 +117,45 @@ export class SessionOpener {
     };
     // The record first: a session the orchestration runs is always one the audit knows.
     await this.o.sessions.insert(record);
-    await this.o.orchestrations.startNew(input);
-    return this.waitForReady(record, started + limits.openBudgetMs);
+    if (this.o.service) await this.leaseAndStart(this.o.service, input);
+    else await this.o.orchestrations.startNew(input);
+    return this.waitForReady(record, started, started + limits.openBudgetMs);
+  }
+
+  /**
+   * Lease, mint, start the orchestration with what was leased, then notify the device (the
+   * orchestration exists before the device can answer). A crash between the lease and the start
+   * leaves a lease and a pending record with no orchestration: the session sweep ends both once
+   * its grace has passed. A failure after the start is the orchestration's to end (its ready timer).
+   */
+  private async leaseAndStart(service: NonNullable<SessionOpenerOptions['service']>, input: SessionInput) {
+    let started = false;
+    let result: Awaited<ReturnType<typeof service.open>>;
+    try {
+      result = await service.open(input, {
+        beforeNotify: async (opened) => {
+          await this.o.orchestrations.startNew({ ...input, opened });
+          started = true;
+        },
+      });
+    } catch (err) {
+      // The device was not told: its orchestration fails at its ready timeout and recycles.
+      if (started && !isTransientFault(err)) throw openFailure('error');
+      throw err;
+    }
+    if (!result.ok) {
+      // No orchestration was started: the record is closed here (or by the sweep if this write fails).
+      await service
+        .recordEnd({
+          deviceId: input.deviceId,
+          sessionId: input.sessionId,
+          reason: 'pool_exhausted',
+          endedAt: new Date(this.now()).toISOString(),
+        })
+        .catch(() => undefined);
+      const growth = await this.o.poolGrowth?.().catch(() => undefined);
+      throw openFailure('pool_exhausted', result.retryAfterSeconds, undefined, growth);
+    }
   }
 
   /**
@@ -128,20 +176,21 @@ export class SessionOpener {
     }
   }
 
-  private async waitForReady(record: SessionRecord, deadline: number): Promise<OpenOutcome> {
+  /**
+   * Waits, through the process's watcher (no poll of its own), until the session is ready or over,
+   * or the budget runs out.
+   */
+  private async waitForReady(record: SessionRecord, started: number, deadline: number): Promise<OpenOutcome> {
     const { sessionId } = record;
-    for (let poll = 0; this.now() < deadline; poll++) {
-      const state = sessionState(record, await this.o.orchestrations.getStatus(sessionId));
-      if (state.status === 'ready' && state.relay) {
-        return { status: 'ready', sessionId, relay: credentialsFrom(state.relay, sessionId, this.o.sealer) };
-      }
-      // Ending, ended or failed before it was ever ready: the open failed, for that reason.
-      if (state.status !== 'pending' && state.status !== 'ready') {
-        throw await this.failure(record, state.reason ?? 'error', state.retryAfterSeconds);
-      }
-      await this.sleep(
-        Math.min(POLL_DELAYS_MS[Math.min(poll, POLL_DELAYS_MS.length - 1)], Math.max(0, deadline - this.now())),
-      );
+    const settled = (st: InstanceState | undefined) => sessionState(record, st).status !== 'pending';
+    const instance = await this.watcher.wait(this.o.orchestrations, sessionId, started, deadline, settled);
+    const state = sessionState(record, instance);
+    if (state.status === 'ready' && state.relay) {
+      return { status: 'ready', sessionId, relay: credentialsFrom(state.relay, sessionId, this.o.sealer) };
+    }
+    // Ending, ended or failed before it was ever ready: the open failed, for that reason.
+    if (state.status !== 'pending' && state.status !== 'ready') {
+      throw await this.failure(record, state.reason ?? 'error', state.retryAfterSeconds);
     }
     return { status: 'pending', sessionId };
   }

@@ -46,18 +46,19 @@ export interface SessionServiceOptions {
   now?: () => Date;
 }
 
+/** What an open leased and minted: the orchestration's `opened` input. */
+export interface OpenedSession {
+  namespace: string;
+  endpoint: string;
+  hybridConnection: string;
+  generation: number;
+  /** The client's Send token, sealed with the session id as context. */
+  sealedSendToken: string;
+  expiresAt: string;
+}
+
 export type OpenSessionResult =
-  | {
-      ok: true;
-      namespace: string;
-      endpoint: string;
-      hybridConnection: string;
-      generation: number;
-      /** The client's Send token, sealed with the session id as context. */
-      sealedSendToken: string;
-      expiresAt: string;
-    }
-  | { ok: false; reason: 'pool_exhausted'; retryAfterSeconds: number };
+  ({ ok: true } & OpenedSession) | { ok: false; reason: 'pool_exhausted'; retryAfterSeconds: number };
 
 export class SessionService {
   private readonly now: () => Date;
@@ -69,10 +70,15 @@ export class SessionService {
    * Leases a namespace, mints a Listen token (device) and a Send token (client) that both expire
    * at the session's end, and notifies the device with a message that lives as long as the ready
    * timeout. Returns only the sealed send token: no clear token goes into orchestration history.
+   * `beforeNotify` runs between the mint and the message (the open request starts the session's
+   * orchestration there, so the device's ready call always finds it); if it throws, nothing is sent.
    * Second run: the same namespace (the lease is idempotent per session), the same readyToken
    * (derived), fresh tokens and a second copy of the message.
    */
-  async open(input: SessionInput): Promise<OpenSessionResult> {
+  async open(
+    input: SessionInput,
+    options: { beforeNotify?: (opened: OpenedSession) => Promise<void> } = {},
+  ): Promise<OpenSessionResult> {
     const expiresAt = new Date(input.expiresAt);
     let ns: Namespace;
     try {
@@ -88,43 +94,22 @@ export class SessionService {
     if (!ns.endpoint || !ns.hybridConnection) throw new Error(`namespace ${ns.name} is available but not prepared`);
     const endpoint = ns.endpoint;
     const hybridConnection = ns.hybridConnection;
-    const notify = async () => {
-      const keys = await this.o.relay.keysFor(ns);
-      const audience = relayAudience(endpoint, hybridConnection);
-      const listenToken = createSasToken({
-        resourceUri: audience,
-        keyName: keys.listen.keyName,
-        key: keys.listen.key,
-        expiresAt,
-      });
-      const sendToken = createSasToken({
-        resourceUri: audience,
-        keyName: keys.send.keyName,
-        key: keys.send.key,
-        expiresAt,
-      });
-      const notAfter = new Date(this.now().getTime() + input.readyTimeoutMs);
-      await this.o.notifier.send(
-        input.deviceId,
-        {
-          type: 'session.open',
-          version: 1,
-          sessionId: input.sessionId,
-          deviceId: input.deviceId,
-          port: input.port,
-          relay: { namespace: ns.name, endpoint, hybridConnection, listenToken, expiresAt: input.expiresAt },
-          readyUrl: `${this.o.publicApiUrl}/sessions/${input.sessionId}/ready`,
-          readyToken: this.o.sealer.readyToken(input.sessionId),
-          notAfter: notAfter.toISOString(),
-        },
-        input.readyTimeoutMs / 1000,
-      );
-      return sendToken;
-    };
+    const keys = await this.o.relay.keysFor(ns);
+    const audience = relayAudience(endpoint, hybridConnection);
+    const listenToken = createSasToken({
+      resourceUri: audience,
+      keyName: keys.listen.keyName,
+      key: keys.listen.key,
+      expiresAt,
+    });
+    const sendToken = createSasToken({
+      resourceUri: audience,
+      keyName: keys.send.keyName,
+      key: keys.send.key,
+      expiresAt,
+    });
     // The audit record learns its namespace when the session becomes ready or ends: one write fewer on the open path.
-    const sendToken = await notify();
-    return {
-      ok: true,
+    const opened: OpenedSession = {
       namespace: ns.name,
       endpoint,
       hybridConnection,
@@ -132,6 +117,24 @@ export class SessionService {
       sealedSendToken: this.o.sealer.seal(sendToken, input.sessionId),
       expiresAt: input.expiresAt,
     };
+    await options.beforeNotify?.(opened);
+    const notAfter = new Date(this.now().getTime() + input.readyTimeoutMs);
+    await this.o.notifier.send(
+      input.deviceId,
+      {
+        type: 'session.open',
+        version: 1,
+        sessionId: input.sessionId,
+        deviceId: input.deviceId,
+        port: input.port,
+        relay: { namespace: ns.name, endpoint, hybridConnection, listenToken, expiresAt: input.expiresAt },
+        readyUrl: `${this.o.publicApiUrl}/sessions/${input.sessionId}/ready`,
+        readyToken: this.o.sealer.readyToken(input.sessionId),
+        notAfter: notAfter.toISOString(),
+      },
+      input.readyTimeoutMs / 1000,
+    );
+    return { ok: true, ...opened };
   }
 
   /** pending → ready in the audit record, with the namespace it runs on. Second run: unchanged. */

@@ -1,6 +1,6 @@
 // The `sessions` table (PK deviceId, RK sessionId): who opened what, when, on which namespace, how
 // it ended and who ended it, what its client reported (heartbeat, connections, bytes). It never
-// holds a token or a key. Beside each record, index rows: `~session~<sessionId>` names its device,
+// holds a token or a key. Beside each record, index rows: `~session~`/<sessionId> names its device,
 // so a session is found by its id alone (no orchestration history needed); `~time~` and
 // `~opener~<principal>` list sessions newest first (RK: inverted creation time), the opener's row
 // also saying whether the session is still open (the per-principal cap counts those). '~' sorts
@@ -8,6 +8,7 @@
 // ready session, so the liveness sweep reads the ready ones without scanning the history.
 import { odata, TableClient, type TableEntity } from '@azure/data-tables';
 import { z } from 'zod';
+import { PartitionBatcher } from '../storage/partitionBatcher';
 import { conditionalUpdate, getOrUndefined, insertOrConflict, tableFault } from '../storage/tables';
 import { SessionExistsError, SessionNotFoundError } from '../errors';
 import {
@@ -67,9 +68,11 @@ function toEntity(r: SessionRecord): TableEntity<Record<string, unknown>> {
   };
 }
 
-const INDEX_PREFIX = '~session~';
-const INDEX_ROW = '~';
-const indexKey = (sessionId: string) => `${INDEX_PREFIX}${sessionId}`;
+/** The session-id index: one shared partition (RK the session id), so a burst's rows go out in one transaction. */
+const SESSION_INDEX = '~session~';
+// Sessions recorded before the shared partition had one partition each (`~session~<id>`, RK '~').
+const LEGACY_INDEX_ROW = '~';
+const legacyIndexKey = (sessionId: string) => `${SESSION_INDEX}${sessionId}`;
 const TIME_INDEX = '~time~';
 /** One row per ready session (from its ready write to its end): the liveness sweep reads these, not the table. */
 const LIVE_INDEX = '~live~';
@@ -109,39 +112,52 @@ const sessionIndexSchema = z.object({ deviceId: z.string(), openerId: z.string()
 export type SessionLocation = z.infer<typeof sessionIndexSchema>;
 
 export class SessionStore {
+  /** The index rows (shared partitions) go through one group commit per process. */
+  private readonly batcher: PartitionBatcher;
+
   constructor(
     private readonly table: TableClient,
     private readonly options: SessionStoreOptions = {},
-  ) {}
+  ) {
+    this.batcher = new PartitionBatcher(table);
+  }
 
   async ensureTable(): Promise<void> {
     await this.table.createTable();
   }
 
   /**
-   * Writes the record and its index row (in parallel: they live in different partitions, so no
-   * transaction joins them; an index row without its record reads as not found).
+   * Writes the record and its index rows (in parallel: they live in different partitions, so no
+   * transaction joins them; an index row without its record reads as not found). The index rows
+   * live in shared partitions and go through the group commit: in a burst, one request carries
+   * many sessions' rows.
    * Second run: ConflictError if the session already exists.
    */
   async insert(r: SessionRecord): Promise<void> {
+    const exists = () => new SessionExistsError(`Session ${r.sessionId} exists.`);
     const create = async (entity: TableEntity<Record<string, unknown>>) => {
-      if ((await insertOrConflict(this.table, entity)) === 'conflict')
-        throw new SessionExistsError(`Session ${r.sessionId} exists.`);
+      if ((await insertOrConflict(this.table, entity)) === 'conflict') throw exists();
+    };
+    const createIndex = async (entity: TableEntity<Record<string, unknown>>) => {
+      if ((await this.batcher.write({ kind: 'create', entity })) === 'conflict') throw exists();
     };
     const byTime = { rowKey: timeKey(r), deviceId: r.deviceId, sessionId: r.sessionId };
     await Promise.all([
-      create({ partitionKey: indexKey(r.sessionId), rowKey: INDEX_ROW, deviceId: r.deviceId, openerId: r.openerId }),
+      createIndex({ partitionKey: SESSION_INDEX, rowKey: r.sessionId, deviceId: r.deviceId, openerId: r.openerId }),
       create(toEntity(r)),
-      create({ partitionKey: TIME_INDEX, ...byTime }),
-      create({ partitionKey: openerIndex(r.openerId), ...byTime, open: !isTerminal(r.status) }),
+      createIndex({ partitionKey: TIME_INDEX, ...byTime }),
+      createIndex({ partitionKey: openerIndex(r.openerId), ...byTime, open: !isTerminal(r.status) }),
       ...(r.status === 'ready' ? [this.markLive(r)] : []),
     ]);
   }
 
   /** The device and opener of a session, from its index row; undefined when there is none. */
   async locate(sessionId: string): Promise<SessionLocation | undefined> {
-    return getOrUndefined(this.table, indexKey(sessionId), INDEX_ROW, (e) =>
-      sessionIndexSchema.parse({ deviceId: e.deviceId, openerId: e.openerId }),
+    const parse = (e: Record<string, unknown>) =>
+      sessionIndexSchema.parse({ deviceId: e.deviceId, openerId: e.openerId });
+    return (
+      (await getOrUndefined(this.table, SESSION_INDEX, sessionId, parse)) ??
+      (await getOrUndefined(this.table, legacyIndexKey(sessionId), LEGACY_INDEX_ROW, parse))
     );
   }
 
@@ -209,10 +225,10 @@ export class SessionStore {
   }
 
   private async markLive(r: SessionRecord): Promise<void> {
-    await this.table.upsertEntity(
-      { partitionKey: LIVE_INDEX, rowKey: r.sessionId, deviceId: r.deviceId, sessionId: r.sessionId },
-      'Replace',
-    );
+    await this.batcher.write({
+      kind: 'upsert',
+      entity: { partitionKey: LIVE_INDEX, rowKey: r.sessionId, deviceId: r.deviceId, sessionId: r.sessionId },
+    });
   }
 
   /** The opener's index row says closed, the live row goes, and the audit hears of the end. All idempotent. */

@@ -47,6 +47,29 @@ describe('toProblem', () => {
     assert.ok(p.correlationId);
     assert.doesNotMatch(JSON.stringify(p.body), /ECONNREFUSED|secret/);
   });
+  it('answers load as 503 service_busy with Retry-After, never 500: storage 503s and timeouts, dropped connections, the durable runtime’s 5xx', () => {
+    const storageBusy = Object.assign(new Error('Server Busy'), { name: 'RestError', statusCode: 503 });
+    const storageTimeout = Object.assign(new Error('Operation timed out'), { name: 'RestError', statusCode: 500 });
+    const reset = Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' });
+    const sendError = Object.assign(new Error('connect failed'), { name: 'RestError', code: 'REQUEST_SEND_ERROR' });
+    const durable = new Error(
+      'The operation failed with an unexpected status code: 500. Details: "Something went wrong"',
+    );
+    const wrapped = new Error('insert failed', { cause: storageBusy });
+    for (const err of [storageBusy, storageTimeout, reset, sendError, durable, wrapped]) {
+      const p = toProblem(err, '/api/sessions');
+      assert.equal(p.status, 503, err.message);
+      assert.equal(p.body.code, 'service_busy');
+      assert.equal(p.headers['retry-after'], '2');
+      assert.equal(p.correlationId, undefined);
+      assert.doesNotMatch(JSON.stringify(p.body), /Server Busy|socket|Details/);
+    }
+    // A 4xx from storage that reached here is a bug, not load: still a 500.
+    const forbidden = Object.assign(new Error('AuthorizationFailure'), { name: 'RestError', statusCode: 403 });
+    assert.equal(toProblem(forbidden).status, 500);
+    assert.equal(toProblem(new Error('The operation failed with an unexpected status code: 400.')).status, 500);
+  });
+
   it('takes the status and title of a relay error from the registry', () => {
     const p = toProblem(new RelayArmUnavailableError('gave up', { operation: 'namespaces.get' }));
     assert.deepEqual(

@@ -40,6 +40,41 @@ describe('SessionStore (Azurite)', () => {
     await azurite.close();
   });
 
+  it('a burst of 200 concurrent inserts is all found and listed, its index rows carried by far fewer requests', async () => {
+    const table = TableClient.fromConnectionString(azurite.connectionString, `sessburst${Date.now().toString(36)}`, {
+      allowInsecureConnection: true,
+    });
+    let requests = 0;
+    const store = new SessionStore(table);
+    await store.ensureTable();
+    const ids = Array.from({ length: 200 }, (_, i) => `00000000-0000-4000-8000-${String(i).padStart(12, '0')}`);
+    // Count what goes to storage: single inserts and transactions alike.
+    const submit = table.submitTransaction.bind(table);
+    const create = table.createEntity.bind(table);
+    table.submitTransaction = (actions) => (requests++, submit(actions));
+    table.createEntity = (entity, options) => (requests++, create(entity, options));
+    await Promise.all(ids.map((id, i) => store.insert(record(id, `plc-${i % 20}`))));
+    for (const id of ids) assert.ok(await store.locate(id), id);
+    assert.equal((await store.list({ limit: 1000 })).length, 200);
+    assert.equal(await store.countOpen('alice'), 200);
+    // One at a time: 800 requests (a record and three index rows each). The records' partitions
+    // differ (one per device), the index rows share three partitions: grouped.
+    assert.ok(requests < 200 + 300, `200 records and 600 index rows took ${requests} requests`);
+    // A second run of one of them is still refused.
+    await assert.rejects(store.insert(record(ids[7], 'plc-7')), { code: 'session_exists' });
+  });
+
+  it('finds a session recorded under the earlier one-partition-per-session index', async () => {
+    const table = TableClient.fromConnectionString(azurite.connectionString, `sesslegacy${Date.now().toString(36)}`, {
+      allowInsecureConnection: true,
+    });
+    const store = new SessionStore(table);
+    await store.ensureTable();
+    await table.createEntity({ partitionKey: `~session~${A}`, rowKey: '~', deviceId: 'plc-3', openerId: 'bob' });
+    assert.deepEqual(await store.locate(A), { deviceId: 'plc-3', openerId: 'bob' });
+    assert.equal(await store.locate(B), undefined);
+  });
+
   it('finds a session by its id alone through the index row', async () => {
     const store = await freshStore();
     await store.insert(record(A, 'plc-7'));

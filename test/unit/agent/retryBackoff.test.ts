@@ -106,4 +106,33 @@ describe('the agent on the shared backoff', () => {
     assert.equal(await agent.answer(late as SessionOpenMessage), 0);
     assert.equal(calls, 1);
   });
+
+  it('asks once more past notAfter when a ready call got no answer (it may have been taken)', async () => {
+    const port = await closedPort();
+    const outcomes: Array<() => Promise<number>> = [
+      () => Promise.reject(new DOMException('The operation was aborted due to timeout', 'TimeoutError')),
+      () => Promise.resolve(204),
+    ];
+    let calls = 0;
+    const agent = agentWith(
+      port,
+      () => 0,
+      () => undefined,
+      () => {
+        calls++;
+        return (outcomes.shift() ?? (() => Promise.resolve(500)))();
+      },
+    );
+    const late = { sessionId: 's-3', readyUrl: 'http://x/', readyToken: 't', notAfter: new Date(0).toISOString() };
+    assert.equal(await agent.answer(late as SessionOpenMessage), 204);
+    assert.equal(calls, 2);
+    // Unanswered twice: it gives up after the one confirming call.
+    calls = 0;
+    outcomes.push(
+      () => Promise.reject(new Error('socket hang up')),
+      () => Promise.reject(new Error('socket hang up')),
+    );
+    assert.equal(await agent.answer(late as SessionOpenMessage), 0);
+    assert.equal(calls, 2);
+  });
 });

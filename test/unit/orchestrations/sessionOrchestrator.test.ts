@@ -57,11 +57,11 @@ class History {
     this.events.push(this.ev(EventType.OrchestratorStarted), ...events.map((e) => this.ev(e.EventType, e)));
     return this;
   }
-  start(): this {
+  start(withInput: object = input): this {
     return this.episode(0, {
       EventType: EventType.ExecutionStarted,
       Name: 'sessionOrchestrator',
-      Input: JSON.stringify(input),
+      Input: JSON.stringify(withInput),
     });
   }
   completed(at: number, id: number, result: unknown): this {
@@ -82,8 +82,13 @@ class History {
   }
 }
 
-async function replay(h: History): Promise<OrchestratorResult> {
-  const payload = buildTriggerPayload({ history: h.events, input, instanceId: input.sessionId, isReplaying: false });
+async function replay(h: History, withInput: object = input): Promise<OrchestratorResult> {
+  const payload = buildTriggerPayload({
+    history: h.events,
+    input: withInput,
+    instanceId: input.sessionId,
+    isReplaying: false,
+  });
   const ctx = new df.DummyOrchestrationContext('sessionOrchestrator', 'inv', () => undefined);
   try {
     return parseOrchestratorState(JSON.parse(JSON.stringify(await handler(JSON.parse(JSON.stringify(payload)), ctx))));
@@ -111,6 +116,19 @@ describe('sessionOrchestrator (synthetic histories)', () => {
     const r = await replay(new History().start());
     assert.deepEqual(names(r), ['openSession']);
     assert.deepEqual(r.customStatus, { status: 'pending' });
+  });
+
+  it('opened by the request (input.opened): waits for the device in its first episode, no openSession', async () => {
+    const { ok: _ok, ...leased } = opened;
+    const withOpened = { ...input, opened: leased };
+    const r = await replay(new History().start(withOpened), withOpened);
+    assert.deepEqual(names(r), ['wait:DeviceReady', 'wait:EndSession', 'timer']);
+    assert.deepEqual(r.customStatus, { status: 'pending', namespace: 'rbk-ns-1' });
+    // Ready: the credentials come from the input; the audit record is written next (task id 1).
+    const h = new History().start(withOpened).raised(900, 'DeviceReady', { status: 'ready' });
+    const r2 = await replay(h, withOpened);
+    assert.equal((r2.customStatus as { relay: { sealedSendToken: string } }).relay.sealedSendToken, 'v1.aaa.bbb');
+    assert.equal(names(r2).at(-1), 'markSessionReady');
   });
 
   it('waits for ready, the end or the ready timeout once open', async () => {

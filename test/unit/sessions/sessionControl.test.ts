@@ -168,6 +168,15 @@ describe('SessionControl', () => {
       },
     ]);
     t.orchestrations.set(ID, { customStatus: t.ready });
+    // The same ready again (its first call timed out at the device after it was taken): the same answer, no second event.
+    await t.control.deviceReady(ID, { readyToken, status: 'ready' });
+    assert.equal(t.orchestrations.raised.length, 1);
+    // A refusal for a session that is ready already is not taken.
+    await assert.rejects(t.control.deviceReady(ID, { readyToken, status: 'refused' }), {
+      status: 409,
+      code: 'session_not_pending',
+    });
+    t.orchestrations.set(ID, { runtimeStatus: 'Completed', customStatus: { ...t.ready, status: 'ended' } });
     await assert.rejects(t.control.deviceReady(ID, { readyToken, status: 'ready' }), {
       status: 409,
       code: 'session_not_pending',

@@ -1,12 +1,13 @@
 // Opening a session without servers: the orchestration port and the sessions table are fakes, the
-// clock and the sleep are the test's, so the budgeted wait is exercised exactly.
+// clock is the test's (the record's times) and the open budget short, so the wait runs for real.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import type { Principal } from '../../../lib/auth/principal';
-import { DeviceNotFoundError } from '../../../lib/errors';
+import { DeviceNotFoundError, toProblem } from '../../../lib/errors';
 import { Sealer } from '../../../lib/sealing';
-import { SessionOpener } from '../../../lib/sessions/sessionOpener';
+import { SessionOpener, type SessionOpenerOptions } from '../../../lib/sessions/sessionOpener';
+import { SessionReadyWatcher } from '../../../lib/sessions/sessionReadyWatcher';
 import { FakeOrchestrations, MemorySessionStore } from './fakes';
 
 const alice: Principal = { id: 'alice', name: 'Alice', roles: ['operator'], via: 'jwt' };
@@ -14,13 +15,23 @@ const admin: Principal = { id: 'root', roles: ['admin'], via: 'jwt' };
 const SESSION_ID = '6f1c2d1e-8a55-4a55-9d55-0a0b0c0d0e0f';
 const T0 = Date.parse('2026-11-25T10:00:00Z');
 
-function setup(o: { granted?: boolean; devices?: string[] } = {}) {
+/** Short, so a wait that runs out does so quickly; the watcher's deadline timer is real. */
+const BUDGET_MS = 150;
+
+function setup(
+  o: {
+    granted?: boolean;
+    devices?: string[];
+    watcher?: SessionReadyWatcher;
+    service?: SessionOpenerOptions['service'];
+  } = {},
+) {
   const sealer = new Sealer(randomBytes(32));
   const orchestrations = new FakeOrchestrations();
   const sessions = new MemorySessionStore();
-  let clock = T0;
-  const sleeps: number[] = [];
+  const clock = T0;
   const limited: string[] = [];
+  const watcher = o.watcher ?? new SessionReadyWatcher({ intervalMs: 2, now: () => clock });
   const opener = new SessionOpener({
     sessions,
     orchestrations,
@@ -33,13 +44,10 @@ function setup(o: { granted?: boolean; devices?: string[] } = {}) {
     },
     rateLimiter: { enforce: (id) => void limited.push(id) },
     sealer,
-    limits: { openBudgetMs: 8000, readyTimeoutMs: 7000, defaultLifetimeMinutes: 60, maxLifetimeMinutes: 120 },
+    limits: { openBudgetMs: BUDGET_MS, readyTimeoutMs: 7000, defaultLifetimeMinutes: 60, maxLifetimeMinutes: 120 },
     now: () => clock,
-    sleep: (ms) => {
-      sleeps.push(ms);
-      clock += ms;
-      return Promise.resolve();
-    },
+    watcher,
+    ...(o.service ? { service: o.service } : {}),
     newId: () => SESSION_ID,
   });
   const readyStatus = () => ({
@@ -53,7 +61,7 @@ function setup(o: { granted?: boolean; devices?: string[] } = {}) {
       expiresAt: '2026-11-25T11:00:00.000Z',
     },
   });
-  return { opener, orchestrations, sessions, sleeps, limited, readyStatus, elapsed: () => clock - T0 };
+  return { opener, orchestrations, sessions, limited, readyStatus, watcher };
 }
 
 describe('SessionOpener', () => {
@@ -82,17 +90,14 @@ describe('SessionOpener', () => {
         readyTimeoutMs: 7000,
       },
     ]);
-    assert.deepEqual(t.sleeps, [20, 40], 'polls start fast');
     assert.deepEqual(t.limited, ['alice']);
   });
 
-  it('answers pending when the budget runs out, having polled with backoff and never past the deadline', async () => {
+  it('answers pending when the budget runs out, and leaves nothing waiting', async () => {
     const t = setup();
     const r = await t.opener.open(alice, { deviceId: 'plc-1', port: 22 });
     assert.deepEqual(r, { status: 'pending', sessionId: SESSION_ID });
-    assert.equal(t.elapsed(), 8000);
-    assert.deepEqual(t.sleeps.slice(0, 7), [20, 40, 60, 100, 150, 200, 250]);
-    assert.ok(t.sleeps.slice(7).every((ms) => ms <= 250));
+    assert.equal(t.watcher.waiting, 0);
   });
 
   it('turns an orchestration that ends before ready into the error of its reason', async () => {
@@ -127,6 +132,67 @@ describe('SessionOpener', () => {
     t.orchestrations.onStart = (input) =>
       t.orchestrations.set(input.sessionId, { runtimeStatus: 'Failed', customStatus: t.readyStatus() });
     await assert.rejects(t.opener.open(alice, { deviceId: 'plc-1', port: 22 }), { code: 'session_failed' });
+  });
+
+  it('answers 503 service_busy, not 500, when the orchestration runtime is overloaded at start', async () => {
+    const t = setup();
+    t.orchestrations.onStart = () => {
+      throw new Error('The operation failed with an unexpected status code: 500. Details: "storage timed out"');
+    };
+    const err = await t.opener.open(alice, { deviceId: 'plc-1', port: 22 }).then(
+      () => assert.fail('the open should fail'),
+      (e: unknown) => e,
+    );
+    const p = toProblem(err);
+    assert.equal(p.status, 503);
+    assert.equal(p.body.code, 'service_busy');
+    assert.ok(p.headers['retry-after']);
+  });
+
+  it('leases in the request and starts the orchestration with what it leased before the device is told', async () => {
+    const steps: string[] = [];
+    const leased = {
+      namespace: 'rbk-ns-1',
+      endpoint: 'https://rbk-ns-1.servicebus.windows.net/',
+      hybridConnection: 'tunnel',
+      generation: 2,
+      sealedSendToken: 'v1.sealed',
+      expiresAt: '2026-11-25T11:00:00.000Z',
+    };
+    const ended: unknown[] = [];
+    const t = setup({
+      service: {
+        open: async (_input, options) => {
+          steps.push('lease');
+          await options?.beforeNotify?.(leased);
+          steps.push('notify');
+          return { ok: true, ...leased };
+        },
+        recordEnd: (e) => (ended.push(e), Promise.resolve()),
+      },
+    });
+    t.orchestrations.onStart = () => steps.push('start');
+    const r = await t.opener.open(alice, { deviceId: 'plc-1', port: 22 });
+    assert.equal(r.status, 'pending');
+    assert.deepEqual(steps, ['lease', 'start', 'notify']);
+    assert.deepEqual(t.orchestrations.started[0].opened, leased);
+    assert.deepEqual(ended, []);
+  });
+
+  it('answers pool_exhausted at once with no orchestration, and closes the record', async () => {
+    const ended: Array<{ reason: string }> = [];
+    const t = setup({
+      service: {
+        open: () => Promise.resolve({ ok: false, reason: 'pool_exhausted', retryAfterSeconds: 30 }),
+        recordEnd: (e) => (ended.push(e), Promise.resolve()),
+      },
+    });
+    await assert.rejects(t.opener.open(alice, { deviceId: 'plc-1', port: 22 }), { code: 'pool_exhausted' });
+    assert.equal(t.orchestrations.started.length, 0);
+    assert.deepEqual(
+      ended.map((e) => e.reason),
+      ['pool_exhausted'],
+    );
   });
 
   it('refuses a lifetime over the configured cap with validation_failed, before writing anything', async () => {
