@@ -212,7 +212,7 @@ describe('sessions end to end', () => {
     assert.equal((s.body.sessions as Array<Record<string, unknown>>)[0].reason, 'device_not_ready');
   });
 
-  it('refuses a ready call with the wrong token (403) and one for a session not pending (409)', async () => {
+  it('refuses a ready call with the wrong token (403) and one for a session not pending (409); the same ready again is 204', async () => {
     await addDevice('dev-ready');
     const r = await open('dev-ready');
     assert.equal(r.status, 201);
@@ -222,11 +222,17 @@ describe('sessions end to end', () => {
     assertProblem(wrong, 403, 'invalid_ready_token');
     const device = devices.find((d) => d.enrollment.deviceId === 'dev-ready')!;
     const token = device.opened.find((m) => m.sessionId === r.body.sessionId)!.readyToken;
-    const again = await call('POST', `${rt.apiUrl}/sessions/${r.body.sessionId}/ready`, {
-      body: { readyToken: token },
-    });
-    assertProblem(again, 409, 'session_not_pending');
+    const readyUrl = `${rt.apiUrl}/sessions/${r.body.sessionId}/ready`;
+    // The device's call timed out on its side after it was taken, and it asks again: the same answer.
+    const again = await call('POST', readyUrl, { body: { readyToken: token } });
+    assert.equal(again.status, 204, again.text);
+    assertProblem(
+      await call('POST', readyUrl, { body: { readyToken: token, status: 'refused', detail: 'late' } }),
+      409,
+      'session_not_pending',
+    );
     assert.equal((await call('DELETE', `${rt.apiUrl}/sessions/${r.body.sessionId}`, { token: admin })).status, 202);
+    assertProblem(await call('POST', readyUrl, { body: { readyToken: token } }), 409, 'session_not_pending');
   });
 
   it('gives credentials only to the opener and hides sessions from other operators', async () => {
