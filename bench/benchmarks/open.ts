@@ -256,6 +256,10 @@ export const benchmark: Benchmark = {
         for (const s of samples) byStatus.set(s.status, (byStatus.get(s.status) ?? 0) + 1);
         if (ok.length < samples.length) {
           log(`${level.name}: answers by status: ${[...byStatus].map(([k, v]) => `${k}×${v}`).join(', ')}`);
+          if (nonJsonAnswers.length > 0)
+            log(
+              `${level.name}: ${nonJsonAnswers.length} answers not JSON: ${nonJsonAnswers.splice(0).slice(0, 5).join('; ')}`,
+            );
           const ready = new Map<number, number>();
           for (const d of devices) for (const st of d.readyStatus.values()) ready.set(st, (ready.get(st) ?? 0) + 1);
           log(`${level.name}: ready calls by status so far: ${[...ready].map(([k, v]) => `${k}×${v}`).join(', ')}`);
@@ -332,6 +336,10 @@ export const benchmark: Benchmark = {
           log(`burst ${size}: ${within}/${size} answered 201 within ${BUDGET_MS} ms (p99 ${p99.toFixed(0)} ms)`);
           report('host warning/error', hostProblems);
           report('device ready call failed', readyFailures);
+          if (nonJsonAnswers.length > 0)
+            log(
+              `burst ${size}: ${nonJsonAnswers.length} answers not JSON: ${nonJsonAnswers.splice(0).slice(0, 5).join('; ')}`,
+            );
           await new Promise((r) => setTimeout(r, READY_TIMEOUT_MS + 3000));
           return within === size;
         };
@@ -389,7 +397,14 @@ export const benchmark: Benchmark = {
         headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
         body: JSON.stringify({ deviceId: device.enrollment.deviceId, port: 22 }),
       });
-      const body = (await r.json()) as { sessionId?: string };
+      // Every answer of the API is JSON (problem+json for errors); one that is not is a finding, not a crash.
+      const text = await r.text();
+      let body: { sessionId?: string } = {};
+      try {
+        body = JSON.parse(text) as { sessionId?: string };
+      } catch {
+        nonJsonAnswers.push(`${r.status} ${JSON.stringify(text.slice(0, 80))} ${r.headers.get('content-type') ?? ''}`);
+      }
       const totalMs = performance.now() - start;
       const id = body.sessionId ?? '';
       const receivedAt = device.receivedAt.get(id) ?? Number.NaN;
@@ -431,6 +446,9 @@ function tableRequestKind(req: ClientRequest): string {
 function queueRequestKind(req: ClientRequest): string | undefined {
   return req.method === 'POST' && req.path.split('?')[0].endsWith('/messages') ? 'POST queue message' : undefined;
 }
+
+/** POST /sessions answers whose body was not JSON (status, start of the body, content type). */
+const nonJsonAnswers: string[] = [];
 
 function tally(m: Map<string, number>, key: string): void {
   m.set(key, (m.get(key) ?? 0) + 1);
