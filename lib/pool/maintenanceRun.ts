@@ -2,7 +2,6 @@
 // step's outcomes, the summary handed to `recordRun`), how the run record is built from it, and the
 // orchestration's name and instance id. Data and pure functions only: functions/poolMaintenance.ts,
 // the orchestrator, needs nothing else.
-import { describeError } from '../errors';
 import type { Namespace, NamespaceState } from './namespace';
 import type { PoolRunRecord } from './poolRunStore';
 import {
@@ -153,9 +152,4 @@ export function runRecordOf(
   const armBudget = carryArmBudget(lastArmBudget, summary.armBudget ?? {}, summary.finishedAt);
   if (Object.keys(armBudget).length > 0) record.armBudget = armBudget;
   return record;
-}
-
-/** An error's text for a row's lastError or the run record: lib/errors.ts describeError (redacted, short). */
-export function errorSummary(err: unknown): string {
-  return describeError(err, 500);
 }

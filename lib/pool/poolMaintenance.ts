@@ -6,7 +6,7 @@
 import { recordMaintenanceRun, recordPoolCounts } from '../metrics';
 import { randomUUID } from 'node:crypto';
 import type { Config } from '../config';
-import { ConcurrencyError, ConflictError, InvalidTransitionError, NotFoundError } from '../errors';
+import { ConcurrencyError, ConflictError, describeError, InvalidTransitionError, NotFoundError } from '../errors';
 import {
   DEFAULT_HYBRID_CONNECTION,
   RelayActivationTimeoutError,
@@ -17,7 +17,6 @@ import {
 } from '../relay/relayManager';
 import type { Sealer } from '../sealing';
 import {
-  errorSummary,
   MAX_RUN_ERRORS,
   retryItemOf,
   runRecordOf,
@@ -256,7 +255,7 @@ export class PoolMaintenance {
       return { ...base, result: 'available', ...(Object.keys(arm).length > 0 ? { arm } : {}) };
     } catch (err) {
       if (!(err instanceof RelayArmError)) throw err;
-      const error = errorSummary(err);
+      const error = describeError(err);
       if (err instanceof RelayThrottledError) {
         // Handled, not failed: ARM asked for a wait no activity should hold. The run defers the rest
         // of this subscription (provisionPacing.ts); the next plans skip it until the wait is over.
@@ -290,7 +289,7 @@ export class PoolMaintenance {
         // Azure's advice for a namespace stuck activating: delete it and use another name.
         const deleteError = await this.provisioner.retire(item.name, error, now, { armDelete: true }).then(
           () => undefined,
-          (e: unknown) => errorSummary(e),
+          (e: unknown) => describeError(e),
         );
         // A failed delete leaves the row `deleting`: reconcile retries it.
         return {
@@ -361,11 +360,11 @@ export class PoolMaintenance {
       const throttled = err.armStatus === 429;
       const after = await this.store.recordRecycleFailure(
         name,
-        errorSummary(err),
+        describeError(err),
         throttled ? Number.MAX_SAFE_INTEGER : this.o.pool.maxRecycleFailures,
         this.clock(),
       );
-      return { name, result: after.state === 'quarantined' ? 'quarantined' : 'failed', error: errorSummary(err) };
+      return { name, result: after.state === 'quarantined' ? 'quarantined' : 'failed', error: describeError(err) };
     }
     return { name, result: 'recycled' };
   }
@@ -394,7 +393,7 @@ export class PoolMaintenance {
       await this.provisioner.deleteInArm(refOf(ns));
     } catch (err) {
       if (!(err instanceof RelayArmError)) throw err;
-      return { name, result: 'failed', error: errorSummary(err) };
+      return { name, result: 'failed', error: describeError(err) };
     }
     await this.store.remove(name, this.clock());
     return { name, result: 'deleted' };
@@ -440,7 +439,7 @@ export class PoolMaintenance {
       } catch (err) {
         if (!(err instanceof RelayArmError)) throw err;
         outcome.counts.failed++;
-        note(`drift check of ${row.name}: ${errorSummary(err)}`);
+        note(`drift check of ${row.name}: ${describeError(err)}`);
         continue;
       }
       if (drift.length === 0) continue;
@@ -453,7 +452,7 @@ export class PoolMaintenance {
         } catch (err) {
           if (!(err instanceof RelayArmError)) throw err;
           outcome.counts.failed++;
-          note(`scrub of leased ${row.name}: ${errorSummary(err)}`);
+          note(`scrub of leased ${row.name}: ${describeError(err)}`);
         }
         continue;
       }

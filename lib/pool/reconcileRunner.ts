@@ -10,7 +10,8 @@ import {
   type ManagedNamespace,
 } from '../relay/relayManager';
 import { refOf } from './namespace';
-import { errorSummary, MAX_RUN_ERRORS } from './maintenanceRun';
+import { describeError } from '../errors';
+import { MAX_RUN_ERRORS } from './maintenanceRun';
 import type { NamespaceStore } from './namespaceStore';
 import type { PoolMaintenance } from './poolMaintenance';
 import { POOL_TAG, type NamespaceProvisioner, type PoolRelayOps } from './provisioner';
@@ -87,7 +88,7 @@ export class ReconcileRunner {
         // Surfaced (run record, GET /pool's lastRun, the activity's warning): its rows are not judged.
         counts.failed++;
         counts.listsFailed++;
-        note(`list of resource group ${resourceGroup} in subscription ${subscriptionId}: ${errorSummary(err)}`);
+        note(`list of resource group ${resourceGroup} in subscription ${subscriptionId}: ${describeError(err)}`);
       }
     }
     counts.armNamespaces = arm.length;
@@ -116,7 +117,7 @@ export class ReconcileRunner {
           if (done) counts[done]++;
         } catch (err) {
           counts.failed++;
-          note(`${action.kind} ${actionSubject(action)}: ${errorSummary(err)}`);
+          note(`${action.kind} ${actionSubject(action)}: ${describeError(err)}`);
         }
       }
     };
@@ -127,7 +128,7 @@ export class ReconcileRunner {
       counts.tombstonesPurged = await this.o.store.tombstones.purge(reuseAfter, MAX_TOMBSTONE_PURGE);
     } catch (err) {
       counts.failed++;
-      note(`purge of tombstones: ${errorSummary(err)}`);
+      note(`purge of tombstones: ${describeError(err)}`);
     }
     return { counts, errors };
   }
@@ -151,7 +152,7 @@ export class ReconcileRunner {
           if (err instanceof RelayArmError)
             await this.o.store.recordCreateFailure(
               ns.name,
-              errorSummary(err),
+              describeError(err),
               this.o.pool.maxRecycleFailures,
               this.o.clock(),
             );

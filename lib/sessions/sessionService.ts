@@ -190,7 +190,7 @@ export class SessionService {
     try {
       await deleteHybridConnectionOf(this.o.namespaces, this.o.relay.arm, ns, this.now());
     } catch (err) {
-      await this.o.namespaces.recordRecycleFailure(ns.name, errorSummary(err), Number.MAX_SAFE_INTEGER, this.now());
+      await this.o.namespaces.recordRecycleFailure(ns.name, describeError(err), Number.MAX_SAFE_INTEGER, this.now());
       throw err;
     }
     return 'deleted';
@@ -231,7 +231,7 @@ export class SessionService {
     try {
       await prepareNextGeneration(this.o.namespaces, this.o.relay.arm, this.o.sealer, ns, this.now);
     } catch (err) {
-      await this.o.namespaces.recordRecycleFailure(ns.name, errorSummary(err), Number.MAX_SAFE_INTEGER, this.now());
+      await this.o.namespaces.recordRecycleFailure(ns.name, describeError(err), Number.MAX_SAFE_INTEGER, this.now());
       throw err;
     }
     return 'recycled';
@@ -252,9 +252,4 @@ export class SessionService {
       ...(input.namespace ? { namespace: input.namespace, namespaceGeneration: input.generation } : {}),
     });
   }
-}
-
-/** An error's text for a stored `lastError`: lib/errors.ts describeError (redacted, short). */
-export function errorSummary(err: unknown): string {
-  return describeError(err, 500);
 }
