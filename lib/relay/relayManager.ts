@@ -216,33 +216,13 @@ export class RelayManager {
       api.hybridConnections.get(rg, name, hcName, { abortSignal: signal }),
     );
     if (!hc || hc.requiresClientAuthorization === false) {
-      await this.call(count, 'hybridConnections.createOrUpdate', 'write', (signal) =>
-        api.hybridConnections.createOrUpdate(
-          rg,
-          name,
-          hcName,
-          { requiresClientAuthorization: true },
-          { abortSignal: signal },
-        ),
-      );
+      await this.putHybridConnection(api, count, rg, name, hcName);
     }
     const rules = hc ? await this.listHybridConnectionRules(api, count, rg, name, hcName) : [];
-    for (const [ruleName, right] of [
-      [this.listenRule, 'Listen'],
-      [this.sendRule, 'Send'],
-    ] as const) {
+    for (const [ruleName, right] of this.sessionRules()) {
       const existing = rules.find((r) => r.name?.toLowerCase() === ruleName.toLowerCase());
       if (existing && existing.rights.length === 1 && existing.rights[0] === right) continue;
-      await this.call(count, 'hybridConnections.createOrUpdateAuthorizationRule', 'write', (signal) =>
-        api.hybridConnections.createOrUpdateAuthorizationRule(
-          rg,
-          name,
-          hcName,
-          ruleName,
-          { rights: [right] },
-          { abortSignal: signal },
-        ),
-      );
+      await this.putRule(api, count, rg, name, hcName, ruleName, right);
     }
     return {
       subscriptionId: input.subscriptionId,
@@ -350,32 +330,9 @@ export class RelayManager {
     const count: ArmCallCount = { reads: 0, writes: 0 };
     const { resourceGroup: rg, name } = ref;
     const hcName = ref.hybridConnection ?? DEFAULT_HYBRID_CONNECTION;
-    await this.call(count, 'hybridConnections.createOrUpdate', 'write', (signal) =>
-      api.hybridConnections.createOrUpdate(
-        rg,
-        name,
-        hcName,
-        { requiresClientAuthorization: true },
-        { abortSignal: signal },
-      ),
-    );
-    for (const [ruleName, right] of [
-      [this.listenRule, 'Listen'],
-      [this.sendRule, 'Send'],
-    ] as const) {
-      await this.call(count, 'hybridConnections.createOrUpdateAuthorizationRule', 'write', (signal) =>
-        api.hybridConnections.createOrUpdateAuthorizationRule(
-          rg,
-          name,
-          hcName,
-          ruleName,
-          { rights: [right] },
-          {
-            abortSignal: signal,
-          },
-        ),
-      );
-    }
+    await this.putHybridConnection(api, count, rg, name, hcName);
+    for (const [ruleName, right] of this.sessionRules())
+      await this.putRule(api, count, rg, name, hcName, ruleName, right);
     return { arm: count };
   }
 
@@ -597,6 +554,55 @@ export class RelayManager {
       for await (const r of api.namespaces.listAuthorizationRules(rg, name, { abortSignal: signal })) out.push(r);
       return out;
     });
+  }
+
+  /** The session's two rules: Listen-only for the device, Send-only for the client. */
+  private sessionRules(): ReadonlyArray<readonly [string, 'Listen' | 'Send']> {
+    return [
+      [this.listenRule, 'Listen'],
+      [this.sendRule, 'Send'],
+    ];
+  }
+
+  /** PUT of the hybrid connection with client authorization required: 1 write. */
+  private async putHybridConnection(
+    api: RelayAPI,
+    count: ArmCallCount,
+    rg: string,
+    name: string,
+    hcName: string,
+  ): Promise<void> {
+    await this.call(count, 'hybridConnections.createOrUpdate', 'write', (signal) =>
+      api.hybridConnections.createOrUpdate(
+        rg,
+        name,
+        hcName,
+        { requiresClientAuthorization: true },
+        { abortSignal: signal },
+      ),
+    );
+  }
+
+  /** PUT of one of the hybrid connection's rules with one right: 1 write. */
+  private async putRule(
+    api: RelayAPI,
+    count: ArmCallCount,
+    rg: string,
+    name: string,
+    hcName: string,
+    ruleName: string,
+    right: 'Listen' | 'Send',
+  ): Promise<void> {
+    await this.call(count, 'hybridConnections.createOrUpdateAuthorizationRule', 'write', (signal) =>
+      api.hybridConnections.createOrUpdateAuthorizationRule(
+        rg,
+        name,
+        hcName,
+        ruleName,
+        { rights: [right] },
+        { abortSignal: signal },
+      ),
+    );
   }
 
   private async listHybridConnectionRules(
