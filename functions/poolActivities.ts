@@ -4,6 +4,7 @@
 import * as df from 'durable-functions';
 import { z } from 'zod';
 import { getServices } from './shared/services';
+import { armBudgetSchema } from '../lib/pool/poolRunStore';
 
 const isoTime = z.iso.datetime({ offset: false });
 const provisionItemSchema = z.object({
@@ -82,16 +83,7 @@ export const recordPoolRunActivity = df.app.activity('poolRecordRun', {
         steps: countsSchema,
         errors: z.array(z.string()),
         quotaExceeded: z.array(z.string()),
-        armBudget: z
-          .record(
-            z.string(),
-            z.object({
-              namespaceWritesRemaining: z.number().int().min(0).optional(),
-              refusedUntil: isoTime.optional(),
-              throttled: z.number().int().min(0).optional(),
-            }),
-          )
-          .optional(),
+        armBudget: armBudgetSchema.optional(),
       })
       .parse(input);
     const s = getServices();

@@ -8,6 +8,16 @@ import { conditionalUpdate, getOrUndefined } from '../storage/tables';
 
 const isoTime = z.iso.datetime({ offset: false });
 
+/** What provisioning learnt of ARM's limits per subscription (the run record's `armBudget`). */
+export const armBudgetSchema = z.record(
+  z.string(),
+  z.object({
+    namespaceWritesRemaining: z.number().int().min(0).optional(),
+    refusedUntil: isoTime.optional(),
+    throttled: z.number().int().min(0).optional(),
+  }),
+);
+
 export const poolRunRecordSchema = z.object({
   runId: z.string().min(1).max(200),
   startedAt: isoTime,
@@ -30,16 +40,7 @@ export const poolRunRecordSchema = z.object({
    * What provisioning learnt of ARM's limits per subscription (lib/pool/provisionPacing.ts): Relay's
    * namespace writes left, a refusal's end, the 429s drawn (every one handled). The next plan paces by it.
    */
-  armBudget: z
-    .record(
-      z.string(),
-      z.object({
-        namespaceWritesRemaining: z.number().int().min(0).optional(),
-        refusedUntil: isoTime.optional(),
-        throttled: z.number().int().min(0).optional(),
-      }),
-    )
-    .optional(),
+  armBudget: armBudgetSchema.optional(),
 });
 export type PoolRunRecord = z.infer<typeof poolRunRecordSchema>;
 
