@@ -144,6 +144,10 @@ export const SETTINGS = {
     azure: 'optional',
     doc: 'How long POST /sessions waits for the session to be ready before answering 202 (default 8000).',
   },
+  SESSION_OPEN_CONCURRENCY: {
+    azure: 'optional',
+    doc: 'How many opens one instance works on at once (checks, record, lease, the device message), in arrival order; an open still waiting for a slot when its budget runs out gets 503 service_busy with Retry-After, and nothing is created (default 16).',
+  },
   SESSION_READY_TIMEOUT_MS: {
     azure: 'optional',
     doc: 'How long the device has to report ready; also the TTL of the session.open message (default 7000).',
@@ -343,6 +347,7 @@ const envSchema = z
     RELAY_ARM_CA_FILE: z.string().min(1).optional(),
     SESSION_OPEN_BUDGET_MS: intSetting(500, 120_000, 8000),
     SESSION_READY_TIMEOUT_MS: intSetting(500, 600_000, 7000),
+    SESSION_OPEN_CONCURRENCY: intSetting(1, 1000, 16),
     SESSION_DEFAULT_LIFETIME_MINUTES: intSetting(1, 720, 60),
     SESSION_MAX_LIFETIME_MINUTES: intSetting(1, 720, 720),
     SESSION_RATE_LIMIT_PER_MINUTE: intSetting(1, 100_000, 30),
@@ -442,6 +447,8 @@ export interface Config {
   sessions: {
     openBudgetMs: number;
     readyTimeoutMs: number;
+    /** Opens one instance works on at once (lib/sessions/openAdmission.ts). */
+    openConcurrency: number;
     defaultLifetimeMinutes: number;
     maxLifetimeMinutes: number;
     rateLimitPerMinute: number;
@@ -577,6 +584,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     sessions: {
       openBudgetMs: e.SESSION_OPEN_BUDGET_MS,
       readyTimeoutMs: e.SESSION_READY_TIMEOUT_MS,
+      openConcurrency: e.SESSION_OPEN_CONCURRENCY,
       defaultLifetimeMinutes: e.SESSION_DEFAULT_LIFETIME_MINUTES,
       maxLifetimeMinutes: e.SESSION_MAX_LIFETIME_MINUTES,
       rateLimitPerMinute: e.SESSION_RATE_LIMIT_PER_MINUTE,

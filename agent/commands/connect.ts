@@ -100,20 +100,25 @@ async function openSession(
   const progress = out.progress('waiting for device', { deviceId: input.deviceId });
   let sessionId: string | undefined;
   try {
-    // Not aborted by Ctrl-C: the answer carries the session id, which is needed to end the session.
-    const res = await api.post('/sessions', {
+    const deadline = Date.now() + input.waitTimeoutMs;
+    const body = {
       deviceId: input.deviceId,
       port: input.port,
       maxLifetimeMinutes: input.lifetime,
       ...(input.idleMinutes !== undefined ? { idleMinutes: input.idleMinutes } : {}),
-    });
+    };
+    // Not aborted by Ctrl-C: the answer carries the session id, which is needed to end the session.
+    const res = await postOpen(api, out, body, deadline, cancel);
+    if (!res) {
+      progress.stop();
+      return { cancelled: true };
+    }
     const first = openAnswerSchema.parse(res.body);
     sessionId = first.sessionId;
     if (res.status === 201 && first.relay) {
       progress.stop(`session ${sessionId} ready after ${(progress.elapsedMs / 1000).toFixed(1)} s`);
       return { sessionId, relay: first.relay, elapsedMs: progress.elapsedMs };
     }
-    const deadline = Date.now() + input.waitTimeoutMs;
     // A blip while waiting (a restart, a 5xx) is not the session failing: up to 5 retries, backing off.
     const blips = new Backoff({ ...STATUS_RETRY, maxAttempts: 6 });
     let retryInMs: number | undefined;
@@ -156,6 +161,33 @@ async function openSession(
       await api.delete(`/sessions/${sessionId}`).catch(() => undefined);
     }
     throw err;
+  }
+}
+
+/**
+ * POST /sessions, asked again while the control plane answers 503 `service_busy` (it was too busy
+ * to start the open within its budget, and nothing was created) and the wait has time left, after
+ * its Retry-After. Undefined when cancelled while waiting to ask again.
+ */
+async function postOpen(
+  api: ApiClient,
+  out: Output,
+  body: Record<string, unknown>,
+  deadline: number,
+  cancel: Cancel,
+): Promise<{ status: number; body: unknown } | undefined> {
+  const busy = new Backoff({ ...STATUS_RETRY, maxAttempts: 6 });
+  for (;;) {
+    try {
+      return await api.post('/sessions', body);
+    } catch (err) {
+      const shed = err instanceof CliError && err.problem.status === 503 && err.problem.code === 'service_busy';
+      const waitMs = shed ? busy.next(retryAfterOf(err)) : undefined;
+      if (waitMs === undefined || Date.now() + waitMs > deadline) throw err;
+      out.note(`the control plane is busy opening other sessions; asking again in ${(waitMs / 1000).toFixed(1)} s`);
+      await sleep(waitMs, cancel);
+      if (cancel.requested) return undefined;
+    }
   }
 }
 

@@ -59,6 +59,7 @@ export const benchmark: Benchmark = {
     const levels = levelNames ? LEVELS.filter((l) => levelNames.includes(l.name)) : LEVELS;
     const burstSearch = args.includes('--burst-search');
     const burstMax = Number(flag('--burst-max') ?? 500);
+    const openConcurrency = flag('--open-concurrency');
     // The search tries at most ~5 bursts below burstMax; each leaves its sessions live.
     const searchNamespaces = burstSearch ? burstMax * 3 : 0;
     const namespaces = levels.reduce((n, l) => n + l.concurrency * l.rounds, 0) + searchNamespaces;
@@ -79,6 +80,8 @@ export const benchmark: Benchmark = {
       settings: {
         // One benchmark principal opens every session: lift the per-principal rate limit.
         SESSION_RATE_LIMIT_PER_MINUTE: '100000',
+        // `--open-concurrency N`: the gate's width (SESSION_OPEN_CONCURRENCY), default the app's.
+        ...(openConcurrency ? { SESSION_OPEN_CONCURRENCY: openConcurrency } : {}),
         POOL_SUBSCRIPTIONS: JSON.stringify(
           Array.from({ length: Math.ceil(namespaces / PREFILL_PER_SUBSCRIPTION) }, (_, i) => ({
             subscriptionId: `00000000-0000-0000-0000-${String(i + 1).padStart(12, '0')}`,

@@ -23,6 +23,7 @@ import { createRelayApiFactory, RelayManager } from '../../lib/relay/relayManage
 import { Sealer } from '../../lib/sealing';
 import type { SessionOrchestrations } from '../../lib/sessions/orchestrations';
 import { SessionControl } from '../../lib/sessions/sessionControl';
+import { OpenAdmission } from '../../lib/sessions/openAdmission';
 import { SessionOpener } from '../../lib/sessions/sessionOpener';
 import { SessionReadyWatcher } from '../../lib/sessions/sessionReadyWatcher';
 import { SessionRelay } from '../../lib/sessions/sessionRelay';
@@ -166,6 +167,7 @@ function createServices(config: Config): Services {
   // One watcher for every open this process holds: nudged by ready calls that land here, one list
   // read per second for those that land elsewhere; never one poll per open.
   const readyWatcher = new SessionReadyWatcher();
+  const openAdmission = new OpenAdmission({ concurrency: config.sessions.openConcurrency });
   let readyPromise: Promise<void> | undefined;
   const ready = () =>
     (readyPromise ??= Promise.all(Object.values(TABLES).map((t) => table(t).createTable())).then(
@@ -195,6 +197,7 @@ function createServices(config: Config): Services {
     sessionOpener: (orchestrations) =>
       new SessionOpener({
         watcher: readyWatcher,
+        admission: openAdmission,
         service: sessionService,
         sessions: sessionStore,
         orchestrations,

@@ -18,6 +18,7 @@ import type { PoolGrowth } from '../pool/poolGrowth';
 import type { Sealer } from '../sealing';
 import type { EndReason, OpenSessionRequest, RelayCredentials, SessionInput } from './session';
 import type { InstanceState, SessionOrchestrations } from './orchestrations';
+import type { AdmissionRelease, OpenAdmission } from './openAdmission';
 import { SessionReadyWatcher } from './sessionReadyWatcher';
 import { sessionState } from './sessionState';
 import type { SessionService } from './sessionService';
@@ -49,6 +50,8 @@ export interface SessionOpenerOptions {
   service?: Pick<SessionService, 'open' | 'recordEnd'>;
   /** The process's one watcher of waiting opens (a private one when absent: tests). */
   watcher?: SessionReadyWatcher;
+  /** The process's one gate of opens worked on at once, in arrival order (none: no limit, tests). */
+  admission?: OpenAdmission;
   now?: () => number;
   newId?: () => string;
 }
@@ -75,8 +78,26 @@ export class SessionOpener {
    * or ends before it is ready throws the error its reason maps to (openFailure).
    */
   async open(principal: Principal, request: OpenSessionRequest): Promise<OpenOutcome> {
-    const { limits } = this.o;
+    // The budget counts from the request's arrival, the wait for a slot included.
+    const deadline = this.now() + this.o.limits.openBudgetMs;
     this.o.rateLimiter.enforce(principal.id);
+    const release: AdmissionRelease = (await this.o.admission?.enter(deadline)) ?? (() => undefined);
+    let waitFor: { record: SessionRecord; started: number };
+    try {
+      waitFor = await this.start(principal, request);
+    } finally {
+      // The device has been told (or the open failed): the slot goes to the next open.
+      release();
+    }
+    return this.waitForReady(waitFor.record, waitFor.started, deadline);
+  }
+
+  /** Checks, records, leases and notifies: the part of an open that works (and holds a slot). */
+  private async start(
+    principal: Principal,
+    request: OpenSessionRequest,
+  ): Promise<{ record: SessionRecord; started: number }> {
+    const { limits } = this.o;
     // Grants before existence: an operator cannot probe which device ids exist.
     await authorizeSessionOpen(principal, request.deviceId, this.o.grants);
     const device = await this.o.devices.requireRecord(request.deviceId);
@@ -119,7 +140,7 @@ export class SessionOpener {
     await this.o.sessions.insert(record);
     if (this.o.service) await this.leaseAndStart(this.o.service, input);
     else await this.o.orchestrations.startNew(input);
-    return this.waitForReady(record, started, started + limits.openBudgetMs);
+    return { record, started };
   }
 
   /**

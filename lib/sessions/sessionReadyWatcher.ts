@@ -36,14 +36,15 @@ export class SessionReadyWatcher {
   private readonly waiters = new Set<Waiter>();
   /** The port of the latest waiter: any durable client of the task hub reads the same store. */
   private port?: SessionOrchestrations;
-  private ticking?: NodeJS.Timeout;
-  private running = false;
+  private listTimer?: NodeJS.Timeout;
+  private listRunning = false;
+  private hotTimer?: NodeJS.Timeout;
+  private hotRunning = false;
   private readonly intervalMs: number;
   private readonly hotIntervalMs: number;
   private readonly hotForMs: number;
   /** Nudged sessions → until when they are read alone at hotIntervalMs. */
   private readonly hot = new Map<string, number>();
-  private nextListAt = 0;
   private readonly slackMs: number;
   private readonly now: () => number;
   /** Reads made since the watcher was made (list reads and point reads), for tests and logs. */
@@ -103,74 +104,99 @@ export class SessionReadyWatcher {
   nudge(sessionId: string): void {
     if (![...this.waiters].some((w) => w.sessionId === sessionId)) return;
     this.hot.set(sessionId, this.now() + this.hotForMs);
-    if (this.ticking) {
-      clearTimeout(this.ticking);
-      this.ticking = undefined;
-    }
-    this.schedule(this.hotIntervalMs);
+    this.scheduleHot(this.hotIntervalMs);
   }
 
   /** Stops the ticks; waiting requests get their last state now. */
   close(): void {
-    clearTimeout(this.ticking);
-    this.ticking = undefined;
+    clearTimeout(this.listTimer);
+    clearTimeout(this.hotTimer);
+    this.listTimer = this.hotTimer = undefined;
     for (const w of [...this.waiters]) w.resolve(undefined);
   }
 
+  /**
+   * Two loops that never wait for each other: the list read (slow under load: it pages through
+   * every session opened lately) must not hold back the point reads of the sessions a ready call
+   * has just nudged, or a burst's ready answers wait for the list.
+   */
   private schedule(delayMs: number): void {
-    if (this.ticking || this.running || this.waiters.size === 0) return;
-    this.ticking = setTimeout(() => {
-      this.ticking = undefined;
-      void this.tick();
+    if (this.listTimer || this.listRunning || this.waiters.size === 0) return;
+    this.listTimer = setTimeout(() => {
+      this.listTimer = undefined;
+      void this.listTick();
     }, delayMs);
-    this.ticking.unref?.();
+    this.listTimer.unref?.();
   }
 
-  private async tick(): Promise<void> {
+  private scheduleHot(delayMs: number): void {
+    if (this.hotTimer || this.hotRunning || this.hot.size === 0) return;
+    this.hotTimer = setTimeout(() => {
+      this.hotTimer = undefined;
+      void this.hotTick();
+    }, delayMs);
+    this.hotTimer.unref?.();
+  }
+
+  /** The nudged sessions that still have a waiter, each read alone. */
+  private async hotTick(): Promise<void> {
     const port = this.port;
-    if (!port || this.waiters.size === 0) return;
-    this.running = true;
-    let delay: number;
+    const now = this.now();
+    const waitingIds = new Set([...this.waiters].map((w) => w.sessionId));
+    for (const [id, until] of this.hot) if (until <= now || !waitingIds.has(id)) this.hot.delete(id);
+    if (!port || this.hot.size === 0) return;
+    this.hotRunning = true;
     try {
-      const now = this.now();
-      const waiting = [...this.waiters];
-      let missing = waiting;
-      if (port.listRunningSince && now >= this.nextListAt) {
-        this.nextListAt = now + this.intervalMs;
-        const oldest = Math.min(...waiting.map((w) => w.createdAtMs));
-        this.stats.listReads++;
-        const running = await port.listRunningSince(new Date(oldest - this.slackMs));
-        missing = [];
-        for (const w of waiting) {
-          const state = running.get(w.sessionId);
-          if (!state) missing.push(w);
-          else if (w.settled(state)) w.resolve(state);
-        }
-      } else if (port.listRunningSince) {
-        // Between two list reads: only the sessions a ready call nudged here.
-        missing = waiting.filter((w) => (this.hot.get(w.sessionId) ?? 0) > now);
-      }
-      // Nudged, not running (finished: failed before it was ready) or not listed yet: read each one.
-      // Without a list read (fakes), this is every waiter, still from this one loop.
-      await Promise.all(
-        missing.map(async (w) => {
-          if (!this.waiters.has(w)) return;
-          this.stats.pointReads++;
-          const state = await port.getStatus(w.sessionId);
-          if (this.waiters.has(w) && w.settled(state)) w.resolve(state);
-        }),
+      await this.readEach(
+        port,
+        [...this.waiters].filter((w) => this.hot.has(w.sessionId)),
       );
     } catch (err) {
       this.o.onError?.(err);
     } finally {
-      this.running = false;
-      const now = this.now();
-      const waitingIds = new Set([...this.waiters].map((w) => w.sessionId));
-      for (const [id, until] of this.hot) if (until <= now || !waitingIds.has(id)) this.hot.delete(id);
-      if (this.hot.size > 0) delay = this.hotIntervalMs;
-      else if (port.listRunningSince) delay = Math.max(0, this.nextListAt - now);
-      else delay = Math.min(this.intervalMs, 100);
-      this.schedule(delay);
+      this.hotRunning = false;
+      this.scheduleHot(this.hotIntervalMs);
     }
+  }
+
+  private async listTick(): Promise<void> {
+    const port = this.port;
+    if (!port || this.waiters.size === 0) return;
+    this.listRunning = true;
+    try {
+      const waiting = [...this.waiters];
+      if (!port.listRunningSince) {
+        // Without a list read (fakes): every waiter alone, still from this one loop.
+        await this.readEach(port, waiting);
+        return;
+      }
+      const oldest = Math.min(...waiting.map((w) => w.createdAtMs));
+      this.stats.listReads++;
+      const running = await port.listRunningSince(new Date(oldest - this.slackMs));
+      const missing: Waiter[] = [];
+      for (const w of waiting) {
+        const state = running.get(w.sessionId);
+        if (!state) missing.push(w);
+        else if (w.settled(state)) w.resolve(state);
+      }
+      // Not running (finished: failed before it was ready) or not listed yet: read each one.
+      await this.readEach(port, missing);
+    } catch (err) {
+      this.o.onError?.(err);
+    } finally {
+      this.listRunning = false;
+      this.schedule(port.listRunningSince ? this.intervalMs : Math.min(this.intervalMs, 100));
+    }
+  }
+
+  private async readEach(port: SessionOrchestrations, waiters: Waiter[]): Promise<void> {
+    await Promise.all(
+      waiters.map(async (w) => {
+        if (!this.waiters.has(w)) return;
+        this.stats.pointReads++;
+        const state = await port.getStatus(w.sessionId);
+        if (this.waiters.has(w) && w.settled(state)) w.resolve(state);
+      }),
+    );
   }
 }

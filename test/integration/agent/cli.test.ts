@@ -323,6 +323,48 @@ describe('relay-broker CLI (built binary)', () => {
       });
       noStack(r);
     });
+    it('asks again after a 503 service_busy (nothing was created), after its Retry-After, and says so', async () => {
+      let posts = 0;
+      const postedAt: number[] = [];
+      routes.set('POST /api/sessions', () => {
+        postedAt.push(Date.now());
+        if (++posts <= 2)
+          return problem(
+            503,
+            'service_busy',
+            'The service is busy; try again shortly',
+            'Its budget ran out before its turn; nothing was created.',
+            {
+              'retry-after': '1',
+            },
+          );
+        return problem(504, 'device_not_ready', 'Device not ready', 'The device did not report ready in time.');
+      });
+      const r = await runCli(['connect', 'plc-7', ...api()]);
+      assert.equal(r.code, 1);
+      assert.equal(posts, 3);
+      assert.ok(
+        postedAt[1] - postedAt[0] >= 950,
+        `asked again ${postedAt[1] - postedAt[0]} ms later, before its Retry-After`,
+      );
+      assert.equal(
+        (r.stderr.match(/the control plane is busy opening other sessions; asking again in \d+\.\d s/g) ?? []).length,
+        2,
+      );
+      assert.match(r.stderr, /did not report ready/);
+      noStack(r);
+    });
+    it('does not ask again after any other 503', async () => {
+      let posts = 0;
+      routes.set('POST /api/sessions', () => {
+        posts++;
+        return problem(503, 'pool_exhausted', 'Pool exhausted', 'Every namespace is in use.', { 'retry-after': '1' });
+      });
+      const r = await runCli(['connect', 'plc-7', ...api()]);
+      assert.equal(r.code, 1);
+      assert.equal(posts, 1);
+      noStack(r);
+    });
     it('with --json, waits with progress events and ends with an error document', async () => {
       routes.set('POST /api/sessions', () =>
         problem(504, 'device_not_ready', 'Device not ready', 'The device did not report ready in time.'),

@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto';
 import type { Principal } from '../../../lib/auth/principal';
 import { DeviceNotFoundError, toProblem } from '../../../lib/errors';
 import { Sealer } from '../../../lib/sealing';
+import { OpenAdmission } from '../../../lib/sessions/openAdmission';
 import { SessionOpener, type SessionOpenerOptions } from '../../../lib/sessions/sessionOpener';
 import { SessionReadyWatcher } from '../../../lib/sessions/sessionReadyWatcher';
 import { FakeOrchestrations, MemorySessionStore } from './fakes';
@@ -24,6 +25,8 @@ function setup(
     devices?: string[];
     watcher?: SessionReadyWatcher;
     service?: SessionOpenerOptions['service'];
+    admission?: OpenAdmission;
+    newId?: () => string;
   } = {},
 ) {
   const sealer = new Sealer(randomBytes(32));
@@ -48,7 +51,8 @@ function setup(
     now: () => clock,
     watcher,
     ...(o.service ? { service: o.service } : {}),
-    newId: () => SESSION_ID,
+    ...(o.admission ? { admission: o.admission } : {}),
+    newId: o.newId ?? (() => SESSION_ID),
   });
   const readyStatus = () => ({
     status: 'ready',
@@ -91,6 +95,39 @@ describe('SessionOpener', () => {
       },
     ]);
     assert.deepEqual(t.limited, ['alice']);
+  });
+
+  it('works on opens a few at a time in arrival order, and one still waiting at its budget is refused 503 with nothing created', async () => {
+    let n = 0;
+    const t = setup({ admission: new OpenAdmission({ concurrency: 1 }), newId: () => `s-${++n}` });
+    // The first open's record write hangs until released: it holds the only slot.
+    let releaseInsert!: () => void;
+    const insert = t.sessions.insert.bind(t.sessions);
+    let inserts = 0;
+    t.sessions.insert = async (r) => {
+      if (++inserts === 1) await new Promise<void>((res) => (releaseInsert = res));
+      return insert(r);
+    };
+    const first = t.opener.open(alice, { deviceId: 'plc-1', port: 22 });
+    const second = t.opener.open(alice, { deviceId: 'plc-1', port: 22 });
+    const refused = await second.then(
+      () => assert.fail('the second open should have been refused'),
+      (err: unknown) => err,
+    );
+    const problem = toProblem(refused);
+    assert.equal(problem.status, 503);
+    assert.equal(problem.body.code, 'service_busy');
+    assert.match(
+      String(problem.body.detail),
+      /1 at a time \(SESSION_OPEN_CONCURRENCY\), and 0 more were waiting .*nothing was created/,
+    );
+    assert.ok(Number(problem.headers['retry-after']) >= 1);
+    // Only the first open was recorded or started.
+    assert.equal(inserts, 1);
+    releaseInsert();
+    assert.equal((await first).sessionId, 's-1');
+    assert.deepEqual([...t.sessions.records.keys()], ['s-1']);
+    assert.equal(t.orchestrations.started.length, 1);
   });
 
   it('answers pending when the budget runs out, and leaves nothing waiting', async () => {

@@ -84,6 +84,33 @@ describe('SessionReadyWatcher', () => {
     await Promise.all(waits);
   });
 
+  it('a slow list read (storage busy) does not hold back a nudged session', async () => {
+    const store = new ListingOrchestrations();
+    const now = Date.now();
+    const ids = start(store, 20, now);
+    // The second list read hangs until the test lets it go: the nudged session must not wait for it.
+    let letListGo!: () => void;
+    const hung = new Promise<void>((r) => (letListGo = r));
+    const list = store.listRunningSince.bind(store);
+    store.listRunningSince = async (from: Date) => {
+      const out = await list(from);
+      if (store.listReads === 2) await hung;
+      return out;
+    };
+    const watcher = new SessionReadyWatcher({ intervalMs: 1, hotIntervalMs: 5 });
+    const waits = ids.map((id) => watcher.wait(store, id, now, now + 30_000, settledWhenNotPending));
+    await new Promise((r) => setTimeout(r, 20));
+    assert.equal(store.listReads, 2, 'the second list read is in flight');
+    watcher.nudge(ids[3]);
+    store.set(ids[3], { customStatus: { status: 'ready' } });
+    const st = await waits[3];
+    assert.equal((st?.customStatus as { status: string }).status, 'ready');
+    assert.equal(store.listReads, 2, 'answered while the list read was still in flight');
+    letListGo();
+    watcher.close();
+    await Promise.all(waits);
+  });
+
   it('reads a session alone once it has left the running list (failed before ready)', async () => {
     const store = new ListingOrchestrations();
     const now = Date.now();
