@@ -263,10 +263,18 @@ export async function runPeak(o: PeakOptions, log: (line: string) => void): Prom
       return { ms, status, carried: opened.ok };
     };
     let ends = 0;
+    /** Ends that arrived while the live count was at the peak: skipped, so the hold never dips below it. */
+    let endsSkipped = 0;
+    /** The fewest live sessions seen during the hold (after each end and every progress line). */
+    let minLiveInHold = Number.POSITIVE_INFINITY;
     const endOne = async (): Promise<void> => {
-      if (live.length === 0) return;
+      if (live.length <= o.peak) {
+        endsSkipped++;
+        return;
+      }
       ends++;
       const sessionId = live.splice(Math.floor(Math.random() * live.length), 1)[0];
+      minLiveInHold = Math.min(minLiveInHold, live.length);
       await clientsWorker.ask({ type: 'end', sessionId }, (a) => a.type === 'ended' && a.sessionId === sessionId);
       const r = await call(`${rt.apiUrl}/sessions/${sessionId}`, {
         method: 'DELETE',
@@ -303,7 +311,8 @@ export async function runPeak(o: PeakOptions, log: (line: string) => void): Prom
       `ramp: ${live.length} live in ${rampS.toFixed(0)} s (${o.rampConcurrency} opens in flight); open p50 ${percentile(rampOk, 50).toFixed(0)} ms, p99 ${percentile(rampOk, 99).toFixed(0)} ms; ${failedOpens} failed`,
     );
 
-    // Hold: opens and ends arrive at random (Poisson, mean opensPerS each), the peak stays.
+    // Hold: opens and ends arrive at random (Poisson, mean opensPerS each); an end that would take
+    // the live count below the peak is skipped, so the peak is held (a random walk would drift).
     const hold: Open[] = [];
     const before = {
       dev: await devicesWorker.stats(),
@@ -312,6 +321,7 @@ export async function runPeak(o: PeakOptions, log: (line: string) => void): Prom
       host: await freshHostStats(rt),
     };
     const holdStart = performance.now();
+    minLiveInHold = live.length;
     const holdEnd = holdStart + o.holdS * 1000;
     const inFlight = new Set<Promise<unknown>>();
     const track = (p: Promise<unknown>): void => {
@@ -337,6 +347,7 @@ export async function runPeak(o: PeakOptions, log: (line: string) => void): Prom
     };
     const sampler = setInterval(() => void sample().then((s) => samples.push(s)), 5000);
     const progress = setInterval(() => {
+      minLiveInHold = Math.min(minLiveInHold, live.length);
       void clientsWorker
         .stats()
         .then((s) =>
@@ -371,7 +382,7 @@ export async function runPeak(o: PeakOptions, log: (line: string) => void): Prom
     const maxOf = (f: (s: (typeof samples)[number]) => number): number => Math.max(...samples.map(f));
     const hostRss = maxOf((s) => s.rss);
     log(
-      `hold ${holdS.toFixed(0)} s, ${after.cli.live} live at the end (${ends} ended at random): ${holdOk.length}/${hold.length} opens carried traffic, p50 ${p50.toFixed(0)} ms, p99 ${p99.toFixed(0)} ms; ${lost} connections lost; ${mismatches} mismatches; ${(verified / 2 ** 20).toFixed(0)} MiB verified`,
+      `hold ${holdS.toFixed(0)} s, ${after.cli.live} live at the end, never fewer than ${minLiveInHold} (${ends} ended at random, ${endsSkipped} ends skipped at the peak): ${holdOk.length}/${hold.length} opens carried traffic, p50 ${p50.toFixed(0)} ms, p99 ${p99.toFixed(0)} ms; ${lost} connections lost; ${mismatches} mismatches; ${(verified / 2 ** 20).toFixed(0)} MiB verified`,
     );
     log(
       `CPU (% of one core) control plane ${cpuPct(after.host.cpuMs, before.host.cpuMs).toFixed(0)}, relay emulator + driver ${cpuPct(after.main.cpuMs, before.main.cpuMs).toFixed(0)}, devices ${cpuPct(after.dev.cpuMs, before.dev.cpuMs).toFixed(0)}, clients ${cpuPct(after.cli.cpuMs, before.cli.cpuMs).toFixed(0)}; RSS max MiB control plane ${hostRss.toFixed(0)}, relay emulator + driver ${maxOf((s) => s.emuRss).toFixed(0)}, devices ${maxOf((s) => s.devRss).toFixed(0)}, clients ${maxOf((s) => s.cliRss).toFixed(0)}; storage ${storagePerS.toFixed(0)} requests/s (control plane ${(hostStorage / holdS).toFixed(0)}, devices ${(devStorage / holdS).toFixed(0)}); ${after.dev.skippedBursts + after.cli.skippedBursts} bursts skipped (socket full)`,
@@ -398,6 +409,7 @@ export async function runPeak(o: PeakOptions, log: (line: string) => void): Prom
     fig('clients_cpu_pct', cpuPct(after.cli.cpuMs, before.cli.cpuMs), '% of a core');
     fig('storage_requests_per_s', storagePerS, 'requests/s');
     fig('live_at_end', after.cli.live, 'sessions', String(o.peak));
+    fig('live_min_in_hold', minLiveInHold, 'sessions', `≥ ${o.peak}`);
     fig('failed_opens', failedOpens, 'opens', '0');
     log(`failed opens: ${failureSummary()}`);
     log(`${connectionRetries} requests retried after a connection reset before any answer`);
