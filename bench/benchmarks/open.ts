@@ -4,6 +4,7 @@
 import diagnostics from 'node:diagnostics_channel';
 import { AsyncLocalStorage } from 'node:async_hooks';
 import type { ClientRequest, IncomingMessage } from 'node:http';
+import { request as httpRequest } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import { TableClient } from '@azure/data-tables';
 import { LocalRuntime } from '../../local/runtime';
@@ -395,13 +396,13 @@ export const benchmark: Benchmark = {
     async function openOnce(apiUrl: string, token: string, device: AgentHarness): Promise<Sample> {
       const start = performance.now();
       const startWall = Date.now();
-      const r = await fetch(`${apiUrl}/sessions`, {
-        method: 'POST',
-        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-        body: JSON.stringify({ deviceId: device.enrollment.deviceId, port: 22 }),
-      });
+      const r = await postFresh(
+        `${apiUrl}/sessions`,
+        { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+        JSON.stringify({ deviceId: device.enrollment.deviceId, port: 22 }),
+      );
       // Every answer of the API is JSON (problem+json for errors); one that is not is a finding, not a crash.
-      const text = await r.text();
+      const text = r.text;
       let body: { sessionId?: string } = {};
       try {
         body = JSON.parse(text) as { sessionId?: string };
@@ -463,4 +464,40 @@ function shape(message: string): string {
     .replace(/[0-9a-f]{8}-[0-9a-f-]{27}/gi, '<id>')
     .replace(/\d+(\.\d+)?/g, 'N')
     .slice(0, 160);
+}
+
+/**
+ * POST on a connection of its own, as 500 different clients would open theirs (fetch's shared
+ * keep-alive pool would reuse the sockets of the level before).
+ */
+function postFresh(
+  url: string,
+  headers: Record<string, string>,
+  body: string,
+): Promise<{ status: number; text: string; headers: { get(name: string): string | null } }> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(
+      url,
+      { method: 'POST', agent: false, headers: { ...headers, 'content-length': Buffer.byteLength(body) } },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () =>
+          resolve({
+            status: res.statusCode ?? 0,
+            text: Buffer.concat(chunks).toString(),
+            headers: {
+              get: (name) => {
+                const v = res.headers[name.toLowerCase()];
+                return v === undefined ? null : Array.isArray(v) ? v.join(', ') : v;
+              },
+            },
+          }),
+        );
+        res.on('error', reject);
+      },
+    );
+    req.on('error', reject);
+    req.end(body);
+  });
 }

@@ -15,6 +15,13 @@ export interface FrontDoorLimits {
   requestTimeoutMs: number;
   /** Open connections at once; more are refused at accept. */
   maxConnections: number;
+  /**
+   * Connections the listening socket holds before they are accepted. Azure's front end takes a
+   * burst of hundreds of new connections at once; Node's default (511) made the kernel drop the
+   * SYNs of a burst of 500 opens on a busy host (TcpExtListenOverflows), and the clients' SYN
+   * retries (1, 3, 7, 15 s) spread the burst over 30 s. The kernel caps it at net.core.somaxconn.
+   */
+  acceptBacklog: number;
 }
 
 export const DEFAULT_LIMITS: FrontDoorLimits = {
@@ -23,6 +30,7 @@ export const DEFAULT_LIMITS: FrontDoorLimits = {
   headersTimeoutMs: 20_000,
   requestTimeoutMs: 60_000,
   maxConnections: 1024,
+  acceptBacklog: 4096,
 };
 
 /** The header and query parameter the real host reads a key from. */

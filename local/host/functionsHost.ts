@@ -153,7 +153,14 @@ export class FunctionsHost implements ExtensionHostApi {
     applyServerLimits(this.server, this.limits);
     await new Promise<void>((resolve, reject) => {
       this.server!.once('error', reject);
-      this.server!.listen(this.options.port ?? 0, this.options.listenHost ?? '127.0.0.1', () => resolve());
+      this.server!.listen(
+        {
+          port: this.options.port ?? 0,
+          host: this.options.listenHost ?? '127.0.0.1',
+          backlog: this.limits.acceptBacklog,
+        },
+        () => resolve(),
+      );
     });
     this.port = (this.server.address() as AddressInfo).port;
     // As Core Tools does: the app (and the durable client's URL rewriting) sees this host's address.
