@@ -78,7 +78,7 @@ export class SessionOpener {
    * or ends before it is ready throws the error its reason maps to (openFailure).
    */
   async open(principal: Principal, request: OpenSessionRequest): Promise<OpenOutcome> {
-    // The budget counts from the request's arrival, the wait for a slot included.
+    // The budget counts from the open's start, the wait for a slot included.
     const deadline = this.now() + this.o.limits.openBudgetMs;
     this.o.rateLimiter.enforce(principal.id);
     const release: AdmissionRelease = (await this.o.admission?.enter(deadline)) ?? (() => undefined);
