@@ -6,27 +6,15 @@
 // critical path), then prepareNext. Then what must hold: every old hybrid connection gone in ARM,
 // every namespace available again a generation on, no lease left, no old token accepted.
 // Used by test/integration/pool/recycleBurst.test.ts and `npm run bench -- recycleburst`.
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
-import { TableClient } from '@azure/data-tables';
-import { QueueServiceClient } from '@azure/storage-queue';
-import { startAzurite } from '../local/azurite';
-import { RelayEmulator, type RelayEmulatorOptions } from '../local/relay-emulator';
-import type { Config } from '../lib/config';
-import { DeviceNotifier } from '../lib/devices/deviceNotifier';
+import type { RelayEmulatorOptions } from '../local/relay-emulator';
 import { RelayArmUnavailableError, RelayHandshakeError } from '../lib/errors';
-import { NamespaceStore } from '../lib/pool/namespaceStore';
-import { PoolMaintenance } from '../lib/pool/poolMaintenance';
-import { PoolRunStore } from '../lib/pool/poolRunStore';
 import { openNamespaceKeys } from '../lib/pool/sealedKeys';
 import { connectHybridConnection } from '../lib/relay/hybridConnection';
-import { createRelayApiFactory, RelayManager } from '../lib/relay/relayManager';
 import { createSasToken, relayAudience } from '../lib/relay/sas';
-import { Sealer } from '../lib/sealing';
-import { SessionRelay } from '../lib/sessions/sessionRelay';
-import { SessionService } from '../lib/sessions/sessionService';
-import { SessionStore } from '../lib/sessions/sessionStore';
 import { runMaintenance } from '../test/support/poolMaintenanceDriver';
+import { startPoolHarness } from './poolHarness';
 
 export interface BurstOptions {
   sessions: number;
@@ -81,32 +69,19 @@ const PREPARE_ROUNDS = 4;
 
 export async function runRecycleBurst(o: BurstOptions): Promise<BurstResult> {
   const scale = o.timeScale;
-  const azurite = await startAzurite();
-  const emulator = await new RelayEmulator({
-    timeScale: scale,
-    ...(o.createDelayMs !== undefined ? { createDelayMs: o.createDelayMs } : {}),
-    ...(o.perSubscriptionSetup ?? {}),
-  }).start();
-  try {
-    const sealer = new Sealer(randomBytes(32));
-    const suffix = Date.now().toString(36);
-    const table = (n: string) =>
-      TableClient.fromConnectionString(azurite.connectionString, `${n}${suffix}`, { allowInsecureConnection: true });
-    const namespaces = new NamespaceStore(table('burstns'), 'burst');
-    await namespaces.ensureTable();
-    const sessions = new SessionStore(table('burstsess'));
-    await sessions.ensureTable();
-    const manager = new RelayManager({
-      apiFactory: createRelayApiFactory({
-        endpoint: emulator.armEndpoint,
-        caPem: emulator.caCertPem,
-        lroPollIntervalMs: 2000 * scale,
-      }),
+  const h = await startPoolHarness({
+    name: 'burst',
+    emulator: {
+      timeScale: scale,
+      ...(o.createDelayMs !== undefined ? { createDelayMs: o.createDelayMs } : {}),
+      ...(o.perSubscriptionSetup ?? {}),
+    },
+    manager: {
+      lroPollIntervalMs: 2000 * scale,
       firstActivationPollMs: 22_000 * scale,
       retry: { initialDelayMs: 500 * scale, maxDelayMs: 20_000 * scale, maxRetryAfterMs: 60_000 * scale },
-    });
-    const pool: Config['pool'] = {
-      name: 'burst',
+    },
+    pool: {
       subscriptions: Array.from({ length: o.subscriptions }, (_, i) => ({
         subscriptionId: `00000000-0000-0000-bbbb-${String(i + 1).padStart(12, '0')}`,
         resourceGroup: 'relay-pool',
@@ -116,25 +91,16 @@ export async function runRecycleBurst(o: BurstOptions): Promise<BurstResult> {
       namespacePrefix: 'rbb',
       floor: o.sessions,
       cap: o.sessions,
-      headroom: 1,
-      createSeconds: 45,
-      stuckMinutes: 30,
-      maxRecycleFailures: 3,
-      shrinkIdleMinutes: 30,
-      nameReuseHours: 24,
-    };
-    const maintenance = new PoolMaintenance({
-      namespaces,
-      runs: new PoolRunStore(table('burstns'), 'burst'),
-      relay: manager,
-      sealer,
-      pool,
-      nameSalt: `b${suffix}`,
+    },
+    maintenance: {
       maxDriftChecks: 0,
       // The product's 60 s before a failed recycle is retried, on the emulator's clock.
       retryBackoffSeconds: 60 * scale,
       ...(o.setupPerSubscription ? { provisionPerSubscription: o.setupPerSubscription } : {}),
-    });
+    },
+  });
+  const { emulator, sealer, namespaces, manager, maintenance, service } = h;
+  try {
     let t = performance.now();
     for (let run = 0; run < 50; run++) {
       await runMaintenance(maintenance, () => new Date(), { reconcile: false });
@@ -148,14 +114,6 @@ export async function runRecycleBurst(o: BurstOptions): Promise<BurstResult> {
       `set-up: ${o.sessions} namespaces over ${o.subscriptions} subscriptions in ${((performance.now() - t) / 1000).toFixed(1)} s`,
     );
 
-    const service = new SessionService({
-      namespaces,
-      sessions,
-      notifier: new DeviceNotifier(QueueServiceClient.fromConnectionString(azurite.connectionString)),
-      relay: new SessionRelay(manager, sealer),
-      sealer,
-      publicApiUrl: 'http://localhost',
-    });
     const leased: Array<{
       sessionId: string;
       namespace: string;
@@ -303,7 +261,6 @@ export async function runRecycleBurst(o: BurstOptions): Promise<BurstResult> {
       tokensAccepted,
     };
   } finally {
-    await emulator.close();
-    await azurite.close();
+    await h.close();
   }
 }

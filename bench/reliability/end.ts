@@ -3,80 +3,38 @@
 // ARM writes one session's recycle costs (the figure `arm_writes_per_session` is `open`'s). Real parts: Azurite, the relay
 // emulator at Azure's write timing, the session service's two recycle steps as the orchestrator
 // runs them (delete the hybrid connection → record ended → prepare the next generation).
-import { randomBytes, randomUUID } from 'node:crypto';
-import { TableClient } from '@azure/data-tables';
-import { QueueServiceClient } from '@azure/storage-queue';
-import { startAzurite } from '../../local/azurite';
-import { RelayEmulator } from '../../local/relay-emulator';
-import { DeviceNotifier } from '../../lib/devices/deviceNotifier';
-import { NamespaceStore } from '../../lib/pool/namespaceStore';
-import { PoolMaintenance } from '../../lib/pool/poolMaintenance';
-import { PoolRunStore } from '../../lib/pool/poolRunStore';
+import { randomUUID } from 'node:crypto';
 import { openNamespaceKeys } from '../../lib/pool/sealedKeys';
 import { connectHybridConnection, HybridConnectionListener } from '../../lib/relay/hybridConnection';
-import { createRelayApiFactory, RelayManager } from '../../lib/relay/relayManager';
 import { createSasToken, relayAudience } from '../../lib/relay/sas';
-import { Sealer } from '../../lib/sealing';
-import { SessionRelay } from '../../lib/sessions/sessionRelay';
-import { SessionService } from '../../lib/sessions/sessionService';
-import { SessionStore } from '../../lib/sessions/sessionStore';
 import type { Figure } from '../figures';
+import { startPoolHarness } from '../poolHarness';
 
 const COMMAND = 'npm run bench -- reliability';
 const SESSIONS = 5;
 
 export async function measureEndedToWireDead(log: (line: string) => void): Promise<Figure[]> {
-  const azurite = await startAzurite();
   // Writes, conflicts and throttling at Azure's scale; namespace creation instant (not measured here).
-  const emulator = await new RelayEmulator({ createDelayMs: 0, deleteDelayMs: 0 }).start();
+  const h = await startPoolHarness({
+    name: 'benchend',
+    emulator: { createDelayMs: 0, deleteDelayMs: 0 },
+    pool: {
+      subscriptions: [
+        {
+          subscriptionId: '00000000-0000-0000-eeee-000000000001',
+          resourceGroup: 'rg',
+          location: 'westeurope',
+          quota: 5,
+        },
+      ],
+      namespacePrefix: 'rbe',
+      floor: 1,
+      cap: 1,
+    },
+  });
+  const { emulator, sealer, namespaces, sessions, maintenance, service } = h;
   try {
-    const sealer = new Sealer(randomBytes(32));
-    const suffix = Date.now().toString(36);
-    const table = (n: string) =>
-      TableClient.fromConnectionString(azurite.connectionString, `${n}${suffix}`, { allowInsecureConnection: true });
-    const namespaces = new NamespaceStore(table('benchendns'), 'bench');
-    await namespaces.ensureTable();
-    const sessions = new SessionStore(table('benchendsess'));
-    await sessions.ensureTable();
-    const manager = new RelayManager({
-      apiFactory: createRelayApiFactory({ endpoint: emulator.armEndpoint, caPem: emulator.caCertPem }),
-    });
-    const maintenance = new PoolMaintenance({
-      namespaces,
-      runs: new PoolRunStore(table('benchendns'), 'bench'),
-      relay: manager,
-      sealer,
-      pool: {
-        name: 'bench',
-        subscriptions: [
-          {
-            subscriptionId: '00000000-0000-0000-eeee-000000000001',
-            resourceGroup: 'rg',
-            location: 'westeurope',
-            quota: 5,
-          },
-        ],
-        namespacePrefix: 'rbe',
-        floor: 1,
-        cap: 1,
-        headroom: 1,
-        createSeconds: 45,
-        stuckMinutes: 30,
-        maxRecycleFailures: 3,
-        shrinkIdleMinutes: 30,
-        nameReuseHours: 24,
-      },
-      nameSalt: `e${suffix}`,
-    });
     for (const item of (await maintenance.plan(new Date())).provision) await maintenance.provision(item);
-    const service = new SessionService({
-      namespaces,
-      sessions,
-      notifier: new DeviceNotifier(QueueServiceClient.fromConnectionString(azurite.connectionString)),
-      relay: new SessionRelay(manager, sealer),
-      sealer,
-      publicApiUrl: 'http://localhost',
-    });
     const ca = emulator.caCertPem;
     const gaps: number[] = [];
     const writes: number[] = [];
@@ -151,7 +109,6 @@ export async function measureEndedToWireDead(log: (line: string) => void): Promi
       },
     ];
   } finally {
-    await emulator.close();
-    await azurite.close();
+    await h.close();
   }
 }

@@ -36,10 +36,19 @@ export class SessionReadyWatcher {
   private readonly waiters = new Set<Waiter>();
   /** The port of the latest waiter: any durable client of the task hub reads the same store. */
   private port?: SessionOrchestrations;
-  private listTimer?: NodeJS.Timeout;
-  private listRunning = false;
-  private hotTimer?: NodeJS.Timeout;
-  private hotRunning = false;
+  /**
+   * Two loops that never wait for each other: the list read (slow under load: it pages through
+   * every session opened lately) must not hold back the point reads of the sessions a ready call
+   * has just nudged, or a burst's ready answers wait for the list.
+   */
+  private readonly listLoop = new Loop(
+    () => this.listTick(),
+    () => this.waiters.size > 0,
+  );
+  private readonly hotLoop = new Loop(
+    () => this.hotTick(),
+    () => this.hot.size > 0,
+  );
   private readonly intervalMs: number;
   private readonly hotIntervalMs: number;
   private readonly hotForMs: number;
@@ -92,7 +101,7 @@ export class SessionReadyWatcher {
         timer: setTimeout(() => waiter.resolve(last), Math.max(0, deadlineMs - this.now())),
       };
       this.waiters.add(waiter);
-      this.schedule(0);
+      this.listLoop.schedule(0);
     });
   }
 
@@ -104,48 +113,23 @@ export class SessionReadyWatcher {
   nudge(sessionId: string): void {
     if (![...this.waiters].some((w) => w.sessionId === sessionId)) return;
     this.hot.set(sessionId, this.now() + this.hotForMs);
-    this.scheduleHot(this.hotIntervalMs);
+    this.hotLoop.schedule(this.hotIntervalMs);
   }
 
   /** Stops the ticks; waiting requests get their last state now. */
   close(): void {
-    clearTimeout(this.listTimer);
-    clearTimeout(this.hotTimer);
-    this.listTimer = this.hotTimer = undefined;
+    this.listLoop.stop();
+    this.hotLoop.stop();
     for (const w of [...this.waiters]) w.resolve(undefined);
   }
 
-  /**
-   * Two loops that never wait for each other: the list read (slow under load: it pages through
-   * every session opened lately) must not hold back the point reads of the sessions a ready call
-   * has just nudged, or a burst's ready answers wait for the list.
-   */
-  private schedule(delayMs: number): void {
-    if (this.listTimer || this.listRunning || this.waiters.size === 0) return;
-    this.listTimer = setTimeout(() => {
-      this.listTimer = undefined;
-      void this.listTick();
-    }, delayMs);
-    this.listTimer.unref?.();
-  }
-
-  private scheduleHot(delayMs: number): void {
-    if (this.hotTimer || this.hotRunning || this.hot.size === 0) return;
-    this.hotTimer = setTimeout(() => {
-      this.hotTimer = undefined;
-      void this.hotTick();
-    }, delayMs);
-    this.hotTimer.unref?.();
-  }
-
-  /** The nudged sessions that still have a waiter, each read alone. */
-  private async hotTick(): Promise<void> {
+  /** The nudged sessions that still have a waiter, each read alone. Returns the next tick's delay. */
+  private async hotTick(): Promise<number | undefined> {
     const port = this.port;
     const now = this.now();
     const waitingIds = new Set([...this.waiters].map((w) => w.sessionId));
     for (const [id, until] of this.hot) if (until <= now || !waitingIds.has(id)) this.hot.delete(id);
-    if (!port || this.hot.size === 0) return;
-    this.hotRunning = true;
+    if (!port || this.hot.size === 0) return undefined;
     try {
       await this.readEach(
         port,
@@ -153,22 +137,20 @@ export class SessionReadyWatcher {
       );
     } catch (err) {
       this.o.onError?.(err);
-    } finally {
-      this.hotRunning = false;
-      this.scheduleHot(this.hotIntervalMs);
     }
+    return this.hotIntervalMs;
   }
 
-  private async listTick(): Promise<void> {
+  /** Every waiter from one list read (point reads for those not listed). Returns the next tick's delay. */
+  private async listTick(): Promise<number | undefined> {
     const port = this.port;
-    if (!port || this.waiters.size === 0) return;
-    this.listRunning = true;
+    if (!port || this.waiters.size === 0) return undefined;
     try {
       const waiting = [...this.waiters];
       if (!port.listRunningSince) {
         // Without a list read (fakes): every waiter alone, still from this one loop.
         await this.readEach(port, waiting);
-        return;
+        return Math.min(this.intervalMs, 100);
       }
       const oldest = Math.min(...waiting.map((w) => w.createdAtMs));
       this.stats.listReads++;
@@ -183,10 +165,8 @@ export class SessionReadyWatcher {
       await this.readEach(port, missing);
     } catch (err) {
       this.o.onError?.(err);
-    } finally {
-      this.listRunning = false;
-      this.schedule(port.listRunningSince ? this.intervalMs : Math.min(this.intervalMs, 100));
     }
+    return port.listRunningSince ? this.intervalMs : Math.min(this.intervalMs, 100);
   }
 
   private async readEach(port: SessionOrchestrations, waiters: Waiter[]): Promise<void> {
@@ -198,5 +178,43 @@ export class SessionReadyWatcher {
         if (this.waiters.has(w) && w.settled(state)) w.resolve(state);
       }),
     );
+  }
+}
+
+/** A self-rescheduling loop: at most one timer armed and one run in flight; a run returns its next delay. */
+class Loop {
+  private timer?: NodeJS.Timeout;
+  private running = false;
+
+  constructor(
+    /** One run; never throws. Undefined: the loop rests until the next schedule(). */
+    private readonly run: () => Promise<number | undefined>,
+    /** Whether there is anything to do (checked when a run is armed). */
+    private readonly wanted: () => boolean,
+  ) {}
+
+  schedule(delayMs: number): void {
+    if (this.timer || this.running || !this.wanted()) return;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      void this.tick();
+    }, delayMs);
+    this.timer.unref?.();
+  }
+
+  stop(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+
+  private async tick(): Promise<void> {
+    this.running = true;
+    let next: number | undefined;
+    try {
+      next = await this.run();
+    } finally {
+      this.running = false;
+    }
+    if (next !== undefined) this.schedule(next);
   }
 }
